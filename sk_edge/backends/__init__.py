@@ -1,0 +1,4 @@
+"""Backends that run a model: PyTorch (the FP32 reference) and ONNX Runtime.
+
+Each backend is a small callable, numpy in and numpy out, built lazily.
+"""

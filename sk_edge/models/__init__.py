@@ -1,0 +1,117 @@
+"""SKNet model family: our own SKNet-26/50/101 and timm's SelectiveKernel models.
+
+``build_model(name, ...)`` turns a model name from the command line into a PyTorch module
+in eval mode, with weights loaded and the preprocessing it expects:
+
+- ``sknet26``, ``sknet50``, ``sknet101``: :mod:`sk_edge.models.sknet`; model arguments
+  ``branches`` (M), ``groups`` (G), ``reduction`` (r), ``min_dim`` (L), ``base_width``,
+  ``stem_width``, ``in_chans``.
+- ``timm:NAME``: any timm model (``skresnet18``, ``skresnext50_32x4d``...); model
+  arguments go to ``timm.create_model``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import UsageError
+from ..preprocess import Preprocess
+from . import sknet
+from .weights import apply_state_dict, load_state_dict
+
+OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
+    "sknet26": sknet.sknet26,
+    "sknet50": sknet.sknet50,
+    "sknet101": sknet.sknet101,
+}
+TIMM_PREFIX = "timm:"
+
+
+@dataclass
+class BuiltModel:
+    """A model ready for export, and what the later stages need to know about it."""
+
+    name: str
+    module: nn.Module
+    preprocess: Preprocess
+    total_stride: int
+    family: str  # "sknet" or "timm"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def _own_model_args() -> set[str]:
+    # The depth (layers) is what names the model; everything else may change.
+    return {p for p in inspect.signature(sknet.SKNet).parameters} - {"num_classes", "layers"}
+
+
+def model_names() -> list[str]:
+    from .timm_models import sk_model_names
+
+    return list(OWN_MODELS) + [TIMM_PREFIX + n for n in sk_model_names()]
+
+
+def check_input_size(input_size: int, total_stride: int, model_name: str) -> None:
+    if input_size < total_stride or input_size % total_stride:
+        lower = max(total_stride, input_size // total_stride * total_stride)
+        raise UsageError(
+            f"--input-size {input_size} does not suit {model_name}, which downsamples by "
+            f"{total_stride}: use a multiple of {total_stride} (e.g. {lower} or {lower + total_stride})"
+        )
+
+
+def build_model(
+    name: str,
+    num_classes: int | None = None,
+    input_size: int = 224,
+    weights: str | Path | None = None,
+    args: dict[str, Any] | None = None,
+) -> BuiltModel:
+    """Create the model called ``name``, load ``weights`` into it and put it in eval mode."""
+    args = dict(args or {})
+    if name.startswith(TIMM_PREFIX):
+        from .timm_models import create_timm_model, timm_preprocess, timm_total_stride
+
+        module = create_timm_model(name[len(TIMM_PREFIX) :], num_classes, args)
+        built = BuiltModel(
+            name=name,
+            module=module,
+            preprocess=timm_preprocess(module, input_size),
+            total_stride=timm_total_stride(module),
+            family="timm",
+            args=args,
+        )
+    elif name in OWN_MODELS:
+        allowed = _own_model_args()
+        unknown = sorted(set(args) - allowed)
+        if unknown:
+            raise UsageError(
+                f"{name} has no model argument '{unknown[0]}'; its arguments are: {', '.join(sorted(allowed))}"
+            )
+        classes = {} if num_classes is None else {"num_classes": num_classes}
+        try:
+            module = OWN_MODELS[name](**args, **classes)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"cannot build {name} with {args}: {exc}") from None
+        built = BuiltModel(
+            name=name,
+            module=module,
+            preprocess=Preprocess(input_size=input_size),
+            total_stride=sknet.SKNet.total_stride,
+            family="sknet",
+            args=args,
+        )
+    else:
+        raise UsageError(
+            f"unknown model '{name}'; choose one of: {', '.join(model_names())} "
+            f"(or timm:NAME for any timm model)"
+        )
+    check_input_size(input_size, built.total_stride, name)
+    if weights is not None:
+        apply_state_dict(built.module, load_state_dict(weights), weights, name)
+    built.module.eval()
+    return built

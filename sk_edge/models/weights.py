@@ -1,0 +1,133 @@
+"""Loading user weights safely and checking they fit the architecture.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)``: only tensors and plain
+containers are unpickled, never arbitrary objects. ``.safetensors`` files are read with
+the safetensors package when it is installed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+
+# Keys under which training scripts commonly nest the model's state dict, in the order
+# we look for them. EMA weights are taken only when nothing else is there: a user who
+# wants them should save them on their own.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema", "model_ema")
+# Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+RESAVE_HINT = "save it with torch.save(model.state_dict(), PATH)"
+
+
+def _read_file(path: Path) -> object:
+    if not path.exists():
+        raise WeightsError(f"weights file '{path}' does not exist")
+    if not path.is_file():
+        raise WeightsError(f"weights path '{path}' is not a file")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsError(
+                f"'{path}' is a safetensors file but safetensors is not installed: "
+                "pip install safetensors"
+            ) from None
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightsError(f"cannot read safetensors file '{path}': {exc}") from None
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols before refusing a plain pickle; the
+            # error below says all the user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is a page long; keep the one fact the user needs.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise WeightsError(
+                f"'{path}' contains a pickled Python object ({refused.group(1)}) that sk-edge will not "
+                f"unpickle (torch.load weights_only=True); {RESAVE_HINT}"
+            ) from None
+        raise WeightsError(f"'{path}' is not a PyTorch checkpoint or state dict; {RESAVE_HINT}") from None
+    except PermissionError:
+        raise WeightsError(f"cannot read weights file '{path}': permission denied") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"'{path}' is not a readable PyTorch checkpoint ({first}); {RESAVE_HINT}"
+        ) from None
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict, or the state dict inside a checkpoint dict, from ``path``."""
+    path = Path(path)
+    obj = _read_file(path)
+    if not isinstance(obj, Mapping):
+        raise WeightsError(
+            f"'{path}' holds a {type(obj).__name__}, not a state dict; {RESAVE_HINT}"
+        )
+    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        nested = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if nested is None:
+            raise WeightsError(
+                f"'{path}' is a dict without tensors and without any of the keys "
+                f"{', '.join(CHECKPOINT_KEYS)}; {RESAVE_HINT}"
+            )
+        obj = obj[nested]
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue  # e.g. a stray step counter stored beside the tensors
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    if not state:
+        raise WeightsError(f"'{path}' contains no tensors; {RESAVE_HINT}")
+    return state
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, model_name: str) -> None:
+    """Load ``state`` into ``model`` strictly; name the first problem in the error.
+
+    ``num_batches_tracked`` buffers may be missing (several exporters drop them): they do
+    not affect inference.
+    """
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key in state and state[key].shape != tensor.shape:
+            hint = ""
+            if key.endswith(("fc.weight", "fc.bias", "classifier.weight", "head.weight")):
+                hint = f"; pass --num-classes {state[key].shape[0]} if the file is a fine-tuned model"
+            raise WeightsError(
+                f"weights '{source}' do not match {model_name}: '{key}' is {_shape(state[key])} "
+                f"in the file but {_shape(tensor)} in the model{hint}"
+            )
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise WeightsError(
+            f"weights '{source}' do not match {model_name}: {len(missing)} tensors missing, "
+            f"first '{missing[0]}' {_shape(expected[missing[0]])}; check --model and the model arguments"
+        )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise WeightsError(
+            f"weights '{source}' do not match {model_name}: {len(unexpected)} unexpected tensors, "
+            f"first '{unexpected[0]}' {_shape(state[unexpected[0]])}; check --model and the model arguments"
+        )
+    model.load_state_dict(state, strict=False)

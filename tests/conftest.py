@@ -1,0 +1,28 @@
+"""Shared helpers: small real models with non-trivial BatchNorm statistics.
+
+A freshly initialised BatchNorm (mean 0, var 1, gamma 1, beta 0) is the identity, so a
+folding bug would go unnoticed on it. Every model under test gets random inference
+statistics first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Our SKNet, shrunk so a test export takes about a second: the same units, fewer channels.
+TINY_SKNET_ARGS = {"base_width": 32, "stem_width": 16, "groups": 8}
+
+
+def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return module.eval()

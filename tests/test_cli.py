@@ -1,0 +1,114 @@
+"""The command line as users run it: a real process, exit codes, one-line errors, files."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sk_edge import cli
+from sk_edge.export.sk_rewrite import SELECT_FORMS
+from sk_edge.models.sknet import sknet26
+
+from conftest import TINY_SKNET_ARGS
+
+TINY = [f"--model-arg={k}={v}" for k, v in TINY_SKNET_ARGS.items()]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("sk-edge")
+    assert exe, "the sk-edge console script is not on PATH; install the package (pip install -e .)"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "sk-edge, version" in out.stdout
+
+
+def test_help_lists_the_stages():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("export", "info", "models"):
+        assert command in out.stdout
+    export_help = run("export", "--help").stdout
+    for option in ("--model", "--weights", "--input-size", "--dynamic-batch", "--opset", "-w, --workdir"):
+        assert option in export_help
+
+
+def test_cli_select_forms_match_the_library():
+    assert cli.SELECT_FORMS == SELECT_FORMS
+
+
+def test_export_end_to_end_with_weights_then_skip(tmp_path):
+    weights = tmp_path / "finetuned.pth"
+    torch.save({"state_dict": sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict()}, weights)
+    workdir = tmp_path / "wd"
+    args = ["export", "--model", "sknet26", *TINY, "--weights", str(weights), "--num-classes", "10",
+            "--input-size", "64", "-w", str(workdir)]
+    out = run(*args)
+    assert out.returncode == 0, out.stderr
+    assert "8 SK units rewritten (8 sigmoid)" in out.stderr
+    assert "max |logit diff|" in out.stderr
+    doc = json.loads((workdir / "export.json").read_text())
+    assert doc["inputs"]["weights"]["path"] == str(weights)
+    assert doc["model"]["output"]["shape"] == [1, 10]
+    assert sorted(p.name for p in workdir.iterdir()) == ["export.json", "model.fp32.onnx"]
+
+    again = run(*args)
+    assert again.returncode == 0
+    assert "is up to date" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--model", "sknet51"], 2, "unknown model 'sknet51'"),
+        (["--model", "sknet26", "--input-size", "100"], 2, "use a multiple of 32"),
+        (["--model", "sknet26", "--weights", "missing.pth"], 1, "weights file 'missing.pth' does not exist"),
+        (["--model", "sknet26", "--weights", "garbage.pth"], 1, "'garbage.pth' is not a PyTorch checkpoint"),
+        (["--model", "sknet26", "--weights", "ten.pth"], 1, "'fc.weight' is (10, 512) in the file but (1000, 512)"),
+        (["--model", "sknet26", "--model-arg", "branches"], 2, "is not KEY=VALUE"),
+        (["--model", "timm:resnet18"], 2, "has no Selective Kernel units"),
+        (["--batch", "2", "--dynamic-batch", "4"], 2, "exclude each other"),
+        (["--opset", "9"], 2, "--opset 9 is not supported"),
+        (["--select-form", "sigmoid", "--model-arg", "branches=3"], 2, "exact only for 2 branches"),
+        (["--select-form", "softmax"], 2, "Invalid value for '--select-form'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, code, message):
+    (tmp_path / "garbage.pth").write_bytes(b"\x00\x01 definitely not a checkpoint")
+    torch.save(sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict(), tmp_path / "ten.pth")
+    model = [] if "--model" in args else ["--model", "sknet26"]
+    tiny = [] if "timm:resnet18" in args else TINY
+    size = [] if "--input-size" in args else ["--input-size", "64"]
+    out = run("export", *model, *tiny, *size, *args, "-w", "wd", cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    error_lines = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "wd").exists()
+
+
+def test_info_reports_the_environment():
+    text = run("info")
+    assert text.returncode == 0
+    for key in ("python", "torch", "onnxruntime", "tensorrt", "cuda device"):
+        assert key in text.stdout
+    assert "CPUExecutionProvider" in text.stdout
+    data = json.loads(run("info", "--json").stdout)
+    assert data["libraries"]["torch"] == torch.__version__.split("+")[0]
+    assert data["tensorrt"]["installed"] in (True, False)
+    assert data["cuda_device"] is None or "compute_capability" in data["cuda_device"]
+
+
+def test_models_lists_every_family():
+    out = run("models")
+    assert out.returncode == 0
+    names = out.stdout.split()
+    assert names[:3] == ["sknet26", "sknet50", "sknet101"]
+    assert {"timm:skresnet18", "timm:skresnet34", "timm:skresnet50", "timm:skresnext50_32x4d"} <= set(names)
