@@ -95,7 +95,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100, help="timed runs per graph (>= 30)")
     parser.add_argument("--rounds", type=int, default=10, help="round-robin rounds the runs are split into")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="ONNX Runtime intra-op threads, networks")
+    parser.add_argument(
+        "--unit-threads",
+        type=int,
+        default=1,
+        help="intra-op threads for single SK units: at a few ms per run, thread hand-off jitter "
+        "swamps the differences between forms",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export_speed.json")
     args = parser.parse_args()
     if args.runs < 30:
@@ -106,7 +113,8 @@ def main() -> int:
     for label in args.cases:
         graphs, shape, name, model_args = case_graphs(label, args.input_size)
         x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-        runners = {k: OnnxRuntimeRunner(g, threads=args.threads) for k, g in graphs.items()}
+        threads = args.threads if label in CASES else args.unit_threads
+        runners = {k: OnnxRuntimeRunner(g, threads=threads) for k, g in graphs.items()}
         print(f"{label}: timing {', '.join(graphs)} ({args.runs} runs each after {args.warmup} warm-up) ...", file=sys.stderr)
         times = time_round_robin(runners, x, args.warmup, args.runs, args.rounds)
         naive = statistics.median(times["naive"])
@@ -119,6 +127,7 @@ def main() -> int:
                     "model": name,
                     "model_args": model_args,
                     "graph": key,
+                    "threads": threads,
                     "runs": len(ts),
                     "median_ms": round(med, 3),
                     "p10_ms": round(q[0], 3),
@@ -128,10 +137,10 @@ def main() -> int:
                 }
             )
 
-    print(f"\n{'case':<20} {'graph':<10} {'nodes':>6} {'median ms':>10} {'p10':>8} {'p90':>8} {'vs naive':>9}")
+    print(f"\n{'case':<20} {'graph':<10} {'threads':>7} {'nodes':>6} {'median ms':>10} {'p10':>8} {'p90':>8} {'vs naive':>9}")
     for r in results:
         print(
-            f"{r['case']:<20} {r['graph']:<10} {r['nodes']:>6} {r['median_ms']:>10.2f} "
+            f"{r['case']:<20} {r['graph']:<10} {r['threads']:>7} {r['nodes']:>6} {r['median_ms']:>10.2f} "
             f"{r['p10_ms']:>8.2f} {r['p90_ms']:>8.2f} {r['ratio_to_naive']:>8.2f}x"
         )
     write_json(

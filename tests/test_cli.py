@@ -1,9 +1,9 @@
 """The command line as users run it: a real process, exit codes, one-line errors, files."""
 
 import json
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,9 +24,10 @@ def run(*args, cwd=None):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("sk-edge")
-    assert exe, "the sk-edge console script is not on PATH; install the package (pip install -e .)"
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    # pip puts console scripts beside the interpreter of the environment it installs into.
+    exe = Path(sys.executable).parent / "sk-edge"
+    assert exe.is_file(), f"no sk-edge console script at {exe}; install the package (pip install -e .)"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "sk-edge, version" in out.stdout
 
 
