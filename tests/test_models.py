@@ -50,7 +50,7 @@ def test_any_class_count_and_input_size(input_size):
 
 def test_model_names_list_own_and_timm_models():
     names = model_names()
-    assert names[:3] == ["sknet26", "sknet50", "sknet101"]
+    assert names[:4] == ["sknet26-digits", "sknet26", "sknet50", "sknet101"]
     assert "timm:skresnet18" in names and "timm:skresnext50_32x4d" in names
 
 

@@ -28,6 +28,11 @@ class OnnxRuntimeRunner:
             what sk-edge uses to measure numerical parity and INT8 drift.
         threads: intra-op threads; ONNX Runtime's default (all cores) when omitted.
         optimization: ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``.
+        dynamic_batch: run any batch size through a graph exported with a static batch, by
+            making dimension 0 of its input and output symbolic. Valid for sk-edge's graphs,
+            whose every reshape keeps the batch as -1.
+        memory_arena: keep ONNX Runtime's CPU memory arena (faster repeated runs). Off for
+            runs that fetch many large tensors, where the arena holds on to their peak.
     """
 
     def __init__(
@@ -36,12 +41,29 @@ class OnnxRuntimeRunner:
         providers: list[str] | None = None,
         threads: int | None = None,
         optimization: str = "all",
+        dynamic_batch: bool = False,
+        memory_arena: bool = True,
     ):
         self.model = model if isinstance(model, bytes) else Path(model)
         self.providers = providers or ["CPUExecutionProvider"]
         self.threads = threads
         self.optimization = optimization
+        self.dynamic_batch = dynamic_batch
+        self.memory_arena = memory_arena
         self._session = None
+
+    def _source(self) -> str | bytes:
+        if not self.dynamic_batch:
+            return self.model if isinstance(self.model, bytes) else str(self.model)
+        import onnx
+
+        proto = onnx.load_from_string(self.model) if isinstance(self.model, bytes) else onnx.load(str(self.model))
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            if dims:
+                dims[0].dim_param = "batch"
+        del proto.graph.value_info[:]  # inferred for the old batch; ONNX Runtime re-infers
+        return proto.SerializeToString()
 
     @property
     def session(self):
@@ -57,9 +79,9 @@ class OnnxRuntimeRunner:
             }[self.optimization]
             if self.threads:
                 opts.intra_op_num_threads = self.threads
+            opts.enable_cpu_mem_arena = self.memory_arena
             opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise
-            source = self.model if isinstance(self.model, bytes) else str(self.model)
-            self._session = ort.InferenceSession(source, sess_options=opts, providers=self.providers)
+            self._session = ort.InferenceSession(self._source(), sess_options=opts, providers=self.providers)
         return self._session
 
     @property

@@ -159,7 +159,6 @@ def export_model(
     built: BuiltModel,
     workdir: str | Path,
     options: ExportOptions = ExportOptions(),
-    weights_path: str | Path | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
 ) -> ExportResult:
@@ -178,8 +177,8 @@ def export_model(
     input_shape = (in_chans, built.preprocess.input_size, built.preprocess.input_size)
 
     weights = None
-    if weights_path is not None:
-        weights = {"path": str(weights_path), "sha256": artifacts.sha256_file(weights_path)}
+    if built.weights is not None:
+        weights = {"path": str(built.weights), "sha256": artifacts.sha256_file(built.weights)}
     versions = library_versions()
     inputs = {
         "model": built.name,

@@ -3,6 +3,7 @@
 ``build_model(name, ...)`` turns a model name from the command line into a PyTorch module
 in eval mode, with weights loaded and the preprocessing it expects:
 
+- ``sknet26-digits``: the bundled, trained reference model (:mod:`sk_edge.reference`).
 - ``sknet26``, ``sknet50``, ``sknet101``: :mod:`sk_edge.models.sknet`; model arguments
   ``branches`` (M), ``groups`` (G), ``reduction`` (r), ``min_dim`` (L), ``base_width``,
   ``stem_width``, ``in_chans``.
@@ -12,6 +13,7 @@ in eval mode, with weights loaded and the preprocessing it expects:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +21,19 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .. import reference
 from ..errors import UsageError
 from ..preprocess import Preprocess
 from . import sknet
 from .weights import apply_state_dict, load_state_dict
 
 OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
+    reference.NAME: reference.build,
     "sknet26": sknet.sknet26,
     "sknet50": sknet.sknet50,
     "sknet101": sknet.sknet101,
 }
+DEFAULT_INPUT_SIZE = 224
 TIMM_PREFIX = "timm:"
 
 
@@ -42,11 +47,16 @@ class BuiltModel:
     total_stride: int
     family: str  # "sknet" or "timm"
     args: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None  # the file the weights came from; None: random initialisation
 
 
 def _own_model_args() -> set[str]:
     # The depth (layers) is what names the model; everything else may change.
     return {p for p in inspect.signature(sknet.SKNet).parameters} - {"num_classes", "layers"}
+
+
+def default_input_size(name: str) -> int:
+    return reference.INPUT_SIZE if name == reference.NAME else DEFAULT_INPUT_SIZE
 
 
 def model_names() -> list[str]:
@@ -67,12 +77,18 @@ def check_input_size(input_size: int, total_stride: int, model_name: str) -> Non
 def build_model(
     name: str,
     num_classes: int | None = None,
-    input_size: int = 224,
+    input_size: int | None = None,
     weights: str | Path | None = None,
     args: dict[str, Any] | None = None,
 ) -> BuiltModel:
-    """Create the model called ``name``, load ``weights`` into it and put it in eval mode."""
+    """Create the model called ``name``, load ``weights`` into it and put it in eval mode.
+
+    The reference model (``sknet26-digits``) comes with its trained weights unless other
+    weights, classes or model arguments are given. ``input_size`` defaults to the size
+    the model was made for (64 for the reference model, 224 otherwise).
+    """
     args = dict(args or {})
+    input_size = input_size or default_input_size(name)
     if name.startswith(TIMM_PREFIX):
         from .timm_models import create_timm_model, timm_preprocess, timm_total_stride
 
@@ -97,10 +113,15 @@ def build_model(
             module = OWN_MODELS[name](**args, **classes)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"cannot build {name} with {args}: {exc}") from None
+        preprocess = Preprocess(input_size=input_size)
+        if name == reference.NAME:
+            preprocess = dataclasses.replace(reference.PREPROCESS, input_size=input_size)
+            if weights is None and num_classes in (None, reference.NUM_CLASSES) and not args:
+                weights = reference.WEIGHTS
         built = BuiltModel(
             name=name,
             module=module,
-            preprocess=Preprocess(input_size=input_size),
+            preprocess=preprocess,
             total_stride=sknet.SKNet.total_stride,
             family="sknet",
             args=args,
@@ -113,5 +134,6 @@ def build_model(
     check_input_size(input_size, built.total_stride, name)
     if weights is not None:
         apply_state_dict(built.module, load_state_dict(weights), weights, name)
+        built.weights = Path(weights)
     built.module.eval()
     return built

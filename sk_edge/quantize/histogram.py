@@ -1,0 +1,88 @@
+"""A streaming histogram of |x| whose range grows without losing counts.
+
+Calibration sees a tensor batch by batch and cannot know its final range in advance.
+The histogram keeps a fixed number of bins over [0, range]; when a batch exceeds the
+range, the range grows by a power of two and every 2**k old bins merge exactly into one
+new bin, so no count is ever split or approximated. Memory is one int64 array per
+tensor, whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_BINS = 2048
+
+
+class StreamingHistogram:
+    """Histogram of absolute values with exact power-of-two range growth."""
+
+    def __init__(self, bins: int = DEFAULT_BINS):
+        if bins < 128 or bins & (bins - 1):
+            raise ValueError(f"bins must be a power of two >= 128, got {bins}")
+        self.bins = bins
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.range = 0.0  # upper edge of the last bin; 0 until data arrives
+        self.amax = 0.0  # exact largest |x| seen
+        self.total = 0
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, range_: float, amax: float) -> "StreamingHistogram":
+        hist = cls(len(counts))
+        hist.counts = np.asarray(counts, dtype=np.int64).copy()
+        hist.range, hist.amax, hist.total = float(range_), float(amax), int(hist.counts.sum())
+        return hist
+
+    @property
+    def bin_width(self) -> float:
+        return self.range / self.bins
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, self.range, self.bins + 1)
+
+    def _grow(self, new_max: float) -> None:
+        factor_log2 = math.ceil(math.log2(new_max / self.range))
+        factor = 1 << factor_log2
+        if factor >= self.bins:
+            merged = np.zeros(self.bins, dtype=np.int64)
+            merged[0] = self.counts.sum()
+        else:
+            merged = np.zeros(self.bins, dtype=np.int64)
+            merged[: self.bins // factor] = self.counts.reshape(-1, factor).sum(axis=1)
+        self.counts = merged
+        self.range *= factor
+
+    def update(self, x: np.ndarray) -> None:
+        a = np.abs(np.asarray(x, dtype=np.float32)).ravel()
+        if a.size == 0:
+            return
+        top = float(a.max())
+        if not math.isfinite(top):
+            raise ValueError("tensor holds inf or NaN")
+        self.amax = max(self.amax, top)
+        if self.range == 0.0:
+            if top == 0.0:
+                self.counts[0] += a.size
+                self.total += a.size
+                return
+            self.range = top
+        elif top > self.range:
+            self._grow(top)
+        idx = np.minimum((a * (self.bins / self.range)).astype(np.int64), self.bins - 1)
+        self.counts += np.bincount(idx, minlength=self.bins)
+        self.total += a.size
+
+    def to_dict(self) -> dict:
+        # Trailing empty bins carry no information; JSON stays small.
+        nonzero = np.flatnonzero(self.counts)
+        used = int(nonzero[-1]) + 1 if nonzero.size else 0
+        return {"bins": self.bins, "range": self.range, "amax": self.amax, "counts": self.counts[:used].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StreamingHistogram":
+        counts = np.zeros(int(d["bins"]), dtype=np.int64)
+        counts[: len(d["counts"])] = d["counts"]
+        return cls.from_counts(counts, d["range"], d["amax"])
