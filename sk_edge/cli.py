@@ -17,10 +17,15 @@ from . import __version__
 from .errors import SkEdgeError, UsageError
 
 DEFAULT_WORKDIR = "workdir"
-DEFAULT_MODEL = "sknet50"
-# Kept equal to sk_edge.export.sk_rewrite.SELECT_FORMS by a test; listed here so that
-# the CLI can show them without importing torch.
+DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
+# Choices kept equal to the library's by a test; listed here so that the CLI can show
+# them without importing torch.
 SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
+CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quantize.methods.METHODS
+PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
+MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.build.PRECISIONS
+DEFAULT_IMAGES = Path("calib_data") / "skdigits"  # bundled sample images, from a checkout
 
 
 class _ReportedError(click.ClickException):
@@ -70,7 +75,8 @@ def model_options(command):
         "model_name",
         default=DEFAULT_MODEL,
         show_default=True,
-        help="sknet26, sknet50, sknet101, or timm:NAME for a timm SelectiveKernel model.",
+        help="sknet26-digits (the bundled trained reference), sknet26, sknet50, sknet101, "
+        "or timm:NAME for a timm SelectiveKernel model.",
     )
     @click.option(
         "--weights",
@@ -78,7 +84,12 @@ def model_options(command):
         help="State dict or checkpoint (.pth/.pt, loaded with weights_only=True) or .safetensors.",
     )
     @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs [model default: 1000].")
-    @click.option("--input-size", type=int, default=224, show_default=True, help="Square input side in pixels.")
+    @click.option(
+        "--input-size",
+        type=int,
+        default=None,
+        help="Square input side in pixels [default: the model's own, 64 for sknet26-digits, 224 otherwise].",
+    )
     @click.option(
         "--model-arg",
         "model_args",
@@ -111,10 +122,13 @@ def cli() -> None:
 
     \b
     Each stage reads and writes typed artifacts in a work directory (-w):
-      export   PyTorch SKNet -> model.fp32.onnx + export.json
-               (BatchNorm folded, SK select step rewritten, parity checked)
-      info     libraries, ONNX Runtime providers, TensorRT, GPU, Jetson
-      models   the SKNets sk-edge knows, with parameters and GMACs
+      export     PyTorch SKNet -> model.fp32.onnx + export.json
+                 (BatchNorm folded, SK select step rewritten, parity checked)
+      calibrate  sample images -> calib.json + calib.cache (INT8 ranges)
+      quantize   -> model.int8.onnx (Q/DQ) or model.fp16.onnx
+      build      all of the above, then a TensorRT engine (ONNX Runtime check without TensorRT)
+      info       libraries, ONNX Runtime providers, TensorRT, GPU, Jetson
+      models     the SKNets sk-edge knows, with parameters and GMACs
 
     Set SK_EDGE_DEBUG=1 to see tracebacks behind error messages.
     """
@@ -147,11 +161,187 @@ def export(model_name, weights, num_classes, input_size, model_args, batch, dyna
 
     options = ExportOptions(batch=batch or 1, dynamic_batch=dynamic_batch, opset=opset, select_form=select_form)
     options.validate()
-    _log(f"building {model_name} ({input_size}x{input_size}) ...")
+    _log(f"building {model_name} ...")
     built = build_model(model_name, num_classes, input_size, weights, parse_model_args(model_args))
-    if weights is None:
+    if built.weights is None:
         _log("  no --weights: exporting randomly initialised weights (fine for latency, meaningless for accuracy)")
-    export_model(built, workdir, options, weights_path=weights, force=force, log=_log)
+    export_model(built, workdir, options, force=force, log=_log)
+
+
+class _Progress:
+    """A click progress bar on stderr, opened when the library says how much work there is."""
+
+    def __init__(self, label: str):
+        self.label, self.bar = label, None
+
+    def __call__(self, total: int):
+        self.bar = click.progressbar(length=total, label=self.label, file=click.get_text_stream("stderr"))
+        self.bar.__enter__()
+        return self.bar.update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@cli.command()
+@workdir_option
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder of sample images from the model's domain (JPEG/PNG/BMP/WebP, searched recursively).",
+)
+@click.option("--num-images", type=int, default=512, show_default=True, help="Images to calibrate on.")
+@click.option(
+    "--method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default=None,
+    help="How each tensor's INT8 range is chosen [default: entropy].",
+)
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Images per ONNX Runtime run (memory grows with it).")
+@click.option("--force", is_flag=True, help="Recalibrate even when calib.json is up to date.")
+def calibrate(workdir, images, num_images, method, percentile, batch, force):
+    """Calibrate INT8 ranges on sample images: WORKDIR/calib.json and calib.cache.
+
+    Runs model.fp32.onnx on ONNX Runtime and collects histograms of exactly the tensors
+    that will be quantized. calib.json keeps the histograms, so another --method is
+    applied without running the images again. calib.cache is TensorRT's calibration-cache
+    format, for trtexec --calib and the legacy calibrator API.
+    """
+    from .quantize import CalibrationOptions, calibrate as run_calibration
+
+    options = CalibrationOptions(
+        **({"method": method} if method else {}), percentile=percentile, num_images=num_images, batch=batch
+    )
+    bar = _Progress("  images")
+    try:
+        doc = run_calibration(workdir, images, options, force=force, log=_log, progress=bar)
+    finally:
+        bar.close()
+    spread = doc["summary"]
+    _log(
+        "amax as a fraction of max, median over "
+        f"{len(doc['tensors'])} tensors: "
+        + ", ".join(f"{m} {spread[m]['median_of_max']:.2f}" for m in CALIBRATION_METHODS if m in spread)
+    )
+    worst = spread["most_clipped"][0] if spread["most_clipped"] else None
+    if worst:
+        _log(f"most clipped with {doc['method']}: '{worst['tensor']}' ({worst['clipped_fraction']:.3%} of values above amax)")
+
+
+@cli.command()
+@workdir_option
+@click.option("--precision", type=click.Choice(PRECISIONS), required=True, help="int8 (Q/DQ) or fp16.")
+@click.option(
+    "--mixed",
+    type=click.Choice(MIXED_PRECISIONS),
+    default="fp16",
+    show_default=True,
+    help="INT8 only: precision of everything not quantized.",
+)
+@click.option("--force", is_flag=True, help="Rewrite even when the graph is up to date.")
+def quantize(workdir, precision, mixed, force):
+    """Write the precision into the graph: WORKDIR/model.int8.onnx or model.fp16.onnx.
+
+    INT8: per-channel INT8 weights and per-tensor Q/DQ on the inputs of Conv/Gemm and on
+    residual inputs, placed the way TensorRT fuses them; the SK attention path stays in
+    floating point. FP16: FP16 weights and compute, with FP32 I/O.
+    """
+    from .quantize import quantize_model
+
+    quantize_model(workdir, precision, mixed, force=force, log=_log)
+
+
+@cli.command()
+@model_options
+@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default="int8", show_default=True)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Calibration images for INT8 [default: {DEFAULT_IMAGES} when it exists].",
+)
+@click.option("--num-images", type=int, default=512, show_default=True, help="Images to calibrate on.")
+@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help="Calibration method [default: entropy].")
+@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True, help="INT8: precision of the rest.")
+@click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
+@click.option("--workspace", type=int, default=1024, show_default=True, metavar="MiB", help="TensorRT workspace memory pool limit.")
+@click.option("--opt-level", type=int, default=3, show_default=True, help="TensorRT builder optimisation level, 0 to 5.")
+@click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT <= 10.x).")
+@click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere or newer GPU (desktop).")
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
+)
+@workdir_option
+@click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
+def build(model_name, weights, num_classes, input_size, model_args, precision, images, num_images, method, mixed,
+          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, force):
+    """Run every stage up to a TensorRT engine: WORKDIR/model.<precision>.engine.
+
+    export -> calibrate (int8) -> quantize -> engine, each skipped when up to date. Without
+    TensorRT the graph is checked on ONNX Runtime instead and WORKDIR/on_device.sh holds
+    the commands to finish the build on the Jetson or GPU machine.
+    """
+    from . import build as pipeline
+    from .backends.tensorrt import BuildOptions, TensorRTUnavailable
+
+    options = BuildOptions(workspace_mib=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,
+                           dla_core=dla_core, hardware_compatible=hardware_compatible)
+    legacy = pipeline.validate(precision, options)
+    if from_dir is not None:
+        workdir = from_dir
+        from .workdir import load_export
+
+        load_export(workdir)
+        _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
+    else:
+        if images is None and precision == "int8":
+            if not DEFAULT_IMAGES.is_dir():
+                raise UsageError(f"no --images given and '{DEFAULT_IMAGES}' is not here; pass --images DIR with sample images")
+            images = DEFAULT_IMAGES
+        from .export import ExportOptions, export_model
+        from .models import build_model
+
+        export_options = ExportOptions(dynamic_batch=dynamic_batch)
+        export_options.validate()
+        _log(f"[1/4] export {model_name}")
+        built = build_model(model_name, num_classes, input_size, weights, parse_model_args(model_args))
+        export_model(built, workdir, export_options, force=force, log=_log)
+        if precision == "int8":
+            from .quantize import CalibrationOptions, calibrate as run_calibration
+
+            _log("[2/4] calibrate")
+            calib_options = CalibrationOptions(**({"method": method} if method else {}), num_images=num_images)
+            bar = _Progress("  images")
+            try:
+                run_calibration(workdir, images, calib_options, force=force, log=_log, progress=bar)
+            finally:
+                bar.close()
+        if precision != "fp32":
+            from .quantize import quantize_model
+
+            _log(f"[3/4] quantize to {precision}")
+            quantize_model(workdir, precision, mixed, force=force, log=_log)
+    _log("[4/4] engine")
+    try:
+        result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
+    except TensorRTUnavailable as exc:
+        check_images = images
+        if check_images is None:
+            calib = json.loads((workdir / "calib.json").read_text()) if (workdir / "calib.json").is_file() else {}
+            check_images = Path(calib["inputs"]["images"]["dir"]) if calib else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
+        result = pipeline.build_without_tensorrt(workdir, precision, options, str(exc), check_images, legacy, log=_log)
+    if result.engine is not None:
+        summary = result.layers
+        _log(f"wrote {result.engine}: {summary.get('layers', '?')} layers, by precision {summary.get('by_precision', {})}")
+        if summary.get("float_sk_units"):
+            _log(f"  SK attention kept in floating point in {len(summary['float_sk_units'])} SK units")
 
 
 @cli.command()

@@ -111,5 +111,65 @@ def test_models_lists_every_family():
     out = run("models")
     assert out.returncode == 0
     names = out.stdout.split()
-    assert names[:3] == ["sknet26", "sknet50", "sknet101"]
+    assert names[:4] == ["sknet26-digits", "sknet26", "sknet50", "sknet101"]
     assert {"timm:skresnet18", "timm:skresnet34", "timm:skresnet50", "timm:skresnext50_32x4d"} <= set(names)
+
+
+def test_cli_precision_choices_match_the_library():
+    from sk_edge import quantize
+    from sk_edge.quantize.methods import METHODS
+
+    assert cli.CALIBRATION_METHODS == METHODS
+    assert cli.PRECISIONS == quantize.PRECISIONS and cli.MIXED_PRECISIONS == quantize.MIXED
+
+
+CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+
+
+def test_calibrate_and_quantize_on_the_reference_model(tmp_path):
+    """export -> calibrate (with a corrupt file among real images) -> quantize int8 and fp16."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted(CALIB.glob("*.png"))[:20]:
+        (images / path.name).write_bytes(path.read_bytes())
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    wd = str(tmp_path / "wd")
+
+    assert run("export", "-w", wd).returncode == 0  # the default model: the trained reference
+    out = run("calibrate", "-w", wd, "--images", str(images), "--num-images", "16", "--batch", "4")
+    assert out.returncode == 0, out.stderr
+    assert "skipped unreadable image broken.png" in out.stderr
+    assert "amax as a fraction of max" in out.stderr
+    calib = json.loads((tmp_path / "wd" / "calib.json").read_text())
+    assert calib["method"] == "entropy" and calib["inputs"]["images"]["used"] == 16
+
+    again = run("calibrate", "-w", wd, "--images", str(images), "--num-images", "16", "--batch", "4", "--method", "max")
+    assert again.returncode == 0 and "reusing the histograms" in again.stderr
+
+    for precision in ("int8", "fp16"):
+        out = run("quantize", "-w", wd, "--precision", precision)
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "wd" / f"model.{precision}.onnx").is_file()
+        assert json.loads((tmp_path / "wd" / f"model.{precision}.json").read_text())["settings"]["precision"] == precision
+    assert not [p.name for p in (tmp_path / "wd").iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+    too_many = run("calibrate", "-w", wd, "--images", str(images), "--num-images", "30", "--force")
+    assert too_many.returncode == 1
+    assert "20 readable" in too_many.stderr and "Traceback" not in too_many.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["calibrate", "--images", "."], 1, "no model.fp32.onnx in 'wd'; run `sk-edge export -w wd` first"),
+        (["calibrate"], 2, "Missing option '--images'"),
+        (["quantize", "--precision", "int8"], 1, "no model.fp32.onnx in 'wd'"),
+        (["quantize", "--precision", "int4"], 2, "Invalid value for '--precision'"),
+        (["calibrate", "--images", ".", "--method", "kl"], 2, "Invalid value for '--method'"),
+    ],
+)
+def test_precision_stages_refuse_bad_input_in_one_line(tmp_path, args, code, message):
+    out = run(*args, "-w", "wd", cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "wd").exists()

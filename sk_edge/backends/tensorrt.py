@@ -1,0 +1,410 @@
+"""TensorRT engines from sk-edge's precision-carrying ONNX graphs.
+
+The main path is one code path for TensorRT 10.3 (JetPack 6.1/6.2) up to 11.x: the ONNX
+graph carries the precision (Q/DQ for INT8, FP16 tensors and casts), the network is
+strongly typed, and no precision builder flag is set. TensorRT 11 only knows this mode;
+TensorRT 10.x has it beside weak typing.
+
+A second, legacy path exists for the DLA on TensorRT <= 10.x (Orin on JetPack 5/6):
+INT8 on the DLA has historically needed implicit quantization, so that path parses the
+FP32 graph into a weakly typed network, sets the INT8 and FP16 builder flags, and feeds
+sk-edge's ``calib.cache`` through a calibrator that only reads the cache (no images, no
+device buffers). TensorRT 11 has no weak typing and no DLA support on Jetson.
+
+Every difference between TensorRT versions is decided in :class:`TrtFeatures`; nothing
+else in sk-edge looks at the version number. ``tensorrt`` is imported lazily, so this
+module imports on machines without it (CI, laptops) and the API-surface test can hand it
+a stand-in module built from the real bindings' surface.
+
+Names used here were checked against the TensorRT Python API documentation (10.x and
+11.x: Builder, IBuilderConfig, OnnxParser, ICudaEngine, EngineInspector) and, by
+``tests/test_tensorrt_api.py``, against the bindings' surface of 8.6.1, 10.3.0,
+10.13.3.9, 10.16.1.11 and 11.4.0.106.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SkEdgeError, UsageError
+
+MIN_VERSION = (10, 3)  # strongly typed networks with Q/DQ and FP16 I/O casts: JetPack 6.1+
+MIN_LEGACY_VERSION = (8, 5)  # execute_async_v3 / named I/O tensors: JetPack 5.1+
+OPT_LEVELS = range(0, 6)  # IBuilderConfig.builder_optimization_level, TensorRT's default 3
+
+
+class TensorRTUnavailable(SkEdgeError):
+    """TensorRT (or a GPU for it) is not there; the caller may fall back to ONNX Runtime."""
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` saying why not."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise TensorRTUnavailable(
+            "TensorRT is not installed (pip install 'sk-edge[tensorrt]' on a desktop; on a Jetson "
+            "use JetPack's bindings: a virtualenv made with --system-site-packages)"
+        ) from None
+    except OSError as exc:  # the bindings are there but libnvinfer is not
+        raise TensorRTUnavailable(f"TensorRT's Python bindings found but its libraries failed to load: {exc}") from None
+    return tensorrt
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:4])
+
+
+@dataclass(frozen=True)
+class TrtFeatures:
+    """What the installed TensorRT can do, decided from its version in one place."""
+
+    version: tuple[int, ...]
+
+    @classmethod
+    def of(cls, trt) -> "TrtFeatures":
+        return cls(parse_version(trt.__version__))
+
+    @property
+    def text(self) -> str:
+        return ".".join(map(str, self.version))
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.version >= MIN_VERSION
+
+    @property
+    def strongly_typed_flag(self) -> bool:
+        # 10.x: strong typing is opt-in with this flag. 11.x: always on; the flag is
+        # deprecated and ignored there, so it is not passed.
+        return self.version < (11,)
+
+    @property
+    def explicit_batch_flag(self) -> bool:
+        # Needed before 10.0 (the legacy path on 8.x); deprecated and ignored in 10.x,
+        # removed in 11.
+        return self.version < (10,)
+
+    @property
+    def weak_typing(self) -> bool:
+        # BuilderFlag.INT8/FP16 and IInt8Calibrator: removed in 11.
+        return self.version < (11,)
+
+    @property
+    def dla(self) -> bool:
+        # TensorRT 11 ships no DLA support for Jetson (its DLA docs: "not supported for
+        # NVIDIA JetPack"); Thor has no DLA.
+        return self.version < (11,)
+
+    @property
+    def parser_error_node_name(self) -> bool:
+        return self.version >= (10,)
+
+    def require_main_path(self) -> None:
+        if not self.strongly_typed:
+            raise SkEdgeError(
+                f"TensorRT {self.text} cannot build sk-edge's precision-carrying graphs (strongly typed "
+                f"networks need TensorRT >= {'.'.join(map(str, MIN_VERSION))}: JetPack 6.1 or later); "
+                "on older JetPacks use the legacy DLA path (--dla-core N) or upgrade"
+            )
+
+
+@dataclass
+class BuildOptions:
+    """Builder settings users set from the command line."""
+
+    workspace_mib: int = 1024
+    opt_level: int = 3
+    dynamic_batch: int | None = None  # max batch of the optimisation profile (min 1)
+    opt_batch: int | None = None  # profile's opt batch [default: max]
+    dla_core: int | None = None
+    hardware_compatible: bool = False  # AMPERE_PLUS: one engine for every Ampere+ desktop GPU
+    timing_cache: Path | None = None
+
+    def validate(self) -> None:
+        if self.workspace_mib < 16:
+            raise UsageError(f"--workspace must be at least 16 MiB, got {self.workspace_mib}")
+        if self.opt_level not in OPT_LEVELS:
+            raise UsageError(f"--opt-level must be 0 to 5, got {self.opt_level}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise UsageError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        if self.dla_core is not None and self.hardware_compatible:
+            raise UsageError("--dla-core and --hardware-compatible exclude each other (DLA engines are Jetson-only)")
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d["timing_cache"] = None  # where the cache lives does not change the engine
+        return d
+
+
+@dataclass
+class BuiltEngine:
+    plan: bytes
+    timing_cache: bytes | None
+    layers: dict = field(default_factory=dict)  # the engine inspector's JSON document
+    trt_version: str = ""
+    dla_layers: list[dict] = field(default_factory=list)  # DLA builds: which layers the DLA accepts
+
+
+def _log_severity(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def _parse(trt, network, logger, onnx_path: Path, features: TrtFeatures) -> None:
+    parser = trt.OnnxParser(network, logger)
+    # parse() with the path lets the parser find external weight files beside the model.
+    if parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+        return
+    errors = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = ""
+        if features.parser_error_node_name:
+            where = f"node '{err.node_name()}' ({err.node_operator()}): "
+        errors.append(f"{where}{err.desc()}")
+    raise SkEdgeError(
+        f"TensorRT {features.text} cannot parse '{onnx_path.name}': "
+        + (errors[0] if errors else "no error reported")
+        + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+    )
+
+
+def _cache_calibrator(trt, cache: bytes):
+    """An IInt8EntropyCalibrator2 that only replays sk-edge's calib.cache."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            return None  # never asked while the cache covers every tensor
+
+        def read_calibration_cache(self):
+            return cache
+
+        def write_calibration_cache(self, data):
+            return None
+
+    return CacheCalibrator()
+
+
+def build_engine(
+    onnx_path: Path,
+    input_name: str,
+    input_shape: tuple[int, ...],
+    options: BuildOptions,
+    calib_cache: bytes | None = None,
+    legacy: bool = False,
+    trt=None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> BuiltEngine:
+    """Build a serialized engine from ``onnx_path``.
+
+    ``legacy`` selects the weakly typed DLA path (FP32 graph + INT8/FP16 flags +
+    ``calib_cache``); otherwise the graph's own types decide every layer's precision.
+    """
+    trt = trt or import_tensorrt()
+    features = TrtFeatures.of(trt)
+    if legacy:
+        if not features.weak_typing:
+            raise SkEdgeError(f"TensorRT {features.text} has no weakly typed builds; the legacy DLA path needs TensorRT <= 10.x")
+        if features.version < MIN_LEGACY_VERSION:
+            raise SkEdgeError(f"TensorRT {features.text} is older than 8.5 (JetPack 5.1), which sk-edge's runtime needs")
+    else:
+        features.require_main_path()
+    if options.dla_core is not None and not features.dla:
+        raise SkEdgeError(f"TensorRT {features.text} does not support the DLA on Jetson; build for the GPU")
+
+    logger = _log_severity(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if features.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if not legacy and features.strongly_typed_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    _parse(trt, network, logger, onnx_path, features)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.builder_optimization_level = options.opt_level
+    # DETAILED keeps per-layer types and tactics for the inspector report (layers.json).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if options.dynamic_batch:
+        profile = builder.create_optimization_profile()
+        rest = tuple(input_shape[1:])
+        opt = options.opt_batch or options.dynamic_batch
+        profile.set_shape(input_name, (1, *rest), (opt, *rest), (options.dynamic_batch, *rest))
+        config.add_optimization_profile(profile)
+    if options.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    dla_layers = []
+    if options.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        # TensorRT's own per-layer verdict, before fusion: what runs on the DLA, what falls back.
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            dla_layers.append({"layer": layer.name, "type": str(layer.type), "dla": bool(config.can_run_on_DLA(layer))})
+    if legacy:
+        config.set_flag(trt.BuilderFlag.FP16)
+        if calib_cache is not None:
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.int8_calibrator = _cache_calibrator(trt, calib_cache)
+    cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.is_file() else b""
+    timing_cache = config.create_timing_cache(cache_bytes)
+    # ignore_mismatch=False: a cache from another device or version is not used.
+    if not config.set_timing_cache(timing_cache, False):
+        log("  the timing cache does not match this device or TensorRT version; starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+    log(f"  building with TensorRT {features.text} (optimisation level {options.opt_level}) ...")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise SkEdgeError(f"TensorRT {features.text} failed to build an engine from '{onnx_path.name}' (see its messages above)")
+    plan_bytes = bytes(plan)
+    new_cache = config.get_timing_cache()
+    timing = bytes(new_cache.serialize()) if new_cache is not None else None
+    opt_shape = None
+    if options.dynamic_batch:
+        opt_shape = (options.opt_batch or options.dynamic_batch, *input_shape[1:])
+    layers = inspect_engine(plan_bytes, input_name, opt_shape, trt=trt)
+    return BuiltEngine(plan_bytes, timing, layers, features.text, dla_layers)
+
+
+def inspect_engine(plan: bytes, input_name: str | None = None, shape: tuple[int, ...] | None = None, trt=None) -> dict:
+    """The engine inspector's per-layer JSON for ``plan`` (built with DETAILED verbosity).
+
+    With dynamic shapes the inspector reports formats as "N/A" unless it is given an
+    execution context whose input shape is set, so ``shape`` (the profile's opt) is set.
+    """
+    trt = trt or import_tensorrt()
+    runtime = trt.Runtime(_log_severity(trt))
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise SkEdgeError("TensorRT could not load the engine it just built")
+    inspector = engine.create_engine_inspector()
+    if shape is not None:
+        context = engine.create_execution_context()
+        context.set_input_shape(input_name, shape)
+        inspector.execution_context = context
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {"raw": text}
+
+
+# Inspector spellings of a layer's output type in TensorRT's JSON reports: "Row major linear
+# FP16 format", "Thirty-two wide channel vectorized row major Int8 format.", "Float"; with
+# dynamic shapes and no execution context, "N/A due to dynamic shapes" (-> "other").
+_TYPE_WORDS = (("INT8", "int8"), ("Int8", "int8"), ("FP16", "fp16"), ("Half", "fp16"), ("FP32", "fp32"), ("Float", "fp32"))
+
+
+def layer_precision(layer: dict) -> str:
+    """int8 / fp16 / fp32 / other for one inspector layer, from its first output's format."""
+    outputs = layer.get("Outputs") or []
+    text = " ".join(str(o.get("Format/Datatype", "")) for o in outputs[:1] if isinstance(o, dict))
+    for word, precision in _TYPE_WORDS:
+        if word in text:
+            return precision
+    return "other"
+
+
+def _sk_unit_of(node_name: str) -> str:
+    """'/stages/stages.1/stages.1.0/sk/fc/Conv' -> 'stages/stages.1/stages.1.0' (the module path)."""
+    parts = node_name.strip("/").split("/")
+    if "sk" in parts:
+        return "/".join(parts[: parts.index("sk")])
+    return "/".join(parts[:-1]) or node_name
+
+
+def summarize_layers(report: dict, float_nodes: dict[str, str] | None = None) -> dict:
+    """How many engine layers run in each precision, and the SK units kept in floating point.
+
+    ``float_nodes`` are the ONNX node names the Q/DQ plan kept in floating point (a strongly
+    typed build runs them in the graph's float type); units are named by module path.
+    """
+    layers = [l for l in report.get("Layers", []) if isinstance(l, dict)]
+    counts: dict[str, int] = {}
+    for layer in layers:
+        p = layer_precision(layer)
+        counts[p] = counts.get(p, 0) + 1
+    units = {_sk_unit_of(name) for name in (float_nodes or {})}
+    dla = sum(1 for l in layers if "DLA" in str(l.get("LayerType", "")) or "dla" in str(l.get("Name", "")).lower())
+    return {"layers": len(layers), "by_precision": counts, "dla_layers": dla, "float_sk_units": sorted(units)}
+
+
+# --- engines on disk -------------------------------------------------------------------
+
+
+def engine_sidecar_path(engine: Path) -> Path:
+    """``model.int8.engine`` -> ``model.int8.engine.json`` (``model.int8.json`` is the graph's)."""
+    return engine.with_name(engine.name + ".json")
+
+
+def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None) -> str | None:
+    """Why an engine described by ``sidecar`` cannot run here, or None when it can."""
+    built = sidecar.get("tensorrt", {})
+    if built.get("version") != trt_version:
+        return f"it was built with TensorRT {built.get('version')} and this is TensorRT {trt_version}"
+    made_on = sidecar.get("gpu") or {}
+    if gpu is None:
+        return "there is no CUDA GPU here"
+    if sidecar.get("settings", {}).get("hardware_compatible"):
+        major = int(str(gpu.get("compute_capability", "0")).split(".")[0])
+        return None if major >= 8 else f"it is built for Ampere and newer GPUs and this {gpu.get('name')} is older"
+    if made_on.get("compute_capability") != gpu.get("compute_capability") or made_on.get("name") != gpu.get("name"):
+        return (
+            f"it was built on a {made_on.get('name')} (compute capability {made_on.get('compute_capability')}) "
+            f"and this is a {gpu.get('name')} (compute capability {gpu.get('compute_capability')})"
+        )
+    return None
+
+
+def gpu_identity() -> dict | None:
+    """Name and compute capability of CUDA device 0, from pycuda or else torch."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        dev = cuda.Device(0)
+        major, minor = dev.compute_capability()
+        return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
+    except Exception:  # no pycuda, no driver, no device: ask torch
+        from ..environment import cuda_device
+
+        dev = cuda_device()
+        return {"name": dev["name"], "compute_capability": dev["compute_capability"]} if dev else None
+
+
+def trtexec_command(onnx_name: str, engine_name: str, input_name: str, input_shape: tuple[int, ...],
+                    options: BuildOptions, legacy: bool = False) -> str:
+    """The trtexec line that builds the same engine as sk-edge (for users without Python)."""
+    parts = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}"]
+    if legacy:
+        parts += ["--int8", "--fp16", "--calib=calib.cache"]
+    else:
+        parts.append("--stronglyTyped")
+    parts += [f"--memPoolSize=workspace:{options.workspace_mib}M", f"--builderOptimizationLevel={options.opt_level}",
+              "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed",
+              "--exportLayerInfo=layers.json"]
+    if options.dynamic_batch:
+        dims = "x".join(map(str, input_shape[1:]))
+        opt = options.opt_batch or options.dynamic_batch
+        parts += [f"--minShapes={input_name}:1x{dims}", f"--optShapes={input_name}:{opt}x{dims}",
+                  f"--maxShapes={input_name}:{options.dynamic_batch}x{dims}"]
+    if options.hardware_compatible:
+        parts.append("--hardwareCompatibilityLevel=ampere+")
+    if options.dla_core is not None:
+        parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+    return " ".join(parts)
+

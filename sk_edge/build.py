@@ -1,0 +1,287 @@
+"""``sk-edge build``: every stage from a PyTorch SKNet to a TensorRT engine.
+
+export -> calibrate (INT8) -> quantize (INT8/FP16) -> engine. Each stage skips itself
+when its inputs are unchanged, so a second ``build`` only redoes what changed. Where
+TensorRT (or a GPU) is absent, the build stops before the engine, says so, checks the
+precision graph on ONNX Runtime instead, and leaves ``on_device.sh`` in the work
+directory: the ``sk-edge build --from`` command and the equivalent trtexec line to run
+on the Jetson or desktop GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import artifacts
+from .backends import tensorrt as trt_backend
+from .backends.onnxruntime import OnnxRuntimeRunner
+from .errors import SkEdgeError, UsageError
+from .images import ImageStream, find_images, sample_paths
+from .preprocess import Preprocess
+from .workdir import FP32_ONNX, load_export
+
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_NAMES = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+DEVICE_SCRIPT = "on_device.sh"
+LAYERS_JSON = "layers.json"
+DLA_JSON = "dla.json"
+DLA_GRAPH = "model.fp32.dla.onnx"
+CHECK_IMAGES = 64  # images for the ONNX Runtime check when there is no TensorRT
+
+
+def engine_name(precision: str, dla_core: int | None = None) -> str:
+    return f"model.{precision}{'.dla' if dla_core is not None else ''}.engine"
+
+
+def timing_cache_path(trt_version: str, gpu: dict | None) -> Path:
+    """One timing cache per TensorRT version and GPU, shared by every build on the machine."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sk-edge" / "timing-caches"
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", f"{(gpu or {}).get('name', 'gpu')}-sm{(gpu or {}).get('compute_capability', 'x')}")
+    return root / f"trt-{trt_version}_{name}.cache"
+
+
+@dataclass
+class BuildResult:
+    precision: str
+    graph: Path
+    backend: str  # "tensorrt" or "onnxruntime"
+    engine: Path | None = None
+    fallback_reason: str | None = None
+    check: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+
+
+def check_on_onnxruntime(workdir: Path, graph: Path, images_dir: Path | None, count: int = CHECK_IMAGES) -> dict:
+    """Top-1 agreement and max |logit diff| of ``graph`` against the FP32 graph, on ONNX Runtime.
+
+    A quick guard for builds without TensorRT; ``sk-edge verify`` is the full judgement.
+    """
+    export = load_export(workdir)
+    pre = Preprocess.from_dict(export["preprocess"])
+    if images_dir is None or not Path(images_dir).is_dir():
+        return {"skipped": f"no images to check with ({images_dir or 'none given'})"}
+    paths = sample_paths(find_images(images_dir))
+    stream = ImageStream(paths, pre, batch=16, count=min(count, len(paths)), root=images_dir)
+    fp32 = OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)
+    candidate = OnnxRuntimeRunner(graph, dynamic_batch=True)
+    ref, out = [], []
+    for batch, _ in stream:
+        ref.append(fp32(batch))
+        out.append(candidate(batch))
+    ref_a, out_a = np.concatenate(ref), np.concatenate(out)
+    return {
+        "images": int(len(ref_a)),
+        "top1_agreement": float((ref_a.argmax(1) == out_a.argmax(1)).mean()),
+        "max_abs_logit_diff": float(np.abs(ref_a - out_a).max()),
+        "provider": candidate.session.get_providers()[0],
+    }
+
+
+def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool) -> str:
+    export = load_export(workdir)
+    shape = tuple(export["model"]["input"]["shape"])
+    input_name = export["model"]["input"]["name"]
+    graph = DLA_GRAPH if legacy else GRAPH_NAMES[precision]
+    flags = [f"--precision {precision}", f"--workspace {options.workspace_mib}", f"--opt-level {options.opt_level}"]
+    if options.dla_core is not None:
+        flags.append(f"--dla-core {options.dla_core}")
+    if options.hardware_compatible:
+        flags.append("--hardware-compatible")
+    trtexec = trt_backend.trtexec_command(graph, engine_name(precision, options.dla_core), input_name, shape,
+                                          _with_profile(options, export), legacy)
+    return "\n".join([
+        "#!/bin/sh",
+        "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
+        "# Jetson or GPU machine (with sk-edge and TensorRT installed) and run this script there.",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        f"sk-edge build --from . {' '.join(flags)}",
+        "",
+        "# The same engine with NVIDIA's trtexec, for devices without Python (no sidecar, no",
+        "# stale-engine check, no layer summary):",
+        f"# {trtexec}",
+        "",
+    ])
+
+
+def _with_profile(options: trt_backend.BuildOptions, export: dict) -> trt_backend.BuildOptions:
+    """``options`` with the optimisation profile the exported graph needs (dynamic batch)."""
+    max_batch = export["settings"].get("dynamic_batch")
+    if options.dynamic_batch and not max_batch:
+        raise UsageError("--dynamic-batch needs a graph exported with a dynamic batch; re-export with `sk-edge export --dynamic-batch MAX`")
+    if options.dynamic_batch and options.dynamic_batch > max_batch:
+        raise UsageError(f"--dynamic-batch {options.dynamic_batch} exceeds the exported graph's {max_batch}; re-export with a larger MAX")
+    if max_batch and not options.dynamic_batch:
+        options = trt_backend.BuildOptions(**{**options.__dict__, "dynamic_batch": max_batch})
+    return options
+
+
+def write_device_script(workdir: Path, text: str) -> Path:
+    path = workdir / DEVICE_SCRIPT
+    with artifacts.atomic_output(path) as tmp:
+        tmp.write_text(text)
+        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def write_dla_graph(workdir: Path) -> tuple[Path, dict]:
+    """``model.fp32.dla.onnx``: the FP32 graph with global pools chained to DLA-sized windows.
+
+    Checked against the FP32 graph on ONNX Runtime before it is written: a chain of equal
+    averages is the global average, up to float rounding.
+    """
+    import onnx
+
+    from .backends.dla import chain_global_pools
+    from .export.parity import parity_inputs
+
+    export = load_export(workdir)
+    path = workdir / DLA_GRAPH
+    model, report = chain_global_pools(onnx.load(str(workdir / FP32_ONNX)))
+    data = model.SerializeToString()
+    x = parity_inputs(tuple(export["settings"]["input_shape"]), samples=1)
+    diff = float(np.abs(OnnxRuntimeRunner(data, dynamic_batch=True)(x) - OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)(x)).max())
+    if diff > 1e-4:
+        raise SkEdgeError(f"the DLA pooling rewrite changed the logits by {diff:.3g}; report this as a bug")
+    with artifacts.atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return path, {**report.as_dict(), "max_abs_logit_diff": diff}
+
+
+def build_engine_stage(
+    workdir: Path,
+    precision: str,
+    options: trt_backend.BuildOptions,
+    legacy: bool = False,
+    force: bool = False,
+    trt=None,
+    gpu: dict | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> BuildResult:
+    """Build ``model.<precision>.engine`` (+ sidecar, layers.json) from the work directory.
+
+    ``trt`` and ``gpu`` default to the installed TensorRT and CUDA device 0.
+
+    Raises :class:`~sk_edge.backends.tensorrt.TensorRTUnavailable` when TensorRT cannot be
+    imported; every other failure is an :class:`SkEdgeError` with the fix in its message.
+    """
+    trt = trt or trt_backend.import_tensorrt()
+    options.validate()
+    export = load_export(workdir)
+    options = _with_profile(options, export)
+    graph = workdir / GRAPH_NAMES[precision]
+    dla_pooling = None
+    if legacy:
+        graph, dla_pooling = write_dla_graph(workdir)
+    if not graph.is_file():
+        raise SkEdgeError(f"no {graph.name} in '{workdir}'; run `sk-edge quantize -w {workdir} --precision {precision}` first")
+    calib_cache = None
+    if legacy and precision == "int8":
+        cache_path = workdir / "calib.cache"
+        if not cache_path.is_file():
+            raise SkEdgeError(f"the legacy DLA INT8 build needs '{cache_path}'; run `sk-edge calibrate -w {workdir} --images DIR` first")
+        calib_cache = cache_path.read_bytes()
+    gpu = gpu or trt_backend.gpu_identity()
+    if gpu is None:
+        raise trt_backend.TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible")
+    from .environment import jetson_info
+
+    jetson = jetson_info()
+    input_name = export["model"]["input"]["name"]
+    shape = tuple(export["model"]["input"]["shape"])
+    engine_path = workdir / engine_name(precision, options.dla_core)
+    sidecar_path = trt_backend.engine_sidecar_path(engine_path)
+    inputs = {
+        "onnx": {"name": graph.name, "sha256": artifacts.sha256_file(graph)},
+        "calib_cache_sha256": artifacts.sha256_file(workdir / "calib.cache") if calib_cache else None,
+    }
+    settings = {"precision": precision, "legacy_weakly_typed": legacy, **options.settings()}
+    key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__, "gpu": gpu})
+    if not force and artifacts.is_up_to_date(sidecar_path, key):
+        log(f"{engine_path} is up to date; --force rebuilds it")
+        doc = artifacts.read_json(sidecar_path)
+        return BuildResult(precision, graph, "tensorrt", engine_path, layers=doc.get("layers_summary", {}))
+
+    cache_path = options.timing_cache or timing_cache_path(trt.__version__, gpu)
+    options.timing_cache = cache_path
+    built = trt_backend.build_engine(graph, input_name, shape, options, calib_cache, legacy, trt=trt, log=log)
+    with artifacts.atomic_output(engine_path) as tmp:
+        tmp.write_bytes(built.plan)
+    if built.timing_cache:
+        with artifacts.atomic_output(cache_path) as tmp:
+            tmp.write_bytes(built.timing_cache)
+    artifacts.write_json(workdir / LAYERS_JSON, built.layers)
+    dla_summary = None
+    if built.dla_layers:
+        on_dla = [l for l in built.dla_layers if l["dla"]]
+        dla_summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla),
+                       "gpu_fallback": [l["layer"] for l in built.dla_layers if not l["dla"]], "pooling": dla_pooling}
+        artifacts.write_json(workdir / DLA_JSON, {"summary": dla_summary, "layers": built.dla_layers})
+        log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(dla_summary['gpu_fallback'])} fall back to the GPU (dla.json)")
+    plan_doc = artifacts.read_json(workdir / f"model.{precision}.json") or {}
+    float_nodes = (plan_doc.get("plan") or {}).get("float_nodes", {})
+    summary = trt_backend.summarize_layers(built.layers, float_nodes)
+    artifacts.write_json(
+        sidecar_path,
+        artifacts.sidecar(
+            "engine",
+            key,
+            {engine_path.name: engine_path},
+            inputs=inputs,
+            settings=settings,
+            tensorrt={"version": built.trt_version},
+            gpu=gpu,
+            jetson=jetson,
+            model={"input": export["model"]["input"], "output": export["model"]["output"]},
+            preprocess=export["preprocess"],
+            timing_cache=str(cache_path),
+            layers_summary=summary,
+            dla=dla_summary,
+        ),
+    )
+    return BuildResult(precision, graph, "tensorrt", engine_path, layers=summary)
+
+
+def build_without_tensorrt(
+    workdir: Path,
+    precision: str,
+    options: trt_backend.BuildOptions,
+    reason: str,
+    images_dir: Path | None,
+    legacy: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+) -> BuildResult:
+    """What ``build`` does when TensorRT is absent: check on ONNX Runtime, leave the device script."""
+    graph = workdir / GRAPH_NAMES[precision]
+    log(f"TensorRT is not available here ({reason}); no engine built.")
+    log(f"checking {graph.name} on ONNX Runtime instead ...")
+    check = check_on_onnxruntime(workdir, graph, images_dir)
+    if legacy:  # the trtexec line in on_device.sh reads it
+        write_dla_graph(workdir)
+    if "skipped" in check:
+        log(f"  check skipped: {check['skipped']}")
+    else:
+        log(
+            f"  {graph.name} on ONNX Runtime ({check['provider']}): top-1 agreement with FP32 "
+            f"{check['top1_agreement']:.1%} on {check['images']} images, max |logit diff| {check['max_abs_logit_diff']:.3g}"
+        )
+    script = write_device_script(workdir, device_script(workdir, precision, options, legacy))
+    log(f"on the device, run {script} (sk-edge build --from, or the trtexec line in it)")
+    return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason, check=check)
+
+
+def validate(precision: str, options: trt_backend.BuildOptions) -> bool:
+    """Check the build request; True when it takes the legacy (weakly typed, DLA) path."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    options.validate()
+    # INT8 on the DLA goes through implicit quantization (calib.cache); FP16/FP32 DLA
+    # builds use the same legacy path so one DLA route is maintained, not two.
+    return options.dla_core is not None

@@ -1,0 +1,148 @@
+"""Run an sk-edge TensorRT engine from numpy: small enough to paste into a camera loop.
+
+    from sk_edge.runtime import Engine
+
+    engine = Engine("workdir/model.int8.engine")      # refuses an engine built elsewhere
+    logits = engine(batch)                            # float32 NCHW in, float32 logits out
+
+One CUDA stream; pinned host buffers and device buffers allocated once per input shape
+(never in the call); host-to-device copy, ``execute_async_v3`` and device-to-host copy
+queued on the stream, one synchronisation at the end. I/O names, shapes and types come
+from the engine, never from constants. ``cuda_graph=True`` captures the enqueue once per
+shape and replays it, which saves CPU launch overhead on small Jetson CPUs.
+
+Needs TensorRT and pycuda (``pip install 'sk-edge[tensorrt]'``, or JetPack's bindings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .backends.tensorrt import TensorRTUnavailable, engine_mismatch, engine_sidecar_path, gpu_identity, import_tensorrt
+from .errors import SkEdgeError, UsageError
+
+
+def import_pycuda():
+    """``pycuda.driver`` with a context on device 0, or :class:`TensorRTUnavailable`."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise TensorRTUnavailable("pycuda is not installed (pip install 'sk-edge[tensorrt]')") from None
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            raise TensorRTUnavailable("no CUDA GPU is visible (pycuda found 0 devices)")
+    except cuda.Error as exc:
+        raise TensorRTUnavailable(f"the CUDA driver is not usable: {exc}") from None
+    return cuda
+
+
+class Engine:
+    """A deserialized TensorRT engine with its buffers, stream and execution context."""
+
+    def __init__(self, path: str | Path, cuda_graph: bool = False, check_sidecar: bool = True, trt=None, cuda=None,
+                 gpu: dict | None = None):
+        """``trt``, ``cuda`` (``pycuda.driver``) and ``gpu`` default to what is installed here."""
+        path = Path(path)
+        if not path.is_file():
+            raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
+        self.trt = trt or import_tensorrt()
+        self.cuda = cuda or import_pycuda()
+        if check_sidecar:
+            self._check_sidecar(path, gpu or gpu_identity())
+        # Device 0's primary context, shared with any other CUDA user in the process.
+        self._context = self.cuda.Device(0).retain_primary_context()
+        self._context.push()
+        try:
+            self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+            self.runtime = self.trt.Runtime(self.logger)
+            self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:
+                raise SkEdgeError(f"TensorRT could not load '{path}' (see its messages above); rebuild it")
+            self.context = self.engine.create_execution_context()
+            self.stream = self.cuda.Stream()
+            self.inputs, self.outputs = [], []
+            mode = self.trt.TensorIOMode
+            for i in range(self.engine.num_io_tensors):
+                name = self.engine.get_tensor_name(i)
+                dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+                (self.inputs if self.engine.get_tensor_mode(name) == mode.INPUT else self.outputs).append((name, dtype))
+        finally:
+            self._context.pop()
+        self.cuda_graph = cuda_graph
+        self._shape = None
+        self._graph = None
+
+    def _check_sidecar(self, path: Path, gpu: dict | None) -> None:
+        sidecar_path = engine_sidecar_path(path)
+        try:
+            sidecar = json.loads(sidecar_path.read_text())
+        except (OSError, ValueError):
+            raise SkEdgeError(f"'{sidecar_path}' is missing or unreadable, so '{path.name}' cannot be checked; rebuild with `sk-edge build`") from None
+        why = engine_mismatch(sidecar, self.trt.__version__, gpu)
+        if why:
+            raise SkEdgeError(
+                f"'{path}' cannot run here: {why}; rebuild it on this device with "
+                f"`sk-edge build --from {path.parent} --precision {sidecar.get('settings', {}).get('precision', 'int8')}`"
+            )
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0][0]
+
+    def _allocate(self, shape: tuple[int, ...]) -> None:
+        """Buffers for an input of ``shape`` (done once per shape, outside the timed call)."""
+        name, dtype = self.inputs[0]
+        if not self.context.set_input_shape(name, shape):
+            raise UsageError(f"input shape {shape} is outside the engine's profile for '{name}'")
+        self._host, self._device = {}, {}
+        for tensor, tdtype in self.inputs + self.outputs:
+            tshape = tuple(self.context.get_tensor_shape(tensor))
+            self._host[tensor] = self.cuda.pagelocked_empty(tshape, tdtype)
+            self._device[tensor] = self.cuda.mem_alloc(self._host[tensor].nbytes)
+            self.context.set_tensor_address(tensor, int(self._device[tensor]))
+        self._shape, self._graph = shape, None
+
+    def _enqueue(self) -> None:
+        for tensor, _ in self.inputs:
+            self.cuda.memcpy_htod_async(self._device[tensor], self._host[tensor], self.stream)
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise SkEdgeError("TensorRT failed to enqueue the engine (see its messages above)")
+        for tensor, _ in self.outputs:
+            self.cuda.memcpy_dtoh_async(self._host[tensor], self._device[tensor], self.stream)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        name, dtype = self.inputs[0]
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise UsageError(f"input must be a 4-D NCHW numpy array, got {getattr(x, 'shape', type(x).__name__)}")
+        if x.dtype != dtype:
+            raise UsageError(f"input must be {dtype}, got {x.dtype} (convert with x.astype(np.{dtype}))")
+        self._context.push()
+        try:
+            if x.shape != self._shape:
+                self._allocate(tuple(x.shape))
+            np.copyto(self._host[name], x)
+            if self.cuda_graph:
+                self._replay_graph()
+            else:
+                self._enqueue()
+            self.stream.synchronize()
+        finally:
+            self._context.pop()
+        return self._host[self.outputs[0][0]].copy()
+
+    def _replay_graph(self) -> None:
+        # TensorRT needs one plain enqueue after a shape change before capture (its docs:
+        # "Using CUDA Graphs with TensorRT Execution Context"); then capture once, replay.
+        if self._graph is None:
+            if not hasattr(self.stream, "begin_capture"):
+                raise SkEdgeError("this pycuda has no CUDA graph capture (Stream.begin_capture); upgrade pycuda or drop cuda_graph=True")
+            self._enqueue()
+            self.stream.synchronize()
+            self.stream.begin_capture()
+            self._enqueue()
+            self._graph = self.stream.end_capture().instance()
+        self._graph.launch(self.stream)

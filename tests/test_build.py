@@ -1,0 +1,60 @@
+"""`sk-edge build` end to end as users run it here: no TensorRT, so ONNX Runtime stands in."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp_path):
+    wd = tmp_path / "wd"
+    out = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd))
+    assert out.returncode == 0, out.stderr
+    assert "TensorRT is not available here" in out.stderr
+    assert "top-1 agreement with FP32" in out.stderr
+    names = {p.name for p in wd.iterdir()}
+    assert {"model.fp32.onnx", "calib.json", "calib.cache", "model.int8.onnx", "on_device.sh"} <= names
+    assert not any(n.endswith(".engine") or n.endswith(".tmp") for n in names)
+    script = (wd / "on_device.sh").read_text()
+    assert "sk-edge build --from . --precision int8" in script
+    assert "# trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped" in script
+    assert os.access(wd / "on_device.sh", os.X_OK)
+
+    # On the device: --from uses the work directory as it is (no export, no calibration).
+    again = run("build", "--from", str(wd), "--precision", "int8")
+    assert again.returncode == 0, again.stderr
+    assert "building from" in again.stderr and "[1/4] export" not in again.stderr
+    calib = json.loads((wd / "calib.json").read_text())
+    assert calib["inputs"]["images"]["used"] == 48
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--opt-level", "9"], 2, "--opt-level must be 0 to 5"),
+        (["--workspace", "1"], 2, "--workspace must be at least 16 MiB"),
+        (["--from", "nowhere"], 1, "no model.fp32.onnx in 'nowhere'"),
+        (["--precision", "int4"], 2, "Invalid value for '--precision'"),
+        (["--dla-core", "0", "--hardware-compatible"], 2, "exclude each other"),
+    ],
+)
+def test_build_refuses_bad_input_in_one_line(tmp_path, args, code, message):
+    out = run("build", *args, "-w", "wd", cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "wd").exists()
+
+
+def test_build_without_images_outside_a_checkout_says_what_to_pass(tmp_path):
+    out = run("build", "--precision", "int8", "-w", "wd", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "pass --images DIR" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,247 @@
+"""sk-edge's TensorRT code against the real API surface of every supported TensorRT release.
+
+No TensorRT library can be installed here, so the build, load and run paths run against a
+stand-in ``tensorrt`` module generated from the bindings' surface of each release
+(``tests/trt_standin.py``): a name the release lacks, or a call with the wrong number of
+arguments, fails the test unless the code gates on the version. What this does not prove:
+that TensorRT builds a good engine from our graphs (that needs a GPU and TensorRT).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sk_edge import cli
+from sk_edge import build as pipeline
+from sk_edge.backends.tensorrt import BuildOptions, engine_sidecar_path, TrtFeatures, build_engine, engine_mismatch, summarize_layers, trtexec_command
+from sk_edge.errors import SkEdgeError
+from sk_edge.export import ExportOptions, export_model
+from sk_edge.images import find_images
+from sk_edge.models import build_model
+from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
+from sk_edge.runtime import Engine
+
+from trt_standin import VERSIONS, Scenario, host_memory, parse_signature, standin_module
+
+CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+ORIN = {"name": "Orin", "compute_capability": "8.7"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The reference model exported (dynamic batch up to 8), calibrated on 16 real images,
+    quantized to INT8 and FP16."""
+    wd = tmp_path_factory.mktemp("trt")
+    export_model(build_model("sknet26-digits"), wd, ExportOptions(dynamic_batch=8))
+    images = wd / "images"
+    images.mkdir()
+    for path in find_images(CALIB)[:16]:
+        shutil.copy(path, images / path.name)
+    calibrate(wd, images, CalibrationOptions(num_images=16, batch=8))
+    quantize_model(wd, "int8")
+    quantize_model(wd, "fp16")
+    return wd
+
+
+def inspector_report(float_node: str) -> str:
+    # The shape of TensorRT's EngineInspector JSON (LayerInformationFormat.JSON).
+    return json.dumps({"Layers": [
+        {"Name": "/stem/stem.0/Conv + /stem/stem.2/Relu", "LayerType": "CaskConvolution",
+         "Outputs": [{"Name": "a", "Format/Datatype": "Channel major INT8 format where channel % 32 == 0"}]},
+        {"Name": float_node, "LayerType": "PointWiseV2",
+         "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP16 format"}]},
+        {"Name": "/fc/Gemm", "LayerType": "CaskGemm", "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32 format"}]},
+    ]})
+
+
+def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> Scenario:
+    shapes = {"input": (1, 3, input_size, input_size), "logits": (1, num_classes)}
+    names = ["input", "logits"]
+
+    def trt():
+        return mod_holder["trt"]
+
+    return Scenario(
+        returns={
+            "Builder.build_serialized_network": lambda self, network, config: host_memory(trt(), b"serialized plan"),
+            "ITimingCache.serialize": lambda self: host_memory(trt(), b"timing cache"),
+            # Overloaded in some releases (signature "(*args, **kwargs)"): the type is given here.
+            "Runtime.deserialize_cuda_engine": lambda self, plan: trt().ICudaEngine(),
+            "ICudaEngine.create_execution_context": lambda self, *a: trt().IExecutionContext(),
+            "ICudaEngine.create_engine_inspector": lambda self, *a: trt().EngineInspector(),
+            "IExecutionContext.set_input_shape": lambda self, name, shape: tuple(shape) in ((1, 3, 64, 64), (8, 3, 64, 64)),
+            "EngineInspector.get_engine_information": lambda self, fmt: inspector_report(mod_holder["float_node"]),
+            "ICudaEngine.get_tensor_name": lambda self, i: names[i],
+            "ICudaEngine.get_tensor_mode": lambda self, n: trt().TensorIOMode.INPUT if n == "input" else trt().TensorIOMode.OUTPUT,
+            "ICudaEngine.get_tensor_dtype": lambda self, n: trt().DataType.FLOAT,
+            "IExecutionContext.get_tensor_shape": lambda self, n: shapes[n],
+        },
+        properties={"ICudaEngine.num_io_tensors": 2, "INetworkDefinition.num_layers": 2, "ILayer.name": "/stem/stem.0/Conv"},
+    )
+
+
+class FakeCuda:
+    """pycuda.driver's calls as sk_edge.runtime makes them, on host memory (no GPU here)."""
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def retain_primary_context(self):
+            return type("Ctx", (), {"push": lambda s: None, "pop": lambda s: None})()
+
+    class Stream:
+        handle = 1234
+
+        def synchronize(self):
+            return None
+
+    def __init__(self):
+        self.memory: dict[int, np.ndarray] = {}
+
+    def pagelocked_empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def mem_alloc(self, nbytes):
+        address = 0x1000 * (len(self.memory) + 1)
+        self.memory[address] = np.zeros(nbytes, np.uint8)
+        return address
+
+    def memcpy_htod_async(self, dst, src, stream):
+        self.memory[dst][:] = np.frombuffer(src.tobytes(), np.uint8)
+
+    def memcpy_dtoh_async(self, dst, src, stream):
+        dst.reshape(-1).view(np.uint8)[:] = self.memory[src]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_load_and_run_use_only_names_the_release_has(workdir, tmp_path, version):
+    holder: dict = {}
+    trt = holder["trt"] = standin_module(version, scenario(holder))
+    plan = json.loads((workdir / "model.int8.json").read_text())["plan"]
+    holder["float_node"] = next(iter(plan["float_nodes"]))
+    # No dynamic_batch here: the profile (1 / 8 / 8) comes from the dynamic export.
+    options = BuildOptions(workspace_mib=512, opt_level=4, timing_cache=tmp_path / "timing.cache", hardware_compatible=True)
+    features = TrtFeatures.of(trt)
+
+    if not features.strongly_typed:  # 8.6: only the legacy path
+        with pytest.raises(SkEdgeError, match=r"strongly typed networks need TensorRT >= 10\.3"):
+            pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN)
+    else:
+        result = pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
+        assert result.engine.read_bytes() == b"serialized plan"
+        assert (tmp_path / "timing.cache").read_bytes() == b"timing cache"
+        sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
+        assert sidecar["tensorrt"]["version"] == trt.__version__ and sidecar["gpu"] == ORIN
+        assert sidecar["inputs"]["onnx"]["name"] == "model.int8.onnx"
+        assert sidecar["settings"]["dynamic_batch"] == 8
+        assert sidecar["layers_summary"]["by_precision"] == {"int8": 1, "fp16": 1, "fp32": 1}
+        assert len(sidecar["layers_summary"]["float_sk_units"]) == 8  # every SK unit of the SKNet-26
+        assert json.loads((workdir / "layers.json").read_text())["Layers"]
+        assert {"IBuilderConfig.builder_optimization_level", "IOptimizationProfile.set_shape",
+                "EngineInspector.execution_context", "IBuilderConfig.hardware_compatibility_level"} <= trt.touched
+        assert ("NetworkDefinitionCreationFlag.STRONGLY_TYPED" in trt.touched) == (features.version < (11,))
+        assert "NetworkDefinitionCreationFlag.EXPLICIT_BATCH" not in trt.touched
+        assert "BuilderFlag.INT8" not in trt.touched and "BuilderFlag.FP16" not in trt.touched
+
+        # load and run through sk_edge.runtime, numpy in and out
+        engine = Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu={"name": "RTX 4090", "compute_capability": "8.9"})
+        x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+        out = engine(x)
+        assert out.shape == (1, 10) and out.dtype == np.float32
+        assert {"IExecutionContext.execute_async_v3", "IExecutionContext.set_tensor_address",
+                "IExecutionContext.set_input_shape", "ICudaEngine.num_io_tensors"} <= trt.touched
+        with pytest.raises(SkEdgeError, match="must be float32"):
+            engine(x.astype(np.float16))
+
+    # The legacy DLA path: weakly typed, INT8/FP16 flags, calib.cache replayed.
+    dla = BuildOptions(dla_core=0, timing_cache=tmp_path / "dla.cache")
+    if features.weak_typing:
+        result = pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
+        assert result.engine.name == "model.int8.dla.engine"
+        assert "IBuilderConfig.can_run_on_DLA" in trt.touched
+        dla = json.loads((workdir / "dla.json").read_text())
+        assert dla["summary"]["layers"] == 2 and dla["summary"]["pooling"]["rewritten"]
+        sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
+        assert sidecar["inputs"]["onnx"]["name"] == "model.fp32.dla.onnx" and sidecar["inputs"]["calib_cache_sha256"]
+        assert {"BuilderFlag.INT8", "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.int8_calibrator", "IBuilderConfig.DLA_core"} <= trt.touched
+        assert ("NetworkDefinitionCreationFlag.EXPLICIT_BATCH" in trt.touched) == (features.version < (10,))
+    else:
+        with pytest.raises(SkEdgeError, match="no weakly typed builds"):
+            pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
+def test_parser_errors_name_the_node_and_op(workdir, version):
+    holder: dict = {}
+    sc = scenario(holder)
+
+    for name, value in (("node_name", "/stages/stages.0/sk/Mul"), ("node_operator", "Mul"), ("desc", "unsupported broadcast")):
+        sc.returns[f"ParserError.{name}"] = (lambda v: lambda self: v)(value)
+    sc.returns["OnnxParser.parse"] = lambda self, data, path=None: False
+    sc.returns["OnnxParser.get_error"] = lambda self, i: holder["trt"].ParserError()
+    sc.properties["OnnxParser.num_errors"] = 1
+    trt = holder["trt"] = standin_module(version, sc)
+    with pytest.raises(SkEdgeError, match=r"cannot parse 'model.int8.onnx': node '/stages/stages.0/sk/Mul' \(Mul\): unsupported broadcast"):
+        build_engine(workdir / "model.int8.onnx", "input", (1, 3, 64, 64), BuildOptions(), trt=trt)
+
+
+def test_stale_engines_are_refused_with_what_to_rebuild():
+    sidecar = {"tensorrt": {"version": "10.3.0"}, "gpu": ORIN, "settings": {"precision": "int8"}}
+    assert engine_mismatch(sidecar, "10.3.0", ORIN) is None
+    assert "built with TensorRT 10.3.0 and this is TensorRT 10.13.3.9" in engine_mismatch(sidecar, "10.13.3.9", ORIN)
+    assert "built on a Orin" in engine_mismatch(sidecar, "10.3.0", {"name": "RTX 4090", "compute_capability": "8.9"})
+    compatible = {**sidecar, "settings": {"hardware_compatible": True}}
+    assert engine_mismatch(compatible, "10.3.0", {"name": "RTX 4090", "compute_capability": "8.9"}) is None
+    assert "Ampere and newer" in engine_mismatch(compatible, "10.3.0", {"name": "T4", "compute_capability": "7.5"})
+
+
+def test_engine_refuses_a_sidecar_from_another_version(workdir, tmp_path):
+    holder: dict = {}
+    trt = holder["trt"] = standin_module("10.13.3.9", scenario(holder))
+    holder["float_node"] = "x"
+    result = pipeline.build_engine_stage(workdir, "fp16", BuildOptions(timing_cache=tmp_path / "t.cache"), trt=trt, gpu=ORIN)
+    newer = standin_module("10.16.1.11", scenario(holder))
+    with pytest.raises(SkEdgeError, match=r"built with TensorRT 10\.13\.3\.9 and this is TensorRT 10\.16\.1\.11; rebuild it on this device with `sk-edge build --from"):
+        Engine(result.engine, trt=newer, cuda=FakeCuda(), gpu=ORIN)
+
+
+def test_standin_is_strict():
+    """The stand-in itself must reject what the release lacks, or the test above proves nothing."""
+    trt11 = standin_module("11.4.0.106")
+    with pytest.raises(AttributeError):
+        trt11.BuilderFlag.INT8
+    config = trt11.IBuilderConfig()
+    with pytest.raises(AttributeError):
+        config.int8_calibrator = object()
+    with pytest.raises(TypeError):
+        trt11.IBuilderConfig().set_timing_cache(trt11.ITimingCache())  # needs ignore_mismatch too
+    trt86 = standin_module("8.6.1")
+    with pytest.raises(AttributeError):
+        trt86.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    assert parse_signature("parse(self: X, model: buffer, path: str = None) -> bool") == (1, 2, "bool")
+
+
+def test_trtexec_line_matches_the_build():
+    line = trtexec_command("model.int8.onnx", "model.int8.engine", "input", (1, 3, 64, 64),
+                           BuildOptions(workspace_mib=2048, opt_level=5, dynamic_batch=8))
+    assert line.startswith("trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped")
+    for part in ("--memPoolSize=workspace:2048M", "--builderOptimizationLevel=5",
+                 "--minShapes=input:1x3x64x64", "--optShapes=input:8x3x64x64", "--maxShapes=input:8x3x64x64"):
+        assert part in line
+    legacy = trtexec_command("model.fp32.onnx", "e", "input", (1, 3, 64, 64), BuildOptions(dla_core=1), legacy=True)
+    assert "--int8 --fp16 --calib=calib.cache" in legacy and "--useDLACore=1 --allowGPUFallback" in legacy
+
+
+def test_layer_summary_counts_precisions():
+    report = json.loads(inspector_report("/stages/stages.1/stages.1.0/sk/Sigmoid"))
+    summary = summarize_layers(report, {"/stages/stages.1/stages.1.0/sk/Sigmoid": "SK attention path"})
+    assert summary["by_precision"] == {"int8": 1, "fp16": 1, "fp32": 1}
+    assert summary["float_sk_units"] == ["stages/stages.1/stages.1.0"]
+
+
+def test_cli_build_precisions_match_the_library():
+    assert cli.BUILD_PRECISIONS == pipeline.PRECISIONS

@@ -1,0 +1,175 @@
+"""A stand-in ``tensorrt`` module built from the real bindings' API surface of one release.
+
+``tests/data/trt-api/trt-<version>.json`` lists every class, method, property, enum member
+and signature of a real TensorRT Python release (dumped from NVIDIA's published bindings
+by ``../shared/tools/trt_api_surface.py``). :func:`standin_module` turns one of them into a
+module that behaves like ``tensorrt`` to the extent sk-edge's code needs, and is strict
+where it matters:
+
+- reading or writing a name the release does not have raises AttributeError;
+- calling a method with more positional arguments than its signature has, or fewer than
+  its required ones, raises TypeError;
+- a method returns a stand-in of the class its signature names, so chains of calls are
+  checked all the way down; ``Scenario`` supplies the values that carry meaning (tensor
+  names, shapes, the inspector's report).
+
+Every name touched is recorded in ``module.touched`` as ``Class.attr``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+SURFACES = Path(__file__).parent / "data" / "trt-api"
+VERSIONS = ("8.6.1", "10.3.0", "10.13.3.9", "10.16.1.11", "11.4.0.106")
+
+_SIG = re.compile(r"^\w+\((?P<params>.*)\)(?:\s*->\s*(?P<ret>.+))?$")
+_RETURN_ALIASES = {"nvonnxparser::IParserError": "ParserError", "nvinfer1::TensorIOMode": "TensorIOMode"}
+
+
+def _split_params(text: str) -> list[str]:
+    depth, cur, out = 0, "", []
+    for ch in text:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def parse_signature(sig: str) -> tuple[int, int, str] | None:
+    """(required, total) positional parameters after self, and the return type; None if unknown."""
+    m = _SIG.match(sig.strip())
+    if not m or "*args" in m.group("params"):
+        return None
+    params = [p for p in _split_params(m.group("params")) if not p.startswith("self")]
+    required = sum(1 for p in params if "=" not in p)
+    return required, len(params), (m.group("ret") or "None").strip()
+
+
+class EnumMember(int):
+    def __new__(cls, enum: str, name: str, value: int):
+        obj = int.__new__(cls, value)
+        obj.enum, obj.name = enum, name
+        return obj
+
+    def __repr__(self):
+        return f"{self.enum}.{self.name}"
+
+
+@dataclass
+class Scenario:
+    """Meaningful return values: ``"Class.method" -> callable(self, *args)``."""
+
+    returns: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)  # "Class.prop" -> initial value
+
+
+def standin_module(version: str, scenario: Scenario | None = None) -> types.ModuleType:
+    surface = json.loads((SURFACES / f"trt-{version}.json").read_text())
+    scenario = scenario or Scenario()
+    mod = types.ModuleType("tensorrt")
+    mod.__version__ = surface["version"]
+    mod.touched = set()
+    classes: dict[str, type] = {}
+    enums = {name: list(members) for name, members in surface["enums"].items()}
+
+    def make_class(cname: str, attrs: dict) -> type:
+        members = enums.get(cname, [])
+
+        class Meta(type):
+            def __getattr__(cls, name):
+                if name in members:
+                    mod.touched.add(f"{cname}.{name}")
+                    return EnumMember(cname, name, members.index(name))
+                spec = attrs.get(name)
+                if spec is not None and spec["kind"] == "value":  # e.g. Logger.WARNING
+                    mod.touched.add(f"{cname}.{name}")
+                    return EnumMember(cname, name, sorted(attrs).index(name))
+                raise AttributeError(f"TensorRT {version}: {cname} has no attribute '{name}'")
+
+        def __init__(self, *args, **kwargs):
+            object.__setattr__(self, "_values", dict(
+                (k.split(".", 1)[1], v) for k, v in scenario.properties.items() if k.startswith(cname + ".")
+            ))
+            object.__setattr__(self, "_args", args)
+
+        def __getattr__(self, name):
+            spec = attrs.get(name)
+            if spec is None:
+                raise AttributeError(f"TensorRT {version}: {cname} has no attribute '{name}'")
+            mod.touched.add(f"{cname}.{name}")
+            if spec["kind"] == "method":
+                return _method(self, cname, name, spec["sig"])
+            if spec["kind"] == "value" and name in members:
+                return EnumMember(cname, name, members.index(name))
+            values = object.__getattribute__(self, "_values")
+            if name in values:
+                v = values[name]
+                return v(self) if callable(v) and not isinstance(v, type) else v
+            return 0
+
+        def __setattr__(self, name, value):
+            spec = attrs.get(name)
+            if spec is None or spec["kind"] == "method":
+                raise AttributeError(f"TensorRT {version}: {cname} has no settable attribute '{name}'")
+            mod.touched.add(f"{cname}.{name}")
+            object.__getattribute__(self, "_values")[name] = value
+
+        ns = {"__init__": __init__, "__getattr__": __getattr__, "__setattr__": __setattr__}
+        if cname == "IHostMemory":
+            ns["__bytes__"] = lambda self: bytes(object.__getattribute__(self, "_args")[0] if self._args else b"")
+            ns["__buffer__"] = lambda self, flags: memoryview(bytes(self))
+        return Meta(cname, (), ns)
+
+    def _method(obj, cname: str, name: str, sig: str):
+        parsed = parse_signature(sig)
+
+        def call(*args, **kwargs):
+            if parsed is not None:
+                required, total, _ = parsed
+                if not required <= len(args) + len(kwargs) <= total:
+                    raise TypeError(f"TensorRT {version}: {cname}.{name} takes {required}..{total} arguments, got {len(args) + len(kwargs)}: {sig}")
+            override = scenario.returns.get(f"{cname}.{name}")
+            if override is not None:
+                return override(obj, *args, **kwargs)
+            return _default_return(parsed[2] if parsed else "None")
+
+        return call
+
+    def _default_return(ret: str):
+        ret = _RETURN_ALIASES.get(ret, ret)
+        short = ret.rsplit(".", 1)[-1]
+        if short in classes:
+            return classes[short]()
+        return {"bool": True, "int": 0, "str": "", "None": None, "float": 0.0}.get(short)
+
+    for cname, attrs in surface["classes"].items():
+        classes[cname] = make_class(cname, attrs)
+        setattr(mod, cname, classes[cname])
+
+    def nptype(dtype):
+        mod.touched.add("functions.nptype")
+        return {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_}[dtype.name]
+
+    if "nptype" in surface["functions"]:
+        mod.nptype = nptype
+    return mod
+
+
+def host_memory(mod, data: bytes):
+    return mod.IHostMemory(data)
