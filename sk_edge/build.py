@@ -175,6 +175,9 @@ def build_engine_stage(
     trt = trt or trt_backend.import_tensorrt()
     options.validate()
     export = load_export(workdir)
+    if options.dla_core is not None and export["settings"].get("dynamic_batch"):
+        # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
+        raise UsageError("the DLA needs static shapes; re-export with `sk-edge export --batch N` (no --dynamic-batch)")
     options = _with_profile(options, export)
     graph = workdir / GRAPH_NAMES[precision]
     dla_pooling = None
@@ -260,7 +263,7 @@ def build_without_tensorrt(
 ) -> BuildResult:
     """What ``build`` does when TensorRT is absent: check on ONNX Runtime, leave the device script."""
     graph = workdir / GRAPH_NAMES[precision]
-    log(f"TensorRT is not available here ({reason}); no engine built.")
+    log(f"no engine built: {reason}.")
     log(f"checking {graph.name} on ONNX Runtime instead ...")
     check = check_on_onnxruntime(workdir, graph, images_dir)
     if legacy:  # the trtexec line in on_device.sh reads it
@@ -270,7 +273,8 @@ def build_without_tensorrt(
     else:
         log(
             f"  {graph.name} on ONNX Runtime ({check['provider']}): top-1 agreement with FP32 "
-            f"{check['top1_agreement']:.1%} on {check['images']} images, max |logit diff| {check['max_abs_logit_diff']:.3g}"
+            f"{check['top1_agreement']:.1%} on {check['images']} images from '{images_dir}', "
+            f"max |logit diff| {check['max_abs_logit_diff']:.3g}"
         )
     script = write_device_script(workdir, device_script(workdir, precision, options, legacy))
     log(f"on the device, run {script} (sk-edge build --from, or the trtexec line in it)")
@@ -282,6 +286,8 @@ def validate(precision: str, options: trt_backend.BuildOptions) -> bool:
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     options.validate()
-    # INT8 on the DLA goes through implicit quantization (calib.cache); FP16/FP32 DLA
-    # builds use the same legacy path so one DLA route is maintained, not two.
+    if options.dla_core is not None and precision == "fp32":
+        raise UsageError("the DLA computes in FP16 or INT8; use --precision fp16 or int8 with --dla-core")
+    # INT8 on the DLA goes through implicit quantization (calib.cache); FP16 DLA builds use
+    # the same legacy path, so one DLA route is maintained, not two.
     return options.dla_core is not None

@@ -19,7 +19,7 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     wd = tmp_path / "wd"
     out = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd))
     assert out.returncode == 0, out.stderr
-    assert "TensorRT is not available here" in out.stderr
+    assert "no engine built: TensorRT is not installed here" in out.stderr
     assert "top-1 agreement with FP32" in out.stderr
     names = {p.name for p in wd.iterdir()}
     assert {"model.fp32.onnx", "calib.json", "calib.cache", "model.int8.onnx", "on_device.sh"} <= names
@@ -45,6 +45,7 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
         (["--from", "nowhere"], 1, "no model.fp32.onnx in 'nowhere'"),
         (["--precision", "int4"], 2, "Invalid value for '--precision'"),
         (["--dla-core", "0", "--hardware-compatible"], 2, "exclude each other"),
+        (["--dla-core", "0", "--precision", "fp32"], 2, "the DLA computes in FP16 or INT8"),
     ],
 )
 def test_build_refuses_bad_input_in_one_line(tmp_path, args, code, message):

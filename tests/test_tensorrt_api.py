@@ -46,6 +46,15 @@ def workdir(tmp_path_factory):
     return wd
 
 
+@pytest.fixture(scope="module")
+def static_workdir(tmp_path_factory):
+    """The same with a static batch of 1, as the DLA needs."""
+    wd = tmp_path_factory.mktemp("trt_static")
+    export_model(build_model("sknet26-digits"), wd)
+    calibrate(wd, CALIB, CalibrationOptions(num_images=16, batch=8))
+    return wd
+
+
 def inspector_report(float_node: str) -> str:
     # The shape of TensorRT's EngineInspector JSON (LayerInformationFormat.JSON).
     return json.dumps({"Layers": [
@@ -118,7 +127,7 @@ class FakeCuda:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_build_load_and_run_use_only_names_the_release_has(workdir, tmp_path, version):
+def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workdir, tmp_path, version):
     holder: dict = {}
     trt = holder["trt"] = standin_module(version, scenario(holder))
     plan = json.loads((workdir / "model.int8.json").read_text())["plan"]
@@ -157,8 +166,11 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, tmp_path, ve
         with pytest.raises(SkEdgeError, match="must be float32"):
             engine(x.astype(np.float16))
 
-    # The legacy DLA path: weakly typed, INT8/FP16 flags, calib.cache replayed.
+    # The legacy DLA path: weakly typed, INT8/FP16 flags, calib.cache replayed; static shapes only.
     dla = BuildOptions(dla_core=0, timing_cache=tmp_path / "dla.cache")
+    with pytest.raises(SkEdgeError, match="the DLA needs static shapes"):
+        pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN)
+    workdir = static_workdir
     if features.weak_typing:
         result = pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
         assert result.engine.name == "model.int8.dla.engine"

@@ -47,8 +47,8 @@ def import_tensorrt():
         import tensorrt
     except ImportError:
         raise TensorRTUnavailable(
-            "TensorRT is not installed (pip install 'sk-edge[tensorrt]' on a desktop; on a Jetson "
-            "use JetPack's bindings: a virtualenv made with --system-site-packages)"
+            "TensorRT is not installed here (pip install 'sk-edge[tensorrt]' on a desktop; on a Jetson, "
+            "JetPack's bindings in a virtualenv made with --system-site-packages)"
         ) from None
     except OSError as exc:  # the bindings are there but libnvinfer is not
         raise TensorRTUnavailable(f"TensorRT's Python bindings found but its libraries failed to load: {exc}") from None
