@@ -84,6 +84,8 @@ def run_onnxruntime(workdir: Path, method: str, count: int, batch: int) -> dict:
             item = next(self.it, None)
             return None if item is None else {"input": item}
 
+    # "-symmetric": zero points 0, as TensorRT requires; ONNX Runtime's default is asymmetric.
+    base, symmetric = method.removesuffix("-symmetric"), method.endswith("-symmetric")
     out = workdir / f"ort_{method}.onnx"
     quantize_static(
         str(workdir / "model.fp32.onnx"),
@@ -91,7 +93,8 @@ def run_onnxruntime(workdir: Path, method: str, count: int, batch: int) -> dict:
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}[method],
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}[base],
+        extra_options={"ActivationSymmetric": True} if symmetric else None,
     )
     return {"qdq_nodes": _count_qdq(out)}
 

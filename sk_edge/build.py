@@ -1,11 +1,11 @@
 """``sk-edge build``: every stage from a PyTorch SKNet to a TensorRT engine.
 
-export -> calibrate (INT8) -> quantize (INT8/FP16) -> engine. Each stage skips itself
-when its inputs are unchanged, so a second ``build`` only redoes what changed. Where
-TensorRT (or a GPU) is absent, the build stops before the engine, says so, checks the
-precision graph on ONNX Runtime instead, and leaves ``on_device.sh`` in the work
-directory: the ``sk-edge build --from`` command and the equivalent trtexec line to run
-on the Jetson or desktop GPU.
+export -> calibrate (INT8) -> quantize (INT8/FP16) -> engine; the CLI then runs verify.
+Each stage skips itself when its inputs are unchanged, so a second ``build`` only redoes
+what changed. Where TensorRT (or a GPU) is absent, the build stops before the engine,
+says so, and leaves ``on_device.sh`` in the work directory: the ``sk-edge build --from``
+command and the equivalent trtexec line to run on the Jetson or desktop GPU; verify then
+judges the precision graph on ONNX Runtime instead of the engine.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
-from .images import ImageStream, find_images, sample_paths
-from .preprocess import Preprocess
 from .workdir import FP32_ONNX, load_export
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -33,7 +31,6 @@ DEVICE_SCRIPT = "on_device.sh"
 LAYERS_JSON = "layers.json"
 DLA_JSON = "dla.json"
 DLA_GRAPH = "model.fp32.dla.onnx"
-CHECK_IMAGES = 64  # images for the ONNX Runtime check when there is no TensorRT
 
 
 def engine_name(precision: str, dla_core: int | None = None) -> str:
@@ -54,34 +51,7 @@ class BuildResult:
     backend: str  # "tensorrt" or "onnxruntime"
     engine: Path | None = None
     fallback_reason: str | None = None
-    check: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)
-
-
-def check_on_onnxruntime(workdir: Path, graph: Path, images_dir: Path | None, count: int = CHECK_IMAGES) -> dict:
-    """Top-1 agreement and max |logit diff| of ``graph`` against the FP32 graph, on ONNX Runtime.
-
-    A quick guard for builds without TensorRT; ``sk-edge verify`` is the full judgement.
-    """
-    export = load_export(workdir)
-    pre = Preprocess.from_dict(export["preprocess"])
-    if images_dir is None or not Path(images_dir).is_dir():
-        return {"skipped": f"no images to check with ({images_dir or 'none given'})"}
-    paths = sample_paths(find_images(images_dir))
-    stream = ImageStream(paths, pre, batch=16, count=min(count, len(paths)), root=images_dir)
-    fp32 = OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)
-    candidate = OnnxRuntimeRunner(graph, dynamic_batch=True)
-    ref, out = [], []
-    for batch, _ in stream:
-        ref.append(fp32(batch))
-        out.append(candidate(batch))
-    ref_a, out_a = np.concatenate(ref), np.concatenate(out)
-    return {
-        "images": int(len(ref_a)),
-        "top1_agreement": float((ref_a.argmax(1) == out_a.argmax(1)).mean()),
-        "max_abs_logit_diff": float(np.abs(ref_a - out_a).max()),
-        "provider": candidate.session.get_providers()[0],
-    }
 
 
 def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool) -> str:
@@ -257,28 +227,17 @@ def build_without_tensorrt(
     precision: str,
     options: trt_backend.BuildOptions,
     reason: str,
-    images_dir: Path | None,
     legacy: bool = False,
     log: Callable[[str], None] = lambda msg: None,
 ) -> BuildResult:
-    """What ``build`` does when TensorRT is absent: check on ONNX Runtime, leave the device script."""
+    """What ``build`` does when TensorRT is absent: leave the device script (verify follows)."""
     graph = workdir / GRAPH_NAMES[precision]
     log(f"no engine built: {reason}.")
-    log(f"checking {graph.name} on ONNX Runtime instead ...")
-    check = check_on_onnxruntime(workdir, graph, images_dir)
     if legacy:  # the trtexec line in on_device.sh reads it
         write_dla_graph(workdir)
-    if "skipped" in check:
-        log(f"  check skipped: {check['skipped']}")
-    else:
-        log(
-            f"  {graph.name} on ONNX Runtime ({check['provider']}): top-1 agreement with FP32 "
-            f"{check['top1_agreement']:.1%} on {check['images']} images from '{images_dir}', "
-            f"max |logit diff| {check['max_abs_logit_diff']:.3g}"
-        )
     script = write_device_script(workdir, device_script(workdir, precision, options, legacy))
     log(f"on the device, run {script} (sk-edge build --from, or the trtexec line in it)")
-    return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason, check=check)
+    return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason)
 
 
 def validate(precision: str, options: trt_backend.BuildOptions) -> bool:

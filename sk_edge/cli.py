@@ -25,6 +25,7 @@ CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quant
 PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.build.PRECISIONS
+VERIFY_CANDIDATES = ("engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
 DEFAULT_IMAGES = Path("calib_data") / "skdigits"  # bundled sample images, from a checkout
 
 
@@ -115,6 +116,30 @@ workdir_option = click.option(
 )
 
 
+def verify_options(command):
+    """Thresholds shared by `verify` and `build`."""
+
+    @click.option("--min-agreement", type=float, default=99.0, show_default=True, metavar="PCT",
+                  help="Fail below this top-1 agreement with the FP32 reference (percent).")
+    @click.option("--max-top1-drop", type=float, default=0.5, show_default=True, metavar="PTS",
+                  help="Fail when labelled accuracy drops by more than this many points.")
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def _run_verify(workdir, options) -> None:
+    from .verify import verify as run_verify
+
+    bar = _Progress("  images")
+    try:
+        run_verify(workdir, options, log=_log, progress=bar)
+    finally:
+        bar.close()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="sk-edge")
 def cli() -> None:
@@ -126,7 +151,10 @@ def cli() -> None:
                  (BatchNorm folded, SK select step rewritten, parity checked)
       calibrate  sample images -> calib.json + calib.cache (INT8 ranges)
       quantize   -> model.int8.onnx (Q/DQ) or model.fp16.onnx
-      build      all of the above, then a TensorRT engine (ONNX Runtime check without TensorRT)
+      build      all of the above, then a TensorRT engine (ONNX Runtime check without TensorRT),
+                 then verify
+      verify     drift of the engine / graph from the FP32 PyTorch reference -> verify.json/.md
+      bench      latency, throughput, memory of every backend -> bench.json/.md/.png
       info       libraries, ONNX Runtime providers, TensorRT, GPU, Jetson
       models     the SKNets sk-edge knows, with parameters and GMACs
 
@@ -279,14 +307,17 @@ def quantize(workdir, precision, mixed, force):
     help="Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
 )
 @workdir_option
+@verify_options
+@click.option("--no-verify", is_flag=True, help="Skip the verify step at the end.")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
 def build(model_name, weights, num_classes, input_size, model_args, precision, images, num_images, method, mixed,
-          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, force):
+          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, min_agreement,
+          max_top1_drop, no_verify, force):
     """Run every stage up to a TensorRT engine: WORKDIR/model.<precision>.engine.
 
-    export -> calibrate (int8) -> quantize -> engine, each skipped when up to date. Without
-    TensorRT the graph is checked on ONNX Runtime instead and WORKDIR/on_device.sh holds
-    the commands to finish the build on the Jetson or GPU machine.
+    export -> calibrate (int8) -> quantize -> engine -> verify, each skipped when up to date.
+    Without TensorRT the graph is checked on ONNX Runtime instead and WORKDIR/on_device.sh
+    holds the commands to finish the build on the Jetson or GPU machine.
     """
     from . import build as pipeline
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
@@ -332,16 +363,84 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
     try:
         result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
     except TensorRTUnavailable as exc:
-        check_images = images
-        if check_images is None:
-            calib = json.loads((workdir / "calib.json").read_text()) if (workdir / "calib.json").is_file() else {}
-            check_images = Path(calib["inputs"]["images"]["dir"]) if calib else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
-        result = pipeline.build_without_tensorrt(workdir, precision, options, str(exc), check_images, legacy, log=_log)
+        result = pipeline.build_without_tensorrt(workdir, precision, options, str(exc), legacy, log=_log)
     if result.engine is not None:
         summary = result.layers
         _log(f"wrote {result.engine}: {summary.get('layers', '?')} layers, by precision {summary.get('by_precision', {})}")
         if summary.get("float_sk_units"):
             _log(f"  SK attention kept in floating point in {len(summary['float_sk_units'])} SK units")
+    if no_verify:
+        return
+    from .verify import VerifyOptions
+
+    _log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
+    try:
+        _run_verify(workdir, VerifyOptions(candidate="engine" if result.engine else precision,
+                                           min_agreement=min_agreement, max_top1_drop=max_top1_drop))
+    except UsageError as exc:  # a model without a built-in evaluation set
+        _log(f"  verify skipped: {exc}; run `sk-edge verify -w {workdir} --images DIR [--labels FILE]`")
+
+
+@cli.command()
+@workdir_option
+@click.option("--candidate", type=click.Choice(VERIFY_CANDIDATES), default=None,
+              help="What to judge [default: the engine if built, else int8, fp16, fp32 graph].")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Folder of images [default for the reference model: its 1000 held-out images].")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
+@verify_options
+def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop):
+    """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
+
+    Top-1/top-5 agreement, cosine similarity, KL divergence, max logit difference and, with
+    labels, both accuracies. Exits 1 when a threshold is broken, so it can gate a CI job.
+    """
+    from .verify import VerifyOptions
+
+    _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
+                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop))
+
+
+def _csv(kind):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not a comma-separated list") from None
+
+    return convert
+
+
+@cli.command()
+@workdir_option
+@click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True, callback=_csv(str),
+              help="Comma-separated: torch, onnxruntime, tensorrt (what is absent is skipped and said).")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv(str), help="Comma-separated.")
+@click.option("--batch", "batches", default="1", show_default=True, callback=_csv(int), help="Comma-separated batch sizes, e.g. 1,8.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--iterations", type=int, default=None, help="Timed runs [default: 100].")
+@click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
+def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads):
+    """Benchmark the model on every backend: WORKDIR/bench.json, bench.md and bench.png.
+
+    PyTorch FP32 (CPU, and CUDA when present), ONNX Runtime on each precision graph, and
+    the TensorRT engine through sk_edge.runtime. Each configuration runs in its own process.
+    """
+    from .bench import BENCH_MD, BenchOptions, bench as run_bench
+
+    if iterations is None and duration is None:
+        iterations = 100
+    options = BenchOptions(backends=backends, precisions=precisions, batches=batches, warmup=warmup,
+                           iterations=iterations, duration=duration, threads=threads)
+    bar = _Progress("  configurations")
+    try:
+        doc = run_bench(workdir, options, log=_log, progress=bar)
+    finally:
+        bar.close()
+    click.echo((workdir / BENCH_MD).read_text())
 
 
 @cli.command()

@@ -80,15 +80,16 @@ class ImageStream:
     """Batches of preprocessed images, read lazily so memory does not grow with their number.
 
     Takes the first ``count`` readable files of ``paths`` (callers shuffle if they want a
-    sample). Unreadable files are skipped and listed in :attr:`skipped`; as soon as the
-    remaining files cannot make up ``count``, iteration raises with the numbers.
+    sample), or every readable file when ``count`` is None. Unreadable files are skipped and
+    listed in :attr:`skipped`; as soon as the remaining files cannot make up ``count``,
+    iteration raises with the numbers.
     :attr:`digest` hashes the names and bytes of the images used, in order.
     """
 
     paths: list[Path]
     pre: Preprocess
     batch: int
-    count: int
+    count: int | None
     root: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     used: list[str] = field(default_factory=list)
@@ -125,7 +126,7 @@ class ImageStream:
         batch: list[np.ndarray] = []
         names: list[str] = []
         for i, path in enumerate(self.paths):
-            if len(self.used) == self.count:
+            if self.count is not None and len(self.used) == self.count:
                 break
             name = self._name(path)
             try:
@@ -136,7 +137,7 @@ class ImageStream:
             except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 self.skipped.append((name, reason[:120]))
-                if len(self.used) + len(self.paths) - i - 1 < self.count:
+                if self.count is not None and len(self.used) + len(self.paths) - i - 1 < self.count:
                     raise self._not_enough(self.paths[i + 1 :]) from None
                 continue
             self._hash.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -148,7 +149,7 @@ class ImageStream:
                 batch, names = [], []
         if batch:
             yield np.stack(batch), names
-        if len(self.used) < self.count:
+        if self.count is not None and len(self.used) < self.count:
             raise self._not_enough([])
 
 

@@ -20,9 +20,13 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     out = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd))
     assert out.returncode == 0, out.stderr
     assert "no engine built: TensorRT is not installed here" in out.stderr
-    assert "top-1 agreement with FP32" in out.stderr
+    assert "verify (model.int8.onnx on ONNX Runtime, as there is no engine)" in out.stderr
+    assert "verify PASSED" in out.stderr
+    verdict = json.loads((wd / "verify.json").read_text())
+    assert verdict["passed"] and verdict["images"]["used"] == 1000  # the held-out set, not calibration images
+    assert verdict["metrics"]["top1_agreement"] >= 0.98
     names = {p.name for p in wd.iterdir()}
-    assert {"model.fp32.onnx", "calib.json", "calib.cache", "model.int8.onnx", "on_device.sh"} <= names
+    assert {"model.fp32.onnx", "calib.json", "calib.cache", "model.int8.onnx", "on_device.sh", "verify.json", "verify.md"} <= names
     assert not any(n.endswith(".engine") or n.endswith(".tmp") for n in names)
     script = (wd / "on_device.sh").read_text()
     assert "sk-edge build --from . --precision int8" in script
@@ -30,7 +34,7 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     assert os.access(wd / "on_device.sh", os.X_OK)
 
     # On the device: --from uses the work directory as it is (no export, no calibration).
-    again = run("build", "--from", str(wd), "--precision", "int8")
+    again = run("build", "--from", str(wd), "--precision", "int8", "--no-verify")
     assert again.returncode == 0, again.stderr
     assert "building from" in again.stderr and "[1/4] export" not in again.stderr
     calib = json.loads((wd / "calib.json").read_text())

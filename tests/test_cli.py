@@ -173,3 +173,15 @@ def test_precision_stages_refuse_bad_input_in_one_line(tmp_path, args, code, mes
     assert out.returncode == code, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "wd").exists()
+
+
+def test_cli_verify_candidates_match_the_library():
+    from sk_edge import verify
+
+    assert cli.VERIFY_CANDIDATES == verify.CANDIDATES
+
+
+def test_help_lists_every_stage():
+    out = run("--help")
+    for command in ("export", "calibrate", "quantize", "build", "verify", "bench", "info", "models"):
+        assert f"  {command}" in out.stdout

@@ -1,0 +1,409 @@
+"""``sk-edge bench``: latency, throughput and memory of every backend on the same model.
+
+Each (backend, precision, batch) runs in its own Python process, so its peak RSS is its
+own and one backend's allocations or threads never slow the next. Timing follows the
+usual rules: warm-up runs first; inputs and outputs are allocated before the timed loop
+(ONNX Runtime runs through an I/O binding with its output bound to a preallocated array;
+the TensorRT runtime reuses its pinned buffers); CPU backends are timed with
+``time.perf_counter`` around each synchronous call, PyTorch on CUDA with CUDA events after
+a synchronisation. The speed-up column is relative to the FP32 PyTorch reference on the
+CPU at the same batch. On a Jetson, ``tegrastats`` is sampled during each run for the
+board's input power (images per second per watt).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, artifacts
+from .errors import SkEdgeError, UsageError
+from .workdir import FP32_ONNX, load_export
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPHS = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+BENCH_JSON, BENCH_MD, BENCH_PNG = "bench.json", "bench.md", "bench.png"
+
+
+@dataclass
+class BenchOptions:
+    backends: tuple[str, ...] = BACKENDS
+    precisions: tuple[str, ...] = PRECISIONS
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 10
+    iterations: int | None = 100
+    duration: float | None = None  # seconds of timed runs, instead of a count
+    threads: int | None = None  # intra-op threads for CPU backends [default: the library's]
+
+    def validate(self) -> None:
+        for name, values, allowed in (("--backends", self.backends, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
+            bad = [v for v in values if v not in allowed]
+            if bad or not values:
+                raise UsageError(f"{name} takes a comma-separated list of {', '.join(allowed)}; got '{','.join(values)}'")
+        if not self.batches or min(self.batches) < 1:
+            raise UsageError(f"--batch takes positive sizes, got {self.batches}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
+        if (self.iterations is None) == (self.duration is None):
+            raise UsageError("pass either --iterations N or --duration S")
+        if self.iterations is not None and self.iterations < 5:
+            raise UsageError(f"--iterations must be at least 5 for percentiles to mean anything, got {self.iterations}")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError(f"--duration must be positive, got {self.duration}")
+
+
+@dataclass
+class Config:
+    backend: str
+    precision: str
+    batch: int
+    device: str  # cpu, cuda, gpu
+    path: str | None = None  # graph or engine
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision} {self.device} b{self.batch}"
+
+
+def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None]) -> list[Config]:
+    """Every (backend, precision, batch) that can run here; what cannot is said once."""
+    export = load_export(workdir)
+    max_batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    configs = []
+    for batch in options.batches:
+        if "torch" in options.backends and _torch_available():
+            configs.append(Config("torch", "fp32", batch, "cpu"))
+            if _torch_cuda():
+                configs.append(Config("torch", "fp32", batch, "cuda"))
+        if "onnxruntime" in options.backends:
+            for p in options.precisions:
+                if (workdir / GRAPHS[p]).is_file():
+                    configs.append(Config("onnxruntime", p, batch, "cpu", str(workdir / GRAPHS[p])))
+        if "tensorrt" in options.backends:
+            for p in options.precisions:
+                engine = workdir / f"model.{p}.engine"
+                if engine.is_file() and batch <= max_batch:
+                    configs.append(Config("tensorrt", p, batch, "gpu", str(engine)))
+    if "onnxruntime" in options.backends:
+        missing = [p for p in options.precisions if not (workdir / GRAPHS[p]).is_file()]
+        if missing:
+            log(f"no {', '.join(GRAPHS[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
+    if "tensorrt" in options.backends:
+        engines = [p for p in options.precisions if (workdir / f"model.{p}.engine").is_file()]
+        if not engines:
+            log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
+    return configs
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# --- one configuration, in its own process ------------------------------------------------
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    except ImportError:
+        return None
+
+
+def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None):
+    """(callable that runs one batch synchronously, timer kind, gpu-memory probe)."""
+    if config.backend == "torch":
+        import torch
+
+        from .verify import reference_runner
+
+        if threads:
+            torch.set_num_threads(threads)
+        ref, _ = reference_runner(workdir, load_export(workdir))
+        module = ref.module.to(config.device)
+        xt = torch.from_numpy(x).to(config.device)
+
+        @torch.inference_mode()
+        def run():
+            return module(xt)
+
+        if config.device == "cuda":
+            return run, "cuda-events", lambda: torch.cuda.max_memory_allocated() / 2**20
+        return run, "perf_counter", lambda: None
+    if config.backend == "onnxruntime":
+        from .backends.onnxruntime import OnnxRuntimeRunner
+
+        session = OnnxRuntimeRunner(Path(config.path), threads=threads, dynamic_batch=True).session
+        out_meta = session.get_outputs()[0]
+        probe = session.run(None, {session.get_inputs()[0].name: x})[0]
+        out = np.empty_like(probe)
+        binding = session.io_binding()
+        binding.bind_cpu_input(session.get_inputs()[0].name, x)
+        binding.bind_output(out_meta.name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+
+        def run():
+            session.run_with_iobinding(binding)
+            return out
+
+        return run, "perf_counter", lambda: None
+    from .runtime import Engine
+
+    engine = Engine(config.path)
+    return (lambda: engine(x)), "perf_counter (synchronous: copy in, execute, copy out)", lambda: None
+
+
+def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, duration: float | None,
+            threads: int | None) -> dict:
+    export = load_export(workdir)
+    shape = (config.batch, *export["settings"]["input_shape"])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    run, clock, gpu_mem = _runner(config, workdir, x, threads)
+    power = PowerSampler() if PowerSampler.available() else None
+    for _ in range(warmup):
+        run()
+    times = []
+    if clock == "cuda-events":
+        import torch
+
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        def timed():
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+    else:
+        def timed():
+            t0 = time.perf_counter()
+            run()
+            return (time.perf_counter() - t0) * 1e3
+    if power:
+        power.start()
+    t_end = time.perf_counter() + duration if duration else None
+    while (len(times) < iterations) if iterations else (time.perf_counter() < t_end or len(times) < 5):
+        times.append(timed())
+    watts = power.stop() if power else None
+    return {"latencies_ms": times, "clock": clock, "peak_rss_mb": _peak_rss_mb(), "gpu_memory_mb": gpu_mem(), "watts": watts}
+
+
+def _worker() -> int:
+    spec = json.loads(sys.argv[2])
+    config = Config(**spec["config"])
+    result = measure(config, Path(spec["workdir"]), spec["warmup"], spec["iterations"], spec["duration"], spec["threads"])
+    print("SKEDGE-BENCH " + json.dumps(result))
+    return 0
+
+
+def run_config(config: Config, workdir: Path, options: BenchOptions) -> dict:
+    spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
+            "iterations": options.iterations, "duration": options.duration, "threads": options.threads}
+    proc = subprocess.run([sys.executable, "-m", "sk_edge.bench", "--worker", json.dumps(spec)], capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("SKEDGE-BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": tail[:300]}
+    return json.loads(line[len("SKEDGE-BENCH "):])
+
+
+# --- statistics and reports --------------------------------------------------------------
+
+
+def statistics(latencies_ms: list[float], batch: int) -> dict:
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    p = np.percentile(a, [50, 90, 95, 99])
+    return {"runs": int(a.size), "mean_ms": float(a.mean()), "p50_ms": float(p[0]), "p90_ms": float(p[1]), "p95_ms": float(p[2]),
+            "p99_ms": float(p[3]), "min_ms": float(a.min()), "max_ms": float(a.max()),
+            "throughput_ips": float(batch * 1000.0 / a.mean())}
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
+             f"Speed-up: against PyTorch FP32 on the CPU at the same batch.", "",
+             "| backend | precision | device | batch | mean ms | p50 | p90 | p95 | p99 | min | max | images/s | speed-up | peak RSS MB | img/s/W |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in doc["results"]:
+        c = r["config"]
+        if "error" in r:
+            lines.append(f"| {c['backend']} | {c['precision']} | {c['device']} | {c['batch']} | failed: {r['error']} |")
+            continue
+        s = r["stats"]
+        ppw = f"{r['images_per_second_per_watt']:.1f}" if r.get("images_per_second_per_watt") else ""
+        speed = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
+        rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
+        lines.append(
+            f"| {c['backend']} | {c['precision']} | {c['device']} | {c['batch']} | {s['mean_ms']:.2f} | {s['p50_ms']:.2f} | "
+            f"{s['p90_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['min_ms']:.2f} | {s['max_ms']:.2f} | "
+            f"{s['throughput_ips']:.1f} | {speed} | {rss} | {ppw} |"
+        )
+    if doc.get("notes"):
+        lines += [""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def latency_plot(doc: dict, path: Path) -> None:
+    """Box plots of the latency distribution per configuration (p5-p95 box, median, min/max whiskers)."""
+    from PIL import Image, ImageDraw
+
+    rows = [r for r in doc["results"] if "latencies_ms" in r]
+    if not rows:
+        return
+    width, row_h, left, right, top = 900, 34, 260, 30, 40
+    height = top + row_h * len(rows) + 40
+    hi = max(max(r["latencies_ms"]) for r in rows) * 1.05
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    scale = (width - left - right) / hi
+    draw.text((10, 10), f"sk-edge bench: latency per batch, ms ({doc['model']})", fill="black")
+    for i, r in enumerate(rows):
+        c, a = r["config"], np.asarray(r["latencies_ms"])
+        y = top + i * row_h + row_h // 2
+        p5, p50, p95 = np.percentile(a, [5, 50, 95])
+        xs = [left + v * scale for v in (a.min(), p5, p50, p95, a.max())]
+        draw.text((10, y - 6), f"{c['backend']} {c['precision']} {c['device']} b{c['batch']}", fill="black")
+        draw.line([(xs[0], y), (xs[4], y)], fill="gray")
+        draw.rectangle([xs[1], y - 9, xs[3], y + 9], outline="black", fill=(120, 170, 220))
+        draw.line([(xs[2], y - 11), (xs[2], y + 11)], fill="black", width=2)
+        draw.text((xs[4] + 4, y - 6), f"{p50:.2f}", fill="black")
+    axis_y = top + row_h * len(rows) + 5
+    draw.line([(left, axis_y), (width - right, axis_y)], fill="black")
+    for k in range(6):
+        v = hi * k / 5
+        xv = left + v * scale
+        draw.line([(xv, axis_y), (xv, axis_y + 4)], fill="black")
+        draw.text((xv - 10, axis_y + 8), f"{v:.1f}", fill="black")
+    with artifacts.atomic_output(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def machine_description() -> str:
+    from .environment import jetson_info
+
+    jetson = jetson_info()
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    text = f"{cpu}, {os.cpu_count()} CPUs"
+    if jetson:
+        text += f"; Jetson {jetson.get('model')}, JetPack {jetson.get('jetpack')}"
+    return text
+
+
+def bench(
+    workdir: str | Path,
+    options: BenchOptions = BenchOptions(),
+    log: Callable[[str], None] = lambda msg: None,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> dict:
+    """Run every configuration, write bench.json, bench.md and bench.png; return the document."""
+    options.validate()
+    workdir = Path(workdir)
+    export = load_export(workdir)
+    configs = plan_configs(workdir, options, log)
+    if not configs:
+        raise SkEdgeError(f"nothing to benchmark in '{workdir}' with backends {','.join(options.backends)}")
+    tick = progress(len(configs)) if progress else (lambda n: None)
+    results = []
+    for config in configs:
+        r = run_config(config, workdir, options)
+        entry = {"config": asdict(config), **r}
+        if "latencies_ms" in r:
+            entry["stats"] = statistics(r["latencies_ms"], config.batch)
+            if r.get("watts"):
+                entry["images_per_second_per_watt"] = entry["stats"]["throughput_ips"] / r["watts"]
+        else:
+            log(f"  {config.label} failed: {r['error']}")
+        results.append(entry)
+        tick(1)
+    for entry in results:
+        base = next((b for b in results if "stats" in b and b["config"]["backend"] == "torch" and b["config"]["device"] == "cpu"
+                     and b["config"]["batch"] == entry["config"]["batch"]), None)
+        if base and "stats" in entry:
+            entry["speedup"] = base["stats"]["mean_ms"] / entry["stats"]["mean_ms"]
+    notes = []
+    if not PowerSampler.available():
+        notes.append("no tegrastats here: power not measured (Jetson only)")
+    doc = {
+        "kind": "sk-edge/bench", "tool": {"name": "sk-edge", "version": __version__},
+        "model": export["inputs"]["model"], "input_shape": export["settings"]["input_shape"],
+        "machine": machine_description(), "settings": asdict(options),
+        "timing": "warm-up first; per-call wall clock (perf_counter) for synchronous CPU and TensorRT calls, CUDA events for PyTorch on CUDA",
+        "results": results, "notes": notes,
+    }
+    artifacts.write_json(workdir / BENCH_JSON, doc)
+    with artifacts.atomic_output(workdir / BENCH_MD) as tmp:
+        tmp.write_text(markdown(doc))
+    latency_plot(doc, workdir / BENCH_PNG)
+    return doc
+
+
+# --- Jetson power ------------------------------------------------------------------------
+
+# tegrastats prints one line per interval with rails as NAME current/average in mW, e.g.
+# "VDD_IN 5123mW/5001mW" (JetPack 5/6) or "POM_5V_IN 3456/3400" (older boards).
+_RAIL = re.compile(r"\b(VDD_IN|POM_5V_IN)\s+(\d+)(?:mW)?/(\d+)(?:mW)?")
+
+
+def parse_tegrastats_power(line: str) -> float | None:
+    """Board input power in watts from one tegrastats line, or None if it has no input rail."""
+    m = _RAIL.search(line)
+    return int(m.group(2)) / 1000.0 if m else None
+
+
+class PowerSampler:
+    """Samples tegrastats every 100 ms in the background; ``stop()`` returns the mean watts."""
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("tegrastats") is not None
+
+    def start(self) -> None:
+        self.samples: list[float] = []
+        self.proc = subprocess.Popen(["tegrastats", "--interval", "100"], stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            w = parse_tegrastats_power(line)
+            if w is not None:
+                self.samples.append(w)
+
+    def stop(self) -> float | None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+        return float(np.mean(self.samples)) if self.samples else None
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--worker":
+    sys.exit(_worker())

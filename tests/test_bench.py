@@ -1,0 +1,70 @@
+"""`sk-edge bench` on real backends (PyTorch and ONNX Runtime here; TensorRT where installed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sk_edge.bench import parse_tegrastats_power, statistics
+from sk_edge.export import export_model
+from sk_edge.models import build_model
+from sk_edge.quantize import quantize_model
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("bench")
+    export_model(build_model("sknet26-digits"), wd)
+    quantize_model(wd, "fp16")
+    return wd
+
+
+def test_bench_writes_its_three_files(workdir):
+    out = run("bench", "-w", str(workdir), "--backends", "torch,onnxruntime,tensorrt", "--batch", "1,2",
+              "--warmup", "1", "--iterations", "5")
+    assert out.returncode == 0, out.stderr
+    assert "no model.int8.onnx" in out.stderr and "TensorRT not benchmarked" in out.stderr
+    doc = json.loads((workdir / "bench.json").read_text())
+    rows = {(r["config"]["backend"], r["config"]["precision"], r["config"]["batch"]): r for r in doc["results"]}
+    assert set(rows) == {(b, p, n) for n in (1, 2) for b, p in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"))}
+    for r in rows.values():
+        s = r["stats"]
+        assert s["runs"] == 5 and len(r["latencies_ms"]) == 5
+        assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert s["throughput_ips"] == pytest.approx(r["config"]["batch"] * 1000 / s["mean_ms"])
+        assert r["peak_rss_mb"] > 0 and r["clock"].startswith("perf_counter")
+    assert rows[("torch", "fp32", 1)]["speedup"] == pytest.approx(1.0)
+    assert "| onnxruntime | fp16 | cpu | 2 |" in (workdir / "bench.md").read_text()
+    with Image.open(workdir / "bench.png") as im:
+        assert im.format == "PNG" and im.size[0] >= 600
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backends", "tensorflow"], "--backends takes a comma-separated list"),
+        (["--iterations", "2"], "--iterations must be at least 5"),
+        (["--iterations", "10", "--duration", "1"], "pass either --iterations N or --duration S"),
+        (["--batch", "one"], "is not a comma-separated list"),
+    ],
+)
+def test_bad_options_are_usage_errors(workdir, args, message):
+    out = run("bench", "-w", str(workdir), *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_statistics_and_tegrastats_parsing():
+    s = statistics([1.0, 2.0, 3.0, 4.0, 10.0], batch=4)
+    assert s["p50_ms"] == 3.0 and s["max_ms"] == 10.0 and s["throughput_ips"] == pytest.approx(4000 / 4.0)
+    # Line formats of tegrastats on JetPack 6 (Orin) and JetPack 4 (Nano), as NVIDIA documents them.
+    orin = "RAM 2448/30536MB CPU [1%@729,0%@729] GR3D_FREQ 0% VDD_GPU_SOC 2383mW/2383mW VDD_CPU_CV 397mW/397mW VDD_IN 5123mW/5001mW"
+    assert parse_tegrastats_power(orin) == pytest.approx(5.123)
+    assert parse_tegrastats_power("RAM 1500/3964MB POM_5V_IN 3456/3400 POM_5V_GPU 0/0") == pytest.approx(3.456)
+    assert parse_tegrastats_power("RAM 1500/3964MB CPU [5%@102]") is None

@@ -1,0 +1,122 @@
+"""`sk-edge verify` on the trained reference model: a good INT8 graph passes, a broken one fails."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from sk_edge.export import export_model
+from sk_edge.images import find_images
+from sk_edge.models import build_model
+from sk_edge.quantize import CalibrationOptions, build_int8_graph, calibrate, quantize_model
+from sk_edge.quantize.histogram import StreamingHistogram
+from sk_edge.quantize.methods import amax_entropy
+from sk_edge.quantize.plan import plan_quantization
+from sk_edge.reference import digits
+from sk_edge.verify import compare
+
+CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("verify")
+    export_model(build_model("sknet26-digits"), wd)
+    images = wd / "calib"
+    images.mkdir()
+    for path in find_images(CALIB)[:64]:
+        shutil.copy(path, images / path.name)
+    calibrate(wd, images, CalibrationOptions(num_images=64))
+    quantize_model(wd, "int8")
+    return wd
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval")
+    labels = digits.write_split("eval", folder, 200)
+    return folder, labels
+
+
+def test_int8_passes_with_labels(workdir, held_out):
+    folder, labels = held_out
+    out = run("verify", "-w", str(workdir), "--images", str(folder), "--labels", str(labels))
+    assert out.returncode == 0, out.stderr
+    assert "verify PASSED" in out.stderr
+    doc = json.loads((workdir / "verify.json").read_text())
+    m = doc["metrics"]
+    assert doc["candidate"]["precision"] == "int8" and "PyTorch" in doc["reference"]
+    assert m["images"] == 200 and m["labelled_images"] == 200
+    assert m["top1_agreement"] >= 0.98 and m["accuracy_reference"] >= 0.9
+    assert 0 <= m["kl_mean"] < 0.01 and m["cosine_worst"] > 0.9
+    assert len(m["disagreements"]) == round((1 - m["top1_agreement"]) * 200)
+    assert "# sk-edge verify: PASS" in (workdir / "verify.md").read_text()
+
+
+def test_a_broken_int8_graph_fails_in_one_line(workdir, held_out, tmp_path):
+    """Ranges from a KL search that counts the zero spike: a real, badly quantized model."""
+    bad = tmp_path / "bad"
+    shutil.copytree(workdir, bad, ignore=shutil.ignore_patterns("verify.*"))
+    calib = json.loads((bad / "calib.json").read_text())
+    fp32 = onnx.load(str(bad / "model.fp32.onnx"))
+    plan = plan_quantization(fp32)
+    amax = {n: max(amax_entropy(StreamingHistogram.from_dict(calib["tensors"][n]["histogram"]), ignore_zero_bin=False), 1e-8)
+            for n in plan.activations}
+    model, _ = build_int8_graph(fp32, plan, amax)
+    (bad / "model.int8.onnx").write_bytes(model.SerializeToString())
+    folder, labels = held_out
+    out = run("verify", "-w", str(bad), "--candidate", "int8", "--images", str(folder), "--labels", str(labels))
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "verify FAILED: top-1 agreement" in errors[0] and "< 99.00%" in errors[0]
+    assert "Traceback" not in out.stderr
+    doc = json.loads((bad / "verify.json").read_text())
+    assert not doc["passed"] and doc["metrics"]["top1_agreement"] < 0.9
+    assert "# sk-edge verify: FAIL" in (bad / "verify.md").read_text()
+
+
+def test_fp32_graph_agrees_exactly(workdir, held_out):
+    folder, _ = held_out
+    out = run("verify", "-w", str(workdir), "--candidate", "fp32", "--images", str(folder), "--min-agreement", "100")
+    assert out.returncode == 0, out.stderr
+    m = json.loads((workdir / "verify.json").read_text())["metrics"]
+    assert m["top1_agreement"] == 1.0 and m["max_abs_logit_diff"] < 1e-4
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--labels", "labels.txt", "--images", "imgs"], 2, "labels file 'labels.txt' line 2 is not 'file,label'"),
+        (["--images", "nowhere"], 2, "image directory 'nowhere' does not exist"),
+        (["--min-agreement", "120", "--images", "imgs"], 2, "--min-agreement is a percentage"),
+        (["--candidate", "fp16", "--images", "imgs"], 1, "no model.fp16.onnx in"),
+    ],
+)
+def test_bad_input_is_one_line(workdir, tmp_path, args, code, message):
+    (tmp_path / "labels.txt").write_text("file,label\nimg.png,seven\n")
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(next(CALIB.glob("*.png")), tmp_path / "imgs" / "img.png")
+    out = run("verify", "-w", str(workdir), *args, cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_on_known_logits():
+    ref = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 4.0]])
+    cand = np.array([[3.0, 1.0, 0.0], [2.5, 2.0, 1.0], [1.0, 0.0, 4.0]])
+    m = compare(ref, cand, ["a", "b", "c"], {"a": 0, "b": 1, "c": 0})
+    assert m["top1_agreement"] == pytest.approx(2 / 3)
+    assert m["disagreements"] == [{"image": "b", "reference": 1, "candidate": 0}]
+    assert m["max_abs_logit_diff"] == 2.5
+    assert m["accuracy_reference"] == pytest.approx(2 / 3) and m["accuracy_candidate"] == pytest.approx(1 / 3)
+    assert m["top1_drop_points"] == pytest.approx(100 / 3, abs=1e-3)
+    assert m["worst_classes"] == [{"class": 1, "images": 1, "disagreements": 1, "rate": 1.0}]
