@@ -155,6 +155,9 @@ def cli() -> None:
                  then verify
       verify     drift of the engine / graph from the FP32 PyTorch reference -> verify.json/.md
       bench      latency, throughput, memory of every backend -> bench.json/.md/.png
+      sensitivity  INT8 drift per layer, and the layers to keep in FP16 for a budget
+      analyze    SK kernel selection at object scales, FP32 vs candidate -> selection.json/.png
+      export-triton / export-deepstream   a Triton model repository, a DeepStream nvinfer config
       info       libraries, ONNX Runtime providers, TensorRT, GPU, Jetson
       models     the SKNets sk-edge knows, with parameters and GMACs
 
@@ -282,6 +285,69 @@ def quantize(workdir, precision, mixed, force):
     quantize_model(workdir, precision, mixed, force=force, log=_log)
 
 
+def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool) -> None:
+    """Accuracy-aware INT8: keep the most sensitive layers in floating point until the budget holds.
+
+    Needs labelled held-out images: the reference model's evaluation set (other models: run
+    `sk-edge sensitivity --images DIR --labels FILE --max-top1-drop PTS`).
+    """
+    from .errors import UsageError as _Usage
+    from .quantize import quantize_model
+    from .sensitivity import analyze_sensitivity, needs_budget
+    from .verify import default_eval_set
+    from .workdir import load_export
+
+    try:
+        images, labels = default_eval_set(workdir, load_export(workdir), _log)
+    except _Usage:
+        return
+    over, score = needs_budget(workdir, images, labels, max_top1_drop)
+    if not over:
+        _log(f"  INT8 within the accuracy budget on {images.name}: drop {score['top1_drop_points']:.2f} <= {max_top1_drop} points")
+        return
+    _log(f"  INT8 drops top-1 by {score['top1_drop_points']:.2f} > {max_top1_drop} points: finding the layers to keep in floating point")
+    bar = _Progress("  sensitivity")
+    try:
+        doc = analyze_sensitivity(workdir, images, labels, mixed=mixed, max_top1_drop=max_top1_drop, log=_log, progress=bar)
+    finally:
+        bar.close()
+    kept = doc["budget"]["kept_float"]
+    _log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
+    quantize_model(workdir, "int8", mixed, force=True, log=_log, keep_float=kept)
+
+
+@cli.command()
+@workdir_option
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Held-out images [default for the reference model: its evaluation set].")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows.")
+@click.option("--num-images", type=int, default=500, show_default=True, help="Images per measurement.")
+@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True)
+@click.option("--max-top1-drop", type=float, default=None, metavar="PTS",
+              help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
+def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop):
+    """Rank every INT8 layer by the drift it causes: WORKDIR/sensitivity.json and sensitivity.md."""
+    from .quantize import quantize_model
+    from .sensitivity import analyze_sensitivity
+    from .verify import default_eval_set
+    from .workdir import load_export
+
+    if images is None:
+        images, default_labels = default_eval_set(workdir, load_export(workdir), _log)
+        labels = labels or default_labels
+    bar = _Progress("  layers")
+    try:
+        doc = analyze_sensitivity(workdir, images, labels, count=num_images, mixed=mixed,
+                                  max_top1_drop=max_top1_drop, log=_log, progress=bar)
+    finally:
+        bar.close()
+    for i, r in enumerate(doc["layers"][:5], 1):
+        _log(f"  {i}. {r['layer']}: gain {r['gain_kl']:.2e} KL, alone {r['alone']['top1_agreement']:.2%} agreement")
+    if max_top1_drop is not None:
+        quantize_model(workdir, "int8", mixed, force=True, log=_log, keep_float=doc["budget"]["kept_float"])
+    _log(f"wrote {workdir / 'sensitivity.md'}")
+
+
 @cli.command()
 @model_options
 @click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default="int8", show_default=True)
@@ -358,7 +424,14 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
             from .quantize import quantize_model
 
             _log(f"[3/4] quantize to {precision}")
-            quantize_model(workdir, precision, mixed, force=force, log=_log)
+            keep = []
+            if precision == "int8" and not force:
+                from .sensitivity import previous_choice
+
+                keep = previous_choice(workdir, max_top1_drop, mixed)
+            quantize_model(workdir, precision, mixed, force=force, log=_log, keep_float=keep)
+        if precision == "int8" and not no_verify:
+            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force)
     _log("[4/4] engine")
     try:
         result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
@@ -389,7 +462,8 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
               help="Folder of images [default for the reference model: its 1000 held-out images].")
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
 @verify_options
-def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop):
+@click.option("--max-kl", type=float, default=None, help="Also fail above this mean KL(reference || candidate).")
+def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl):
     """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
 
     Top-1/top-5 agreement, cosine similarity, KL divergence, max logit difference and, with
@@ -398,7 +472,7 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop):
     from .verify import VerifyOptions
 
     _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
-                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop))
+                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl))
 
 
 def _csv(kind):
@@ -441,6 +515,52 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
     finally:
         bar.close()
     click.echo((workdir / BENCH_MD).read_text())
+
+
+@cli.command()
+@workdir_option
+@click.option("--candidate", type=click.Choice(("int8", "fp16")), default="int8", show_default=True)
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Images with objects near the centre [default for the reference model: its evaluation set].")
+@click.option("--num-images", type=int, default=200, show_default=True)
+def analyze(workdir, candidate, images, num_images):
+    """Kernel selection per SK unit at object scales 1x/1.5x/2x: WORKDIR/selection.json and selection.png."""
+    from .analyze import analyze_selection
+    from .verify import default_eval_set
+    from .workdir import load_export
+
+    if images is None:
+        images, _ = default_eval_set(workdir, load_export(workdir), _log)
+    doc = analyze_selection(workdir, images, candidate, count=num_images, log=_log)
+    for u in doc["units"]:
+        ref = ", ".join(f"{k}x {v:+.3f}" for k, v in u["reference"].items())
+        cand = ", ".join(f"{v:+.3f}" for v in u["candidate"].values())
+        _log(f"  {u['unit']}: FP32 {ref} | {candidate.upper()} {cand}")
+    _log(f"wrote {workdir / 'selection.json'} and {workdir / 'selection.png'}")
+
+
+@cli.command("export-triton")
+@workdir_option
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True, help="Triton model repository folder.")
+@click.option("--name", default=None, help="Model name in the repository [default: the model's].")
+@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: int8, fp16, fp32 - the first built].")
+def export_triton(workdir, repo, name, precision):
+    """Write a Triton model repository entry: config.pbtxt and 1/model.plan (or model.onnx)."""
+    from .serving import export_triton as run
+
+    run(workdir, repo, name, precision, log=_log)
+
+
+@cli.command("export-deepstream")
+@workdir_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Config file [default: WORKDIR/deepstream_nvinfer.txt].")
+@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: the first built].")
+def export_deepstream(workdir, out, precision):
+    """Write a DeepStream nvinfer classifier config (engine, scaling, offsets, colour, batch)."""
+    from .serving import export_deepstream as run
+
+    run(workdir, out, precision, log=_log)
 
 
 @cli.command()

@@ -29,6 +29,7 @@ CANDIDATES = ("engine", "int8", "fp16", "fp32")
 GRAPHS = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
 EVAL_DIR, EVAL_COUNT = "eval_images", 1000
+SELECTION_IMAGES = 256  # images for the selection drift (mean |SK gate difference|)
 # The acceptance line of the issue tracker's targets: INT8 agreement >= 99 %, <= 0.5 point drop.
 DEFAULT_MIN_AGREEMENT = 99.0
 DEFAULT_MAX_TOP1_DROP = 0.5
@@ -45,6 +46,7 @@ class VerifyOptions:
     labels: Path | None = None
     min_agreement: float = DEFAULT_MIN_AGREEMENT  # percent
     max_top1_drop: float = DEFAULT_MAX_TOP1_DROP  # points
+    max_kl: float | None = None  # mean KL(reference || candidate); off by default
     batch: int = 32
 
     def validate(self) -> None:
@@ -54,6 +56,8 @@ class VerifyOptions:
             raise UsageError(f"--min-agreement is a percentage (0 to 100), got {self.min_agreement}")
         if self.max_top1_drop < 0:
             raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
+        if self.max_kl is not None and self.max_kl < 0:
+            raise UsageError(f"--max-kl must be 0 or more, got {self.max_kl}")
 
 
 # --- the two sides -----------------------------------------------------------------------
@@ -233,6 +237,10 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     drop = metrics.get("top1_drop_points")
     if drop is not None and drop > options.max_top1_drop:
         broken.append(f"top-1 drop {drop:.2f} > {options.max_top1_drop:.2f} points")
+    # Top-1 can survive what ruins the probabilities (a clipped classifier input keeps its
+    # argmax): a KL bound catches that when the application uses the scores.
+    if options.max_kl is not None and metrics["kl_mean"] > options.max_kl:
+        broken.append(f"mean KL {metrics['kl_mean']:.3g} > {options.max_kl:.3g}")
     return broken
 
 
@@ -253,13 +261,16 @@ def markdown(doc: dict) -> str:
         ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
         ("mean KL(reference ‖ candidate)", f"{m['kl_mean']:.3e}"), ("max abs logit diff", f"{m['max_abs_logit_diff']:.4f}"),
     ]
+    if m.get("selection_drift") is not None:
+        rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
     if "accuracy_reference" in m:
         rows += [("accuracy, reference / candidate", f"{m['accuracy_reference']:.2%} / {m['accuracy_candidate']:.2%}"),
                  ("top-1 drop", f"{m['top1_drop_points']:.2f} points")]
     lines = [f"# sk-edge verify: {'PASS' if doc['passed'] else 'FAIL'}", "", "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     th = doc["thresholds"]
-    lines += ["", f"Thresholds: top-1 agreement >= {th['min_agreement']}%, top-1 drop <= {th['max_top1_drop']} points."]
+    lines += ["", f"Thresholds: top-1 agreement >= {th['min_agreement']}%, top-1 drop <= {th['max_top1_drop']} points"
+              + (f", mean KL <= {th['max_kl']}." if th.get("max_kl") is not None else ".")]
     if doc["broken"]:
         lines += ["", "Broken: " + "; ".join(doc["broken"]) + "."]
     if m["worst_classes"]:
@@ -295,17 +306,23 @@ def verify(
     paths = find_images(images)
     stream = ImageStream(paths, pre, options.batch, None, root=images)
     tick = progress(len(paths)) if progress else (lambda n: None)
-    ref_out, cand_out, names = [], [], []
+    ref_out, cand_out, names, kept = [], [], [], []
     for batch, batch_names in stream:
         ref_out.append(ref_run(batch))
         cand_out.append(cand_run(batch))
         names += batch_names
+        if sum(len(k) for k in kept) < SELECTION_IMAGES:
+            kept.append(batch)
         tick(len(batch_names))
     if not names:
         raise SkEdgeError(f"no readable image in '{images}'")
     for name, why in stream.skipped:
         log(f"  skipped unreadable image {name}: {why}")
     metrics = compare(np.concatenate(ref_out), np.concatenate(cand_out), names, labels)
+    if candidate != "engine":  # an engine hides its gates; a graph shows them
+        from .analyze import selection_drift
+
+        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPHS[precision], np.concatenate(kept)[:SELECTION_IMAGES])
     broken = verdict(metrics, options)
     doc = {
         "kind": "sk-edge/verify",
@@ -315,7 +332,7 @@ def verify(
         "images": {"dir": str(images), "used": len(names), "skipped": [n for n, _ in stream.skipped], "sha256": stream.digest,
                    "labels": str(labels_path) if labels_path else None},
         "model": {"name": export["inputs"]["model"], "export_sha256": export["outputs"][FP32_ONNX]["sha256"]},
-        "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop},
+        "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl},
         "metrics": metrics,
         "passed": not broken,
         "broken": broken,

@@ -58,6 +58,7 @@ def test_int8_passes_with_labels(workdir, held_out):
     assert m["images"] == 200 and m["labelled_images"] == 200
     assert m["top1_agreement"] >= 0.98 and m["accuracy_reference"] >= 0.9
     assert 0 <= m["kl_mean"] < 0.01 and m["cosine_worst"] > 0.9
+    assert 0 <= m["selection_drift"] < 0.05  # the INT8 graph's SK gates stay close to FP32's
     assert len(m["disagreements"]) == round((1 - m["top1_agreement"]) * 200)
     assert "# sk-edge verify: PASS" in (workdir / "verify.md").read_text()
 
@@ -82,6 +83,12 @@ def test_a_broken_int8_graph_fails_in_one_line(workdir, held_out, tmp_path):
     doc = json.loads((bad / "verify.json").read_text())
     assert not doc["passed"] and doc["metrics"]["top1_agreement"] < 0.9
     assert "# sk-edge verify: FAIL" in (bad / "verify.md").read_text()
+
+
+def test_a_kl_bound_catches_what_top1_hides(workdir, held_out):
+    folder, labels = held_out
+    out = run("verify", "-w", str(workdir), "--images", str(folder), "--labels", str(labels), "--max-kl", "1e-6")
+    assert out.returncode == 1 and "mean KL" in out.stderr and "> 1e-06" in out.stderr
 
 
 def test_fp32_graph_agrees_exactly(workdir, held_out):

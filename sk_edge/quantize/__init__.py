@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -115,8 +115,13 @@ def quantize_model(
     mixed: str = "fp16",
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    keep_float: Iterable[str] = (),
 ) -> dict:
-    """Write ``model.<precision>.onnx`` and its sidecar into ``workdir``; return the sidecar."""
+    """Write ``model.<precision>.onnx`` and its sidecar into ``workdir``; return the sidecar.
+
+    ``keep_float``: INT8 only, layers (node names) to leave in floating point, as chosen by
+    :mod:`sk_edge.sensitivity` to meet an accuracy budget.
+    """
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if mixed not in MIXED:
@@ -126,7 +131,9 @@ def quantize_model(
     fp32_sha = export["outputs"][FP32_ONNX]["sha256"]
     calib = _calibration(workdir, fp32_sha) if precision == "int8" else None
     out_name, sidecar_name = OUTPUT_NAMES[precision], SIDECAR_NAMES[precision]
-    settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS}
+    keep_float = sorted(set(keep_float)) if precision == "int8" else []
+    settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS,
+                "keep_float": keep_float}
     key = artifacts.stage_key(
         {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib["key"] if calib else None, **settings}
     )
@@ -137,6 +144,10 @@ def quantize_model(
     t0 = time.perf_counter()
     model = onnx.load(str(workdir / FP32_ONNX))
     plan = plan_quantization(model)
+    unknown = sorted(set(keep_float) - set(plan.layers()))
+    if unknown:
+        raise UsageError(f"'{unknown[0]}' is not a quantized layer of this graph ({len(unknown)} unknown)")
+    plan = plan.without(set(keep_float))
     if precision == "int8":
         missing = [n for n in plan.activations if n not in calib["tensors"]]
         if missing:

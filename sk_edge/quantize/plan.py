@@ -53,6 +53,28 @@ class QuantPlan:
     float_nodes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def layers(self) -> list[str]:
+        """The nodes that run in INT8 under this plan: weighted ops and fused residual Adds."""
+        names = dict.fromkeys(self.weights)
+        for consumers in self.consumers.values():
+            names.update(dict.fromkeys(consumers))
+        return list(names)
+
+    def without(self, nodes: set[str]) -> "QuantPlan":
+        """This plan with ``nodes`` left in floating point: no Q/DQ on their inputs or weights.
+
+        A tensor keeps its Q/DQ pair while any other consumer still reads it quantized.
+        """
+        consumers = {t: [c for c in cs if c not in nodes] for t, cs in self.consumers.items()}
+        consumers = {t: cs for t, cs in consumers.items() if cs}
+        return QuantPlan(
+            activations={t: self.activations[t] for t in consumers},
+            consumers=consumers,
+            weights={n: a for n, a in self.weights.items() if n not in nodes},
+            float_nodes=dict(self.float_nodes),
+            notes=self.notes + [f"kept in floating point by request: {', '.join(sorted(nodes))}"] if nodes else list(self.notes),
+        )
+
     def summary(self) -> dict:
         return {
             "quantized_activations": len(self.activations),

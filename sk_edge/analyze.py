@@ -1,0 +1,184 @@
+"""Kernel-selection analysis (the SKNet paper's Sec. 4.3), for the reference and the candidate.
+
+The paper enlarges the object about the image centre (1.0x, 1.5x, 2.0x) and finds that in
+early SK units the attention on the larger kernel grows with the object, an effect that
+fades in deep units. Here, for every SK unit of a two-branch SKNet, the gate of the
+rewritten select step is ``g = softmax(z)[small kernel] = sigmoid(z0 - z1)``, so the
+attention difference *large minus small* is ``1 - 2g``, averaged over channels and images.
+It is measured on the FP32 graph (the reference, equal to PyTorch within the export's
+parity tolerance) and on the candidate graph (INT8/FP16) side by side: a quantized model
+that no longer selects kernels like its reference is a regression top-1 agreement can hide.
+
+Zooming is a centre crop of 1/scale of the image resized back to the input size, before
+the model's own preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from PIL import Image
+
+from . import artifacts
+from .backends.onnxruntime import OnnxRuntimeRunner
+from .errors import SkEdgeError
+from .images import find_images, to_tensor
+from .preprocess import Preprocess
+from .quantize.plan import plan_quantization
+from .workdir import FP32_ONNX, load_export
+
+SCALES = (1.0, 1.5, 2.0)
+SELECTION_JSON, SELECTION_PNG = "selection.json", "selection.png"
+GRAPHS = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
+
+
+def gate_tensors(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(SK unit, gate tensor) in graph order: the Sigmoid outputs of the attention path."""
+    plan = plan_quantization(model)
+    gates = []
+    for node in model.graph.node:
+        if node.op_type == "Sigmoid" and node.name in plan.float_nodes:
+            parts = node.name.strip("/").split("/")
+            unit = "/".join(parts[: parts.index("sk")]) if "sk" in parts else "/".join(parts[:-1])
+            gates.append((unit, node.output[0]))
+    return gates
+
+
+class GateRunner:
+    """Runs a graph and returns its gate tensors (one per SK unit), reduced to (N, C)."""
+
+    def __init__(self, path: Path, gates: list[str]):
+        from .quantize.calibration import _tapped_model
+
+        self.gates = gates
+        self.runner = OnnxRuntimeRunner(_tapped_model(onnx.load(str(path)), gates), dynamic_batch=True)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        session = self.runner.session
+        outs = session.run(self.gates, {session.get_inputs()[0].name: x})
+        return [o.astype(np.float64).reshape(o.shape[0], -1) for o in outs]
+
+
+def zoom(image: Image.Image, scale: float) -> Image.Image:
+    """The object ``scale`` times larger: centre crop of 1/scale, resized back."""
+    if scale == 1.0:
+        return image
+    w, h = image.size
+    cw, ch = w / scale, h / scale
+    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+    return image.resize((w, h), Image.BILINEAR, box=box)
+
+
+def analyze_selection(
+    workdir: str | Path,
+    images: Path,
+    candidate: str = "int8",
+    scales: tuple[float, ...] = SCALES,
+    count: int = 200,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Per SK unit and scale, mean attention difference (large - small kernel), reference vs candidate."""
+    workdir = Path(workdir)
+    export = load_export(workdir)
+    pre = Preprocess.from_dict(export["preprocess"])
+    fp32 = onnx.load(str(workdir / FP32_ONNX))
+    gates = gate_tensors(fp32)
+    if not gates:
+        raise SkEdgeError(
+            "no two-branch SK gate (Sigmoid) in this graph: the analysis needs M=2 units exported with the "
+            "sigmoid select form (`sk-edge export --select-form sigmoid`)"
+        )
+    cand_path = workdir / GRAPHS[candidate]
+    if not cand_path.is_file():
+        raise SkEdgeError(f"no {cand_path.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {candidate}` first")
+    names = [t for _, t in gates]
+    ref_run, cand_run = GateRunner(workdir / FP32_ONNX, names), GateRunner(cand_path, names)
+    paths = find_images(images)[:count]
+    pil = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                pil.append(im.convert("RGB"))
+        except OSError as exc:
+            log(f"  skipped unreadable image {p.name}: {exc}")
+    if not pil:
+        raise SkEdgeError(f"no readable image in '{images}'")
+    units = [{"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates]
+    for scale in scales:
+        x = np.stack([to_tensor(zoom(im, scale), pre) for im in pil])
+        ref_g, cand_g = ref_run(x), cand_run(x)
+        for u, r, c in zip(units, ref_g, cand_g):
+            key = f"{scale:g}"
+            u["reference"][key] = float(np.mean(1 - 2 * r))
+            u["candidate"][key] = float(np.mean(1 - 2 * c))
+            u["gate_abs_diff"][key] = float(np.mean(np.abs(r - c)))
+    drift = float(np.mean([u["gate_abs_diff"][f"{s:g}"] for u in units for s in scales]))
+    doc = {
+        "kind": "sk-edge/selection", "model": export["inputs"]["model"], "candidate": cand_path.name,
+        "images": len(pil), "images_dir": str(images), "scales": list(scales),
+        "measure": "mean over channels and images of attention(large kernel) - attention(small kernel) = 1 - 2g",
+        "selection_drift": drift, "units": units,
+    }
+    artifacts.write_json(workdir / SELECTION_JSON, doc)
+    selection_plot(doc, workdir / SELECTION_PNG)
+    log(f"{len(units)} SK units, {len(pil)} images x {len(scales)} scales; selection drift (mean |g_ref - g_cand|) {drift:.4f}")
+    return doc
+
+
+def selection_drift(workdir: Path, candidate_path: Path, x: np.ndarray) -> float | None:
+    """Mean |gate_ref - gate_cand| over SK units, channels and the images ``x``; None without gates."""
+    fp32 = onnx.load(str(workdir / FP32_ONNX))
+    names = [t for _, t in gate_tensors(fp32)]
+    if not names:
+        return None
+    ref, cand = GateRunner(workdir / FP32_ONNX, names)(x), GateRunner(candidate_path, names)(x)
+    return float(np.mean([np.mean(np.abs(r - c)) for r, c in zip(ref, cand)]))
+
+
+def selection_plot(doc: dict, path: Path) -> None:
+    """Attention difference per SK unit, one line per scale; reference solid, candidate dashed."""
+    from PIL import ImageDraw
+
+    units, scales = doc["units"], [f"{s:g}" for s in doc["scales"]]
+    width, height, left, right, top, bottom = 820, 420, 70, 150, 40, 60
+    values = [u[side][s] for u in units for side in ("reference", "candidate") for s in scales]
+    lo, hi = min(values + [0.0]), max(values + [0.0])
+    pad = (hi - lo) * 0.1 or 0.1
+    lo, hi = lo - pad, hi + pad
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+
+    def xy(i, v):
+        x = left + (width - left - right) * (i / max(len(units) - 1, 1))
+        y = top + (height - top - bottom) * (hi - v) / (hi - lo)
+        return x, y
+
+    d.text((10, 10), f"SK kernel selection: attention(large) - attention(small), {doc['model']} "
+                     f"(solid FP32, dashed {doc['candidate']})", fill="black")
+    d.line([xy(0, 0.0), xy(len(units) - 1, 0.0)], fill=(200, 200, 200))
+    for k, s in enumerate(scales):
+        c = colors[k % len(colors)]
+        for side, dash in (("reference", False), ("candidate", True)):
+            pts = [xy(i, u[side][s]) for i, u in enumerate(units)]
+            for a, b in zip(pts, pts[1:]):
+                if dash:
+                    for t in np.linspace(0, 1, 8)[::2]:
+                        p = (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+                        q = (a[0] + (b[0] - a[0]) * (t + 1 / 7), a[1] + (b[1] - a[1]) * (t + 1 / 7))
+                        d.line([p, q], fill=c, width=2)
+                else:
+                    d.line([a, b], fill=c, width=2)
+            for p in pts:
+                d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], outline=c)
+        d.text((width - right + 15, top + 20 * k), f"object {s}x", fill=c)
+    for v in np.linspace(lo, hi, 5):
+        d.text((5, xy(0, v)[1] - 6), f"{v:+.3f}", fill="black")
+    for i, u in enumerate(units):
+        d.text((xy(i, lo)[0] - 8, height - bottom + 10), str(i + 1), fill="black")
+    d.text((left, height - 25), "SK unit (input side -> output side)", fill="black")
+    with artifacts.atomic_output(path) as tmp:
+        img.save(tmp, format="PNG")

@@ -1,0 +1,237 @@
+"""Accuracy-aware INT8: which layers hurt when quantized, and the fewest to keep in FP16.
+
+For every layer the Q/DQ plan runs in INT8 (Conv, Gemm, fused residual Add), two numbers,
+measured on ONNX Runtime against the FP32 graph over held-out images:
+
+- *alone*: the drift of a graph in which only that layer is INT8 (the rest as ``--mixed``);
+- *gain*: how much the drift of the full INT8 graph falls when that layer alone is kept
+  in floating point.
+
+Layers are ranked by gain (mean KL divergence, the finest of the drift measures; top-1
+agreement and accuracy are reported beside it). Given a budget on the labelled top-1
+accuracy drop, :func:`fit_budget` keeps the highest-ranked layers in floating point one at
+a time, re-measuring after each, until the budget holds, and fails with the numbers when
+even an all-float graph cannot meet it. Latency cost per kept layer is reported as its
+share of the model's multiply-accumulates (a layer kept in FP16 loses INT8's ~2x on
+TensorRT), as no TensorRT timing is available here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import shape_inference
+
+from . import artifacts
+from .backends.onnxruntime import OnnxRuntimeRunner
+from .errors import SkEdgeError
+from .images import ImageStream, find_images
+from .preprocess import Preprocess
+from .quantize import build_int8_graph
+from .quantize.plan import QuantPlan, plan_quantization
+from .verify import read_labels
+from .workdir import FP32_ONNX, load_export
+
+SENSITIVITY_JSON, SENSITIVITY_MD = "sensitivity.json", "sensitivity.md"
+
+
+@dataclass
+class EvalSet:
+    x: np.ndarray
+    labels: np.ndarray | None
+    reference: np.ndarray  # FP32 graph logits
+
+    def score(self, logits: np.ndarray) -> dict:
+        ref = self.reference.astype(np.float64)
+        out = logits.astype(np.float64)
+        p = np.exp(ref - ref.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        q = np.exp(out - out.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        d = {"kl_mean": float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1))),
+             "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean())}
+        if self.labels is not None:
+            d["top1_drop_points"] = float(((ref.argmax(1) == self.labels).mean() - (out.argmax(1) == self.labels).mean()) * 100)
+        return d
+
+
+def load_eval_set(workdir: Path, images: Path, labels: Path | None, count: int | None) -> EvalSet:
+    export = load_export(workdir)
+    pre = Preprocess.from_dict(export["preprocess"])
+    paths = find_images(images)[:count] if count else find_images(images)
+    stream = ImageStream(paths, pre, 64, None, root=images)
+    xs, names = [], []
+    for batch, batch_names in stream:
+        xs.append(batch)
+        names += batch_names
+    if not names:
+        raise SkEdgeError(f"no readable image in '{images}'")
+    x = np.concatenate(xs)
+    y = None
+    if labels is not None:
+        table = read_labels(labels)
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise SkEdgeError(f"labels file '{labels}' has no label for '{missing[0]}' ({len(missing)} images unlabelled)")
+        y = np.array([table[n] for n in names])
+    ref = OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)(x)
+    return EvalSet(x, y, ref)
+
+
+def _macs_by_node(model: onnx.ModelProto) -> dict[str, float]:
+    """Multiply-accumulates of every Conv and Gemm, from inferred shapes."""
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    macs = {}
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm") and n.input[1] in inits:
+            w = inits[n.input[1]]
+            out = shapes.get(n.output[0], [])
+            spatial = int(np.prod(out[2:])) if len(out) > 2 else 1
+            macs[n.name] = float(np.prod(w)) * spatial
+    return macs
+
+
+class Evaluator:
+    """Builds INT8 graphs for sub-plans and scores them on one evaluation set."""
+
+    def __init__(self, workdir: Path, evalset: EvalSet, mixed: str = "fp16"):
+        self.fp32 = onnx.load(str(workdir / FP32_ONNX))
+        self.plan = plan_quantization(self.fp32)
+        calib = artifacts.read_json(workdir / "calib.json")
+        if not calib:
+            raise SkEdgeError(f"no calib.json in '{workdir}'; run `sk-edge calibrate -w {workdir} --images DIR` first")
+        self.amax = {n: t["amax"] for n, t in calib["tensors"].items()}
+        self.evalset, self.mixed = evalset, mixed
+        self.runs = 0
+
+    def score(self, plan: QuantPlan) -> dict:
+        model, _ = build_int8_graph(self.fp32, plan, {n: self.amax[n] for n in plan.activations}, self.mixed)
+        self.runs += 1
+        return self.evalset.score(OnnxRuntimeRunner(model.SerializeToString(), dynamic_batch=True)(self.evalset.x))
+
+
+def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None) -> dict:
+    """Alone-drift and keep-in-float gain of every INT8 layer, ranked by gain."""
+    plan = evaluator.plan
+    layers = plan.layers()
+    macs = _macs_by_node(evaluator.fp32)
+    total_macs = sum(macs.values()) or 1.0
+    full = evaluator.score(plan)
+    progress(1)
+    rows = []
+    for layer in layers:
+        alone = evaluator.score(plan.without(set(layers) - {layer}))
+        without = evaluator.score(plan.without({layer}))
+        progress(1)
+        rows.append({
+            "layer": layer,
+            "alone": alone,
+            "without": without,
+            "gain_kl": full["kl_mean"] - without["kl_mean"],
+            "mac_share": macs.get(layer, 0.0) / total_macs,
+        })
+    rows.sort(key=lambda r: -r["gain_kl"])
+    return {"full_int8": full, "layers": rows}
+
+
+def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
+               log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Keep the highest-ranked layers in floating point until the labelled drop is within budget."""
+    if evaluator.evalset.labels is None:
+        raise SkEdgeError("an accuracy budget needs labelled images (--labels)")
+    kept: list[str] = []
+    current = evaluator.score(evaluator.plan)
+    steps = [{"kept": [], **current}]
+    for row in ranking:
+        if current["top1_drop_points"] <= max_top1_drop:
+            break
+        kept.append(row["layer"])
+        current = evaluator.score(evaluator.plan.without(set(kept)))
+        steps.append({"kept": list(kept), **current})
+        log(f"  kept {row['layer']} in floating point: drop {current['top1_drop_points']:.2f} points, KL {current['kl_mean']:.2e}")
+    if current["top1_drop_points"] > max_top1_drop:
+        raise SkEdgeError(
+            f"even with every layer in floating point the top-1 drop is {current['top1_drop_points']:.2f} points "
+            f"> the {max_top1_drop} budget (the non-INT8 precision itself drifts); relax --max-top1-drop or use --mixed fp32"
+        )
+    return {"kept_float": kept, "result": current, "steps": steps}
+
+
+def markdown(doc: dict) -> str:
+    full = doc["full_int8"]
+    lines = ["# sk-edge sensitivity", "",
+             f"{doc['images']} held-out images; full INT8: top-1 agreement {full['top1_agreement']:.2%}, mean KL {full['kl_mean']:.2e}"
+             + (f", top-1 drop {full['top1_drop_points']:.2f} points" if "top1_drop_points" in full else "") + ".", "",
+             "Ranked by the KL divergence removed when the layer alone stays in floating point (gain).", "",
+             "| rank | layer | gain (KL) | alone: KL | alone: agreement | share of MACs |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for i, r in enumerate(doc["layers"], 1):
+        lines.append(f"| {i} | `{r['layer']}` | {r['gain_kl']:.2e} | {r['alone']['kl_mean']:.2e} | "
+                     f"{r['alone']['top1_agreement']:.2%} | {r['mac_share']:.1%} |")
+    if doc.get("budget"):
+        b = doc["budget"]
+        lines += ["", f"Budget: top-1 drop <= {b['max_top1_drop']} points. Kept in floating point: "
+                  + (", ".join(f"`{k}`" for k in b["kept_float"]) or "nothing") + f" (drop {b['result']['top1_drop_points']:.2f} points)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(workdir: Path, doc: dict) -> None:
+    artifacts.write_json(workdir / SENSITIVITY_JSON, doc)
+    with artifacts.atomic_output(workdir / SENSITIVITY_MD) as tmp:
+        tmp.write_text(markdown(doc))
+
+
+def analyze_sensitivity(
+    workdir: str | Path,
+    images: Path,
+    labels: Path | None,
+    count: int | None = 500,
+    mixed: str = "fp16",
+    max_top1_drop: float | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> dict:
+    """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float."""
+    workdir = Path(workdir)
+    evaluator = Evaluator(workdir, load_eval_set(workdir, images, labels, count), mixed)
+    n_layers = len(evaluator.plan.layers())
+    log(f"measuring {n_layers} INT8 layers, alone and left out, on {len(evaluator.evalset.x)} images ...")
+    tick = progress(n_layers + 1) if progress else (lambda n: None)
+    calib = artifacts.read_json(workdir / "calib.json") or {}
+    doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(images), "mixed": mixed,
+           "calibration_key": calib.get("key"), **measure_sensitivity(evaluator, tick)}
+    if max_top1_drop is not None:
+        # The budget is judged on every image of the set, as verify will judge it: a few
+        # hundred images leave a 0.5-point budget at the mercy of two or three images.
+        judge = evaluator if count is None else Evaluator(workdir, load_eval_set(workdir, images, labels, None), mixed)
+        log(f"fitting the {max_top1_drop}-point budget on all {len(judge.evalset.x)} images ...")
+        doc["budget"] = {"max_top1_drop": max_top1_drop, "images": int(len(judge.evalset.x)),
+                         **fit_budget(judge, doc["layers"], max_top1_drop, log)}
+        share = {r["layer"]: r["mac_share"] for r in doc["layers"]}
+        doc["budget"]["kept_mac_share"] = sum(share[k] for k in doc["budget"]["kept_float"])
+    write_report(workdir, doc)
+    return doc
+
+
+def needs_budget(workdir: Path, images: Path, labels: Path, max_top1_drop: float, count: int | None = None) -> tuple[bool, dict]:
+    """Whether the current model.int8.onnx breaks the budget on these images (one quick run)."""
+    evalset = load_eval_set(workdir, images, labels, count)
+    score = evalset.score(OnnxRuntimeRunner(workdir / "model.int8.onnx", dynamic_batch=True)(evalset.x))
+    return score["top1_drop_points"] > max_top1_drop, score
+
+
+def previous_choice(workdir: Path, max_top1_drop: float, mixed: str) -> list[str]:
+    """The layers an earlier run kept in floating point for the same calibration, budget and mix."""
+    doc = artifacts.read_json(Path(workdir) / SENSITIVITY_JSON) or {}
+    calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
+    budget = doc.get("budget") or {}
+    if doc.get("calibration_key") == calib.get("key") and doc.get("mixed") == mixed and budget.get("max_top1_drop") == max_top1_drop:
+        return list(budget.get("kept_float", []))
+    return []

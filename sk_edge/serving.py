@@ -1,0 +1,156 @@
+"""Hand a build to a server or a camera pipeline: a Triton model repository, a DeepStream config.
+
+Both read the work directory's engine when there is one (TensorRT ran here or on the
+device) and say what they used. Without an engine, the Triton repository serves the
+precision's ONNX graph with Triton's ONNX Runtime backend, so the repository is usable and
+testable anywhere; DeepStream's nvinfer always needs TensorRT, so its config names the
+engine file the device build will write (``on_device.sh``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import artifacts
+from .errors import SkEdgeError, UsageError
+from .workdir import FP32_ONNX, load_export
+
+GRAPHS = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+# nvinfer's network-mode values.
+_NVINFER_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
+
+
+def _pick_precision(workdir: Path, precision: str | None) -> str:
+    if precision:
+        return precision
+    for p in ("int8", "fp16", "fp32"):
+        if (workdir / f"model.{p}.engine").is_file() or (workdir / GRAPHS[p]).is_file():
+            return p
+    return "fp32"
+
+
+def _io(export: dict) -> tuple[dict, dict, int | None]:
+    model = export["model"]
+    return model["input"], model["output"], export["settings"].get("dynamic_batch")
+
+
+def _dims(shape: list, dynamic: bool) -> list:
+    return [int(d) for d in (shape[1:] if dynamic else shape)]
+
+
+def triton_config(name: str, platform: str, export: dict) -> str:
+    """config.pbtxt for one model (Triton's ModelConfig text format)."""
+    inp, out, max_batch = _io(export)
+    dynamic = bool(max_batch)
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch if dynamic else 0}"]
+    for kind, t in (("input", inp), ("output", out)):
+        lines += [f"{kind} [", "  {", f'    name: "{t["name"]}"', f"    data_type: {_TRITON_TYPES[t.get('dtype', 'float32')]}",
+                  f"    dims: [ {', '.join(map(str, _dims(t['shape'], dynamic)))} ]", "  }", "]"]
+    if dynamic:
+        lines += ["dynamic_batching {", f"  preferred_batch_size: [ {max_batch} ]", "  max_queue_delay_microseconds: 100", "}"]
+    lines += ["instance_group [", "  {", "    count: 1", f"    kind: {'KIND_GPU' if platform == 'tensorrt_plan' else 'KIND_AUTO'}",
+              "  }", "]"]
+    return "\n".join(lines) + "\n"
+
+
+def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None, precision: str | None = None,
+                  log: Callable[[str], None] = lambda msg: None) -> Path:
+    """Write ``repo/<name>/config.pbtxt`` and ``repo/<name>/1/model.plan`` (or ``model.onnx``)."""
+    workdir, repo = Path(workdir), Path(repo)
+    export = load_export(workdir)
+    precision = _pick_precision(workdir, precision)
+    name = name or export["inputs"]["model"].replace(":", "_")
+    engine = workdir / f"model.{precision}.engine"
+    if engine.is_file():
+        source, platform, target = engine, "tensorrt_plan", "model.plan"
+    else:
+        source, platform, target = workdir / GRAPHS[precision], "onnxruntime_onnx", "model.onnx"
+        if not source.is_file():
+            raise SkEdgeError(f"no {engine.name} or {source.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}` first")
+        log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
+            "rerun after building the engine on the device for the TensorRT backend")
+    model_dir = repo / name
+    if model_dir.exists() and not (model_dir / "config.pbtxt").is_file():
+        raise UsageError(f"'{model_dir}' exists and is not a Triton model directory; pass another --repo or --name")
+    with artifacts.atomic_output(model_dir / "1" / target) as tmp:
+        shutil.copyfile(source, tmp)
+    for stale in ("model.plan", "model.onnx"):
+        if stale != target and (model_dir / "1" / stale).exists():
+            (model_dir / "1" / stale).unlink()
+    with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
+        tmp.write_text(triton_config(name, platform, export))
+    log(f"wrote {model_dir}: {platform} from {source.name}")
+    return model_dir
+
+
+def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:
+    """(net-scale-factor, offsets, worst relative error) for nvinfer's y = s * (x - offset).
+
+    nvinfer takes one scale for all channels; sk-edge normalises with a per-channel std.
+    The scale uses the mean std; the error says how far that is from the exact per-channel
+    normalisation, relative to the normalised value's range.
+    """
+    mean, std = np.asarray(preprocess["mean"]), np.asarray(preprocess["std"])
+    scale = 1.0 / (255.0 * float(std.mean()))
+    offsets = [float(v) for v in mean * 255.0]
+    pixels = np.arange(256.0)[:, None]
+    exact = (pixels / 255.0 - mean) / std
+    approx = scale * (pixels - mean * 255.0)
+    worst = float(np.max(np.abs(exact - approx)) / np.max(np.abs(exact)))
+    return scale, offsets, worst
+
+
+def deepstream_config(workdir: Path, export: dict, precision: str, batch: int) -> tuple[str, float]:
+    pre = export["preprocess"]
+    inp, out, _ = _io(export)
+    scale, offsets, worst = nvinfer_scaling(pre)
+    engine = f"model.{precision}.engine"
+    lines = [
+        "# nvinfer configuration written by sk-edge export-deepstream",
+        f"# model {export['inputs']['model']}, {precision.upper()}, input {inp['shape']} ({pre['resize']}, {pre['channel_order']})",
+        f"# nvinfer has one scale for all channels: per-channel std approximated by its mean, worst error {worst:.2%} of the input range",
+        "[property]",
+        "gpu-id=0",
+        f"net-scale-factor={scale:.10f}",
+        f"offsets={';'.join(f'{o:.4f}' for o in offsets)}",
+        f"model-color-format={0 if pre['channel_order'] == 'RGB' else 1}",
+        f"model-engine-file={engine}",
+        f"onnx-file={GRAPHS[precision]}",
+    ]
+    if precision == "int8" and (workdir / "calib.cache").is_file():
+        lines.append("int8-calib-file=calib.cache")
+    lines += [
+        f"batch-size={batch}",
+        f"network-mode={_NVINFER_MODES[precision]}",
+        "network-type=1",
+        "process-mode=1",
+        f"infer-dims={';'.join(str(d) for d in inp['shape'][1:])}",
+        f"maintain-aspect-ratio={0 if pre['resize'] == 'resize' else 1}",
+        "scaling-filter=1",
+        f"output-blob-names={out['name']}",
+        "classifier-threshold=0.0",
+        "classifier-async-mode=0",
+        "",
+    ]
+    return "\n".join(lines), worst
+
+
+def export_deepstream(workdir: str | Path, out: str | Path | None = None, precision: str | None = None,
+                      log: Callable[[str], None] = lambda msg: None) -> Path:
+    workdir = Path(workdir)
+    export = load_export(workdir)
+    precision = _pick_precision(workdir, precision)
+    batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    text, worst = deepstream_config(workdir, export, precision, batch)
+    path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
+    with artifacts.atomic_output(path) as tmp:
+        tmp.write_text(text)
+    if not (workdir / f"model.{precision}.engine").is_file():
+        log(f"note: model.{precision}.engine is not built yet; run on_device.sh on the device first")
+    log(f"wrote {path} (per-channel std approximated: worst error {worst:.2%})")
+    return path
