@@ -7,6 +7,9 @@ statistics first.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -26,3 +29,8 @@ def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
                     m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                     m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
     return module.eval()
+
+
+def run_cli(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``sk-edge ARGS`` as a user runs it: a separate process, text output captured."""
+    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)

@@ -1,9 +1,6 @@
 """`sk-edge bench` on real backends (PyTorch and ONNX Runtime here; TensorRT where installed)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,9 +10,7 @@ from sk_edge.export import export_model
 from sk_edge.models import build_model
 from sk_edge.quantize import quantize_model
 
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli as run
+
 CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
 def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp_path):

@@ -12,15 +12,10 @@ from sk_edge import cli
 from sk_edge.export.sk_rewrite import SELECT_FORMS
 from sk_edge.models.sknet import sknet26
 
-from conftest import TINY_SKNET_ARGS
+from conftest import TINY_SKNET_ARGS, run_cli as run
 
 TINY = [f"--model-arg={k}={v}" for k, v in TINY_SKNET_ARGS.items()]
 
-
-def run(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
 
 
 def test_console_script_is_installed():

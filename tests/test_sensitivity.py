@@ -1,6 +1,5 @@
 """Accuracy-aware INT8 on the reference model with a deliberately poor calibration."""
 
-import json
 import shutil
 from pathlib import Path
 

@@ -2,9 +2,6 @@
 
 import configparser
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +13,7 @@ from sk_edge.preprocess import Preprocess
 from sk_edge.quantize import quantize_model
 from sk_edge.serving import nvinfer_scaling
 
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, timeout=600)
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

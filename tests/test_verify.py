@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,10 @@ from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 from sk_edge.verify import compare
 
+from conftest import run_cli as run
+
 CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
