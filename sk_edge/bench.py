@@ -251,8 +251,8 @@ def statistics(latencies_ms: list[float], batch: int) -> dict:
 def markdown(doc: dict) -> str:
     lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
              f"Speed-up: against PyTorch FP32 on the CPU at the same batch.", "",
-             "| backend | precision | device | batch | mean ms | p50 | p90 | p95 | p99 | min | max | images/s | speed-up | peak RSS MB | img/s/W |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| backend | precision | device | batch | mean ms | p50 | p90 | p95 | p99 | min | max | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in doc["results"]:
         c = r["config"]
         if "error" in r:
@@ -262,10 +262,11 @@ def markdown(doc: dict) -> str:
         ppw = f"{r['images_per_second_per_watt']:.1f}" if r.get("images_per_second_per_watt") else ""
         speed = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
         rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
+        gpu = f"{r['gpu_memory_mb']:.0f}" if r.get("gpu_memory_mb") else ""
         lines.append(
             f"| {c['backend']} | {c['precision']} | {c['device']} | {c['batch']} | {s['mean_ms']:.2f} | {s['p50_ms']:.2f} | "
             f"{s['p90_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['min_ms']:.2f} | {s['max_ms']:.2f} | "
-            f"{s['throughput_ips']:.1f} | {speed} | {rss} | {ppw} |"
+            f"{s['throughput_ips']:.1f} | {speed} | {rss} | {gpu} | {ppw} |"
         )
     if doc.get("notes"):
         lines += [""] + [f"- {n}" for n in doc["notes"]]

@@ -9,7 +9,8 @@ One CUDA stream; pinned host buffers and device buffers allocated once per input
 (never in the call); host-to-device copy, ``execute_async_v3`` and device-to-host copy
 queued on the stream, one synchronisation at the end. I/O names, shapes and types come
 from the engine, never from constants. ``cuda_graph=True`` captures the enqueue once per
-shape and replays it, which saves CPU launch overhead on small Jetson CPUs.
+shape and replays it (through cuda-python's driver bindings: pycuda has no stream capture),
+which saves CPU launch overhead on small Jetson CPUs.
 
 Needs TensorRT and pycuda (``pip install 'sk-edge[tensorrt]'``, or JetPack's bindings).
 """
@@ -135,14 +136,36 @@ class Engine:
         return self._host[self.outputs[0][0]].copy()
 
     def _replay_graph(self) -> None:
-        # TensorRT needs one plain enqueue after a shape change before capture (its docs:
-        # "Using CUDA Graphs with TensorRT Execution Context"); then capture once, replay.
+        # pycuda (2026.1 checked) has no stream capture, so the graph goes through NVIDIA's
+        # cuda-python driver bindings on pycuda's stream handle. TensorRT asks for one plain
+        # enqueue after a shape change before capture ("CUDA Graphs" in its developer guide).
+        driver = _cuda_driver()
+        stream = driver.CUstream(self.stream.handle)
         if self._graph is None:
-            if not hasattr(self.stream, "begin_capture"):
-                raise SkEdgeError("this pycuda has no CUDA graph capture (Stream.begin_capture); upgrade pycuda or drop cuda_graph=True")
             self._enqueue()
             self.stream.synchronize()
-            self.stream.begin_capture()
+            _check(driver.cuStreamBeginCapture(stream, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
             self._enqueue()
-            self._graph = self.stream.end_capture().instance()
-        self._graph.launch(self.stream)
+            graph = _check(driver.cuStreamEndCapture(stream))
+            self._graph = _check(driver.cuGraphInstantiate(graph, 0))
+        _check(driver.cuGraphLaunch(self._graph, stream))
+
+
+def _cuda_driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # cuda-python < 12.6 spelling
+        except ImportError:
+            raise SkEdgeError("cuda_graph=True needs NVIDIA's cuda-python (pip install cuda-python); "
+                              "or drop cuda_graph=True") from None
+    return driver
+
+
+def _check(result):
+    """cuda-python returns (error, *values): raise on an error, return the value(s)."""
+    err, *values = result
+    if int(err) != 0:
+        raise SkEdgeError(f"CUDA graph call failed: {err}")
+    return values[0] if len(values) == 1 else (values or None)
