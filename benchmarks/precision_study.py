@@ -44,6 +44,7 @@ from sk_edge.quantize.histogram import StreamingHistogram
 from sk_edge.quantize.methods import amax_entropy, compute_amax
 from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
+from sk_edge.verify import kl_divergence
 from sk_edge.versions import library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +59,10 @@ def eval_set(pre: Preprocess, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 def score(model: onnx.ModelProto, x: np.ndarray, labels: np.ndarray, ref: np.ndarray) -> dict:
     out = OnnxRuntimeRunner(model.SerializeToString(), dynamic_batch=True)(x).astype(np.float64)
-    p = np.exp(ref - ref.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    q = np.exp(out - out.max(1, keepdims=True))
-    q /= q.sum(1, keepdims=True)
     return {
         "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
         "accuracy": float((out.argmax(1) == labels).mean()),
-        "mean_kl": float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1))),
+        "mean_kl": float(np.mean(kl_divergence(ref, out))),
         "max_abs_logit_diff": float(np.abs(out - ref).max()),
     }
 

@@ -26,12 +26,12 @@ from PIL import Image
 from sk_edge.errors import SkEdgeError
 from sk_edge.images import to_tensor
 from sk_edge.preprocess import Preprocess
-from sk_edge.workdir import load_export
+from sk_edge.workdir import GRAPH_NAMES, engine_name, load_export
 
 
 def load_classifier(workdir: Path, precision: str):
     """(callable: NCHW float32 -> logits, description)."""
-    engine = workdir / f"model.{precision}.engine"
+    engine = workdir / engine_name(precision)
     if engine.is_file():
         try:
             from sk_edge.runtime import Engine
@@ -41,7 +41,7 @@ def load_classifier(workdir: Path, precision: str):
             print(f"cannot use {engine.name} ({exc}); falling back to ONNX Runtime", file=sys.stderr)
     from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
 
-    graph = workdir / ("model.fp32.onnx" if precision == "fp32" else f"model.{precision}.onnx")
+    graph = workdir / GRAPH_NAMES[precision]
     if not graph.is_file():
         raise SkEdgeError(f"no {engine.name} or {graph.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}`")
     return OnnxRuntimeRunner(graph, dynamic_batch=True), f"{graph.name} on ONNX Runtime (no TensorRT engine here)"

@@ -28,11 +28,10 @@ from .errors import SkEdgeError
 from .images import find_images, to_tensor
 from .preprocess import Preprocess
 from .quantize.plan import plan_quantization
-from .workdir import FP32_ONNX, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, load_export
 
 SCALES = (1.0, 1.5, 2.0)
 SELECTION_JSON, SELECTION_PNG = "selection.json", "selection.png"
-GRAPHS = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
 
 
 def gate_tensors(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -51,10 +50,10 @@ class GateRunner:
     """Runs a graph and returns its gate tensors (one per SK unit), reduced to (N, C)."""
 
     def __init__(self, path: Path, gates: list[str]):
-        from .quantize.calibration import _tapped_model
+        from .quantize.calibration import tapped_model
 
         self.gates = gates
-        self.runner = OnnxRuntimeRunner(_tapped_model(onnx.load(str(path)), gates), dynamic_batch=True)
+        self.runner = OnnxRuntimeRunner(tapped_model(onnx.load(str(path)), gates), dynamic_batch=True)
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         session = self.runner.session
@@ -91,7 +90,7 @@ def analyze_selection(
             "no two-branch SK gate (Sigmoid) in this graph: the analysis needs M=2 units exported with the "
             "sigmoid select form (`sk-edge export --select-form sigmoid`)"
         )
-    cand_path = workdir / GRAPHS[candidate]
+    cand_path = workdir / GRAPH_NAMES[candidate]
     if not cand_path.is_file():
         raise SkEdgeError(f"no {cand_path.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {candidate}` first")
     names = [t for _, t in gates]

@@ -29,11 +29,10 @@ import numpy as np
 
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import FP32_ONNX, load_export
+from .workdir import GRAPH_NAMES, engine_name, load_export
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 BENCH_JSON, BENCH_MD, BENCH_PNG = "bench.json", "bench.md", "bench.png"
 
 
@@ -89,19 +88,19 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
                 configs.append(Config("torch", "fp32", batch, "cuda"))
         if "onnxruntime" in options.backends:
             for p in options.precisions:
-                if (workdir / GRAPHS[p]).is_file():
-                    configs.append(Config("onnxruntime", p, batch, "cpu", str(workdir / GRAPHS[p])))
+                if (workdir / GRAPH_NAMES[p]).is_file():
+                    configs.append(Config("onnxruntime", p, batch, "cpu", str(workdir / GRAPH_NAMES[p])))
         if "tensorrt" in options.backends:
             for p in options.precisions:
-                engine = workdir / f"model.{p}.engine"
+                engine = workdir / engine_name(p)
                 if engine.is_file() and batch <= max_batch:
                     configs.append(Config("tensorrt", p, batch, "gpu", str(engine)))
     if "onnxruntime" in options.backends:
-        missing = [p for p in options.precisions if not (workdir / GRAPHS[p]).is_file()]
+        missing = [p for p in options.precisions if not (workdir / GRAPH_NAMES[p]).is_file()]
         if missing:
-            log(f"no {', '.join(GRAPHS[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
+            log(f"no {', '.join(GRAPH_NAMES[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
     if "tensorrt" in options.backends:
-        engines = [p for p in options.precisions if (workdir / f"model.{p}.engine").is_file()]
+        engines = [p for p in options.precisions if (workdir / engine_name(p)).is_file()]
         if not engines:
             log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
     return configs

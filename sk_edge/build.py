@@ -23,18 +23,13 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
-from .workdir import FP32_ONNX, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, engine_name, load_export
 
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPH_NAMES = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEVICE_SCRIPT = "on_device.sh"
 LAYERS_JSON = "layers.json"
 DLA_JSON = "dla.json"
 DLA_GRAPH = "model.fp32.dla.onnx"
-
-
-def engine_name(precision: str, dla_core: int | None = None) -> str:
-    return f"model.{precision}{'.dla' if dla_core is not None else ''}.engine"
 
 
 def timing_cache_path(trt_version: str, gpu: dict | None) -> Path:

@@ -18,6 +18,7 @@ TensorRT), as no TensorRT timing is available here.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,7 +34,7 @@ from .images import ImageStream, find_images
 from .preprocess import Preprocess
 from .quantize import build_int8_graph
 from .quantize.plan import QuantPlan, plan_quantization
-from .verify import read_labels
+from .verify import kl_divergence, read_labels
 from .workdir import FP32_ONNX, load_export
 
 SENSITIVITY_JSON, SENSITIVITY_MD = "sensitivity.json", "sensitivity.md"
@@ -45,14 +46,15 @@ class EvalSet:
     labels: np.ndarray | None
     reference: np.ndarray  # FP32 graph logits
 
+    def head(self, count: int | None) -> "EvalSet":
+        """The first ``count`` images (all when None)."""
+        if count is None:
+            return self
+        return EvalSet(self.x[:count], None if self.labels is None else self.labels[:count], self.reference[:count])
+
     def score(self, logits: np.ndarray) -> dict:
-        ref = self.reference.astype(np.float64)
-        out = logits.astype(np.float64)
-        p = np.exp(ref - ref.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        q = np.exp(out - out.max(1, keepdims=True))
-        q /= q.sum(1, keepdims=True)
-        d = {"kl_mean": float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1))),
+        ref, out = self.reference, logits
+        d = {"kl_mean": float(np.mean(kl_divergence(ref, out))),
              "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean())}
         if self.labels is not None:
             d["top1_drop_points"] = float(((ref.argmax(1) == self.labels).mean() - (out.argmax(1) == self.labels).mean()) * 100)
@@ -109,11 +111,15 @@ class Evaluator:
             raise SkEdgeError(f"no calib.json in '{workdir}'; run `sk-edge calibrate -w {workdir} --images DIR` first")
         self.amax = {n: t["amax"] for n, t in calib["tensors"].items()}
         self.evalset, self.mixed = evalset, mixed
-        self.runs = 0
+
+    def on(self, evalset: EvalSet) -> "Evaluator":
+        """The same graph, plan and ranges, scored on another evaluation set."""
+        other = copy.copy(self)
+        other.evalset = evalset
+        return other
 
     def score(self, plan: QuantPlan) -> dict:
         model, _ = build_int8_graph(self.fp32, plan, {n: self.amax[n] for n in plan.activations}, self.mixed)
-        self.runs += 1
         return self.evalset.score(OnnxRuntimeRunner(model.SerializeToString(), dynamic_batch=True)(self.evalset.x))
 
 
@@ -200,7 +206,11 @@ def analyze_sensitivity(
 ) -> dict:
     """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float."""
     workdir = Path(workdir)
-    evaluator = Evaluator(workdir, load_eval_set(workdir, images, labels, count), mixed)
+    # The budget is judged on every image of the set, as verify will judge it (a few hundred
+    # images leave a 0.5-point budget at the mercy of two or three); the ranking needs fewer.
+    full = load_eval_set(workdir, images, labels, None if max_top1_drop is not None else count)
+    judge = Evaluator(workdir, full, mixed)
+    evaluator = judge.on(full.head(count))
     n_layers = len(evaluator.plan.layers())
     log(f"measuring {n_layers} INT8 layers, alone and left out, on {len(evaluator.evalset.x)} images ...")
     tick = progress(n_layers + 1) if progress else (lambda n: None)
@@ -208,9 +218,6 @@ def analyze_sensitivity(
     doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(images), "mixed": mixed,
            "calibration_key": calib.get("key"), **measure_sensitivity(evaluator, tick)}
     if max_top1_drop is not None:
-        # The budget is judged on every image of the set, as verify will judge it: a few
-        # hundred images leave a 0.5-point budget at the mercy of two or three images.
-        judge = evaluator if count is None else Evaluator(workdir, load_eval_set(workdir, images, labels, None), mixed)
         log(f"fitting the {max_top1_drop}-point budget on all {len(judge.evalset.x)} images ...")
         doc["budget"] = {"max_top1_drop": max_top1_drop, "images": int(len(judge.evalset.x)),
                          **fit_budget(judge, doc["layers"], max_top1_drop, log)}

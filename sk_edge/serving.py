@@ -17,21 +17,16 @@ import numpy as np
 
 from . import artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import FP32_ONNX, load_export
+from .workdir import GRAPH_NAMES, engine_name, load_export
 
-GRAPHS = {"fp32": FP32_ONNX, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 # nvinfer's network-mode values.
 _NVINFER_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 
 def _pick_precision(workdir: Path, precision: str | None) -> str:
-    if precision:
-        return precision
-    for p in ("int8", "fp16", "fp32"):
-        if (workdir / f"model.{p}.engine").is_file() or (workdir / GRAPHS[p]).is_file():
-            return p
-    return "fp32"
+    built = (p for p, graph in GRAPH_NAMES.items() if (workdir / engine_name(p)).is_file() or (workdir / graph).is_file())
+    return precision or next(built, "fp32")
 
 
 def _io(export: dict) -> tuple[dict, dict, int | None]:
@@ -65,11 +60,11 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
     name = name or export["inputs"]["model"].replace(":", "_")
-    engine = workdir / f"model.{precision}.engine"
+    engine = workdir / engine_name(precision)
     if engine.is_file():
         source, platform, target = engine, "tensorrt_plan", "model.plan"
     else:
-        source, platform, target = workdir / GRAPHS[precision], "onnxruntime_onnx", "model.onnx"
+        source, platform, target = workdir / GRAPH_NAMES[precision], "onnxruntime_onnx", "model.onnx"
         if not source.is_file():
             raise SkEdgeError(f"no {engine.name} or {source.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}` first")
         log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
@@ -109,7 +104,7 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int) -
     pre = export["preprocess"]
     inp, out, _ = _io(export)
     scale, offsets, worst = nvinfer_scaling(pre)
-    engine = f"model.{precision}.engine"
+    engine = engine_name(precision)
     lines = [
         "# nvinfer configuration written by sk-edge export-deepstream",
         f"# model {export['inputs']['model']}, {precision.upper()}, input {inp['shape']} ({pre['resize']}, {pre['channel_order']})",
@@ -120,7 +115,7 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int) -
         f"offsets={';'.join(f'{o:.4f}' for o in offsets)}",
         f"model-color-format={0 if pre['channel_order'] == 'RGB' else 1}",
         f"model-engine-file={engine}",
-        f"onnx-file={GRAPHS[precision]}",
+        f"onnx-file={GRAPH_NAMES[precision]}",
     ]
     if precision == "int8" and (workdir / "calib.cache").is_file():
         lines.append("int8-calib-file=calib.cache")
@@ -150,7 +145,7 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
     with artifacts.atomic_output(path) as tmp:
         tmp.write_text(text)
-    if not (workdir / f"model.{precision}.engine").is_file():
+    if not (workdir / engine_name(precision)).is_file():
         log(f"note: model.{precision}.engine is not built yet; run on_device.sh on the device first")
     log(f"wrote {path} (per-channel std approximated: worst error {worst:.2%})")
     return path

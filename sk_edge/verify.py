@@ -23,10 +23,9 @@ from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .images import ImageStream, find_images
 from .preprocess import Preprocess
-from .workdir import FP32_ONNX, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, engine_name, first_built, load_export
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
-GRAPHS = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
 EVAL_DIR, EVAL_COUNT = "eval_images", 1000
 SELECTION_IMAGES = 256  # images for the selection drift (mean |SK gate difference|)
@@ -105,28 +104,28 @@ def choose_candidate(workdir: Path, candidate: str | None) -> str:
     if candidate is None:
         if any(workdir.glob("model.*.engine")):
             return "engine"
-        return next((p for p in ("int8", "fp16", "fp32") if (workdir / GRAPHS[p]).is_file()), "fp32")
+        return first_built(workdir)
     return candidate
 
 
 def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str]:
     """(runner, description, precision) for ``candidate``; an engine falls back to its ONNX graph."""
     if candidate == "engine":
-        engines = [workdir / f"model.{p}.engine" for p in ("int8", "fp16", "fp32") if (workdir / f"model.{p}.engine").is_file()]
-        precision = engines[0].name.split(".")[1] if engines else next(
-            (p for p in ("int8", "fp16", "fp32") if (workdir / GRAPHS[p]).is_file()), "fp32")
-        if engines:
+        has_engine = any((workdir / engine_name(p)).is_file() for p in GRAPH_NAMES)
+        precision = first_built(workdir, engines=has_engine)
+        if has_engine:
             from .backends.tensorrt import TensorRTUnavailable
             from .runtime import Engine
 
+            engine = workdir / engine_name(precision)
             try:
-                return Engine(engines[0]), f"TensorRT engine {engines[0].name}", precision
+                return Engine(engine), f"TensorRT engine {engine.name}", precision
             except TensorRTUnavailable as exc:
-                log(f"cannot run {engines[0].name} here ({exc}); verifying {GRAPHS[precision]} on ONNX Runtime instead")
+                log(f"cannot run {engine.name} here ({exc}); verifying {GRAPH_NAMES[precision]} on ONNX Runtime instead")
         else:
-            log(f"no engine in '{workdir}' (TensorRT absent when it was built?); verifying {GRAPHS[precision]} on ONNX Runtime instead")
+            log(f"no engine in '{workdir}' (TensorRT absent when it was built?); verifying {GRAPH_NAMES[precision]} on ONNX Runtime instead")
         candidate = precision
-    path = workdir / GRAPHS[candidate]
+    path = workdir / GRAPH_NAMES[candidate]
     if not path.is_file():
         raise SkEdgeError(f"no {path.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {candidate}` first")
     from .backends.onnxruntime import OnnxRuntimeRunner
@@ -190,6 +189,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def kl_divergence(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) || softmax(cand)) per row of two logit arrays, in float64."""
+    p, q = _softmax(ref.astype(np.float64)), _softmax(cand.astype(np.float64))
+    return np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)
+
+
 def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[str, int] | None) -> dict:
     """Drift of ``cand`` logits from ``ref`` logits, image by image."""
     ref, cand = ref.astype(np.float64), cand.astype(np.float64)
@@ -197,8 +202,7 @@ def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[st
     k = min(5, ref.shape[1])
     top5 = np.argsort(-cand, axis=1)[:, :k]
     cos = np.sum(ref * cand, 1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
-    p, q = _softmax(ref), _softmax(cand)
-    kl = np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)
+    kl = kl_divergence(ref, cand)
     disagree = np.flatnonzero(r1 != c1)
     metrics = {
         "images": int(len(ref)),
@@ -322,7 +326,7 @@ def verify(
     if candidate != "engine":  # an engine hides its gates; a graph shows them
         from .analyze import selection_drift
 
-        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPHS[precision], np.concatenate(kept)[:SELECTION_IMAGES])
+        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], np.concatenate(kept)[:SELECTION_IMAGES])
     broken = verdict(metrics, options)
     doc = {
         "kind": "sk-edge/verify",

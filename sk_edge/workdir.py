@@ -9,6 +9,22 @@ from .errors import SkEdgeError
 
 EXPORT_JSON = "export.json"
 FP32_ONNX = "model.fp32.onnx"
+# The graph of each precision, as the quantize stage names them; the first that exists in
+# this order is what a command uses when none is named.
+GRAPH_NAMES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
+
+
+def engine_name(precision: str, dla_core: int | None = None) -> str:
+    """``model.int8.engine``; ``model.int8.dla.engine`` for a DLA build."""
+    return f"model.{precision}{'.dla' if dla_core is not None else ''}.engine"
+
+
+def first_built(workdir: Path, engines: bool = False) -> str:
+    """The first of int8, fp16, fp32 whose graph (or, with ``engines``, engine) is in ``workdir``."""
+    for precision, graph in GRAPH_NAMES.items():
+        if (Path(workdir) / (engine_name(precision) if engines else graph)).is_file():
+            return precision
+    return "fp32"
 
 
 def require_artifact(workdir: Path, sidecar_name: str, artifact_name: str, made_by: str) -> dict:

@@ -7,11 +7,16 @@ statistics first.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
+
+# The bundled calibration images of the reference model.
+CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 
 # Our SKNet, shrunk so a test export takes about a second: the same units, fewer channels.
 TINY_SKNET_ARGS = {"base_width": 32, "stem_width": 16, "groups": 8}
@@ -34,3 +39,13 @@ def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
 def run_cli(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProcess:
     """``sk-edge ARGS`` as a user runs it: a separate process, text output captured."""
     return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def calibration_subset(folder: Path, count: int) -> Path:
+    """``folder`` holding copies of the first ``count`` bundled calibration images."""
+    from sk_edge.images import find_images
+
+    folder.mkdir(parents=True)
+    for path in find_images(CALIB)[:count]:
+        shutil.copy(path, folder / path.name)
+    return folder

@@ -2,13 +2,10 @@
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli as run
-
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+from conftest import CALIB, run_cli as run
 
 
 

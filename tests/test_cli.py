@@ -12,7 +12,7 @@ from sk_edge import cli
 from sk_edge.export.sk_rewrite import SELECT_FORMS
 from sk_edge.models.sknet import sknet26
 
-from conftest import TINY_SKNET_ARGS, run_cli as run
+from conftest import CALIB, TINY_SKNET_ARGS, run_cli as run
 
 TINY = [f"--model-arg={k}={v}" for k, v in TINY_SKNET_ARGS.items()]
 
@@ -116,9 +116,6 @@ def test_cli_precision_choices_match_the_library():
 
     assert cli.CALIBRATION_METHODS == METHODS
     assert cli.PRECISIONS == quantize.PRECISIONS and cli.MIXED_PRECISIONS == quantize.MIXED
-
-
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 
 
 def test_calibrate_and_quantize_on_the_reference_model(tmp_path):

@@ -11,7 +11,9 @@ from sk_edge.images import ImageStream, find_images, load_image, sample_paths
 from sk_edge.preprocess import Preprocess
 from sk_edge.reference.digits import ASSETS
 
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+from conftest import CALIB
+
+
 PHOTO = ASSETS / "backgrounds" / "fruits.jpg"  # a real photograph, 256 px wide
 
 

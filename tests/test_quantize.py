@@ -1,7 +1,6 @@
 """Calibration and quantization end to end on the trained reference model and real images."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from onnx import numpy_helper
 from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
 from sk_edge.errors import SkEdgeError
 from sk_edge.export import export_model
-from sk_edge.images import find_images, load_image
+from sk_edge.images import load_image
 from sk_edge.models import build_model
 from sk_edge.preprocess import Preprocess
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
@@ -21,7 +20,8 @@ from sk_edge.quantize.methods import METHODS
 from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+from conftest import calibration_subset
+
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,7 @@ def workdir(tmp_path_factory):
     """Reference model exported, calibrated on 64 real images, quantized both ways."""
     wd = tmp_path_factory.mktemp("quantize")
     export_model(build_model("sknet26-digits"), wd)
-    images = wd / "calib_images"
-    images.mkdir()
-    for path in find_images(CALIB)[:64]:
-        shutil.copy(path, images / path.name)
+    images = calibration_subset(wd / "calib_images", 64)
     logs: list[str] = []
     calibrate(wd, images, CalibrationOptions(num_images=64, batch=16), log=logs.append)
     quantize_model(wd, "int8", "fp16")

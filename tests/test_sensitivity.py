@@ -1,14 +1,11 @@
 """Accuracy-aware INT8 on the reference model with a deliberately poor calibration."""
 
-import shutil
-from pathlib import Path
 
 import onnx
 import pytest
 
 from sk_edge.errors import SkEdgeError
 from sk_edge.export import export_model
-from sk_edge.images import find_images
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.quantize.invariants import int8_graph_problems
@@ -16,7 +13,7 @@ from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 from sk_edge.sensitivity import Evaluator, analyze_sensitivity, fit_budget, load_eval_set, previous_choice
 
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
+from conftest import calibration_subset
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +21,7 @@ def poor(tmp_path_factory):
     """Ranges at the 50th percentile of |x|: a real calibration setting that clips half of every tensor."""
     wd = tmp_path_factory.mktemp("sensitivity")
     export_model(build_model("sknet26-digits"), wd)
-    images = wd / "calib"
-    images.mkdir()
-    for path in find_images(CALIB)[:32]:
-        shutil.copy(path, images / path.name)
+    images = calibration_subset(wd / "calib", 32)
     calibrate(wd, images, CalibrationOptions(method="percentile", percentile=50, num_images=32))
     quantize_model(wd, "int8")
     evaldir = wd / "eval"

@@ -8,8 +8,6 @@ that TensorRT builds a good engine from our graphs (that needs a GPU and TensorR
 """
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +17,13 @@ from sk_edge import build as pipeline
 from sk_edge.backends.tensorrt import BuildOptions, engine_sidecar_path, TrtFeatures, build_engine, engine_mismatch, summarize_layers, trtexec_command
 from sk_edge.errors import SkEdgeError
 from sk_edge.export import ExportOptions, export_model
-from sk_edge.images import find_images
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.runtime import Engine
 
+from conftest import CALIB, calibration_subset
 from trt_standin import VERSIONS, Scenario, host_memory, parse_signature, standin_module
 
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 ORIN = {"name": "Orin", "compute_capability": "8.7"}
 
 
@@ -36,10 +33,7 @@ def workdir(tmp_path_factory):
     quantized to INT8 and FP16."""
     wd = tmp_path_factory.mktemp("trt")
     export_model(build_model("sknet26-digits"), wd, ExportOptions(dynamic_batch=8))
-    images = wd / "images"
-    images.mkdir()
-    for path in find_images(CALIB)[:16]:
-        shutil.copy(path, images / path.name)
+    images = calibration_subset(wd / "images", 16)
     calibrate(wd, images, CalibrationOptions(num_images=16, batch=8))
     quantize_model(wd, "int8")
     quantize_model(wd, "fp16")

@@ -2,14 +2,12 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
 from sk_edge.export import export_model
-from sk_edge.images import find_images
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, build_int8_graph, calibrate, quantize_model
 from sk_edge.quantize.histogram import StreamingHistogram
@@ -18,20 +16,14 @@ from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 from sk_edge.verify import compare
 
-from conftest import run_cli as run
-
-CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
-
+from conftest import CALIB, calibration_subset, run_cli as run
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("verify")
     export_model(build_model("sknet26-digits"), wd)
-    images = wd / "calib"
-    images.mkdir()
-    for path in find_images(CALIB)[:64]:
-        shutil.copy(path, images / path.name)
+    images = calibration_subset(wd / "calib", 64)
     calibrate(wd, images, CalibrationOptions(num_images=64))
     quantize_model(wd, "int8")
     return wd

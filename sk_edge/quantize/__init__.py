@@ -21,7 +21,7 @@ from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..errors import SkEdgeError, UsageError
 from ..export.parity import parity_inputs
-from ..workdir import FP32_ONNX, load_export, require_artifact
+from ..workdir import FP32_ONNX, GRAPH_NAMES, load_export, require_artifact
 from .calibration import CALIB_CACHE, CALIB_JSON, CalibrationOptions, calibrate
 from .invariants import int8_graph_problems
 from .plan import QuantPlan, plan_quantization
@@ -37,7 +37,7 @@ from .precision import (
 
 PRECISIONS = ("int8", "fp16")
 MIXED = ("fp16", "fp32")
-OUTPUT_NAMES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+OUTPUT_NAMES = {p: GRAPH_NAMES[p] for p in PRECISIONS}
 SIDECAR_NAMES = {"int8": "model.int8.json", "fp16": "model.fp16.json"}
 
 # Ops kept in FP32 when the rest of the graph runs in FP16, and why. A rule, not a

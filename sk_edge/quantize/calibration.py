@@ -66,7 +66,7 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
 
 
-def _tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
+def tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
     """``model`` with the tensors ``names`` added as graph outputs."""
     graph = gs.import_onnx(shape_inference.infer_shapes(model))
     tensors = graph.tensors()
@@ -90,7 +90,7 @@ def collect_histograms(
     """Histograms of the tensors ``names`` over every batch of ``stream``."""
     # Every tapped tensor is a graph output held at once; without the arena their memory
     # goes back after each batch (SKNet-50 at 224, batch 8: peak RSS 2.7 -> 2.0 GB).
-    runner = OnnxRuntimeRunner(_tapped_model(model, names), providers=_providers(), dynamic_batch=True, memory_arena=False)
+    runner = OnnxRuntimeRunner(tapped_model(model, names), providers=_providers(), dynamic_batch=True, memory_arena=False)
     session = runner.session
     input_name = session.get_inputs()[0].name
     fetch = [n for n in names if n != input_name]
