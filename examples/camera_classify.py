@@ -39,12 +39,12 @@ def load_classifier(workdir: Path, precision: str):
             return Engine(engine), f"TensorRT engine {engine.name}"
         except SkEdgeError as exc:
             print(f"cannot use {engine.name} ({exc}); falling back to ONNX Runtime", file=sys.stderr)
-    from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from sk_edge.backends.onnxruntime import judging_runner
 
     graph = workdir / GRAPH_NAMES[precision]
     if not graph.is_file():
         raise SkEdgeError(f"no {engine.name} or {graph.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}`")
-    return OnnxRuntimeRunner(graph, dynamic_batch=True), f"{graph.name} on ONNX Runtime (no TensorRT engine here)"
+    return judging_runner(graph), f"{graph.name} on ONNX Runtime (no TensorRT engine here)"
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ import onnx
 from PIL import Image
 
 from . import artifacts
-from .backends.onnxruntime import OnnxRuntimeRunner
+from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import find_images, to_tensor
 from .preprocess import Preprocess
@@ -53,7 +53,7 @@ class GateRunner:
         from .quantize.calibration import tapped_model
 
         self.gates = gates
-        self.runner = OnnxRuntimeRunner(tapped_model(onnx.load(str(path)), gates), dynamic_batch=True)
+        self.runner = judging_runner(tapped_model(onnx.load(str(path)), gates))
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         session = self.runner.session

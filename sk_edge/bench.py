@@ -36,6 +36,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BENCH_JSON, BENCH_MD, BENCH_PNG = "bench.json", "bench.md", "bench.png"
 
 
+class BenchFailed(SkEdgeError):
+    """A backend the user asked for produced no measurement; bench.json/.md are written all the same."""
+
+
 @dataclass
 class BenchOptions:
     backends: tuple[str, ...] = BACKENDS
@@ -45,6 +49,9 @@ class BenchOptions:
     iterations: int | None = 100
     duration: float | None = None  # seconds of timed runs, instead of a count
     threads: int | None = None  # intra-op threads for CPU backends [default: the library's]
+    # Backends the user named: each must produce at least one row, or bench fails. The
+    # default set only benchmarks what is there and says what is not.
+    required: tuple[str, ...] = ()
 
     def validate(self) -> None:
         for name, values, allowed in (("--backends", self.backends, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
@@ -80,7 +87,15 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
     """Every (backend, precision, batch) that can run here; what cannot is said once."""
     export = load_export(workdir)
     max_batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    from .workdir import load_engine, load_graph
+
     configs = []
+    # A stale or foreign graph or engine is refused, never timed as if it were the current one.
+    for p in options.precisions:
+        if "onnxruntime" in options.backends and (workdir / GRAPH_NAMES[p]).is_file():
+            load_graph(workdir, p)
+        if "tensorrt" in options.backends and (workdir / engine_name(p)).is_file():
+            load_engine(workdir, p)
     for batch in options.batches:
         if "torch" in options.backends and _torch_available():
             configs.append(Config("torch", "fp32", batch, "cpu"))
@@ -364,6 +379,15 @@ def bench(
     with artifacts.atomic_output(workdir / BENCH_MD) as tmp:
         tmp.write_text(markdown(doc))
     latency_plot(doc, workdir / BENCH_PNG)
+    measured = {e["config"]["backend"] for e in results if "stats" in e}
+    unmeasured = [b for b in (options.required or options.backends) if b not in measured]
+    if not measured or (options.required and unmeasured):
+        reasons = "; ".join(f"{e['config']['backend']} {e['config']['precision']}: {e['error']}" for e in results if "error" in e)
+        raise BenchFailed(
+            f"bench FAILED: no result for {', '.join(unmeasured)}"
+            + (f" ({reasons[:300]})" if reasons else " (nothing of it in the work directory)")
+            + f"; the rows that ran are in {workdir / BENCH_MD}"
+        )
     return doc
 
 

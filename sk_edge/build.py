@@ -144,12 +144,11 @@ def build_engine_stage(
         # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
         raise UsageError("the DLA needs static shapes; re-export with `sk-edge export --batch N` (no --dynamic-batch)")
     options = _with_profile(options, export)
+    check_inputs(workdir, precision, legacy)
     graph = workdir / GRAPH_NAMES[precision]
     dla_pooling = None
     if legacy:
         graph, dla_pooling = write_dla_graph(workdir)
-    if not graph.is_file():
-        raise SkEdgeError(f"no {graph.name} in '{workdir}'; run `sk-edge quantize -w {workdir} --precision {precision}` first")
     calib_cache = None
     if legacy and precision == "int8":
         cache_path = workdir / "calib.cache"
@@ -176,6 +175,8 @@ def build_engine_stage(
         log(f"{engine_path} is up to date; --force rebuilds it")
         doc = artifacts.read_json(sidecar_path)
         return BuildResult(precision, graph, "tensorrt", engine_path, layers=doc.get("layers_summary", {}))
+    if engine_path.is_file():
+        log(f"rebuilding {engine_path.name}: {_why_stale(engine_path, sidecar_path, inputs, trt.__version__, gpu)}")
 
     cache_path = options.timing_cache or timing_cache_path(trt.__version__, gpu)
     options.timing_cache = cache_path
@@ -217,6 +218,20 @@ def build_engine_stage(
     return BuildResult(precision, graph, "tensorrt", engine_path, layers=summary)
 
 
+def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version: str, gpu: dict) -> str:
+    """Why an existing engine cannot stand for this build, in words for the log."""
+    old = artifacts.read_json(sidecar_path)
+    if old is None:
+        return "it has no readable sidecar"
+    if (old.get("tensorrt") or {}).get("version") != trt_version:
+        return f"it was built by TensorRT {(old.get('tensorrt') or {}).get('version')}, this is {trt_version}"
+    if (old.get("gpu") or {}).get("name") != gpu.get("name"):
+        return f"it was built for {(old.get('gpu') or {}).get('name')}, this GPU is {gpu.get('name')}"
+    if (old.get("inputs") or {}).get("onnx") != inputs["onnx"]:
+        return f"it was built from another {inputs['onnx']['name']}"
+    return "its settings or bytes differ from this build's"
+
+
 def build_without_tensorrt(
     workdir: Path,
     precision: str,
@@ -228,11 +243,35 @@ def build_without_tensorrt(
     """What ``build`` does when TensorRT is absent: leave the device script (verify follows)."""
     graph = workdir / GRAPH_NAMES[precision]
     log(f"no engine built: {reason}.")
+    engine = workdir / engine_name(precision, options.dla_core)
+    if engine.is_file():
+        from .workdir import load_engine
+
+        try:
+            load_engine(workdir, precision, options.dla_core)
+        except SkEdgeError as exc:
+            log(f"  {engine.name} here is stale and will be refused by verify and bench until on_device.sh rebuilds it ({exc})")
     if legacy:  # the trtexec line in on_device.sh reads it
         write_dla_graph(workdir)
     script = write_device_script(workdir, device_script(workdir, precision, options, legacy))
     log(f"on the device, run {script} (sk-edge build --from, or the trtexec line in it)")
     return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason)
+
+
+def check_inputs(workdir: Path, precision: str, legacy: bool) -> None:
+    """Every artifact the engine stage will read, checked against its sidecar and its own inputs.
+
+    The legacy (DLA) path builds from the FP32 graph and, for INT8, calib.cache; the main path
+    from the precision's graph and the chain it came from.
+    """
+    from .workdir import load_calibration, load_graph
+
+    if legacy:
+        export = load_export(workdir)
+        if precision == "int8":
+            load_calibration(workdir, export)
+    else:
+        load_graph(workdir, precision)
 
 
 def validate(precision: str, options: trt_backend.BuildOptions) -> bool:

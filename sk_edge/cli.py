@@ -44,10 +44,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except SkEdgeError as exc:
+        except KeyboardInterrupt:
+            # The conventional 128 + SIGINT; every artifact is written atomically, so what the
+            # work directory held before stays as it was.
+            click.echo("sk-edge: interrupted; the work directory keeps what was written before", err=True)
+            ctx.exit(130)
+        except (SkEdgeError, OSError) as exc:
             if os.environ.get("SK_EDGE_DEBUG"):
                 raise
-            raise _ReportedError(str(exc), exc.exit_code) from None
+            if isinstance(exc, SkEdgeError):
+                raise _ReportedError(str(exc), exc.exit_code) from None
+            from .workdir import describe_os_error
+
+            raise _ReportedError(describe_os_error(exc), 1) from None
 
 
 def _log(message: str) -> None:
@@ -74,10 +83,11 @@ def model_options(command):
     @click.option(
         "--model",
         "model_name",
-        default=DEFAULT_MODEL,
-        show_default=True,
+        default=None,
         help="sknet26-digits (the bundled trained reference), sknet26, sknet50, sknet101, "
-        "or timm:NAME for a timm SelectiveKernel model.",
+        f"or timm:NAME for a timm SelectiveKernel model [default: the work directory's own model, "
+        f"else {DEFAULT_MODEL}]. A model, weights, classes or input size other than the work "
+        "directory's is refused unless --force.",
     )
     @click.option(
         "--weights",
@@ -87,7 +97,7 @@ def model_options(command):
     @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs [model default: 1000].")
     @click.option(
         "--input-size",
-        type=int,
+        type=click.IntRange(min=1),
         default=None,
         help="Square input side in pixels [default: the model's own, 64 for sknet26-digits, 224 otherwise].",
     )
@@ -106,28 +116,56 @@ def model_options(command):
     return wrapper
 
 
-workdir_option = click.option(
-    "-w",
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_WORKDIR,
-    show_default=True,
-    help="Work directory holding every stage's artifacts.",
-)
+def workdir_option(command):
+    """-w/--workdir, and the work directory held for the whole command (:func:`sk_edge.workdir.locked`).
+
+    ``build --from DIR`` works in DIR, so that is the folder held.
+    """
+
+    @click.option(
+        "-w",
+        "--workdir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_WORKDIR,
+        show_default=True,
+        help="Work directory holding every stage's artifacts.",
+    )
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .workdir import locked
+
+        with locked(kwargs.get("from_dir") or kwargs["workdir"], log=_log):
+            return command(*args, **kwargs)
+
+    return wrapper
 
 
 def verify_options(command):
     """Thresholds shared by `verify` and `build`."""
 
-    @click.option("--min-agreement", type=float, default=99.0, show_default=True, metavar="PCT",
+    @click.option("--min-agreement", type=float, default=99.0, show_default=True, metavar="PCT", callback=_finite,
                   help="Fail below this top-1 agreement with the FP32 reference (percent).")
-    @click.option("--max-top1-drop", type=float, default=0.5, show_default=True, metavar="PTS",
+    @click.option("--max-top1-drop", type=float, default=0.5, show_default=True, metavar="PTS", callback=_finite,
                   help="Fail when labelled accuracy drops by more than this many points.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         return command(*args, **kwargs)
 
     return wrapper
+
+
+def _finite(ctx, param, value):
+    """A float option that must be a finite number: NaN compares False with everything and would switch its gate off."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+max_float_share_option = click.option(
+    "--max-float-share", type=click.FloatRange(0, 100), default=25.0, show_default=True, metavar="PCT",
+    callback=_finite, help="INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.")
 
 
 def _run_verify(workdir, options) -> None:
@@ -192,11 +230,19 @@ def export(model_name, weights, num_classes, input_size, model_args, batch, dyna
 
     options = ExportOptions(batch=batch or 1, dynamic_batch=dynamic_batch, opset=opset, select_form=select_form)
     options.validate()
-    _log(f"building {model_name} ...")
-    built = build_model(model_name, num_classes, input_size, weights, parse_model_args(model_args))
+    request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+    _log(f"building {request.name} ...")
+    built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
     if built.weights is None:
         _log("  no --weights: exporting randomly initialised weights (fine for latency, meaningless for accuracy)")
     export_model(built, workdir, options, force=force, log=_log)
+
+
+def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force):
+    from .workdir import ModelRequest, resolve_model
+
+    request = ModelRequest(model_name, weights, num_classes, input_size, parse_model_args(model_args))
+    return resolve_model(workdir, request, DEFAULT_MODEL, force)
 
 
 class _Progress:
@@ -206,7 +252,10 @@ class _Progress:
         self.label, self.bar = label, None
 
     def __call__(self, total: int):
-        self.bar = click.progressbar(length=total, label=self.label, file=click.get_text_stream("stderr"))
+        stream = click.get_text_stream("stderr")
+        if not stream.isatty():  # a log file gets the stage's own lines, not a bare label per bar
+            return lambda n: None
+        self.bar = click.progressbar(length=total, label=self.label, file=stream)
         self.bar.__enter__()
         return self.bar.update
 
@@ -285,7 +334,7 @@ def quantize(workdir, precision, mixed, force):
     quantize_model(workdir, precision, mixed, force=force, log=_log)
 
 
-def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool) -> None:
+def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool, max_float_share: float) -> None:
     """Accuracy-aware INT8: keep the most sensitive layers in floating point until the budget holds.
 
     Needs labelled held-out images: the reference model's evaluation set (other models: run
@@ -308,7 +357,8 @@ def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force:
     _log(f"  INT8 drops top-1 by {score['top1_drop_points']:.2f} > {max_top1_drop} points: finding the layers to keep in floating point")
     bar = _Progress("  sensitivity")
     try:
-        doc = analyze_sensitivity(workdir, images, labels, mixed=mixed, max_top1_drop=max_top1_drop, log=_log, progress=bar)
+        doc = analyze_sensitivity(workdir, images, labels, mixed=mixed, max_top1_drop=max_top1_drop, log=_log, progress=bar,
+                                  max_float_share=max_float_share)
     finally:
         bar.close()
     kept = doc["budget"]["kept_float"]
@@ -323,9 +373,10 @@ def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force:
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows.")
 @click.option("--num-images", type=int, default=500, show_default=True, help="Images per measurement.")
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True)
-@click.option("--max-top1-drop", type=float, default=None, metavar="PTS",
+@click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=_finite,
               help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
-def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop):
+@max_float_share_option
+def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_float_share):
     """Rank every INT8 layer by the drift it causes: WORKDIR/sensitivity.json and sensitivity.md."""
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity
@@ -338,7 +389,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop):
     bar = _Progress("  layers")
     try:
         doc = analyze_sensitivity(workdir, images, labels, count=num_images, mixed=mixed,
-                                  max_top1_drop=max_top1_drop, log=_log, progress=bar)
+                                  max_top1_drop=max_top1_drop, log=_log, progress=bar, max_float_share=max_float_share / 100)
     finally:
         bar.close()
     for i, r in enumerate(doc["layers"][:5], 1):
@@ -374,11 +425,12 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop):
 )
 @workdir_option
 @verify_options
+@max_float_share_option
 @click.option("--no-verify", is_flag=True, help="Skip the verify step at the end.")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
 def build(model_name, weights, num_classes, input_size, model_args, precision, images, num_images, method, mixed,
           dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, min_agreement,
-          max_top1_drop, no_verify, force):
+          max_top1_drop, max_float_share, no_verify, force):
     """Run every stage up to a TensorRT engine: WORKDIR/model.<precision>.engine.
 
     export -> calibrate (int8) -> quantize -> engine -> verify, each skipped when up to date.
@@ -393,9 +445,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
     legacy = pipeline.validate(precision, options)
     if from_dir is not None:
         workdir = from_dir
-        from .workdir import load_export
-
-        load_export(workdir)
+        pipeline.check_inputs(workdir, precision, legacy)  # before anything is written
         _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
         if images is None and precision == "int8":
@@ -407,8 +457,9 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
 
         export_options = ExportOptions(dynamic_batch=dynamic_batch)
         export_options.validate()
-        _log(f"[1/4] export {model_name}")
-        built = build_model(model_name, num_classes, input_size, weights, parse_model_args(model_args))
+        request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+        _log(f"[1/4] export {request.name}")
+        built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
         export_model(built, workdir, export_options, force=force, log=_log)
         if precision == "int8":
             from .quantize import CalibrationOptions, calibrate as run_calibration
@@ -431,7 +482,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
                 keep = previous_choice(workdir, max_top1_drop, mixed)
             quantize_model(workdir, precision, mixed, force=force, log=_log, keep_float=keep)
         if precision == "int8" and not no_verify:
-            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force)
+            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force, max_float_share / 100)
     _log("[4/4] engine")
     try:
         result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
@@ -462,7 +513,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
               help="Folder of images [default for the reference model: its 1000 held-out images].")
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
 @verify_options
-@click.option("--max-kl", type=float, default=None, help="Also fail above this mean KL(reference || candidate).")
+@click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
 def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl):
     """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
 
@@ -489,8 +540,9 @@ def _csv(kind):
 
 @cli.command()
 @workdir_option
-@click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True, callback=_csv(str),
-              help="Comma-separated: torch, onnxruntime, tensorrt (what is absent is skipped and said).")
+@click.option("--backends", default=None, callback=_csv(str),
+              help="Comma-separated: torch, onnxruntime, tensorrt [default: all three; what is absent is skipped "
+              "and said]. A backend named here that produces no result fails the command (exit 1).")
 @click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv(str), help="Comma-separated.")
 @click.option("--batch", "batches", default="1", show_default=True, callback=_csv(int), help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
@@ -503,12 +555,12 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
     PyTorch FP32 (CPU, and CUDA when present), ONNX Runtime on each precision graph, and
     the TensorRT engine through sk_edge.runtime. Each configuration runs in its own process.
     """
-    from .bench import BENCH_MD, BenchOptions, bench as run_bench
+    from .bench import BACKENDS, BENCH_MD, BenchOptions, bench as run_bench
 
     if iterations is None and duration is None:
         iterations = 100
-    options = BenchOptions(backends=backends, precisions=precisions, batches=batches, warmup=warmup,
-                           iterations=iterations, duration=duration, threads=threads)
+    options = BenchOptions(backends=backends or BACKENDS, precisions=precisions, batches=batches, warmup=warmup,
+                           iterations=iterations, duration=duration, threads=threads, required=backends or ())
     bar = _Progress("  configurations")
     try:
         doc = run_bench(workdir, options, log=_log, progress=bar)

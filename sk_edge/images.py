@@ -10,7 +10,7 @@ images is an error that says how many were found.
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import artifacts
 from .errors import SkEdgeError, UsageError
 from .preprocess import Preprocess
 
@@ -60,12 +61,37 @@ def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images scaled to 8 bits.
+
+    Pillow's convert("RGB") clips an "I;16" image at 255 instead of scaling it (a 16-bit PNG
+    would come out almost white), so such images are scaled by their bit depth first.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        depth = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else 2.0**31 - 1
+        return Image.fromarray(np.clip(np.rint(values / depth * 255.0), 0, 255).astype(np.uint8), "L")
+    return image
+
+
 def to_tensor(image: Image.Image, pre: Preprocess) -> np.ndarray:
     """A decoded image as the network input: (3, S, S) float32, normalised."""
-    rgb = _resize(ImageOps.exif_transpose(image).convert("RGB"), pre)
+    rgb = _resize(_to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), pre)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def display_name(name: str) -> str:
+    """A file name as it can be printed and stored in JSON: undecodable bytes shown as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _skip_reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read (JPEG, PNG, BMP, WebP)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
 
 
 def load_image(path: str | Path, pre: Preprocess) -> np.ndarray:
@@ -96,7 +122,7 @@ class ImageStream:
     _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     def _name(self, path: Path) -> str:
-        return str(path.relative_to(self.root)) if self.root else path.name
+        return display_name(str(path.relative_to(self.root)) if self.root else path.name)
 
     @property
     def digest(self) -> str:
@@ -111,12 +137,14 @@ class ImageStream:
                     image.load()
                 found += 1
             except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-                self.skipped.append((self._name(path), (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:120]))
+                self.skipped.append((self._name(path), _skip_reason(exc)))
         skipped = ""
         if self.skipped:
             names = ", ".join(f"{n} ({why})" for n, why in self.skipped[:3])
             more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
             skipped = f"; {len(self.skipped)} unreadable skipped: {names}{more}"
+        if found == 0:
+            return SkEdgeError(f"no readable image in {where}{skipped}; add JPEG, PNG, BMP or WebP images there")
         return SkEdgeError(
             f"only {found} readable images in {where}, {self.count} asked for{skipped}; "
             f"add images or pass --num-images {found}"
@@ -130,17 +158,18 @@ class ImageStream:
                 break
             name = self._name(path)
             try:
-                data = path.read_bytes()
-                with Image.open(io.BytesIO(data)) as image:
+                # Pillow identifies the file from its header before anything else is read, so a
+                # huge file that is not an image costs a few bytes, not its size in memory.
+                with Image.open(path) as image:
                     image.load()
                     tensor = to_tensor(image, self.pre)
+                digest = artifacts.sha256_file(path)
             except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self.skipped.append((name, reason[:120]))
+                self.skipped.append((name, _skip_reason(exc)))
                 if self.count is not None and len(self.used) + len(self.paths) - i - 1 < self.count:
                     raise self._not_enough(self.paths[i + 1 :]) from None
                 continue
-            self._hash.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            self._hash.update(name.encode() + b"\0" + bytes.fromhex(digest))
             self.used.append(name)
             batch.append(tensor)
             names.append(name)

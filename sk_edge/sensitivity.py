@@ -25,14 +25,14 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import shape_inference
 
 from . import artifacts
-from .backends.onnxruntime import OnnxRuntimeRunner
+from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import ImageStream, find_images
 from .preprocess import Preprocess
 from .quantize import build_int8_graph
+from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.plan import QuantPlan, plan_quantization
 from .verify import kl_divergence, read_labels
 from .workdir import FP32_ONNX, load_export
@@ -80,24 +80,8 @@ def load_eval_set(workdir: Path, images: Path, labels: Path | None, count: int |
         if missing:
             raise SkEdgeError(f"labels file '{labels}' has no label for '{missing[0]}' ({len(missing)} images unlabelled)")
         y = np.array([table[n] for n in names])
-    ref = OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)(x)
+    ref = judging_runner(workdir / FP32_ONNX)(x)
     return EvalSet(x, y, ref)
-
-
-def _macs_by_node(model: onnx.ModelProto) -> dict[str, float]:
-    """Multiply-accumulates of every Conv and Gemm, from inferred shapes."""
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
-    inits = {i.name: list(i.dims) for i in model.graph.initializer}
-    macs = {}
-    for n in model.graph.node:
-        if n.op_type in ("Conv", "Gemm") and n.input[1] in inits:
-            w = inits[n.input[1]]
-            out = shapes.get(n.output[0], [])
-            spatial = int(np.prod(out[2:])) if len(out) > 2 else 1
-            macs[n.name] = float(np.prod(w)) * spatial
-    return macs
 
 
 class Evaluator:
@@ -120,14 +104,14 @@ class Evaluator:
 
     def score(self, plan: QuantPlan) -> dict:
         model, _ = build_int8_graph(self.fp32, plan, {n: self.amax[n] for n in plan.activations}, self.mixed)
-        return self.evalset.score(OnnxRuntimeRunner(model.SerializeToString(), dynamic_batch=True)(self.evalset.x))
+        return self.evalset.score(judging_runner(model.SerializeToString())(self.evalset.x))
 
 
 def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None) -> dict:
     """Alone-drift and keep-in-float gain of every INT8 layer, ranked by gain."""
     plan = evaluator.plan
     layers = plan.layers()
-    macs = _macs_by_node(evaluator.fp32)
+    macs = macs_by_node(evaluator.fp32)
     total_macs = sum(macs.values()) or 1.0
     full = evaluator.score(plan)
     progress(1)
@@ -147,11 +131,43 @@ def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = 
     return {"full_int8": full, "layers": rows}
 
 
+def range_mismatch(workdir: Path, evaluator: Evaluator, top: int = 3) -> list[dict]:
+    """The quantized tensors whose ranges differ most between calibration and evaluation images.
+
+    Calibration keeps each tensor's max |x| (calib.json); the evaluation images are run through
+    the FP32 graph for theirs. A ratio far from 1 says the two sets of images are unlike.
+    """
+    from .quantize.calibration import tapped_model
+
+    calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
+    names = [n for n in evaluator.plan.activations if n in calib.get("tensors", {})]
+    runner = judging_runner(tapped_model(evaluator.fp32, names))
+    session = runner.session
+    seen = dict.fromkeys(names, 0.0)
+    for i in range(0, len(evaluator.evalset.x), 32):
+        outs = session.run(names, {session.get_inputs()[0].name: evaluator.evalset.x[i : i + 32]})
+        for name, out in zip(names, outs):
+            seen[name] = max(seen[name], float(np.abs(out).max()))
+    rows = []
+    for name in names:
+        calib_max = calib["tensors"][name]["amax_by_method"]["max"]
+        ratio = seen[name] / calib_max if calib_max > 0 else float("inf")
+        rows.append({"tensor": name, "calibration_max": calib_max, "evaluation_max": seen[name], "ratio": ratio})
+    return sorted(rows, key=lambda r: -abs(np.log(max(r["ratio"], 1e-12))))[:top]
+
+
 def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
-               log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Keep the highest-ranked layers in floating point until the labelled drop is within budget."""
+               log: Callable[[str], None] = lambda msg: None, max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
+               workdir: Path | None = None) -> dict:
+    """Keep the highest-ranked layers in floating point until the labelled drop is within budget.
+
+    Fails as soon as the layers kept in floating point hold more than ``max_float_share`` of
+    the MACs: what is left would not be an INT8 model, and more floating point would only hide
+    the likely cause (calibration images unlike the evaluation images), which the error names.
+    """
     if evaluator.evalset.labels is None:
         raise SkEdgeError("an accuracy budget needs labelled images (--labels)")
+    macs = macs_by_node(evaluator.fp32)
     kept: list[str] = []
     current = evaluator.score(evaluator.plan)
     steps = [{"kept": [], **current}]
@@ -159,6 +175,9 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
         if current["top1_drop_points"] <= max_top1_drop:
             break
         kept.append(row["layer"])
+        mix = precision_mix(macs, evaluator.plan.without(set(kept)))
+        if mix["float_mac_share"] > max_float_share:
+            raise BudgetNeedsFloat(_float_share_message(workdir, evaluator, len(kept), mix, max_top1_drop, max_float_share))
         current = evaluator.score(evaluator.plan.without(set(kept)))
         steps.append({"kept": list(kept), **current})
         log(f"  kept {row['layer']} in floating point: drop {current['top1_drop_points']:.2f} points, KL {current['kl_mean']:.2e}")
@@ -168,6 +187,24 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
             f"> the {max_top1_drop} budget (the non-INT8 precision itself drifts); relax --max-top1-drop or use --mixed fp32"
         )
     return {"kept_float": kept, "result": current, "steps": steps}
+
+
+class BudgetNeedsFloat(SkEdgeError):
+    """Meeting the accuracy budget would keep more of the model in floating point than allowed."""
+
+
+def _float_share_message(workdir, evaluator, layers: int, mix: dict, max_top1_drop: float, max_float_share: float) -> str:
+    cause = ""
+    if workdir is not None:
+        worst = range_mismatch(workdir, evaluator)
+        if worst:
+            cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
+                     "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
+                                                  for r in worst) + ".")
+    return (f"meeting the {max_top1_drop}-point accuracy budget needs more than {layers - 1} layers "
+            f"({mix['float_mac_share']:.1%} of the MACs) in floating point, above --max-float-share "
+            f"{max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on images from the deployment "
+            "domain (--images), or accept it with --max-float-share 100, a looser --max-top1-drop, or --precision fp16")
 
 
 def markdown(doc: dict) -> str:
@@ -203,6 +240,7 @@ def analyze_sensitivity(
     max_top1_drop: float | None = None,
     log: Callable[[str], None] = lambda msg: None,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
 ) -> dict:
     """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float."""
     workdir = Path(workdir)
@@ -220,9 +258,10 @@ def analyze_sensitivity(
     if max_top1_drop is not None:
         log(f"fitting the {max_top1_drop}-point budget on all {len(judge.evalset.x)} images ...")
         doc["budget"] = {"max_top1_drop": max_top1_drop, "images": int(len(judge.evalset.x)),
-                         **fit_budget(judge, doc["layers"], max_top1_drop, log)}
+                         **fit_budget(judge, doc["layers"], max_top1_drop, log, max_float_share, workdir)}
         share = {r["layer"]: r["mac_share"] for r in doc["layers"]}
         doc["budget"]["kept_mac_share"] = sum(share[k] for k in doc["budget"]["kept_float"])
+        doc["budget"]["precision_mix"] = precision_mix(macs_by_node(judge.fp32), judge.plan.without(set(doc["budget"]["kept_float"])))
     write_report(workdir, doc)
     return doc
 
@@ -230,7 +269,7 @@ def analyze_sensitivity(
 def needs_budget(workdir: Path, images: Path, labels: Path, max_top1_drop: float, count: int | None = None) -> tuple[bool, dict]:
     """Whether the current model.int8.onnx breaks the budget on these images (one quick run)."""
     evalset = load_eval_set(workdir, images, labels, count)
-    score = evalset.score(OnnxRuntimeRunner(workdir / "model.int8.onnx", dynamic_batch=True)(evalset.x))
+    score = evalset.score(judging_runner(workdir / "model.int8.onnx")(evalset.x))
     return score["top1_drop_points"] > max_top1_drop, score
 
 

@@ -13,6 +13,7 @@ split (1000 images, rendered once into ``WORKDIR/eval_images``), never on calibr
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,12 +24,19 @@ from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .images import ImageStream, find_images
 from .preprocess import Preprocess
-from .workdir import FP32_ONNX, GRAPH_NAMES, engine_name, first_built, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, engine_name, first_built, load_export
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
 EVAL_DIR, EVAL_COUNT = "eval_images", 1000
 SELECTION_IMAGES = 256  # images for the selection drift (mean |SK gate difference|)
+# The runtime cross-check: the first images run again through a session with ONNX Runtime's
+# default optimizations. When those change the top-1 class of more than 1 % of them (2 of 100:
+# one image can flip on a near tie between two logits), verify warns that the runtime's
+# optimizer changes this graph's results. A warning, not a failure: the verdict is about the
+# graph as written, which is what TensorRT receives.
+CROSS_CHECK_IMAGES = 100
+CROSS_CHECK_MAX_CHANGED = 0.01
 # The acceptance line of the issue tracker's targets: INT8 agreement >= 99 %, <= 0.5 point drop.
 DEFAULT_MIN_AGREEMENT = 99.0
 DEFAULT_MAX_TOP1_DROP = 0.5
@@ -53,6 +61,11 @@ class VerifyOptions:
             raise UsageError(f"--candidate must be one of {', '.join(CANDIDATES)}, got '{self.candidate}'")
         if not 0 <= self.min_agreement <= 100:
             raise UsageError(f"--min-agreement is a percentage (0 to 100), got {self.min_agreement}")
+        # A NaN threshold compares False with everything, which would turn its gate off.
+        for flag, value in (("--min-agreement", self.min_agreement), ("--max-top1-drop", self.max_top1_drop),
+                            ("--max-kl", self.max_kl)):
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{flag} must be a finite number, got {value}")
         if self.max_top1_drop < 0:
             raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
         if self.max_kl is not None and self.max_kl < 0:
@@ -71,9 +84,9 @@ def reference_runner(workdir: Path, export: dict) -> tuple[Callable[[np.ndarray]
     try:
         import torch  # noqa: F401
     except ImportError:
-        from .backends.onnxruntime import OnnxRuntimeRunner
+        from .backends.onnxruntime import judging_runner
 
-        return OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True), "FP32 ONNX on ONNX Runtime (PyTorch is not installed)"
+        return judging_runner(workdir / FP32_ONNX), "FP32 ONNX on ONNX Runtime (PyTorch is not installed)"
     from .backends.torch import TorchRunner
     from .export import state_dict_digest
     from .models import build_model
@@ -100,37 +113,58 @@ def reference_runner(workdir: Path, export: dict) -> tuple[Callable[[np.ndarray]
     return TorchRunner(built.module), f"{inputs['model']} FP32 in PyTorch (CPU)"
 
 
-def choose_candidate(workdir: Path, candidate: str | None) -> str:
-    if candidate is None:
-        if any(workdir.glob("model.*.engine")):
-            return "engine"
-        return first_built(workdir)
-    return candidate
+def _tensorrt_here() -> bool:
+    from .backends.tensorrt import TensorRTUnavailable, import_tensorrt
+
+    try:
+        import_tensorrt()
+    except TensorRTUnavailable:
+        return False
+    return True
+
+
+def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], None] = lambda msg: None) -> str:
+    """What ``--candidate`` names, or when it is left out: the engine where TensorRT can run it, else the first graph.
+
+    Only the default is chosen here; a named candidate is judged as named or not at all.
+    """
+    if candidate is not None:
+        return candidate
+    engines = [p for p in GRAPH_NAMES if (workdir / engine_name(p)).is_file()]
+    graph = first_built(workdir)
+    if engines and _tensorrt_here():
+        return "engine"
+    if engines:
+        log(f"{engine_name(engines[0])} cannot run here (no TensorRT); judging {GRAPH_NAMES[graph]} on ONNX Runtime "
+            "(pass --candidate engine on the device)")
+    return graph
 
 
 def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str]:
-    """(runner, description, precision) for ``candidate``; an engine falls back to its ONNX graph."""
+    """(runner, description, precision) for ``candidate``, after checking it and the chain it came from.
+
+    An engine that is absent, stale or cannot run here is an error, never replaced by a graph.
+    """
+    from .workdir import load_engine, load_graph
+
     if candidate == "engine":
-        has_engine = any((workdir / engine_name(p)).is_file() for p in GRAPH_NAMES)
-        precision = first_built(workdir, engines=has_engine)
-        if has_engine:
-            from .backends.tensorrt import TensorRTUnavailable
-            from .runtime import Engine
+        engines = [p for p in GRAPH_NAMES if (workdir / engine_name(p)).is_file()]
+        if not engines:
+            raise SkEdgeError(
+                f"--candidate engine, but there is no engine in '{workdir}' (built without TensorRT?); run its "
+                f"on_device.sh on the device, or pass --candidate {first_built(workdir)} to judge the graph on ONNX Runtime"
+            )
+        precision = engines[0]
+        load_engine(workdir, precision)
+        from .runtime import Engine
 
-            engine = workdir / engine_name(precision)
-            try:
-                return Engine(engine), f"TensorRT engine {engine.name}", precision
-            except TensorRTUnavailable as exc:
-                log(f"cannot run {engine.name} here ({exc}); verifying {GRAPH_NAMES[precision]} on ONNX Runtime instead")
-        else:
-            log(f"no engine in '{workdir}' (TensorRT absent when it was built?); verifying {GRAPH_NAMES[precision]} on ONNX Runtime instead")
-        candidate = precision
+        engine = workdir / engine_name(precision)
+        return Engine(engine), f"TensorRT engine {engine.name}", precision
+    load_graph(workdir, candidate)
     path = workdir / GRAPH_NAMES[candidate]
-    if not path.is_file():
-        raise SkEdgeError(f"no {path.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {candidate}` first")
-    from .backends.onnxruntime import OnnxRuntimeRunner
+    from .backends.onnxruntime import judging_runner
 
-    return OnnxRuntimeRunner(path, dynamic_batch=True), f"{path.name} on ONNX Runtime (CPU)", candidate
+    return judging_runner(path), f"{path.name} on ONNX Runtime (CPU, judging session)", candidate
 
 
 # --- images and labels -------------------------------------------------------------------
@@ -206,6 +240,8 @@ def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[st
     disagree = np.flatnonzero(r1 != c1)
     metrics = {
         "images": int(len(ref)),
+        # Any NaN or inf fails the verdict: argmax and KL would otherwise hide it.
+        "non_finite_images": int((~np.isfinite(cand).all(1)).sum() + (~np.isfinite(ref).all(1)).sum()),
         "top1_agreement": float((r1 == c1).mean()),
         "top5_agreement": float((top5 == r1[:, None]).any(1).mean()),  # reference top-1 within candidate top-5
         "cosine_mean": float(cos.mean()),
@@ -232,9 +268,36 @@ def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[st
     return metrics
 
 
+def runtime_cross_check(graph: Path, x: np.ndarray, faithful: np.ndarray) -> dict:
+    """How far ONNX Runtime's default session moves ``graph``'s logits from the judged ones."""
+    from .backends.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(graph, dynamic_batch=True)  # ONNX Runtime's default options
+    out = runner(x)
+    changed = float((out.argmax(1) != faithful.argmax(1)).mean())
+    finite = bool(np.isfinite(out).all())
+    return {
+        "images": int(len(x)),
+        "session": runner.settings(),
+        "top1_changed": changed,
+        "max_abs_logit_diff": float(np.abs(out - faithful).max()) if finite else None,
+        "max_top1_changed": CROSS_CHECK_MAX_CHANGED,
+        "optimizer_changes_results": changed > CROSS_CHECK_MAX_CHANGED or not finite,
+    }
+
+
+def cross_check_line(check: dict) -> str:
+    return (f"the runtime's optimizer changes this graph's results: with ONNX Runtime's default session options "
+            f"the top-1 class of {check['top1_changed']:.0%} of {check['images']} images differs (max |logit diff| "
+            f"{check['max_abs_logit_diff'] if check['max_abs_logit_diff'] is not None else 'non-finite'}); "
+            f"the verdict is for the graph as written, which is what TensorRT receives")
+
+
 def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     """The broken thresholds, as short phrases; empty when the candidate passes."""
     broken = []
+    if metrics.get("non_finite_images"):
+        broken.append(f"non-finite logits (NaN or inf) on {metrics['non_finite_images']} images")
     agreement = metrics["top1_agreement"] * 100
     if agreement < options.min_agreement:
         broken.append(f"top-1 agreement {agreement:.2f}% < {options.min_agreement:.2f}%")
@@ -265,6 +328,10 @@ def markdown(doc: dict) -> str:
         ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
         ("mean KL(reference ‖ candidate)", f"{m['kl_mean']:.3e}"), ("max abs logit diff", f"{m['max_abs_logit_diff']:.4f}"),
     ]
+    if doc.get("precision_mix"):
+        mix = doc["precision_mix"]
+        rows.append(("precision mix", f"{mix['int8_mac_share']:.1%} of the MACs in INT8 ({mix['int8_layers']} of "
+                     f"{mix['weighted_layers']} Conv/Gemm layers), the rest in floating point"))
     if m.get("selection_drift") is not None:
         rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
     if "accuracy_reference" in m:
@@ -277,6 +344,15 @@ def markdown(doc: dict) -> str:
               + (f", mean KL <= {th['max_kl']}." if th.get("max_kl") is not None else ".")]
     if doc["broken"]:
         lines += ["", "Broken: " + "; ".join(doc["broken"]) + "."]
+    session = doc["candidate"].get("session")
+    if session:
+        lines += ["", f"ONNX Runtime {session['onnxruntime']} judged the graph with its QDQ transformers off "
+                  f"({', '.join(f'{k}={v}' for k, v in session['config'].items())}): nothing moved or fused a Q/DQ "
+                  "node, so these numbers are the graph as written."]
+    check = doc.get("runtime_cross_check")
+    if check and check["optimizer_changes_results"]:
+        lines += ["", f"**Warning**: {cross_check_line(check)}. TensorRT moves Q/DQ too (its own propagation "
+                  "rules); only a run on the device shows what its engine does."]
     if m["worst_classes"]:
         lines += ["", "Classes with the most disagreements:", "", "| class | images | disagreements |", "| ---: | ---: | ---: |"]
         lines += [f"| {c['class']} | {c['images']} | {c['disagreements']} |" for c in m["worst_classes"]]
@@ -286,6 +362,16 @@ def markdown(doc: dict) -> str:
         if len(m["disagreements"]) > 50:
             lines.append(f"- ... and {len(m['disagreements']) - 50} more in verify.json")
     return "\n".join(lines) + "\n"
+
+
+def _chain(workdir: Path, candidate: str, precision: str) -> dict:
+    """sha256 of the candidate and of everything it came from: export -> calibration -> graph -> engine."""
+    from .workdir import graph_chain
+
+    chain = graph_chain(workdir, precision)
+    if candidate == "engine":
+        chain["engine"] = {engine_name(precision): artifacts.sha256_file(workdir / engine_name(precision))}
+    return chain
 
 
 def verify(
@@ -304,7 +390,7 @@ def verify(
         images, default_labels = default_eval_set(workdir, export, log)
         labels_path = labels_path or default_labels
     labels = read_labels(labels_path) if labels_path else None
-    candidate = choose_candidate(workdir, options.candidate)
+    candidate = choose_candidate(workdir, options.candidate, log)
     cand_run, cand_desc, precision = candidate_runner(workdir, candidate, log)
     ref_run, ref_desc = reference_runner(workdir, export)
     paths = find_images(images)
@@ -322,20 +408,30 @@ def verify(
         raise SkEdgeError(f"no readable image in '{images}'")
     for name, why in stream.skipped:
         log(f"  skipped unreadable image {name}: {why}")
-    metrics = compare(np.concatenate(ref_out), np.concatenate(cand_out), names, labels)
+    cand_out_all = np.concatenate(cand_out)
+    metrics = compare(np.concatenate(ref_out), cand_out_all, names, labels)
+    cross_check = None
     if candidate != "engine":  # an engine hides its gates; a graph shows them
         from .analyze import selection_drift
 
-        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], np.concatenate(kept)[:SELECTION_IMAGES])
+        first = np.concatenate(kept)
+        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], first[:SELECTION_IMAGES])
+        count = min(CROSS_CHECK_IMAGES, len(first))
+        cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], first[:count], cand_out_all[:count])
     broken = verdict(metrics, options)
     doc = {
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},
         "reference": ref_desc,
-        "candidate": {"kind": candidate, "precision": precision, "description": cand_desc},
+        "candidate": {"kind": candidate, "precision": precision, "description": cand_desc,
+                      "session": cand_run.settings() if hasattr(cand_run, "settings") else None},
+        "runtime_cross_check": cross_check,
         "images": {"dir": str(images), "used": len(names), "skipped": [n for n, _ in stream.skipped], "sha256": stream.digest,
                    "labels": str(labels_path) if labels_path else None},
         "model": {"name": export["inputs"]["model"], "export_sha256": export["outputs"][FP32_ONNX]["sha256"]},
+        "chain": _chain(workdir, candidate, precision),
+        "precision_mix": (artifacts.read_json(workdir / GRAPH_SIDECARS[precision]) or {}).get("precision_mix")
+        if precision == "int8" else None,
         "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl},
         "metrics": metrics,
         "passed": not broken,
@@ -345,6 +441,8 @@ def verify(
     with artifacts.atomic_output(workdir / VERIFY_MD) as tmp:
         tmp.write_text(markdown(doc))
     log(f"{cand_desc} vs {ref_desc}: {summary_line(metrics)}")
+    if cross_check and cross_check["optimizer_changes_results"]:
+        log(f"warning: {cross_check_line(cross_check)}")
     if broken:
         raise VerifyFailed(f"verify FAILED: {'; '.join(broken)} ({workdir / VERIFY_MD})")
     log(f"verify PASSED (top-1 agreement >= {options.min_agreement}%, drop <= {options.max_top1_drop} points); wrote {workdir / VERIFY_JSON}")

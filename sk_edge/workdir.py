@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from . import artifacts
-from .errors import SkEdgeError
+from .errors import SkEdgeError, UsageError
 
 EXPORT_JSON = "export.json"
 FP32_ONNX = "model.fp32.onnx"
+CALIB_JSON = "calib.json"
+CALIB_CACHE = "calib.cache"
 # The graph of each precision, as the quantize stage names them; the first that exists in
 # this order is what a command uses when none is named.
 GRAPH_NAMES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
+# The sidecar each graph is checked against.
+GRAPH_SIDECARS = {"int8": "model.int8.json", "fp16": "model.fp16.json", "fp32": EXPORT_JSON}
 
 
 def engine_name(precision: str, dla_core: int | None = None) -> str:
@@ -35,8 +45,13 @@ def require_artifact(workdir: Path, sidecar_name: str, artifact_name: str, made_
     workdir = Path(workdir)
     sidecar = artifacts.read_json(workdir / sidecar_name)
     path = workdir / artifact_name
-    if sidecar is None or not path.is_file():
+    if not path.is_file():
         raise SkEdgeError(f"no {artifact_name} in '{workdir}'; run `{made_by} -w {workdir}` first")
+    if sidecar is None:
+        raise SkEdgeError(
+            f"no readable {sidecar_name} in '{workdir}' to check {artifact_name} against (deleted or damaged?); "
+            f"re-run `{made_by} -w {workdir} --force`"
+        )
     meta = sidecar.get("outputs", {}).get(artifact_name)
     if meta is None or artifacts.sha256_file(path) != meta.get("sha256"):
         raise SkEdgeError(
@@ -49,3 +64,239 @@ def require_artifact(workdir: Path, sidecar_name: str, artifact_name: str, made_
 def load_export(workdir: Path) -> dict:
     """export.json of ``workdir``, with model.fp32.onnx checked against it."""
     return require_artifact(workdir, EXPORT_JSON, FP32_ONNX, "sk-edge export")
+
+
+def load_calibration(workdir: Path, export: dict | None = None) -> dict:
+    """calib.json, with calib.cache checked against it and both made for the current FP32 graph."""
+    workdir = Path(workdir)
+    export = export or load_export(workdir)
+    calib = require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR")
+    if (calib.get("inputs") or {}).get("model", {}).get("sha256") != export["outputs"][FP32_ONNX]["sha256"]:
+        raise SkEdgeError(
+            f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; "
+            f"re-run `sk-edge calibrate -w {workdir} --images DIR`"
+        )
+    return calib
+
+
+def load_graph(workdir: Path, precision: str) -> dict:
+    """The sidecar of ``precision``'s graph, after checking the whole chain it came from.
+
+    The graph must match its sidecar byte for byte, and the sidecar must name the inputs the
+    work directory holds now: the current model.fp32.onnx and, for INT8, the current
+    calibration. A graph made before a re-export or a re-calibration is refused, so no verdict
+    is ever about a graph older than its inputs.
+    """
+    workdir = Path(workdir)
+    export = load_export(workdir)
+    if precision == "fp32":
+        return export
+    made_by = f"sk-edge quantize --precision {precision}"
+    doc = require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by)
+    inputs = doc.get("inputs") or {}
+    if (inputs.get("model") or {}).get("sha256") != export["outputs"][FP32_ONNX]["sha256"]:
+        raise SkEdgeError(
+            f"'{workdir / GRAPH_NAMES[precision]}' was made from another model.fp32.onnx than the one here; "
+            f"re-run `{made_by} -w {workdir}`"
+        )
+    if precision == "int8":
+        calib = load_calibration(workdir, export)
+        used = inputs.get("calibration") or {}
+        if used.get("key") != calib["key"]:
+            raise SkEdgeError(
+                f"'{workdir / GRAPH_NAMES[precision]}' was quantized with an earlier calibration "
+                f"({used.get('method', '?')}) than calib.json's ({calib.get('method', '?')}); "
+                f"re-run `{made_by} -w {workdir}`"
+            )
+    return doc
+
+
+def graph_chain(workdir: Path, precision: str) -> dict:
+    """The sha256 of every artifact ``precision``'s graph came from, for reports (verify.json)."""
+    workdir = Path(workdir)
+    doc = load_graph(workdir, precision)
+    export = load_export(workdir)
+    chain = {"export": {FP32_ONNX: export["outputs"][FP32_ONNX]["sha256"],
+                        "weights": (export["inputs"].get("weights") or {}).get("sha256")}}
+    if precision == "int8":
+        calib = load_calibration(workdir, export)
+        chain["calibration"] = {CALIB_CACHE: calib["outputs"][CALIB_CACHE]["sha256"], "key": calib["key"],
+                                "method": calib.get("method")}
+    if precision != "fp32":
+        chain["graph"] = {GRAPH_NAMES[precision]: doc["outputs"][GRAPH_NAMES[precision]]["sha256"]}
+    return chain
+
+
+def load_engine(workdir: Path, precision: str, dla_core: int | None = None) -> dict:
+    """The sidecar of ``precision``'s engine, checked against it and against the graph it was built from."""
+    workdir = Path(workdir)
+    name = engine_name(precision, dla_core)
+    made_by = f"sk-edge build --from . --precision {precision}"
+    doc = require_artifact(workdir, name + ".json", name, made_by)
+    graph = (doc.get("inputs") or {}).get("onnx") or {}
+    current = workdir / str(graph.get("name", ""))
+    if not graph.get("name") or not current.is_file() or artifacts.sha256_file(current) != graph.get("sha256"):
+        raise SkEdgeError(
+            f"'{workdir / name}' is stale: it was built from a {graph.get('name', 'graph')} that is no longer "
+            f"in '{workdir}'; rebuild it with `{made_by}` in that folder"
+        )
+    if graph["name"] == GRAPH_NAMES[precision]:
+        load_graph(workdir, precision)
+    cache_sha = (doc.get("inputs") or {}).get("calib_cache_sha256")
+    if cache_sha and (not (workdir / CALIB_CACHE).is_file() or artifacts.sha256_file(workdir / CALIB_CACHE) != cache_sha):
+        raise SkEdgeError(f"'{workdir / name}' was built with another calib.cache than the one here; rebuild it with `{made_by}`")
+    return doc
+
+
+def _check_writable(workdir: Path) -> None:
+    """Create ``workdir`` if needed and prove it takes a file, before any heavy work."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"work directory '{workdir}' exists and is not a directory; pass another -w")
+    for parent in workdir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"work directory '{workdir}' is under '{parent}', which is a file; pass another -w")
+            break
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with artifacts.atomic_output(workdir / ".sk-edge-write-probe") as tmp:
+            tmp.write_bytes(b"sk-edge")
+        (workdir / ".sk-edge-write-probe").unlink()
+    except OSError as exc:
+        raise SkEdgeError(f"cannot write in work directory '{workdir}': {describe_os_error(exc)}") from None
+
+
+def remove_stale_temporaries(workdir: Path) -> list[str]:
+    """Temporary files of sk-edge's own naming left by a run killed inside its write window.
+
+    Only called while holding the work directory's lock, so no live sk-edge process owns them.
+    """
+    removed = []
+    for path in workdir.iterdir():
+        name = path.name
+        if name.startswith(".") and name.endswith(".tmp"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def locked(workdir: str | os.PathLike, log=lambda msg: None) -> Iterator[Path]:
+    """Hold ``workdir`` for one command: writable, exclusively locked, without stale temporaries.
+
+    The lock is an flock on the directory itself (nothing is left behind in it, and it is
+    released when the process ends, however it ends). A second sk-edge command on the same
+    work directory fails at once with one line, instead of interleaving its writes with the first.
+    """
+    import fcntl
+
+    workdir = Path(workdir)
+    created = not workdir.exists()
+    _check_writable(workdir)
+    try:
+        fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise SkEdgeError(f"cannot lock work directory '{workdir}': {describe_os_error(exc)}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SkEdgeError(
+                f"work directory '{workdir}' is in use by another sk-edge command; "
+                "wait for it to finish or pass another -w"
+            ) from None
+        removed = remove_stale_temporaries(workdir)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed[:3])}")
+        yield workdir
+    finally:
+        os.close(fd)  # releases the lock
+        if created:  # a command that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                workdir.rmdir()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as a short phrase with what to do about it."""
+    what = exc.strerror or type(exc).__name__
+    where = f" ('{exc.filename}')" if exc.filename else ""
+    hint = {
+        errno.ENOSPC: "free some disk space or pass a -w on another disk",
+        errno.EDQUOT: "free some disk space or pass a -w on another disk",
+        errno.EROFS: "the file system is read-only; pass a writable -w",
+        errno.EACCES: "no permission; pass a -w you can write to",
+        errno.EPERM: "no permission; pass a -w you can write to",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "check the path and the disk")
+    return f"{what}{where}; {hint}"
+
+
+# --- which model a command works on ------------------------------------------------------
+
+
+@dataclass
+class ModelRequest:
+    """What picks the network, as the user gave it on the command line (None: not given)."""
+
+    name: str | None = None
+    weights: Path | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    args: dict = field(default_factory=dict)
+
+
+def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force: bool = False) -> ModelRequest:
+    """The model a command works on: the user's, else the work directory's own, else ``default_name``.
+
+    A work directory is never taken over silently: an option that differs from what its export
+    was made from is refused with both named, unless ``force``. What the user left out is taken
+    from the work directory's export (its weights, classes, input size, model arguments).
+    """
+    export = artifacts.read_json(Path(workdir) / EXPORT_JSON)
+    if export is None or "inputs" not in export:
+        return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args)
+    inputs = export["inputs"]
+    have = ModelRequest(
+        name=inputs["model"],
+        weights=Path(inputs["weights"]["path"]) if inputs.get("weights") else None,
+        num_classes=export["model"]["output"]["shape"][-1],
+        input_size=export["preprocess"]["input_size"],
+        args=inputs.get("model_args") or {},
+    )
+    if force:
+        return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args)
+    differences = []
+    if request.name is not None and request.name != have.name:
+        differences.append(f"model {request.name} (it holds {have.name})")
+    if request.weights is not None:
+        same = inputs.get("weights") and Path(request.weights).is_file() and \
+            artifacts.sha256_file(request.weights) == inputs["weights"]["sha256"]
+        if not same:
+            held = f"weights '{have.weights}'" if have.weights else "no weights (random initialisation)"
+            differences.append(f"weights '{request.weights}' (it holds {held})")
+    if request.num_classes is not None and request.num_classes != have.num_classes:
+        differences.append(f"{request.num_classes} classes (it holds {have.num_classes})")
+    if request.input_size is not None and request.input_size != have.input_size:
+        differences.append(f"input size {request.input_size} (it holds {have.input_size})")
+    if request.args and request.args != have.args:
+        differences.append(f"model arguments {request.args} (it holds {have.args})")
+    if differences:
+        raise UsageError(
+            f"work directory '{workdir}' holds an export of {have.name}; you asked for {'; '.join(differences)}. "
+            "Pass --force to replace its artifacts, or another -w"
+        )
+    if have.weights is not None and not have.weights.is_file() and request.weights is None:
+        from .reference import NAME as REFERENCE, WEIGHTS as REFERENCE_WEIGHTS
+
+        if have.name == REFERENCE and have.weights.name == REFERENCE_WEIGHTS.name:
+            have.weights = None  # the bundled weights, wherever this installation keeps them
+        else:
+            raise SkEdgeError(
+                f"the weights '{workdir}' was exported from, '{have.weights}', are not here; "
+                "pass --weights with them (or another -w)"
+            )
+    return have

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
+from sk_edge.artifacts import sha256_file
 from sk_edge.export import export_model
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, build_int8_graph, calibrate, quantize_model
@@ -64,6 +65,15 @@ def test_a_broken_int8_graph_fails_in_one_line(workdir, held_out, tmp_path):
     model, _ = build_int8_graph(fp32, plan, amax)
     (bad / "model.int8.onnx").write_bytes(model.SerializeToString())
     folder, labels = held_out
+    # Edited by hand, the graph no longer matches its sidecar: refused before any image runs.
+    out = run("verify", "-w", str(bad), "--candidate", "int8", "--images", str(folder), "--labels", str(labels))
+    assert out.returncode == 1 and "does not match its model.int8.json" in out.stderr
+    assert not (bad / "verify.json").exists()
+    # Sealed into its sidecar (as a quantize with these ranges would write it), it is judged, and fails.
+    sidecar = json.loads((bad / "model.int8.json").read_text())
+    sidecar["outputs"]["model.int8.onnx"] = {"sha256": sha256_file(bad / "model.int8.onnx"),
+                                             "bytes": (bad / "model.int8.onnx").stat().st_size}
+    (bad / "model.int8.json").write_text(json.dumps(sidecar))
     out = run("verify", "-w", str(bad), "--candidate", "int8", "--images", str(folder), "--labels", str(labels))
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if "error" in line]

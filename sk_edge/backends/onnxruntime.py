@@ -3,6 +3,17 @@
 Like Polygraphy's runners: construction is cheap and remembers *what* to load; the
 session is created on first use, so a pipeline can be assembled before anything heavy
 happens.
+
+Two kinds of session. A *judging* session (:func:`judging_runner`) runs a precision graph
+with its ONNX semantics: no transformer may move, fuse or rewrite its Q/DQ, so the drift sk-edge reports
+is the drift of the graph TensorRT receives. ONNX Runtime's default optimizations are not
+neutral on Q/DQ graphs: on ONNX Runtime 1.32, ``QDQPropagationTransformer`` copies the
+Q/DQ pair after the stem MaxPool to its input, which makes the stem Conv a complete
+DQ -> Conv -> Q unit, and ``WeightBiasQuantization`` then rewrites its FP16 bias as
+``round(bias / (x_scale * w_scale))`` computed in FP16, which overflows 65504 (84297 on the
+shared SKNet-26 M=3 model) and turns the bias into garbage: top-1 agreement 85.5 % instead
+of 96.8 % (benchmarks/ort_judging.py). Everything else (bench, calibration's FP32 runs,
+export parity) may keep the optimizations: they measure speed or FP32 graphs.
 """
 
 from __future__ import annotations
@@ -11,6 +22,23 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+
+OPTIMIZATION_LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disabled": "ORT_DISABLE_ALL",
+}
+# Judging sessions: ONNX Runtime's documented switches that turn off every QDQ transformer
+# (propagation, bias quantization, QLinear fusions, S8->U8, double-QDQ removal); the float
+# optimizations stay. Chosen by measurement (benchmarks/ort_judging.py, README "Drift measured
+# on the graph as written"): its logits are as close to onnx.reference (the specification's
+# own evaluator) as ORT_DISABLE_ALL's on all three models measured, and it takes 0.7-0.9x the
+# default session's time where ORT_DISABLE_ALL takes 1.0-1.2x. Naming transformers one by one
+# would need a re-audit for every ONNX Runtime release; these two keys are ORT's own contract.
+JUDGING_OPTIMIZATION = "all"
+JUDGING_CONFIG = {"session.disable_quant_qdq": "1", "session.disable_double_qdq_remover": "1"}
 
 
 def available_providers() -> list[str]:
@@ -43,6 +71,8 @@ class OnnxRuntimeRunner:
         optimization: str = "all",
         dynamic_batch: bool = False,
         memory_arena: bool = True,
+        disabled_optimizers: tuple[str, ...] = (),
+        config: dict[str, str] | None = None,
     ):
         self.model = model if isinstance(model, bytes) else Path(model)
         self.providers = providers or ["CPUExecutionProvider"]
@@ -50,7 +80,21 @@ class OnnxRuntimeRunner:
         self.optimization = optimization
         self.dynamic_batch = dynamic_batch
         self.memory_arena = memory_arena
+        self.disabled_optimizers = tuple(disabled_optimizers)
+        self.config = dict(config or {})
         self._session = None
+
+    def settings(self) -> dict:
+        """The session settings, as recorded in reports (verify.json)."""
+        import onnxruntime as ort
+
+        return {
+            "onnxruntime": ort.__version__,
+            "providers": list(self.providers),
+            "graph_optimization_level": OPTIMIZATION_LEVELS[self.optimization],
+            "disabled_optimizers": list(self.disabled_optimizers),
+            "config": dict(self.config),
+        }
 
     def _source(self) -> str | bytes:
         if not self.dynamic_batch:
@@ -71,17 +115,15 @@ class OnnxRuntimeRunner:
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
-            opts.graph_optimization_level = {
-                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            }[self.optimization]
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[self.optimization])
             if self.threads:
                 opts.intra_op_num_threads = self.threads
             opts.enable_cpu_mem_arena = self.memory_arena
             opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise
-            self._session = ort.InferenceSession(self._source(), sess_options=opts, providers=self.providers)
+            for key, value in self.config.items():
+                opts.add_session_config_entry(key, value)
+            self._session = ort.InferenceSession(self._source(), sess_options=opts, providers=self.providers,
+                                                 disabled_optimizers=list(self.disabled_optimizers))
         return self._session
 
     @property
@@ -90,3 +132,8 @@ class OnnxRuntimeRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def judging_runner(model: str | os.PathLike | bytes, **kwargs) -> OnnxRuntimeRunner:
+    """A CPU session that computes what the graph says (see the module docstring)."""
+    return OnnxRuntimeRunner(model, optimization=JUDGING_OPTIMIZATION, config=JUDGING_CONFIG, dynamic_batch=True, **kwargs)

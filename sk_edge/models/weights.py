@@ -53,6 +53,12 @@ def _read_file(path: Path) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is a page long; keep the one fact the user needs.
+        code = _code_in_pickle(path)
+        if code:
+            raise WeightsError(
+                f"'{path}' was refused: it holds code to run when loaded ({code}), which sk-edge never unpickles "
+                f"(torch.load weights_only=True); if you trust the file, {RESAVE_HINT} or save safetensors"
+            ) from None
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if refused:
             raise WeightsError(
@@ -95,7 +101,50 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state[key] = value
     if not state:
         raise WeightsError(f"'{path}' contains no tensors; {RESAVE_HINT}")
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(
+                f"'{path}' holds NaN or inf in '{key}' ({bad} of {value.numel()} values): the weights are damaged "
+                "or training diverged; export a checkpoint saved before that"
+            )
     return state
+
+
+# Modules a plain state dict or checkpoint may name in its pickle (tensor storage, ordered dicts).
+_SAFE_PICKLE_MODULES = ("torch", "collections", "builtins", "numpy", "_codecs")
+
+
+def _code_in_pickle(path: Path) -> str | None:
+    """The first global a pickle would import that is not part of a plain checkpoint, or None.
+
+    Read with pickletools, which lists the opcodes without executing any of them.
+    """
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                data = archive.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(64 << 20)
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST"):
+                module, name = (str(arg).split(" ", 1) if opcode.name != "STACK_GLOBAL" else (strings[-2:] + ["", ""])[:2])
+                if module.split(".")[0] not in _SAFE_PICKLE_MODULES:
+                    return f"{module}.{name}"
+    except Exception:  # a damaged or foreign file: say nothing more than torch did
+        return None
+    return None
 
 
 def _shape(t: torch.Tensor) -> str:

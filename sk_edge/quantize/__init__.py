@@ -21,9 +21,10 @@ from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..errors import SkEdgeError, UsageError
 from ..export.parity import parity_inputs
-from ..workdir import FP32_ONNX, GRAPH_NAMES, load_export, require_artifact
+from ..workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, load_calibration, load_export
 from .calibration import CALIB_CACHE, CALIB_JSON, CalibrationOptions, calibrate
 from .invariants import int8_graph_problems
+from .macs import macs_by_node, precision_mix
 from .plan import QuantPlan, plan_quantization
 from .precision import (
     FP16_QDQ_MIN_OPSET,
@@ -38,7 +39,7 @@ from .precision import (
 PRECISIONS = ("int8", "fp16")
 MIXED = ("fp16", "fp32")
 OUTPUT_NAMES = {p: GRAPH_NAMES[p] for p in PRECISIONS}
-SIDECAR_NAMES = {"int8": "model.int8.json", "fp16": "model.fp16.json"}
+SIDECAR_NAMES = {p: GRAPH_SIDECARS[p] for p in PRECISIONS}
 
 # Ops kept in FP32 when the rest of the graph runs in FP16, and why. A rule, not a
 # measurement: on the reference model (64x64 input, pools of at most 16x16 = 256 terms)
@@ -99,16 +100,6 @@ def build_fp16_graph(
     return export_graph(graph, opset), report
 
 
-def _calibration(workdir: Path, fp32_sha: str) -> dict:
-    calib = require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR")
-    if calib["inputs"]["model"]["sha256"] != fp32_sha:
-        raise SkEdgeError(
-            f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; "
-            f"re-run `sk-edge calibrate -w {workdir} --images DIR`"
-        )
-    return calib
-
-
 def quantize_model(
     workdir: str | Path,
     precision: str,
@@ -129,7 +120,7 @@ def quantize_model(
     workdir = Path(workdir)
     export = load_export(workdir)
     fp32_sha = export["outputs"][FP32_ONNX]["sha256"]
-    calib = _calibration(workdir, fp32_sha) if precision == "int8" else None
+    calib = load_calibration(workdir, export) if precision == "int8" else None
     out_name, sidecar_name = OUTPUT_NAMES[precision], SIDECAR_NAMES[precision]
     keep_float = sorted(set(keep_float)) if precision == "int8" else []
     settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS,
@@ -157,8 +148,10 @@ def quantize_model(
             )
         amax = {n: calib["tensors"][n]["amax"] for n in plan.activations}
         out, report = build_int8_graph(model, plan, amax, mixed)
+        mix = precision_mix(macs_by_node(model), plan)
     else:
         out, report = build_fp16_graph(model)
+        mix = None
     opset = _opset(out)
     try:
         onnx.checker.check_model(out, full_check=True)
@@ -193,11 +186,13 @@ def quantize_model(
         graph={"opset": opset, "nodes": len(out.graph.node)},
         plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes} if precision == "int8" else None,
         precision_report=report.as_dict(),
+        precision_mix=mix,
     )
     artifacts.write_json(workdir / sidecar_name, doc)
     log(
         f"wrote {workdir / out_name}: "
-        + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, " if precision == "int8" else "")
+        + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
+           f"{mix['int8_mac_share']:.1%} of the MACs in INT8, " if precision == "int8" else "")
         + f"{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} "
         f"({time.perf_counter() - t0:.1f}s)"
     )

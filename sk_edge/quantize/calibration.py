@@ -28,14 +28,12 @@ from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
 from ..errors import UsageError
 from ..images import ImageStream, find_images, sample_paths
 from ..preprocess import Preprocess
-from ..workdir import FP32_ONNX, load_export
+from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export
 from .cache import DEFAULT_TRT_VERSION, write_cache
 from .histogram import DEFAULT_BINS, StreamingHistogram
 from .methods import METHODS, compute_amax
 from .plan import QuantPlan, plan_quantization
 
-CALIB_JSON = "calib.json"
-CALIB_CACHE = "calib.cache"
 # Chosen by measurement on the reference model: see the README, "Calibration methods".
 DEFAULT_METHOD = "entropy"
 
