@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make run    create .venv, install sk-edge, run the main job on the bundled defaults
-#   make test   create .venv, install sk-edge with its test extras, run the test suite
+#   make test   create .venv, install sk-edge with its test extras, run the test suite; then
+#               the device job in a second, torch-free environment (make device-test)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,13 @@ BIN := $(VENV)/bin
 #   make test TORCH="torch==2.9.1 torchvision==0.24.1"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test clean
+# The device side: a second environment with a plain `pip install .` (no PyTorch, no timm),
+# as on a Jetson; it must build --from, verify, bench and export a work directory made above.
+DEVICE_VENV ?= .venv-device
+DEVICE_WORKDIR ?= build/device-workdir
+SOURCES := $(shell find sk_edge -name '*.py' -o -name '*.pt' -o -name '*.png' -o -name '*.jpg')
+
+.PHONY: run test device-test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +31,20 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+	$(MAKE) device-test
+
+$(DEVICE_VENV)/.installed: pyproject.toml Makefile $(SOURCES)
+	rm -rf $(DEVICE_VENV)
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet . pytest
+	touch $@
+
+# Runs from inside build/ so that `import sk_edge` finds the installed package, not this checkout.
+device-test: $(VENV)/.installed $(DEVICE_VENV)/.installed
+	rm -rf $(DEVICE_WORKDIR)
+	$(BIN)/sk-edge build --precision int8 --num-images 64 --no-verify -w $(DEVICE_WORKDIR)
+	cd $(dir $(DEVICE_WORKDIR)) && SK_EDGE_DEVICE_WORKDIR=$(abspath $(DEVICE_WORKDIR)) \
+		$(abspath $(DEVICE_VENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath tests/test_device_flow.py)
 
 clean:
-	rm -rf $(VENV) workdir .pytest_cache
+	rm -rf $(VENV) $(DEVICE_VENV) build workdir .pytest_cache

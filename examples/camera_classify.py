@@ -26,7 +26,7 @@ from PIL import Image
 from sk_edge.errors import SkEdgeError
 from sk_edge.images import to_tensor
 from sk_edge.preprocess import Preprocess
-from sk_edge.workdir import GRAPH_NAMES, engine_name, load_export
+from sk_edge.workdir import GRAPH_NAMES, engine_name, load_engine, load_export, load_graph
 
 
 def load_classifier(workdir: Path, precision: str):
@@ -36,6 +36,7 @@ def load_classifier(workdir: Path, precision: str):
         try:
             from sk_edge.runtime import Engine
 
+            load_engine(workdir, precision)  # refuses an engine built from an older graph
             return Engine(engine), f"TensorRT engine {engine.name}"
         except SkEdgeError as exc:
             print(f"cannot use {engine.name} ({exc}); falling back to ONNX Runtime", file=sys.stderr)
@@ -44,6 +45,7 @@ def load_classifier(workdir: Path, precision: str):
     graph = workdir / GRAPH_NAMES[precision]
     if not graph.is_file():
         raise SkEdgeError(f"no {engine.name} or {graph.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}`")
+    load_graph(workdir, precision)
     return judging_runner(graph), f"{graph.name} on ONNX Runtime (no TensorRT engine here)"
 
 

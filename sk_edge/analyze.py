@@ -28,7 +28,7 @@ from .errors import SkEdgeError
 from .images import find_images, to_tensor
 from .preprocess import Preprocess
 from .quantize.plan import plan_quantization
-from .workdir import FP32_ONNX, GRAPH_NAMES, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, load_export, load_graph
 
 SCALES = (1.0, 1.5, 2.0)
 SELECTION_JSON, SELECTION_PNG = "selection.json", "selection.png"
@@ -90,9 +90,8 @@ def analyze_selection(
             "no two-branch SK gate (Sigmoid) in this graph: the analysis needs M=2 units exported with the "
             "sigmoid select form (`sk-edge export --select-form sigmoid`)"
         )
+    load_graph(workdir, candidate)  # there, intact, and made from the current export and calibration
     cand_path = workdir / GRAPH_NAMES[candidate]
-    if not cand_path.is_file():
-        raise SkEdgeError(f"no {cand_path.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {candidate}` first")
     names = [t for _, t in gates]
     ref_run, cand_run = GateRunner(workdir / FP32_ONNX, names), GateRunner(cand_path, names)
     paths = find_images(images)[:count]

@@ -27,6 +27,8 @@ MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.build.PRECISIONS
 VERIFY_CANDIDATES = ("engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
 DEFAULT_IMAGES = Path("calib_data") / "skdigits"  # bundled sample images, from a checkout
+# Host-side packages that are extras (pyproject.toml), and the extra that installs each.
+HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
 
 
 class _ReportedError(click.ClickException):
@@ -49,6 +51,16 @@ class _Group(click.Group):
             # work directory held before stays as it was.
             click.echo("sk-edge: interrupted; the work directory keeps what was written before", err=True)
             ctx.exit(130)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            extra = HOST_EXTRAS.get(missing)
+            if extra is None or os.environ.get("SK_EDGE_DEBUG"):
+                raise
+            # The device install has no PyTorch; the host side is an extra.
+            raise _ReportedError(
+                f"`sk-edge {ctx.invoked_subcommand}` needs {missing}, which is not installed here; on the host, "
+                f"pip install 'sk-edge[{extra}]' (on a device, build from a work directory made on the host: "
+                "sk-edge build --from DIR)", 1) from None
         except (SkEdgeError, OSError) as exc:
             if os.environ.get("SK_EDGE_DEBUG"):
                 raise
@@ -231,6 +243,9 @@ def export(model_name, weights, num_classes, input_size, model_args, batch, dyna
     options = ExportOptions(batch=batch or 1, dynamic_batch=dynamic_batch, opset=opset, select_form=select_form)
     options.validate()
     request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+    if request.reuse_export:
+        _log(f"{workdir / 'model.fp32.onnx'} is up to date (the work directory's own {request.name}); --force re-exports")
+        return
     _log(f"building {request.name} ...")
     built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
     if built.weights is None:
@@ -459,8 +474,11 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         export_options.validate()
         request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
         _log(f"[1/4] export {request.name}")
-        built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
-        export_model(built, workdir, export_options, force=force, log=_log)
+        if request.reuse_export and not dynamic_batch:
+            _log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
+        else:
+            built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
+            export_model(built, workdir, export_options, force=force, log=_log)
         if precision == "int8":
             from .quantize import CalibrationOptions, calibrate as run_calibration
 

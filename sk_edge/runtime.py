@@ -42,7 +42,13 @@ def import_pycuda():
 
 
 class Engine:
-    """A deserialized TensorRT engine with its buffers, stream and execution context."""
+    """A deserialized TensorRT engine with its buffers, stream and execution context.
+
+    Holds GPU resources, so it follows Polygraphy's runner lifecycle: ``close()`` (or leaving a
+    ``with Engine(...) as engine:`` block) frees the device buffers, the CUDA graph, the
+    execution context, engine and runtime, and releases the CUDA context it retained. An app
+    that loads and unloads models keeps no memory of the ones it dropped.
+    """
 
     def __init__(self, path: str | Path, cuda_graph: bool = False, check_sidecar: bool = True, trt=None, cuda=None,
                  gpu: dict | None = None):
@@ -52,14 +58,19 @@ class Engine:
             raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
         self.trt = trt or import_tensorrt()
         self.cuda = cuda or import_pycuda()
-        if check_sidecar:
-            self._check_sidecar(path, gpu or gpu_identity())
+        self._closed = True  # until everything below exists
+        sidecar = self._check_sidecar(path, gpu or gpu_identity()) if check_sidecar else _read_sidecar(path)
         # Device 0's primary context, shared with any other CUDA user in the process.
         self._context = self.cuda.Device(0).retain_primary_context()
         self._context.push()
         try:
             self.logger = self.trt.Logger(self.trt.Logger.WARNING)
             self.runtime = self.trt.Runtime(self.logger)
+            dla_core = ((sidecar or {}).get("settings") or {}).get("dla_core")
+            if dla_core is not None:
+                # Must be set before deserializing: the engine runs on the core the runtime names,
+                # so an engine built for core 1 would otherwise run on core 0.
+                self.runtime.DLA_core = int(dla_core)
             self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 raise SkEdgeError(f"TensorRT could not load '{path}' (see its messages above); rebuild it")
@@ -76,19 +87,51 @@ class Engine:
         self.cuda_graph = cuda_graph
         self._shape = None
         self._graph = None
+        self._device: dict = {}
+        self._closed = False
 
-    def _check_sidecar(self, path: Path, gpu: dict | None) -> None:
-        sidecar_path = engine_sidecar_path(path)
-        try:
-            sidecar = json.loads(sidecar_path.read_text())
-        except (OSError, ValueError):
-            raise SkEdgeError(f"'{sidecar_path}' is missing or unreadable, so '{path.name}' cannot be checked; rebuild with `sk-edge build`") from None
+    def _check_sidecar(self, path: Path, gpu: dict | None) -> dict:
+        sidecar = _read_sidecar(path)
+        if sidecar is None:
+            raise SkEdgeError(f"'{engine_sidecar_path(path)}' is missing or unreadable, so '{path.name}' cannot be checked; "
+                              "rebuild with `sk-edge build`")
         why = engine_mismatch(sidecar, self.trt.__version__, gpu)
         if why:
             raise SkEdgeError(
                 f"'{path}' cannot run here: {why}; rebuild it on this device with "
                 f"`sk-edge build --from {path.parent} --precision {sidecar.get('settings', {}).get('precision', 'int8')}`"
             )
+        return sidecar
+
+    def close(self) -> None:
+        """Free the engine's GPU resources; the Engine cannot run afterwards. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._context.push()
+        try:
+            if self._graph is not None:
+                _cuda_driver().cuGraphExecDestroy(self._graph)
+                self._graph = None
+            for buffer in self._device.values():
+                free = getattr(buffer, "free", None)  # pycuda's DeviceAllocation
+                if free is not None:
+                    free()
+            self._device, self._host = {}, {}
+            # TensorRT objects release their memory when the last reference goes, context first.
+            del self.context, self.engine, self.runtime
+            self.stream = None
+        finally:
+            self._context.pop()
+            detach = getattr(self._context, "detach", None)  # give back the retained primary context
+            if detach is not None:
+                detach()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def input_name(self) -> str:
@@ -121,6 +164,8 @@ class Engine:
             raise UsageError(f"input must be a 4-D NCHW numpy array, got {getattr(x, 'shape', type(x).__name__)}")
         if x.dtype != dtype:
             raise UsageError(f"input must be {dtype}, got {x.dtype} (convert with x.astype(np.{dtype}))")
+        if self._closed:
+            raise UsageError("this Engine was closed; create a new one")
         self._context.push()
         try:
             if x.shape != self._shape:
@@ -149,6 +194,14 @@ class Engine:
             graph = _check(driver.cuStreamEndCapture(stream))
             self._graph = _check(driver.cuGraphInstantiate(graph, 0))
         _check(driver.cuGraphLaunch(self._graph, stream))
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    try:
+        data = json.loads(engine_sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _cuda_driver():

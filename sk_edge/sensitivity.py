@@ -35,7 +35,7 @@ from .quantize import build_int8_graph
 from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.plan import QuantPlan, plan_quantization
 from .verify import kl_divergence, read_labels
-from .workdir import FP32_ONNX, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, load_calibration, load_export, load_graph
 
 SENSITIVITY_JSON, SENSITIVITY_MD = "sensitivity.json", "sensitivity.md"
 
@@ -90,9 +90,7 @@ class Evaluator:
     def __init__(self, workdir: Path, evalset: EvalSet, mixed: str = "fp16"):
         self.fp32 = onnx.load(str(workdir / FP32_ONNX))
         self.plan = plan_quantization(self.fp32)
-        calib = artifacts.read_json(workdir / "calib.json")
-        if not calib:
-            raise SkEdgeError(f"no calib.json in '{workdir}'; run `sk-edge calibrate -w {workdir} --images DIR` first")
+        calib = load_calibration(workdir)
         self.amax = {n: t["amax"] for n, t in calib["tensors"].items()}
         self.evalset, self.mixed = evalset, mixed
 
@@ -141,13 +139,15 @@ def range_mismatch(workdir: Path, evaluator: Evaluator, top: int = 3) -> list[di
 
     calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
     names = [n for n in evaluator.plan.activations if n in calib.get("tensors", {})]
-    runner = judging_runner(tapped_model(evaluator.fp32, names))
-    session = runner.session
+    graph_inputs = {i.name for i in evaluator.fp32.graph.input}
+    tapped = [n for n in names if n not in graph_inputs]
+    session = judging_runner(tapped_model(evaluator.fp32, tapped)).session
     seen = dict.fromkeys(names, 0.0)
     for i in range(0, len(evaluator.evalset.x), 32):
-        outs = session.run(names, {session.get_inputs()[0].name: evaluator.evalset.x[i : i + 32]})
-        for name, out in zip(names, outs):
-            seen[name] = max(seen[name], float(np.abs(out).max()))
+        x = evaluator.evalset.x[i : i + 32]
+        outs = dict(zip(tapped, session.run(tapped, {session.get_inputs()[0].name: x})))
+        for name in names:
+            seen[name] = max(seen[name], float(np.abs(x if name in graph_inputs else outs[name]).max()))
     rows = []
     for name in names:
         calib_max = calib["tensors"][name]["amax_by_method"]["max"]
@@ -177,7 +177,8 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
         kept.append(row["layer"])
         mix = precision_mix(macs, evaluator.plan.without(set(kept)))
         if mix["float_mac_share"] > max_float_share:
-            raise BudgetNeedsFloat(_float_share_message(workdir, evaluator, len(kept), mix, max_top1_drop, max_float_share))
+            raise BudgetNeedsFloat(_float_share_message(workdir, evaluator, len(kept) - 1, current["top1_drop_points"], mix,
+                                                        max_top1_drop, max_float_share))
         current = evaluator.score(evaluator.plan.without(set(kept)))
         steps.append({"kept": list(kept), **current})
         log(f"  kept {row['layer']} in floating point: drop {current['top1_drop_points']:.2f} points, KL {current['kl_mean']:.2e}")
@@ -193,7 +194,8 @@ class BudgetNeedsFloat(SkEdgeError):
     """Meeting the accuracy budget would keep more of the model in floating point than allowed."""
 
 
-def _float_share_message(workdir, evaluator, layers: int, mix: dict, max_top1_drop: float, max_float_share: float) -> str:
+def _float_share_message(workdir, evaluator, layers: int, drop: float, mix: dict, max_top1_drop: float,
+                         max_float_share: float) -> str:
     cause = ""
     if workdir is not None:
         worst = range_mismatch(workdir, evaluator)
@@ -201,10 +203,11 @@ def _float_share_message(workdir, evaluator, layers: int, mix: dict, max_top1_dr
             cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
                      "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
                                                   for r in worst) + ".")
-    return (f"meeting the {max_top1_drop}-point accuracy budget needs more than {layers - 1} layers "
-            f"({mix['float_mac_share']:.1%} of the MACs) in floating point, above --max-float-share "
-            f"{max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on images from the deployment "
-            "domain (--images), or accept it with --max-float-share 100, a looser --max-top1-drop, or --precision fp16")
+    return (f"INT8 misses the {max_top1_drop}-point accuracy budget (top-1 drop {drop:.2f} points with {layers} layers "
+            f"kept in floating point), and keeping one more would put {mix['float_mac_share']:.1%} of the MACs in floating "
+            f"point, above --max-float-share {max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on "
+            "images from the deployment domain (--images), or accept it with --max-float-share 100, a looser "
+            "--max-top1-drop, or --precision fp16")
 
 
 def markdown(doc: dict) -> str:
@@ -269,7 +272,8 @@ def analyze_sensitivity(
 def needs_budget(workdir: Path, images: Path, labels: Path, max_top1_drop: float, count: int | None = None) -> tuple[bool, dict]:
     """Whether the current model.int8.onnx breaks the budget on these images (one quick run)."""
     evalset = load_eval_set(workdir, images, labels, count)
-    score = evalset.score(judging_runner(workdir / "model.int8.onnx")(evalset.x))
+    load_graph(workdir, "int8")
+    score = evalset.score(judging_runner(workdir / GRAPH_NAMES["int8"])(evalset.x))
     return score["top1_drop_points"] > max_top1_drop, score
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import GRAPH_NAMES, engine_name, load_export
+from .workdir import GRAPH_NAMES, engine_name, load_engine, load_export, load_graph
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 # nvinfer's network-mode values.
@@ -62,11 +62,13 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     name = name or export["inputs"]["model"].replace(":", "_")
     engine = workdir / engine_name(precision)
     if engine.is_file():
+        load_engine(workdir, precision)  # a stale engine is never published
         source, platform, target = engine, "tensorrt_plan", "model.plan"
     else:
         source, platform, target = workdir / GRAPH_NAMES[precision], "onnxruntime_onnx", "model.onnx"
         if not source.is_file():
             raise SkEdgeError(f"no {engine.name} or {source.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}` first")
+        load_graph(workdir, precision)
         log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
             "rerun after building the engine on the device for the TensorRT backend")
     model_dir = repo / name
@@ -141,6 +143,10 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
     batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    if (workdir / engine_name(precision)).is_file():
+        load_engine(workdir, precision)
+    else:
+        load_graph(workdir, precision)
     text, worst = deepstream_config(workdir, export, precision, batch)
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
     with artifacts.atomic_output(path) as tmp:

@@ -247,6 +247,14 @@ class ModelRequest:
     num_classes: int | None = None
     input_size: int | None = None
     args: dict = field(default_factory=dict)
+    # Set by resolve_model when nothing was asked for and the work directory holds an intact
+    # export: the command continues with that export as it is (a randomly initialised model
+    # could not be rebuilt identically anyway).
+    reuse_export: bool = False
+
+    def empty(self) -> bool:
+        return self.name is None and self.weights is None and self.num_classes is None \
+            and self.input_size is None and not self.args
 
 
 def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force: bool = False) -> ModelRequest:
@@ -269,6 +277,10 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
     )
     if force:
         return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args)
+    if request.empty():
+        load_export(workdir)  # intact, or a one-line error saying how to redo it
+        have.reuse_export = True
+        return have
     differences = []
     if request.name is not None and request.name != have.name:
         differences.append(f"model {request.name} (it holds {have.name})")

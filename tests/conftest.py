@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
 
 # The bundled calibration images of the reference model.
 CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
@@ -22,11 +20,13 @@ CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
 TINY_SKNET_ARGS = {"base_width": 32, "stem_width": 16, "groups": 8}
 
 
-def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_batchnorm(module, seed: int = 0):
+    import torch  # here, not at the top: the torch-free device venv loads this conftest too
+
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)

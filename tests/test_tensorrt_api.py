@@ -22,9 +22,8 @@ from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.runtime import Engine
 
 from conftest import CALIB, calibration_subset
-from trt_standin import VERSIONS, Scenario, host_memory, parse_signature, standin_module
+from trt_standin import ORIN, VERSIONS, FakeCuda, inspector_report, parse_signature, scenario, standin_module
 
-ORIN = {"name": "Orin", "compute_capability": "8.7"}
 
 
 @pytest.fixture(scope="module")
@@ -47,77 +46,6 @@ def static_workdir(tmp_path_factory):
     export_model(build_model("sknet26-digits"), wd)
     calibrate(wd, CALIB, CalibrationOptions(num_images=16, batch=8))
     return wd
-
-
-def inspector_report(float_node: str) -> str:
-    # The shape of TensorRT's EngineInspector JSON (LayerInformationFormat.JSON).
-    return json.dumps({"Layers": [
-        {"Name": "/stem/stem.0/Conv + /stem/stem.2/Relu", "LayerType": "CaskConvolution",
-         "Outputs": [{"Name": "a", "Format/Datatype": "Channel major INT8 format where channel % 32 == 0"}]},
-        {"Name": float_node, "LayerType": "PointWiseV2",
-         "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP16 format"}]},
-        {"Name": "/fc/Gemm", "LayerType": "CaskGemm", "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32 format"}]},
-    ]})
-
-
-def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> Scenario:
-    shapes = {"input": (1, 3, input_size, input_size), "logits": (1, num_classes)}
-    names = ["input", "logits"]
-
-    def trt():
-        return mod_holder["trt"]
-
-    return Scenario(
-        returns={
-            "Builder.build_serialized_network": lambda self, network, config: host_memory(trt(), b"serialized plan"),
-            "ITimingCache.serialize": lambda self: host_memory(trt(), b"timing cache"),
-            # Overloaded in some releases (signature "(*args, **kwargs)"): the type is given here.
-            "Runtime.deserialize_cuda_engine": lambda self, plan: trt().ICudaEngine(),
-            "ICudaEngine.create_execution_context": lambda self, *a: trt().IExecutionContext(),
-            "ICudaEngine.create_engine_inspector": lambda self, *a: trt().EngineInspector(),
-            "IExecutionContext.set_input_shape": lambda self, name, shape: tuple(shape) in ((1, 3, 64, 64), (8, 3, 64, 64)),
-            "EngineInspector.get_engine_information": lambda self, fmt: inspector_report(mod_holder["float_node"]),
-            "ICudaEngine.get_tensor_name": lambda self, i: names[i],
-            "ICudaEngine.get_tensor_mode": lambda self, n: trt().TensorIOMode.INPUT if n == "input" else trt().TensorIOMode.OUTPUT,
-            "ICudaEngine.get_tensor_dtype": lambda self, n: trt().DataType.FLOAT,
-            "IExecutionContext.get_tensor_shape": lambda self, n: shapes[n],
-        },
-        properties={"ICudaEngine.num_io_tensors": 2, "INetworkDefinition.num_layers": 2, "ILayer.name": "/stem/stem.0/Conv"},
-    )
-
-
-class FakeCuda:
-    """pycuda.driver's calls as sk_edge.runtime makes them, on host memory (no GPU here)."""
-
-    class Device:
-        def __init__(self, index):
-            self.index = index
-
-        def retain_primary_context(self):
-            return type("Ctx", (), {"push": lambda s: None, "pop": lambda s: None})()
-
-    class Stream:
-        handle = 1234
-
-        def synchronize(self):
-            return None
-
-    def __init__(self):
-        self.memory: dict[int, np.ndarray] = {}
-
-    def pagelocked_empty(self, shape, dtype):
-        return np.empty(shape, dtype)
-
-    def mem_alloc(self, nbytes):
-        address = 0x1000 * (len(self.memory) + 1)
-        self.memory[address] = np.zeros(nbytes, np.uint8)
-        return address
-
-    def memcpy_htod_async(self, dst, src, stream):
-        self.memory[dst][:] = np.frombuffer(src.tobytes(), np.uint8)
-
-    def memcpy_dtoh_async(self, dst, src, stream):
-        dst.reshape(-1).view(np.uint8)[:] = self.memory[src]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -159,6 +87,14 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workd
                 "IExecutionContext.set_input_shape", "ICudaEngine.num_io_tensors"} <= trt.touched
         with pytest.raises(SkEdgeError, match="must be float32"):
             engine(x.astype(np.float16))
+        # Polygraphy's lifecycle: close() frees the device buffers and gives back the CUDA context.
+        cuda = engine.cuda
+        assert cuda.memory
+        engine.close()
+        engine.close()  # twice is harmless
+        assert not cuda.memory and engine._context.detached
+        with pytest.raises(SkEdgeError, match="was closed"):
+            engine(x)
 
     # The legacy DLA path: weakly typed, INT8/FP16 flags, calib.cache replayed; static shapes only.
     dla = BuildOptions(dla_core=0, timing_cache=tmp_path / "dla.cache")
@@ -174,6 +110,9 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workd
         sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
         assert sidecar["inputs"]["onnx"]["name"] == "model.fp32.dla.onnx" and sidecar["inputs"]["calib_cache_sha256"]
         assert {"BuilderFlag.INT8", "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.int8_calibrator", "IBuilderConfig.DLA_core"} <= trt.touched
+        # The runtime runs it on the core it was built for: DLA_core is set before deserializing.
+        with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN):
+            assert "Runtime.DLA_core" in trt.touched
         assert ("NetworkDefinitionCreationFlag.EXPLICIT_BATCH" in trt.touched) == (features.version < (10,))
     else:
         with pytest.raises(SkEdgeError, match="no weakly typed builds"):
@@ -213,6 +152,12 @@ def test_engine_refuses_a_sidecar_from_another_version(workdir, tmp_path):
     newer = standin_module("10.16.1.11", scenario(holder))
     with pytest.raises(SkEdgeError, match=r"built with TensorRT 10\.13\.3\.9 and this is TensorRT 10\.16\.1\.11; rebuild it on this device with `sk-edge build --from"):
         Engine(result.engine, trt=newer, cuda=FakeCuda(), gpu=ORIN)
+    # A build with the newer TensorRT does not keep the foreign engine: it rebuilds it and says why.
+    holder["trt"] = newer
+    logs: list[str] = []
+    pipeline.build_engine_stage(workdir, "fp16", BuildOptions(timing_cache=tmp_path / "t.cache"), trt=newer, gpu=ORIN,
+                                log=logs.append)
+    assert "rebuilding model.fp16.engine: it was built by TensorRT 10.13.3.9, this is 10.16.1.11" in logs
 
 
 def test_standin_is_strict():

@@ -173,3 +173,101 @@ def standin_module(version: str, scenario: Scenario | None = None) -> types.Modu
 
 def host_memory(mod, data: bytes):
     return mod.IHostMemory(data)
+
+
+# --- what the tests drive sk-edge's TensorRT code with ----------------------------------------
+
+ORIN = {"name": "Orin", "compute_capability": "8.7"}
+
+
+def inspector_report(float_node: str) -> str:
+    # The shape of TensorRT's EngineInspector JSON (LayerInformationFormat.JSON).
+    return json.dumps({"Layers": [
+        {"Name": "/stem/stem.0/Conv + /stem/stem.2/Relu", "LayerType": "CaskConvolution",
+         "Outputs": [{"Name": "a", "Format/Datatype": "Channel major INT8 format where channel % 32 == 0"}]},
+        {"Name": float_node, "LayerType": "PointWiseV2",
+         "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP16 format"}]},
+        {"Name": "/fc/Gemm", "LayerType": "CaskGemm", "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32 format"}]},
+    ]})
+
+
+def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> Scenario:
+    shapes = {"input": (1, 3, input_size, input_size), "logits": (1, num_classes)}
+    names = ["input", "logits"]
+
+    def trt():
+        return mod_holder["trt"]
+
+    return Scenario(
+        returns={
+            "Builder.build_serialized_network": lambda self, network, config: host_memory(trt(), b"serialized plan"),
+            "ITimingCache.serialize": lambda self: host_memory(trt(), b"timing cache"),
+            # Overloaded in some releases (signature "(*args, **kwargs)"): the type is given here.
+            "Runtime.deserialize_cuda_engine": lambda self, plan: trt().ICudaEngine(),
+            "ICudaEngine.create_execution_context": lambda self, *a: trt().IExecutionContext(),
+            "ICudaEngine.create_engine_inspector": lambda self, *a: trt().EngineInspector(),
+            "IExecutionContext.set_input_shape": lambda self, name, shape: tuple(shape) in ((1, 3, 64, 64), (8, 3, 64, 64)),
+            "EngineInspector.get_engine_information": lambda self, fmt: inspector_report(mod_holder["float_node"]),
+            "ICudaEngine.get_tensor_name": lambda self, i: names[i],
+            "ICudaEngine.get_tensor_mode": lambda self, n: trt().TensorIOMode.INPUT if n == "input" else trt().TensorIOMode.OUTPUT,
+            "ICudaEngine.get_tensor_dtype": lambda self, n: trt().DataType.FLOAT,
+            "IExecutionContext.get_tensor_shape": lambda self, n: shapes[n],
+        },
+        properties={"ICudaEngine.num_io_tensors": 2, "INetworkDefinition.num_layers": 2, "ILayer.name": "/stem/stem.0/Conv"},
+    )
+
+
+class FakeCuda:
+    """pycuda.driver's calls as sk_edge.runtime makes them, on host memory (no GPU here)."""
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def retain_primary_context(self):
+            return FakeCuda.Context()
+
+    class Context:
+        def __init__(self):
+            self.detached = False
+
+        def push(self):
+            return None
+
+        def pop(self):
+            return None
+
+        def detach(self):
+            self.detached = True
+
+    class Stream:
+        handle = 1234
+
+        def synchronize(self):
+            return None
+
+    def __init__(self):
+        self.memory: dict[int, np.ndarray] = {}
+        self.allocated = 0
+
+    def pagelocked_empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    class Allocation(int):
+        """A device address that can be freed, as pycuda's DeviceAllocation."""
+
+        def free(self):
+            self.owner.memory.pop(int(self))
+
+    def mem_alloc(self, nbytes):
+        address = FakeCuda.Allocation(0x1000 * (len(self.memory) + 1 + self.allocated))
+        address.owner = self
+        self.allocated += 1
+        self.memory[int(address)] = np.zeros(nbytes, np.uint8)
+        return address
+
+    def memcpy_htod_async(self, dst, src, stream):
+        self.memory[dst][:] = np.frombuffer(src.tobytes(), np.uint8)
+
+    def memcpy_dtoh_async(self, dst, src, stream):
+        dst.reshape(-1).view(np.uint8)[:] = self.memory[src]

@@ -1,7 +1,7 @@
 """SKNet model family: our own SKNet-26/50/101 and timm's SelectiveKernel models.
 
-``build_model(name, ...)`` turns a model name from the command line into a PyTorch module
-in eval mode, with weights loaded and the preprocessing it expects:
+``build_model(name, ...)`` (:mod:`.registry`) turns a model name from the command line into a
+PyTorch module in eval mode, with weights loaded and the preprocessing it expects:
 
 - ``sknet26-digits``: the bundled, trained reference model (:mod:`sk_edge.reference`).
 - ``sknet26``, ``sknet50``, ``sknet101``: :mod:`sk_edge.models.sknet`; model arguments
@@ -9,131 +9,23 @@ in eval mode, with weights loaded and the preprocessing it expects:
   ``stem_width``, ``in_chans``.
 - ``timm:NAME``: any timm model (``skresnet18``, ``skresnext50_32x4d``...); model
   arguments go to ``timm.create_model``.
+
+The names are re-exported lazily: importing this package does not import PyTorch.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from importlib import import_module
 
-from torch import nn
+_REGISTRY_NAMES = (
+    "BuiltModel", "build_model", "model_names", "default_input_size", "check_input_size",
+    "OWN_MODELS", "DEFAULT_INPUT_SIZE", "TIMM_PREFIX",
+)
 
-from .. import reference
-from ..errors import UsageError
-from ..preprocess import Preprocess
-from . import sknet
-from .weights import apply_state_dict, load_state_dict
-
-OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
-    reference.NAME: reference.build,
-    "sknet26": sknet.sknet26,
-    "sknet50": sknet.sknet50,
-    "sknet101": sknet.sknet101,
-}
-DEFAULT_INPUT_SIZE = 224
-TIMM_PREFIX = "timm:"
+__all__ = list(_REGISTRY_NAMES)
 
 
-@dataclass
-class BuiltModel:
-    """A model ready for export, and what the later stages need to know about it."""
-
-    name: str
-    module: nn.Module
-    preprocess: Preprocess
-    total_stride: int
-    family: str  # "sknet" or "timm"
-    args: dict[str, Any] = field(default_factory=dict)
-    weights: Path | None = None  # the file the weights came from; None: random initialisation
-
-
-def _own_model_args() -> set[str]:
-    # The depth (layers) is what names the model; everything else may change.
-    return {p for p in inspect.signature(sknet.SKNet).parameters} - {"num_classes", "layers"}
-
-
-def default_input_size(name: str) -> int:
-    return reference.INPUT_SIZE if name == reference.NAME else DEFAULT_INPUT_SIZE
-
-
-def model_names() -> list[str]:
-    from .timm_models import sk_model_names
-
-    return list(OWN_MODELS) + [TIMM_PREFIX + n for n in sk_model_names()]
-
-
-def check_input_size(input_size: int, total_stride: int, model_name: str) -> None:
-    if input_size < total_stride or input_size % total_stride:
-        lower = max(total_stride, input_size // total_stride * total_stride)
-        raise UsageError(
-            f"--input-size {input_size} does not suit {model_name}, which downsamples by "
-            f"{total_stride}: use a multiple of {total_stride} (e.g. {lower} or {lower + total_stride})"
-        )
-
-
-def build_model(
-    name: str,
-    num_classes: int | None = None,
-    input_size: int | None = None,
-    weights: str | Path | None = None,
-    args: dict[str, Any] | None = None,
-) -> BuiltModel:
-    """Create the model called ``name``, load ``weights`` into it and put it in eval mode.
-
-    The reference model (``sknet26-digits``) comes with its trained weights unless other
-    weights, classes or model arguments are given. ``input_size`` defaults to the size
-    the model was made for (64 for the reference model, 224 otherwise).
-    """
-    args = dict(args or {})
-    input_size = input_size or default_input_size(name)
-    if name.startswith(TIMM_PREFIX):
-        from .timm_models import create_timm_model, timm_preprocess, timm_total_stride
-
-        module = create_timm_model(name[len(TIMM_PREFIX) :], num_classes, args)
-        built = BuiltModel(
-            name=name,
-            module=module,
-            preprocess=timm_preprocess(module, input_size),
-            total_stride=timm_total_stride(module),
-            family="timm",
-            args=args,
-        )
-    elif name in OWN_MODELS:
-        allowed = _own_model_args()
-        unknown = sorted(set(args) - allowed)
-        if unknown:
-            raise UsageError(
-                f"{name} has no model argument '{unknown[0]}'; its arguments are: {', '.join(sorted(allowed))}"
-            )
-        classes = {} if num_classes is None else {"num_classes": num_classes}
-        try:
-            module = OWN_MODELS[name](**args, **classes)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"cannot build {name} with {args}: {exc}") from None
-        preprocess = Preprocess(input_size=input_size)
-        if name == reference.NAME:
-            preprocess = dataclasses.replace(reference.PREPROCESS, input_size=input_size)
-            if weights is None and num_classes in (None, reference.NUM_CLASSES) and not args:
-                weights = reference.WEIGHTS
-        built = BuiltModel(
-            name=name,
-            module=module,
-            preprocess=preprocess,
-            total_stride=sknet.SKNet.total_stride,
-            family="sknet",
-            args=args,
-        )
-    else:
-        raise UsageError(
-            f"unknown model '{name}'; choose one of: {', '.join(model_names())} "
-            f"(or timm:NAME for any timm model)"
-        )
-    check_input_size(input_size, built.total_stride, name)
-    if weights is not None:
-        apply_state_dict(built.module, load_state_dict(weights), weights, name)
-        built.weights = Path(weights)
-    built.module.eval()
-    return built
+def __getattr__(name: str):
+    if name in _REGISTRY_NAMES:
+        return getattr(import_module(".registry", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -111,12 +111,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-# Modules a plain state dict or checkpoint may name in its pickle (tensor storage, ordered dicts).
-_SAFE_PICKLE_MODULES = ("torch", "collections", "builtins", "numpy", "_codecs")
+# Modules whose functions run commands, open files or import code: a pickle that names one of
+# them is an attack, not a checkpoint with an extra object in it.
+_CODE_MODULES = {"os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "io", "runpy", "importlib", "pty",
+                 "code", "webbrowser", "ctypes", "multiprocessing", "pickle", "marshal", "types"}
+_CODE_BUILTINS = {"eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "globals", "breakpoint"}
 
 
 def _code_in_pickle(path: Path) -> str | None:
-    """The first global a pickle would import that is not part of a plain checkpoint, or None.
+    """The first function a pickle would call that runs code (``posix.system``, ``builtins.eval``...), or None.
 
     Read with pickletools, which lists the opcodes without executing any of them.
     """
@@ -140,7 +143,8 @@ def _code_in_pickle(path: Path) -> str | None:
                 strings.append(str(arg))
             elif opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST"):
                 module, name = (str(arg).split(" ", 1) if opcode.name != "STACK_GLOBAL" else (strings[-2:] + ["", ""])[:2])
-                if module.split(".")[0] not in _SAFE_PICKLE_MODULES:
+                root = module.split(".")[0]
+                if root in _CODE_MODULES or (root in ("builtins", "__builtin__") and name in _CODE_BUILTINS):
                     return f"{module}.{name}"
     except Exception:  # a damaged or foreign file: say nothing more than torch did
         return None

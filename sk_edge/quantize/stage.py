@@ -1,0 +1,187 @@
+"""The quantize stage: INT8 Q/DQ insertion and FP16 conversion, written into the graph.
+
+TensorRT 11 no longer calibrates or picks precisions; the ONNX graph carries them. This
+stage turns ``model.fp32.onnx`` into ``model.int8.onnx`` (explicit Q/DQ, the rest FP16
+or FP32) and ``model.fp16.onnx``, each with a JSON sidecar; the calibration itself is in
+``calib.json`` / ``calib.cache`` (:mod:`.calibration`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import shape_inference
+
+from .. import artifacts
+from ..backends.onnxruntime import OnnxRuntimeRunner
+from ..errors import SkEdgeError, UsageError
+from ..export.parity import parity_inputs
+from ..workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, load_calibration, load_export
+from .calibration import CALIB_JSON
+from .invariants import int8_graph_problems
+from .macs import macs_by_node, precision_mix
+from .plan import QuantPlan, plan_quantization
+from .precision import (
+    FP16_QDQ_MIN_OPSET,
+    QDQ_MIN_OPSET,
+    PrecisionReport,
+    convert_float_precision,
+    ensure_opset,
+    export_graph,
+    insert_qdq,
+)
+
+PRECISIONS = ("int8", "fp16")
+MIXED = ("fp16", "fp32")
+OUTPUT_NAMES = {p: GRAPH_NAMES[p] for p in PRECISIONS}
+SIDECAR_NAMES = {p: GRAPH_SIDECARS[p] for p in PRECISIONS}
+
+# Ops kept in FP32 when the rest of the graph runs in FP16, and why. A rule, not a
+# measurement: on the reference model (64x64 input, pools of at most 16x16 = 256 terms)
+# FP16 global pooling measured the same as FP32 (README, "FP16"). The rule is for the
+# large inputs: an SK unit's fuse step pools 56x56 = 3136 terms at 224x224, and a sum
+# kept in FP16 drops low bits once it passes 2048 (11-bit mantissa) and overflows at
+# 65504. A pool reads its input once and writes C values, so FP32 costs one cast.
+FP32_OPS = {
+    "GlobalAveragePool": "long reduction: an FP16 sum of H*W terms loses precision and can overflow",
+}
+
+def fp32_rule(node: gs.Node) -> str | None:
+    return FP32_OPS.get(node.op)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def build_int8_graph(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    amax: dict[str, float],
+    mixed: str = "fp16",
+    keep_fp32: Callable[[gs.Node], str | None] = fp32_rule,
+) -> tuple[onnx.ModelProto, PrecisionReport]:
+    """``model`` with the Q/DQ of ``plan`` at the ranges ``amax``; the rest in ``mixed``."""
+    report = PrecisionReport()
+    low_precision = mixed == "fp16"
+    opset = max(_opset(model), FP16_QDQ_MIN_OPSET if low_precision else QDQ_MIN_OPSET)
+    graph = gs.import_onnx(shape_inference.infer_shapes(ensure_opset(model, opset)))
+    insert_qdq(graph, plan, amax, np.float16 if low_precision else np.float32, report)
+    if low_precision:
+        convert_float_precision(graph, keep_fp32, report)
+    return export_graph(graph, opset), report
+
+
+def build_fp16_graph(
+    model: onnx.ModelProto, keep_fp32: Callable[[gs.Node], str | None] = fp32_rule
+) -> tuple[onnx.ModelProto, PrecisionReport]:
+    """``model`` in FP16 with FP32 I/O, the ``keep_fp32`` ops in FP32."""
+    report = PrecisionReport()
+    opset = _opset(model)
+    graph = gs.import_onnx(shape_inference.infer_shapes(model))
+    convert_float_precision(graph, keep_fp32, report)
+    return export_graph(graph, opset), report
+
+
+def quantize_model(
+    workdir: str | Path,
+    precision: str,
+    mixed: str = "fp16",
+    force: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+    keep_float: Iterable[str] = (),
+) -> dict:
+    """Write ``model.<precision>.onnx`` and its sidecar into ``workdir``; return the sidecar.
+
+    ``keep_float``: INT8 only, layers (node names) to leave in floating point, as chosen by
+    :mod:`sk_edge.sensitivity` to meet an accuracy budget.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if mixed not in MIXED:
+        raise UsageError(f"--mixed must be one of {', '.join(MIXED)}, got '{mixed}'")
+    workdir = Path(workdir)
+    export = load_export(workdir)
+    fp32_sha = export["outputs"][FP32_ONNX]["sha256"]
+    calib = load_calibration(workdir, export) if precision == "int8" else None
+    out_name, sidecar_name = OUTPUT_NAMES[precision], SIDECAR_NAMES[precision]
+    keep_float = sorted(set(keep_float)) if precision == "int8" else []
+    settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS,
+                "keep_float": keep_float}
+    key = artifacts.stage_key(
+        {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib["key"] if calib else None, **settings}
+    )
+    if not force and artifacts.is_up_to_date(workdir / sidecar_name, key):
+        log(f"{workdir / out_name} is up to date; --force rewrites it")
+        return artifacts.read_json(workdir / sidecar_name)
+
+    t0 = time.perf_counter()
+    model = onnx.load(str(workdir / FP32_ONNX))
+    plan = plan_quantization(model)
+    unknown = sorted(set(keep_float) - set(plan.layers()))
+    if unknown:
+        raise UsageError(f"'{unknown[0]}' is not a quantized layer of this graph ({len(unknown)} unknown)")
+    plan = plan.without(set(keep_float))
+    if precision == "int8":
+        missing = [n for n in plan.activations if n not in calib["tensors"]]
+        if missing:
+            raise SkEdgeError(
+                f"calib.json has no range for '{missing[0]}' ({len(missing)} missing); "
+                f"re-run `sk-edge calibrate -w {workdir} --images DIR --force`"
+            )
+        amax = {n: calib["tensors"][n]["amax"] for n in plan.activations}
+        out, report = build_int8_graph(model, plan, amax, mixed)
+        mix = precision_mix(macs_by_node(model), plan)
+    else:
+        out, report = build_fp16_graph(model)
+        mix = None
+    opset = _opset(out)
+    try:
+        onnx.checker.check_model(out, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise SkEdgeError(f"the {precision} graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    if precision == "int8":
+        problems = int8_graph_problems(out, plan)
+        if problems:
+            raise SkEdgeError(f"the INT8 graph breaks {len(problems)} invariants, first: {problems[0]}")
+    for name in report.small_scales:
+        log(f"  warning: weight '{name}' has per-channel scales below FP16's normal range (reduced precision)")
+
+    serialized = out.SerializeToString()
+    # The graph must run on ONNX Runtime's CPU provider: that is where drift is measured.
+    shape = export["model"]["input"]["shape"]
+    batch = 1 if isinstance(shape[0], str) else shape[0]
+    OnnxRuntimeRunner(serialized)(parity_inputs(tuple(shape[1:]), samples=batch))
+
+    with artifacts.atomic_output(workdir / out_name) as tmp:
+        tmp.write_bytes(serialized)
+    doc = artifacts.sidecar(
+        f"quantize-{precision}",
+        key,
+        {out_name: workdir / out_name},
+        inputs={
+            "model": {"path": FP32_ONNX, "sha256": fp32_sha},
+            "calibration": {"path": CALIB_JSON, "key": calib["key"], "method": calib["method"]} if calib else None,
+        },
+        settings=settings,
+        preprocess=export["preprocess"],
+        model=export["model"],
+        graph={"opset": opset, "nodes": len(out.graph.node)},
+        plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes} if precision == "int8" else None,
+        precision_report=report.as_dict(),
+        precision_mix=mix,
+    )
+    artifacts.write_json(workdir / sidecar_name, doc)
+    log(
+        f"wrote {workdir / out_name}: "
+        + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
+           f"{mix['int8_mac_share']:.1%} of the MACs in INT8, " if precision == "int8" else "")
+        + f"{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    return doc

@@ -1,0 +1,109 @@
+"""The device side in a virtual environment without PyTorch (issue 11), as a Jetson user runs it.
+
+`make device-test` makes such an environment (`pip install .`, no extras, plus pytest), prepares a
+work directory with the full install (`sk-edge build --precision int8 --no-verify`), and runs this
+file there with SK_EDGE_DEVICE_WORKDIR pointing at a copy. In the full environment the file skips:
+what it proves is that none of it needs PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is not None,
+    reason="runs in the torch-free device environment: make device-test",
+)
+
+
+def sk_edge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sk_edge", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    source = os.environ.get("SK_EDGE_DEVICE_WORKDIR")
+    if not source:
+        pytest.fail("SK_EDGE_DEVICE_WORKDIR is not set: run this through `make device-test`")
+    copy = tmp_path / "wd"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def test_nothing_on_the_device_path_imports_torch():
+    for name in ("torch", "torchvision", "timm"):
+        assert importlib.util.find_spec(name) is None, f"{name} is installed in the device environment"
+    import sk_edge.analyze  # noqa: F401
+    import sk_edge.bench  # noqa: F401
+    import sk_edge.build  # noqa: F401
+    import sk_edge.export  # noqa: F401  (re-exports lazily)
+    import sk_edge.models  # noqa: F401  (re-exports lazily)
+    import sk_edge.quantize  # noqa: F401
+    import sk_edge.runtime  # noqa: F401
+    import sk_edge.sensitivity  # noqa: F401
+    import sk_edge.serving  # noqa: F401
+    import sk_edge.verify  # noqa: F401
+
+    assert "torch" not in sys.modules
+    # The installed package (pip install .), not the checkout: package data must have come along.
+    assert Path(sk_edge.verify.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
+
+
+def test_build_from_verify_bench_and_the_serving_exports(workdir, tmp_path):
+    built = sk_edge("build", "--from", str(workdir), "--precision", "int8")
+    assert built.returncode == 0, built.stderr
+    assert "no engine built" in built.stderr and (workdir / "on_device.sh").is_file()
+    assert "verify PASSED" in built.stderr
+    doc = json.loads((workdir / "verify.json").read_text())
+    assert doc["reference"] == "FP32 ONNX on ONNX Runtime (PyTorch is not installed)"
+    assert doc["candidate"]["precision"] == "int8" and doc["metrics"]["images"] == 1000
+
+    verify = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
+    assert verify.returncode == 0, verify.stderr
+
+    bench = sk_edge("bench", "-w", str(workdir), "--iterations", "5", "--warmup", "1")
+    assert bench.returncode == 0, bench.stderr
+    rows = json.loads((workdir / "bench.json").read_text())["results"]
+    assert {(r["config"]["backend"], r["config"]["precision"]) for r in rows if "stats" in r} >= {("onnxruntime", "int8"),
+                                                                                                   ("onnxruntime", "fp32")}
+    assert not any(r["config"]["backend"] == "torch" for r in rows)
+
+    triton = sk_edge("export-triton", "-w", str(workdir), "--repo", str(tmp_path / "repo"))
+    assert triton.returncode == 0, triton.stderr
+    assert (tmp_path / "repo" / "sknet26-digits" / "config.pbtxt").is_file()
+    deepstream = sk_edge("export-deepstream", "-w", str(workdir))
+    assert deepstream.returncode == 0, deepstream.stderr
+    assert "onnx-file=model.int8.onnx" in (workdir / "deepstream_nvinfer.txt").read_text()
+
+
+def test_a_host_command_says_what_to_install(tmp_path):
+    out = sk_edge("export", "--model", "sknet26", "-w", str(tmp_path / "wd"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "needs torch, which is not installed here" in out.stderr and "pip install 'sk-edge[export]'" in out.stderr
+
+
+def test_the_runtime_through_the_standin(workdir, tmp_path):
+    """Build and run an engine with the stand-in TensorRT of JetPack 6.1's 10.3: no PyTorch anywhere."""
+    from sk_edge import build as pipeline
+    from sk_edge.backends.tensorrt import BuildOptions
+    from sk_edge.runtime import Engine
+
+    from trt_standin import ORIN, FakeCuda, scenario, standin_module
+
+    holder: dict = {}
+    trt = holder["trt"] = standin_module("10.3.0", scenario(holder))
+    holder["float_node"] = next(iter(json.loads((workdir / "model.int8.json").read_text())["plan"]["float_nodes"]))
+    result = pipeline.build_engine_stage(workdir, "int8", BuildOptions(timing_cache=tmp_path / "t.cache"), trt=trt, gpu=ORIN)
+    with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN) as engine:
+        out = engine(np.zeros((1, 3, 64, 64), np.float32))
+    assert out.shape == (1, 10) and out.dtype == np.float32
+    assert "IExecutionContext.execute_async_v3" in trt.touched

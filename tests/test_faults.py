@@ -1,0 +1,385 @@
+"""Bad input and faults, driven through the CLI as a user meets them (issue 10).
+
+Every case asserts the exit code (2 usage, 1 failure, 130 interrupted), exactly one error line on
+stderr and no traceback, and that the work directory's earlier artifacts are byte-identical
+afterwards. Disk-full and read-only cases run on a real small tmpfs (CI runs as root); where
+mounting is impossible they skip and say why.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sk_edge.export import export_model
+from sk_edge.models import build_model
+from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
+
+from conftest import CALIB, TINY_SKNET_ARGS, calibration_subset, run_cli
+
+TINY = [a for k, v in TINY_SKNET_ARGS.items() for a in ("--model-arg", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The reference model exported, calibrated on 64 images and quantized to INT8."""
+    wd = tmp_path_factory.mktemp("built")
+    export_model(build_model("sknet26-digits"), wd)
+    calibrate(wd, calibration_subset(tmp_path_factory.mktemp("calib") / "imgs", 64), CalibrationOptions(num_images=64))
+    quantize_model(wd, "int8")
+    return wd
+
+
+@pytest.fixture
+def wd(built, tmp_path):
+    """A private copy of the built work directory."""
+    copy = tmp_path / "wd"
+    shutil.copytree(built, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def eval_images(tmp_path_factory):
+    from sk_edge.reference import digits
+
+    folder = tmp_path_factory.mktemp("eval")
+    labels = digits.write_split("eval", folder, 64)
+    return folder, labels
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(out: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    """The single error line of a failed command, after the checks every case shares."""
+    assert out.returncode == code, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith(("sk-edge: error:", "Error:"))]
+    assert len(errors) == 1, out.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def unchanged(folder: Path, before: dict[str, str], ignore: tuple[str, ...] = ()) -> None:
+    after = {k: v for k, v in snapshot(folder).items() if not k.startswith(ignore)}
+    assert after == {k: v for k, v in before.items() if not k.startswith(ignore)}
+
+
+# --- false verdicts ------------------------------------------------------------------------
+
+
+def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_path):
+    """Calibration on faint noise (narrow ranges, so real images clip): the budget would move the MACs to float."""
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        Image.fromarray(np.clip(rng.normal(128, 6, (64, 64, 3)), 0, 255).astype(np.uint8)).save(noise / f"n{i:02d}.png")
+    out = run_cli("build", "--precision", "int8", "--images", str(noise), "--num-images", "48", "-w", str(tmp_path / "wd"))
+    line = one_line_error(out, 1, "above --max-float-share 25%", "Likely cause: the calibration images are unlike",
+                          "--max-float-share 100")
+    assert "evaluation max" in line
+    mix = json.loads((tmp_path / "wd" / "model.int8.json").read_text())["precision_mix"]
+    assert mix["int8_mac_share"] > 0.99  # what was written is the full INT8 graph, not a float one called INT8
+    assert "verify PASSED" not in out.stderr and not (tmp_path / "wd" / "verify.json").exists()
+
+
+def test_the_int8_share_of_macs_is_printed_recorded_and_shown(wd, eval_images):
+    folder, labels = eval_images
+    out = run_cli("verify", "-w", str(wd), "--images", str(folder), "--labels", str(labels), "--min-agreement", "0",
+                  "--max-top1-drop", "100")
+    assert out.returncode == 0, out.stderr
+    mix = json.loads((wd / "model.int8.json").read_text())["precision_mix"]
+    assert 0.99 < mix["int8_mac_share"] < 1.0 and mix["int8_layers"] == 38
+    assert f"{mix['int8_mac_share']:.1%} of the MACs in INT8" in (wd / "verify.md").read_text()
+    chain = json.loads((wd / "verify.json").read_text())["chain"]
+    assert set(chain) == {"export", "calibration", "graph"}
+    assert chain["graph"]["model.int8.onnx"] == hashlib.sha256((wd / "model.int8.onnx").read_bytes()).hexdigest()
+
+
+def test_a_workdir_is_never_taken_over(tmp_path):
+    wd = tmp_path / "wd"
+    out = run_cli("export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64", "-w", str(wd))
+    assert out.returncode == 0, out.stderr
+    before = snapshot(wd)
+    # No --model: the work directory's own model, up to date.
+    again = run_cli("export", "-w", str(wd))
+    assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+    unchanged(wd, before)
+    # Another model, or other classes: refused with both named.
+    other = run_cli("build", "--precision", "fp32", "--model", "sknet26-digits", "-w", str(wd))
+    one_line_error(other, 2, "holds an export of sknet26", "model sknet26-digits", "--force")
+    classes = run_cli("export", "--num-classes", "7", "-w", str(wd))
+    one_line_error(classes, 2, "7 classes (it holds 10)")
+    unchanged(wd, before)
+    # --force replaces it, as asked.
+    forced = run_cli("export", "--model", "sknet26-digits", "--force", "-w", str(wd))
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((wd / "export.json").read_text())["inputs"]["model"] == "sknet26-digits"
+
+
+def test_asking_for_an_engine_that_is_not_there_is_an_error(wd, eval_images):
+    folder, _ = eval_images
+    before = snapshot(wd)
+    out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
+    one_line_error(out, 1, "no engine in", "--candidate int8")
+    bench = run_cli("bench", "-w", str(wd), "--backends", "tensorrt", "--iterations", "5", "--warmup", "0")
+    one_line_error(bench, 1, "nothing to benchmark")
+    unchanged(wd, before)
+
+
+def test_bench_fails_when_a_named_backend_produced_no_row(wd):
+    """A backend that runs but fails every configuration: here, an FP16 graph ONNX Runtime cannot load."""
+    (wd / "model.fp16.onnx").write_bytes(b"not a graph")
+    (wd / "model.fp16.json").write_text(json.dumps({
+        "outputs": {"model.fp16.onnx": {"sha256": hashlib.sha256(b"not a graph").hexdigest(), "bytes": 11}},
+        "inputs": {"model": {"sha256": json.loads((wd / "export.json").read_text())["outputs"]["model.fp32.onnx"]["sha256"]}},
+    }))
+    out = run_cli("bench", "-w", str(wd), "--backends", "onnxruntime", "--precisions", "fp16", "--iterations", "5", "--warmup", "0")
+    one_line_error(out, 1, "bench FAILED: no result for onnxruntime")
+    assert (wd / "bench.md").is_file()  # the report is written all the same
+
+
+def test_a_stale_or_foreign_engine_is_refused(wd, eval_images):
+    folder, _ = eval_images
+    (wd / "model.int8.engine").write_bytes(b"engine bytes")
+    (wd / "model.int8.engine.json").write_text(json.dumps({
+        "outputs": {"model.int8.engine": {"sha256": hashlib.sha256(b"engine bytes").hexdigest(), "bytes": 12}},
+        "inputs": {"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}},
+        "tensorrt": {"version": "10.3.0"},
+    }))
+    before = snapshot(wd)
+    out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
+    one_line_error(out, 1, "model.int8.engine' is stale", "sk-edge build --from")
+    bench = run_cli("bench", "-w", str(wd), "--backends", "tensorrt", "--iterations", "5", "--warmup", "0")
+    one_line_error(bench, 1, "is stale")
+    unchanged(wd, before)
+    # A build on a machine without TensorRT says so instead of leaving it silently.
+    build = run_cli("build", "--from", str(wd), "--precision", "int8", "--no-verify")
+    assert build.returncode == 0, build.stderr
+    assert "model.int8.engine here is stale and will be refused" in build.stderr
+
+
+def test_damaged_or_stale_graphs_are_refused(wd, eval_images):
+    folder, _ = eval_images
+    graph = wd / "model.int8.onnx"
+    data = graph.read_bytes()
+    graph.write_bytes(data[: len(data) // 2])  # truncated, as by a failed copy
+    before = snapshot(wd)
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder))
+    one_line_error(out, 1, "does not match its model.int8.json")
+    fromdir = run_cli("build", "--from", str(wd), "--precision", "int8", "--no-verify")
+    one_line_error(fromdir, 1, "does not match its model.int8.json")
+    assert not (wd / "on_device.sh").exists()  # checked before anything is written
+    unchanged(wd, before)
+
+    graph.write_bytes(data)
+    recal = run_cli("calibrate", "-w", str(wd), "--images", str(CALIB), "--num-images", "64", "--method", "max")
+    assert recal.returncode == 0, recal.stderr
+    stale = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder))
+    one_line_error(stale, 1, "quantized with an earlier calibration", "sk-edge quantize --precision int8")
+
+
+@pytest.mark.parametrize("flag", ["--max-kl", "--max-top1-drop", "--min-agreement"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_thresholds_are_refused(wd, flag, value):
+    before = snapshot(wd)
+    out = run_cli("verify", "-w", str(wd), flag, value)
+    one_line_error(out, 2, "finite")
+    unchanged(wd, before)
+
+
+# --- nothing lost, no tracebacks ---------------------------------------------------------------
+
+
+def test_a_workdir_under_a_regular_file_fails_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    t0 = time.perf_counter()
+    out = run_cli("export", "--model", "sknet50", "-w", str(tmp_path / "file" / "wd"))
+    one_line_error(out, 2, "which is a file")
+    assert time.perf_counter() - t0 < 60  # not after a whole SKNet-50 export
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str, readonly: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if readonly else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the disk-full and read-only "
+                    "cases need one")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_full_disk_damages_nothing(built, tmp_path):
+    with small_tmpfs(tmp_path / "small", "8m") as disk:
+        # A work directory that fit, then a disk that filled up.
+        wd = disk / "wd"
+        wd.mkdir()
+        for name in ("export.json", "model.fp32.onnx"):
+            shutil.copy(built / name, wd / name)
+        before = snapshot(wd)
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        forced = run_cli("export", "--model", "sknet26-digits", "--force", "-w", str(wd))
+        one_line_error(forced, 1, "No space left on device", "free some disk space")
+        unchanged(wd, before)
+        fresh = run_cli("export", "--model", "sknet26-digits", "-w", str(disk / "new"))
+        one_line_error(fresh, 1, "No space left on device")
+        assert not any(p.name.endswith(".tmp") for p in disk.rglob("*"))
+
+
+def test_a_read_only_file_system_is_one_line(built, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("export.json", "model.fp32.onnx"):
+        shutil.copy(built / name, src / name)
+    with small_tmpfs(tmp_path / "ro", "8m") as disk:
+        shutil.copytree(src, disk / "wd")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        before = snapshot(disk / "wd")
+        out = run_cli("quantize", "-w", str(disk / "wd"), "--precision", "fp16")
+        one_line_error(out, 1, "cannot write in work directory", "read-only")
+        unchanged(disk / "wd", before)
+
+
+def test_two_commands_on_one_workdir_do_not_interleave(wd):
+    before = snapshot(wd)
+    fd = os.open(wd, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running sk-edge command holds it
+        out = run_cli("quantize", "-w", str(wd), "--precision", "int8", "--force")
+        one_line_error(out, 1, "is in use by another sk-edge command")
+    finally:
+        os.close(fd)
+    unchanged(wd, before)
+
+
+def test_temporaries_left_by_a_kill_are_removed_on_the_next_run(wd):
+    (wd / ".model.int8.onnx.k3j2h1.tmp").write_bytes(b"half a graph")
+    out = run_cli("quantize", "-w", str(wd), "--precision", "int8")
+    assert out.returncode == 0, out.stderr
+    assert "removed 1 temporary file(s) left by an interrupted run" in out.stderr
+    assert not any(p.name.endswith(".tmp") for p in wd.iterdir())
+
+
+def test_sigint_exits_130_and_keeps_the_workdir(wd):
+    before = snapshot(wd)
+    proc = subprocess.Popen([sys.executable, "-m", "sk_edge", "export", "--model", "sknet26-digits", "--force", "-w", str(wd)],
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # "building sknet26-digits ...": the command is under way
+    assert "building" in line
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    unchanged(wd, before)
+
+
+def test_images_sixteen_bit_undecodable_names_and_huge_non_images(wd, tmp_path):
+    from sk_edge.images import ImageStream, find_images
+    from sk_edge.preprocess import Preprocess
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64), 32768, dtype=np.uint16)).save(folder / "half.png")
+    pre = Preprocess(input_size=64, mean=(0, 0, 0), std=(1, 1, 1), resize="resize")
+    (x, _), = list(ImageStream(find_images(folder), pre, 4, None, root=folder))
+    assert abs(float(x.mean()) - 0.5) < 0.01  # scaled by the bit depth, not clipped to white
+
+    for i, path in enumerate(sorted(CALIB.glob("*.png"))[:8]):
+        shutil.copy(path, folder / f"c{i}.png")
+    shutil.copy(next(CALIB.glob("*.png")), os.fsencode(folder) + b"/caf\xe9-latin1.png")
+    with open(os.fsencode(folder) + b"/bad\xff.jpg", "wb") as f:  # undecodable name, and not an image
+        f.write(b"garbage")
+    with open(folder / "huge.jpg", "wb") as f:  # 3 GB, sparse: costs no disk, would cost memory if read whole
+        f.truncate(3 << 30)
+    import resource
+
+    out = run_cli("calibrate", "-w", str(wd), "--images", str(folder), "--num-images", "10", "--force")
+    assert out.returncode == 0, out.stderr
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb < 2500, peak_mb  # the 3 GB file was identified from its header, not read whole
+    assert "skipped unreadable image huge.jpg: not an image Pillow can read" in out.stderr
+    assert "BytesIO" not in out.stderr
+    text = (wd / "calib.json").read_text()
+    assert json.loads(text)["inputs"]["images"]["used"] == 10
+    # The latin-1 name was read (10 readable files, 10 used); the undecodable skipped one is named
+    # with its byte visible, in the log and in valid JSON.
+    assert "skipped unreadable image bad\\xff.jpg" in out.stderr
+    assert "bad\\\\xff.jpg" in text
+
+
+def test_nan_weights_are_named(tmp_path):
+    from sk_edge.models.sknet import sknet26
+
+    state = sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    out = run_cli("export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64",
+                  "--weights", str(tmp_path / "nan.pth"), "-w", str(tmp_path / "wd"))
+    one_line_error(out, 1, "holds NaN or inf in 'fc.weight'")
+    assert "report" not in out.stderr.lower()
+
+
+def test_a_pickle_holding_code_is_refused_as_such(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-never-run",))
+
+    torch.save({"state_dict": Payload()}, tmp_path / "evil.pth")
+    out = run_cli("export", "--model", "sknet26", "--weights", str(tmp_path / "evil.pth"), "-w", str(tmp_path / "wd"))
+    one_line_error(out, 1, "holds code to run when loaded", "system")
+    assert "should-never-run" not in out.stdout + out.stderr
+
+
+def test_smaller_mistakes_get_the_right_message(wd, tmp_path):
+    (wd / "calib.json").unlink()
+    before = snapshot(wd)
+    out = run_cli("quantize", "-w", str(wd), "--precision", "int8", "--force")
+    one_line_error(out, 1, "no readable calib.json")
+    unchanged(wd, before)
+
+    empty = tmp_path / "broken"
+    empty.mkdir()
+    (empty / "a.png").write_bytes(b"not a png")
+    cal = run_cli("calibrate", "-w", str(wd), "--images", str(empty), "--num-images", "4")
+    line = one_line_error(cal, 1, "no readable image")
+    assert "--num-images 0" not in line
+
+    size = run_cli("export", "--model", "sknet26", "--input-size", "0", "-w", str(tmp_path / "x"))
+    one_line_error(size, 2, "--input-size")
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("export.json", "model.fp32.onnx"):
+        shutil.copy(wd / name, bare / name)
+    fromdir = run_cli("build", "--from", str(bare), "--precision", "fp16", "--no-verify")
+    one_line_error(fromdir, 1, "no model.fp16.onnx")
+    assert not (bare / "on_device.sh").exists()
