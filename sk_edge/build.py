@@ -49,18 +49,50 @@ class BuildResult:
     layers: dict = field(default_factory=dict)
 
 
-def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool) -> str:
+def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptions) -> list[str]:
+    """Commented trtexec lines for every TensorRT family a device may have, each valid for its release."""
+    from .quantize.cache import CALIBRATOR, version_number
+
     export = load_export(workdir)
     shape = tuple(export["model"]["input"]["shape"])
     input_name = export["model"]["input"]["name"]
-    graph = DLA_GRAPH if legacy else GRAPH_NAMES[precision]
+    options = _with_profile(options, export)
+    lines = []
+    for label, version in trt_backend.DEVICE_TARGETS:
+        features = trt_backend.TrtFeatures(version)
+        if options.dla_core is not None:
+            if features.dla_legacy and features.version >= trt_backend.MIN_LEGACY_VERSION:
+                graph, legacy = DLA_GRAPH, True
+            elif features.dla_strongly_typed:
+                graph, legacy = GRAPH_NAMES[precision], False
+            else:
+                lines.append(f"# {label}: no DLA on Jetson; build for the GPU without --dla-core")
+                continue
+        elif features.strongly_typed:
+            graph, legacy = GRAPH_NAMES[precision], False
+        else:
+            lines.append(f"# {label}: no strongly typed networks; only the DLA path (--dla-core N) builds there")
+            continue
+        if options.hardware_compatible and not features.hardware_compatibility:
+            lines.append(f"# {label}: no hardware-compatible engines; build without --hardware-compatible")
+            continue
+        lines.append(f"# {label}:")
+        if legacy and precision == "int8":
+            # TensorRT skips a cache whose header names another release: write the device's own.
+            header = f"TRT-{version_number('.'.join(map(str, version)))}-{CALIBRATOR}"
+            lines.append(f"#   sed -i '1s/.*/{header}/' calib.cache   (the header of your exact release: 8.5.2 -> 8502, "
+                         "8.6.2 -> 8602, 10.3.0 -> 100300)")
+        lines.append("#   " + trt_backend.trtexec_command(graph, engine_name(precision, options.dla_core), input_name, shape,
+                                                           options, legacy, features, precision))
+    return lines
+
+
+def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool) -> str:
     flags = [f"--precision {precision}", f"--workspace {options.workspace_mib}", f"--opt-level {options.opt_level}"]
     if options.dla_core is not None:
         flags.append(f"--dla-core {options.dla_core}")
     if options.hardware_compatible:
         flags.append("--hardware-compatible")
-    trtexec = trt_backend.trtexec_command(graph, engine_name(precision, options.dla_core), input_name, shape,
-                                          _with_profile(options, export), legacy)
     return "\n".join([
         "#!/bin/sh",
         "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
@@ -70,8 +102,8 @@ def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptio
         f"sk-edge build --from . {' '.join(flags)}",
         "",
         "# The same engine with NVIDIA's trtexec, for devices without Python (no sidecar, no",
-        "# stale-engine check, no layer summary):",
-        f"# {trtexec}",
+        "# stale-engine check, no layer summary). Pick the line of the TensorRT on the device:",
+        *trtexec_lines(workdir, precision, options),
         "",
     ])
 
@@ -139,6 +171,10 @@ def build_engine_stage(
     """
     trt = trt or trt_backend.import_tensorrt()
     options.validate()
+    if options.dla_core is not None:
+        # Which DLA path is the running TensorRT's call: weakly typed up to 10.7, strongly typed
+        # (the precision graph itself) from 11.4.1; build_engine refuses the releases between.
+        legacy = trt_backend.TrtFeatures.of(trt).dla_legacy
     export = load_export(workdir)
     if options.dla_core is not None and export["settings"].get("dynamic_batch"):
         # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
@@ -208,6 +244,7 @@ def build_engine_stage(
             tensorrt={"version": built.trt_version},
             gpu=gpu,
             jetson=jetson,
+            platform=trt_backend.host_platform(),
             model={"input": export["model"]["input"], "output": export["model"]["output"]},
             preprocess=export["preprocess"],
             timing_cache=str(cache_path),

@@ -14,7 +14,8 @@ import pytest
 
 from sk_edge import cli
 from sk_edge import build as pipeline
-from sk_edge.backends.tensorrt import BuildOptions, engine_sidecar_path, TrtFeatures, build_engine, engine_mismatch, summarize_layers, trtexec_command
+from sk_edge.backends.tensorrt import (DEVICE_TARGETS, BuildOptions, TrtFeatures, build_engine, engine_mismatch,
+                                      engine_sidecar_path, retarget_calib_cache, summarize_layers, trtexec_command)
 from sk_edge.errors import SkEdgeError
 from sk_edge.export import ExportOptions, export_model
 from sk_edge.models import build_model
@@ -45,6 +46,7 @@ def static_workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("trt_static")
     export_model(build_model("sknet26-digits"), wd)
     calibrate(wd, CALIB, CalibrationOptions(num_images=16, batch=8))
+    quantize_model(wd, "int8")  # the strongly typed DLA path (11.4.1+) builds the precision graph
     return wd
 
 
@@ -101,22 +103,83 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workd
     with pytest.raises(SkEdgeError, match="the DLA needs static shapes"):
         pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN)
     workdir = static_workdir
-    if features.weak_typing:
+    if features.dla_legacy:
+        holder["configs"] = []
         result = pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
         assert result.engine.name == "model.int8.dla.engine"
         assert "IBuilderConfig.can_run_on_DLA" in trt.touched
+        # TensorRT 8.5 has no optimisation levels (its trtexec rejects the flag too): not touched there.
+        assert ("IBuilderConfig.builder_optimization_level" in trt.touched) == features.optimization_level
         dla = json.loads((workdir / "dla.json").read_text())
         assert dla["summary"]["layers"] == 2 and dla["summary"]["pooling"]["rewritten"]
         sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
         assert sidecar["inputs"]["onnx"]["name"] == "model.fp32.dla.onnx" and sidecar["inputs"]["calib_cache_sha256"]
         assert {"BuilderFlag.INT8", "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.int8_calibrator", "IBuilderConfig.DLA_core"} <= trt.touched
+        # The cache reaches the builder under the header of the TensorRT that reads it.
+        cache = holder["configs"][-1].int8_calibrator.read_calibration_cache()
+        assert cache.splitlines()[0] == features.calib_cache_header.encode()
+        assert cache.splitlines()[1:] == (workdir / "calib.cache").read_bytes().splitlines()[1:]
         # The runtime runs it on the core it was built for: DLA_core is set before deserializing.
         with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN):
             assert "Runtime.DLA_core" in trt.touched
         assert ("NetworkDefinitionCreationFlag.EXPLICIT_BATCH" in trt.touched) == (features.version < (10,))
-    else:
-        with pytest.raises(SkEdgeError, match="no weakly typed builds"):
+    else:  # 10.8 to 11.4.0: no DLA on Jetson, whichever path is asked for
+        with pytest.raises(SkEdgeError, match=r"has no DLA support on Jetson \(10\.7 was the last 10\.x with DLA; 11\.4\.1"):
             pipeline.build_engine_stage(workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
+
+
+def test_dla_on_tensorrt_11_4_1_is_strongly_typed(static_workdir, tmp_path):
+    """JetPack 7.2.2's TensorRT 11.4.1: the DLA takes the Q/DQ graph itself, with no flags and no calibrator.
+
+    11.4.1's bindings are not among the dumped surfaces; 11.4.0.106's (the same API) stands in,
+    presented as 11.4.1.
+    """
+    holder: dict = {}
+    trt = holder["trt"] = standin_module("11.4.0.106", scenario(holder))
+    trt.__version__ = "11.4.1"
+    holder["float_node"] = "x"
+    dla = BuildOptions(dla_core=1, timing_cache=tmp_path / "dla.cache")
+    result = pipeline.build_engine_stage(static_workdir, "int8", dla, legacy=True, trt=trt, gpu=ORIN, force=True)
+    sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
+    assert result.engine.name == "model.int8.dla.engine"
+    assert sidecar["inputs"]["onnx"]["name"] == "model.int8.onnx" and not sidecar["settings"]["legacy_weakly_typed"]
+    assert {"DeviceType.DLA", "IBuilderConfig.DLA_core", "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.can_run_on_DLA"} <= trt.touched
+    assert not {"BuilderFlag.INT8", "BuilderFlag.FP16", "IBuilderConfig.int8_calibrator"} & trt.touched
+
+
+def test_calib_cache_header_follows_the_reader():
+    cache = b"TRT-100300-EntropyCalibration2\ninput: 3c010204\n"
+    assert retarget_calib_cache(cache, TrtFeatures((8, 5, 2))) == b"TRT-8502-EntropyCalibration2\ninput: 3c010204\n"
+    assert retarget_calib_cache(cache, TrtFeatures((10, 7, 0))).startswith(b"TRT-100700-EntropyCalibration2\n")
+
+
+@pytest.mark.parametrize("label, version", DEVICE_TARGETS)
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("dla_core", [None, 0])
+def test_every_trtexec_line_is_valid_for_its_release(static_workdir, label, version, precision, dla_core):
+    """One line per TensorRT family in on_device.sh, with only the flags that release's trtexec has."""
+    lines = pipeline.trtexec_lines(static_workdir, precision, BuildOptions(dla_core=dla_core))
+    mine = [l for l in lines if l.startswith(f"# {label}")]
+    assert len(mine) == 1
+    at = lines.index(mine[0])
+    command = next((l for l in lines[at + 1 : at + 3] if l.startswith("#   trtexec")), None)
+    features = TrtFeatures(version)
+    if dla_core is not None and not features.dla or dla_core is None and not features.strongly_typed:
+        assert command is None or lines.index(command) > at + 2 or "no " in mine[0]
+        return
+    flags = set(command.split())
+    legacy = dla_core is not None and features.dla_legacy
+    assert ("--stronglyTyped" in flags) == (not legacy and features.version < (11,))
+    assert any(f.startswith("--builderOptimizationLevel") for f in flags) == features.optimization_level
+    assert ("--int8" in flags) == ("--calib=calib.cache" in flags) == (legacy and precision == "int8")
+    assert ("--fp16" in flags) == legacy
+    if features.version >= (11,):
+        assert not {"--int8", "--fp16", "--stronglyTyped"} & flags and not any(f.startswith("--calib") for f in flags)
+    assert f"--onnx={'model.fp32.dla.onnx' if legacy else f'model.{precision}.onnx'}" in flags
+    if dla_core is not None:
+        assert {"--useDLACore=0", "--allowGPUFallback"} <= flags
+    if legacy and precision == "int8":
+        assert f"sed -i '1s/.*/{features.calib_cache_header}/' calib.cache" in lines[at + 1]
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
@@ -142,6 +205,11 @@ def test_stale_engines_are_refused_with_what_to_rebuild():
     compatible = {**sidecar, "settings": {"hardware_compatible": True}}
     assert engine_mismatch(compatible, "10.3.0", {"name": "RTX 4090", "compute_capability": "8.9"}) is None
     assert "Ampere and newer" in engine_mismatch(compatible, "10.3.0", {"name": "T4", "compute_capability": "7.5"})
+    # An Ampere+ engine from an x86-64 desktop is still not an Orin engine: the platform is recorded and checked.
+    desktop = {**compatible, "platform": {"machine": "x86_64", "jetson": False}}
+    orin = {"machine": "aarch64", "jetson": True}
+    assert engine_mismatch(desktop, "10.3.0", ORIN, here={"machine": "x86_64", "jetson": False}) is None
+    assert "it was built on x86_64 and this is aarch64 Jetson" in engine_mismatch(desktop, "10.3.0", ORIN, here=orin)
 
 
 def test_engine_refuses_a_sidecar_from_another_version(workdir, tmp_path):
@@ -185,6 +253,10 @@ def test_trtexec_line_matches_the_build():
         assert part in line
     legacy = trtexec_command("model.fp32.onnx", "e", "input", (1, 3, 64, 64), BuildOptions(dla_core=1), legacy=True)
     assert "--int8 --fp16 --calib=calib.cache" in legacy and "--useDLACore=1 --allowGPUFallback" in legacy
+    # An FP16 DLA build asks for no INT8 and no calibration cache (which it never has).
+    fp16 = trtexec_command("model.fp32.dla.onnx", "e", "input", (1, 3, 64, 64), BuildOptions(dla_core=1), legacy=True,
+                           precision="fp16")
+    assert "--fp16" in fp16 and "--int8" not in fp16 and "--calib" not in fp16
 
 
 def test_layer_summary_counts_precisions():

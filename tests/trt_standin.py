@@ -28,7 +28,12 @@ from typing import Any, Callable
 import numpy as np
 
 SURFACES = Path(__file__).parent / "data" / "trt-api"
-VERSIONS = ("8.6.1", "10.3.0", "10.13.3.9", "10.16.1.11", "11.4.0.106")
+# Every release a user meets: JetPack 5.1 (8.5, names from NVIDIA's binding sources), 6.0 (8.6),
+# 6.1/6.2 (10.3), the last 10.x with DLA (10.7), JetPack 7.0/7.1 (10.13), the newest 10.x and 11.x.
+VERSIONS = ("8.5-from-source", "8.6.1", "10.3.0", "10.7.0", "10.13.3.9", "10.16.1.11", "11.4.0.106")
+# A surface derived from source has names only; signatures (argument counts, return types) are
+# borrowed from the nearest release dumped from its wheel, for the names both have.
+_SIGNATURES_FROM = {"source": "8.6.1"}
 
 _SIG = re.compile(r"^\w+\((?P<params>.*)\)(?:\s*->\s*(?P<ret>.+))?$")
 _RETURN_ALIASES = {"nvonnxparser::IParserError": "ParserError", "nvinfer1::TensorIOMode": "TensorIOMode"}
@@ -81,6 +86,18 @@ class Scenario:
 
 def standin_module(version: str, scenario: Scenario | None = None) -> types.ModuleType:
     surface = json.loads((SURFACES / f"trt-{version}.json").read_text())
+    if surface.get("derived") in _SIGNATURES_FROM:
+        donor = json.loads((SURFACES / f"trt-{_SIGNATURES_FROM[surface['derived']]}.json").read_text())["classes"]
+        for cname, attrs in surface["classes"].items():
+            for name, spec in attrs.items():
+                if spec["kind"] == "method" and "sig" not in spec:
+                    spec["sig"] = donor.get(cname, {}).get(name, {}).get("sig", "")
+        # nptype is plain Python in tensorrt/__init__.py, not in the pybind11 sources the names came from.
+        surface.setdefault("functions", ["nptype"])
+        # pybind11's export_values() copies ILogger.Severity's members into ILogger (so Logger.WARNING,
+        # used in every TensorRT sample since 5.x); the source derivation does not see that call's effect.
+        for member in surface["enums"].get("Severity", []):
+            surface["classes"]["Logger"].setdefault(member, {"kind": "value"})
     scenario = scenario or Scenario()
     mod = types.ModuleType("tensorrt")
     mod.__version__ = surface["version"]
@@ -201,6 +218,9 @@ def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> S
     return Scenario(
         returns={
             "Builder.build_serialized_network": lambda self, network, config: host_memory(trt(), b"serialized plan"),
+            # Kept so that a test can read back what was set on it (the calibrator, flags).
+            "Builder.create_builder_config": lambda self: mod_holder.setdefault("configs", []).append(trt().IBuilderConfig())
+            or mod_holder["configs"][-1],
             "ITimingCache.serialize": lambda self: host_memory(trt(), b"timing cache"),
             # Overloaded in some releases (signature "(*args, **kwargs)"): the type is given here.
             "Runtime.deserialize_cuda_engine": lambda self, plan: trt().ICudaEngine(),

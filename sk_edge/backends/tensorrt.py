@@ -5,11 +5,14 @@ graph carries the precision (Q/DQ for INT8, FP16 tensors and casts), the network
 strongly typed, and no precision builder flag is set. TensorRT 11 only knows this mode;
 TensorRT 10.x has it beside weak typing.
 
-A second, legacy path exists for the DLA on TensorRT <= 10.x (Orin on JetPack 5/6):
-INT8 on the DLA has historically needed implicit quantization, so that path parses the
-FP32 graph into a weakly typed network, sets the INT8 and FP16 builder flags, and feeds
-sk-edge's ``calib.cache`` through a calibrator that only reads the cache (no images, no
-device buffers). TensorRT 11 has no weak typing and no DLA support on Jetson.
+A second, legacy path exists for the DLA on TensorRT 8.5 to 10.7 (Orin on JetPack 5.1 to
+6.2; NVIDIA: "TensorRT 10.7 was the last 10.x release that supported DLA"): INT8 on the DLA
+there needs implicit quantization, so that path parses the FP32 graph into a weakly typed
+network, sets the INT8 and FP16 builder flags, and feeds sk-edge's ``calib.cache`` (its header
+rewritten for the TensorRT that reads it) through a calibrator that only reads the cache. TensorRT
+10.8 to 11.4.0 have no DLA on Jetson; 11.4.1 restores it on Jetson AGX Orin with JetPack 7.2.2+
+for strongly typed networks only ("Working with DLA", 11.4.1), so there the DLA build is the main
+path with the DLA as default device.
 
 Every difference between TensorRT versions is decided in :class:`TrtFeatures`; nothing
 else in sk-edge looks at the version number. ``tensorrt`` is imported lazily, so this
@@ -18,8 +21,8 @@ a stand-in module built from the real bindings' surface.
 
 Names used here were checked against the TensorRT Python API documentation (10.x and
 11.x: Builder, IBuilderConfig, OnnxParser, ICudaEngine, EngineInspector) and, by
-``tests/test_tensorrt_api.py``, against the bindings' surface of 8.6.1, 10.3.0,
-10.13.3.9, 10.16.1.11 and 11.4.0.106.
+``tests/test_tensorrt_api.py``, against the bindings' surface of 8.5 (names derived from
+NVIDIA's binding sources), 8.6.1, 10.3.0, 10.7.0, 10.13.3.9, 10.16.1.11 and 11.4.0.106.
 """
 
 from __future__ import annotations
@@ -95,10 +98,44 @@ class TrtFeatures:
         return self.version < (11,)
 
     @property
+    def optimization_level(self) -> bool:
+        # IBuilderConfig.builder_optimization_level and trtexec --builderOptimizationLevel came
+        # with 8.6: 8.5 (JetPack 5.1) has neither.
+        return self.version >= (8, 6)
+
+    @property
+    def hardware_compatibility(self) -> bool:
+        # IBuilderConfig.hardware_compatibility_level: 8.6 on.
+        return self.version >= (8, 6)
+
+    @property
+    def dla_legacy(self) -> bool:
+        # Weakly typed DLA builds (INT8/FP16 flags, calibrator): up to 10.7, the last 10.x with DLA.
+        return self.version < (10, 8)
+
+    @property
+    def dla_strongly_typed(self) -> bool:
+        # 11.4.1: DLA on Jetson AGX Orin with JetPack 7.2.2+, strongly typed networks only.
+        # 10.8-11.4.0 have none on Jetson (11.4.0: Windows on ARM only); Thor has no DLA.
+        return self.version >= (11, 4, 1)
+
+    @property
     def dla(self) -> bool:
-        # TensorRT 11 ships no DLA support for Jetson (its DLA docs: "not supported for
-        # NVIDIA JetPack"); Thor has no DLA.
-        return self.version < (11,)
+        return self.dla_legacy or self.dla_strongly_typed
+
+    @property
+    def calib_cache_header(self) -> str:
+        """The first line TensorRT expects in a calibration cache; it skips a cache whose header differs."""
+        from ..quantize.cache import CALIBRATOR, version_number
+
+        return f"TRT-{version_number(self.text)}-{CALIBRATOR}"
+
+    def require_dla(self) -> None:
+        if not self.dla:
+            raise SkEdgeError(
+                f"TensorRT {self.text} has no DLA support on Jetson (10.7 was the last 10.x with DLA; 11.4.1 "
+                "restores it on Jetson AGX Orin with JetPack 7.2.2+); build for the GPU (no --dla-core)"
+            )
 
     @property
     def parser_error_node_name(self) -> bool:
@@ -195,6 +232,16 @@ def _cache_calibrator(trt, cache: bytes):
     return CacheCalibrator()
 
 
+def retarget_calib_cache(cache: bytes, features: TrtFeatures) -> bytes:
+    """``cache`` with the header of the TensorRT that will read it.
+
+    TensorRT ignores a calibration cache whose header names another version or calibrator
+    (NVIDIA/TensorRT#1378), and a cache-only calibrator then has no data at all.
+    """
+    _, sep, body = cache.partition(b"\n")
+    return features.calib_cache_header.encode() + sep + body
+
+
 def build_engine(
     onnx_path: Path,
     input_name: str,
@@ -212,15 +259,17 @@ def build_engine(
     """
     trt = trt or import_tensorrt()
     features = TrtFeatures.of(trt)
+    if options.dla_core is not None:
+        features.require_dla()
     if legacy:
         if not features.weak_typing:
-            raise SkEdgeError(f"TensorRT {features.text} has no weakly typed builds; the legacy DLA path needs TensorRT <= 10.x")
+            raise SkEdgeError(f"TensorRT {features.text} has no weakly typed builds; the legacy DLA path needs TensorRT <= 10.7")
         if features.version < MIN_LEGACY_VERSION:
             raise SkEdgeError(f"TensorRT {features.text} is older than 8.5 (JetPack 5.1), which sk-edge's runtime needs")
     else:
         features.require_main_path()
-    if options.dla_core is not None and not features.dla:
-        raise SkEdgeError(f"TensorRT {features.text} does not support the DLA on Jetson; build for the GPU")
+    if options.hardware_compatible and not features.hardware_compatibility:
+        raise SkEdgeError(f"TensorRT {features.text} has no hardware-compatible engines (8.6 or later); drop --hardware-compatible")
 
     logger = _log_severity(trt)
     builder = trt.Builder(logger)
@@ -234,7 +283,10 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    config.builder_optimization_level = options.opt_level
+    if features.optimization_level:
+        config.builder_optimization_level = options.opt_level
+    elif options.opt_level != 3:
+        log(f"  TensorRT {features.text} has no builder optimisation levels; --opt-level {options.opt_level} is ignored")
     # DETAILED keeps per-layer types and tactics for the inspector report (layers.json).
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if options.dynamic_batch:
@@ -245,6 +297,12 @@ def build_engine(
         config.add_optimization_profile(profile)
     if options.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if legacy:
+        # The precision flags come first: can_run_on_DLA below answers for the precisions set.
+        config.set_flag(trt.BuilderFlag.FP16)
+        if calib_cache is not None:
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.int8_calibrator = _cache_calibrator(trt, retarget_calib_cache(calib_cache, features))
     dla_layers = []
     if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
@@ -254,11 +312,6 @@ def build_engine(
         for i in range(network.num_layers):
             layer = network.get_layer(i)
             dla_layers.append({"layer": layer.name, "type": str(layer.type), "dla": bool(config.can_run_on_DLA(layer))})
-    if legacy:
-        config.set_flag(trt.BuilderFlag.FP16)
-        if calib_cache is not None:
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = _cache_calibrator(trt, calib_cache)
     cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.is_file() else b""
     timing_cache = config.create_timing_cache(cache_bytes)
     # ignore_mismatch=False: a cache from another device or version is not used.
@@ -351,14 +404,32 @@ def engine_sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None) -> str | None:
-    """Why an engine described by ``sidecar`` cannot run here, or None when it can."""
+def host_platform() -> dict:
+    """The CPU architecture and whether this is a Jetson: engines do not cross between them."""
+    import platform
+
+    from ..environment import jetson_info
+
+    return {"machine": platform.machine(), "jetson": bool(jetson_info())}
+
+
+def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None, here: dict | None = None) -> str | None:
+    """Why an engine described by ``sidecar`` cannot run here, or None when it can.
+
+    ``here`` is :func:`host_platform` (the default). Even a hardware-compatible (Ampere+)
+    engine is tied to its platform: one built on an x86-64 desktop does not run on an Orin.
+    """
     built = sidecar.get("tensorrt", {})
     if built.get("version") != trt_version:
         return f"it was built with TensorRT {built.get('version')} and this is TensorRT {trt_version}"
     made_on = sidecar.get("gpu") or {}
     if gpu is None:
         return "there is no CUDA GPU here"
+    built_platform = sidecar.get("platform")
+    here = here or host_platform()
+    if built_platform and (built_platform.get("machine"), built_platform.get("jetson")) != (here["machine"], here["jetson"]):
+        where = lambda p: f"{p.get('machine')}{' Jetson' if p.get('jetson') else ''}"  # noqa: E731
+        return f"it was built on {where(built_platform)} and this is {where(here)}"
     if sidecar.get("settings", {}).get("hardware_compatible"):
         major = int(str(gpu.get("compute_capability", "0")).split(".")[0])
         return None if major >= 8 else f"it is built for Ampere and newer GPUs and this {gpu.get('name')} is older"
@@ -386,17 +457,37 @@ def gpu_identity() -> dict | None:
         return {"name": dev["name"], "compute_capability": dev["compute_capability"]} if dev else None
 
 
+# The TensorRT releases a work directory may meet on a device, for the trtexec lines of
+# on_device.sh: (label, the version whose rules the line follows).
+DEVICE_TARGETS = (
+    ("TensorRT 8.5 (JetPack 5.1)", (8, 5, 2)),
+    ("TensorRT 8.6 (JetPack 6.0)", (8, 6, 2)),
+    ("TensorRT 10.3 to 10.7 (JetPack 6.1/6.2, desktop 10.x up to 10.7)", (10, 3, 0)),
+    ("TensorRT 10.8 to 10.x (JetPack 7.0/7.1, desktop)", (10, 13, 0)),
+    ("TensorRT 11.x before 11.4.1 (desktop)", (11, 1, 0)),
+    ("TensorRT 11.4.1 and later (JetPack 7.2.2+, desktop)", (11, 4, 1)),
+)
+
+
 def trtexec_command(onnx_name: str, engine_name: str, input_name: str, input_shape: tuple[int, ...],
-                    options: BuildOptions, legacy: bool = False) -> str:
-    """The trtexec line that builds the same engine as sk-edge (for users without Python)."""
+                    options: BuildOptions, legacy: bool = False, features: TrtFeatures | None = None,
+                    precision: str = "int8") -> str:
+    """The trtexec line that builds the same engine as sk-edge with the TensorRT ``features`` describes.
+
+    Only flags that release's trtexec has: no --builderOptimizationLevel before 8.6, no
+    --stronglyTyped, --int8, --fp16 or --calib in 11.x (strong typing is always on there),
+    --int8 --calib only for an INT8 legacy build.
+    """
+    features = features or TrtFeatures(MIN_VERSION)
     parts = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}"]
     if legacy:
-        parts += ["--int8", "--fp16", "--calib=calib.cache"]
-    else:
+        parts += ["--int8", "--fp16", "--calib=calib.cache"] if precision == "int8" else ["--fp16"]
+    elif features.strongly_typed_flag:
         parts.append("--stronglyTyped")
-    parts += [f"--memPoolSize=workspace:{options.workspace_mib}M", f"--builderOptimizationLevel={options.opt_level}",
-              "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed",
-              "--exportLayerInfo=layers.json"]
+    parts.append(f"--memPoolSize=workspace:{options.workspace_mib}M")
+    if features.optimization_level:
+        parts.append(f"--builderOptimizationLevel={options.opt_level}")
+    parts += ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed", "--exportLayerInfo=layers.json"]
     if options.dynamic_batch:
         dims = "x".join(map(str, input_shape[1:]))
         opt = options.opt_batch or options.dynamic_batch

@@ -47,12 +47,18 @@ def quantize_weight(weight: np.ndarray, axis: int, scale_dtype) -> tuple[np.ndar
 
     The values are rounded with the scale as stored, so DequantizeLinear reproduces
     exactly what was intended. An all-zero channel gets scale 1 (any positive scale
-    represents it exactly).
+    represents it exactly). FP16 scales are clamped to FP16's smallest normal number: a
+    channel whose max |w| is below ~3.8e-6 would otherwise get a scale that rounds to 0,
+    which TensorRT's parser rejects ("Scale coefficients must all be positive"); below it,
+    subnormal scales lose precision of their own. Such a channel uses fewer than 127 levels.
     """
     w = weight.astype(np.float64)
     reduce = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.abs(w).max(axis=reduce)
-    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(scale_dtype)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0)
+    if scale_dtype == np.float16:
+        scale = np.maximum(scale, float(np.finfo(np.float16).tiny))
+    scale = scale.astype(scale_dtype)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.rint(w / scale.astype(np.float64).reshape(shape)), -INT8_MAX, INT8_MAX)
@@ -81,7 +87,7 @@ def insert_qdq(
         node = nodes[node_name]
         weight = node.inputs[1]
         q, scale = quantize_weight(weight.values, axis, scale_dtype)
-        if scale_dtype == np.float16 and float(scale.min()) < fp16_normal_min:
+        if scale_dtype == np.float16 and float(scale.min()) <= fp16_normal_min:
             report.small_scales.append(weight.name)
         dequantized = gs.Variable(f"{weight.name}_dequantized", dtype=scale_dtype, shape=list(weight.shape))
         graph.nodes.append(
