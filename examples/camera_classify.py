@@ -26,17 +26,18 @@ from PIL import Image
 from sk_edge.errors import SkEdgeError
 from sk_edge.images import to_tensor
 from sk_edge.preprocess import Preprocess
-from sk_edge.workdir import GRAPH_NAMES, engine_name, load_engine, load_export, load_graph
+from sk_edge.workdir import GRAPH_NAMES, built_engines, engine_name, load_engine, load_export, load_graph
 
 
 def load_classifier(workdir: Path, precision: str):
     """(callable: NCHW float32 -> logits, description)."""
-    engine = workdir / engine_name(precision)
-    if engine.is_file():
+    engines = built_engines(workdir, (precision,))  # the GPU engine before a DLA one
+    engine = workdir / (engines[0][1] if engines else engine_name(precision))
+    if engines:
         try:
             from sk_edge.runtime import Engine
 
-            load_engine(workdir, precision)  # refuses an engine built from an older graph
+            load_engine(workdir, precision, name=engine.name)  # refuses an engine built from an older graph
             return Engine(engine), f"TensorRT engine {engine.name}"
         except SkEdgeError as exc:
             print(f"cannot use {engine.name} ({exc}); falling back to ONNX Runtime", file=sys.stderr)

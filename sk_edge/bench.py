@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import GRAPH_NAMES, engine_name, load_export
+from .workdir import GRAPH_NAMES, built_engines, load_export
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -94,8 +94,8 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
     for p in options.precisions:
         if "onnxruntime" in options.backends and (workdir / GRAPH_NAMES[p]).is_file():
             load_graph(workdir, p)
-        if "tensorrt" in options.backends and (workdir / engine_name(p)).is_file():
-            load_engine(workdir, p)
+        for _, name in built_engines(workdir, (p,)) if "tensorrt" in options.backends else ():
+            load_engine(workdir, p, name=name)
     for batch in options.batches:
         if "torch" in options.backends and _torch_available():
             configs.append(Config("torch", "fp32", batch, "cpu"))
@@ -107,16 +107,15 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
                     configs.append(Config("onnxruntime", p, batch, "cpu", str(workdir / GRAPH_NAMES[p])))
         if "tensorrt" in options.backends:
             for p in options.precisions:
-                engine = workdir / engine_name(p)
-                if engine.is_file() and batch <= max_batch:
-                    configs.append(Config("tensorrt", p, batch, "gpu", str(engine)))
+                for _, name in built_engines(workdir, (p,)):
+                    if batch <= max_batch:
+                        configs.append(Config("tensorrt", p, batch, "dla" if ".dla." in name else "gpu", str(workdir / name)))
     if "onnxruntime" in options.backends:
         missing = [p for p in options.precisions if not (workdir / GRAPH_NAMES[p]).is_file()]
         if missing:
             log(f"no {', '.join(GRAPH_NAMES[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
     if "tensorrt" in options.backends:
-        engines = [p for p in options.precisions if (workdir / engine_name(p)).is_file()]
-        if not engines:
+        if not built_engines(workdir, options.precisions):
             log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
     return configs
 

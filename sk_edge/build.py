@@ -70,9 +70,8 @@ def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptio
                 continue
         elif features.strongly_typed:
             graph, legacy = GRAPH_NAMES[precision], False
-        else:
-            lines.append(f"# {label}: no strongly typed networks; only the DLA path (--dla-core N) builds there")
-            continue
+        else:  # 8.5/8.6: no strongly typed networks, a weakly typed GPU build from the FP32 graph
+            graph, legacy = FP32_ONNX, True
         if options.hardware_compatible and not features.hardware_compatibility:
             lines.append(f"# {label}: no hardware-compatible engines; build without --hardware-compatible")
             continue
@@ -171,10 +170,12 @@ def build_engine_stage(
     """
     trt = trt or trt_backend.import_tensorrt()
     options.validate()
-    if options.dla_core is not None:
-        # Which DLA path is the running TensorRT's call: weakly typed up to 10.7, strongly typed
-        # (the precision graph itself) from 11.4.1; build_engine refuses the releases between.
-        legacy = trt_backend.TrtFeatures.of(trt).dla_legacy
+    # Which path is the running TensorRT's call (TrtFeatures): for the DLA, weakly typed up to
+    # 10.7 and strongly typed (the precision graph itself) from 11.4.1, build_engine refusing the
+    # releases between; for the GPU, weakly typed on 8.5/8.6 (JetPack 5.1/6.0), which have no
+    # strongly typed networks, and the main path from 10.3.
+    features = trt_backend.TrtFeatures.of(trt)
+    legacy = features.dla_legacy if options.dla_core is not None else not features.strongly_typed
     export = load_export(workdir)
     if options.dla_core is not None and export["settings"].get("dynamic_batch"):
         # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
@@ -183,14 +184,9 @@ def build_engine_stage(
     check_inputs(workdir, precision, legacy)
     graph = workdir / GRAPH_NAMES[precision]
     dla_pooling = None
-    if legacy:
-        graph, dla_pooling = write_dla_graph(workdir)
-    calib_cache = None
-    if legacy and precision == "int8":
-        cache_path = workdir / "calib.cache"
-        if not cache_path.is_file():
-            raise SkEdgeError(f"the legacy DLA INT8 build needs '{cache_path}'; run `sk-edge calibrate -w {workdir} --images DIR` first")
-        calib_cache = cache_path.read_bytes()
+    if legacy:  # the FP32 graph, with the DLA-sized pools when the DLA runs it
+        graph, dla_pooling = write_dla_graph(workdir) if options.dla_core is not None else (workdir / FP32_ONNX, None)
+    calib_cache = (workdir / "calib.cache").read_bytes() if legacy and precision == "int8" else None
     gpu = gpu or trt_backend.gpu_identity()
     if gpu is None:
         raise trt_backend.TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible")
@@ -216,7 +212,8 @@ def build_engine_stage(
 
     cache_path = options.timing_cache or timing_cache_path(trt.__version__, gpu)
     options.timing_cache = cache_path
-    built = trt_backend.build_engine(graph, input_name, shape, options, calib_cache, legacy, trt=trt, log=log)
+    built = trt_backend.build_engine(graph, input_name, shape, options, calib_cache, legacy, trt=trt, log=log,
+                                     precision=precision)
     with artifacts.atomic_output(engine_path) as tmp:
         tmp.write_bytes(built.plan)
     if built.timing_cache:
@@ -298,8 +295,8 @@ def build_without_tensorrt(
 def check_inputs(workdir: Path, precision: str, legacy: bool) -> None:
     """Every artifact the engine stage will read, checked against its sidecar and its own inputs.
 
-    The legacy (DLA) path builds from the FP32 graph and, for INT8, calib.cache; the main path
-    from the precision's graph and the chain it came from.
+    The legacy (weakly typed) path builds from the FP32 graph and, for INT8, calib.cache; the
+    main path from the precision's graph and the chain it came from.
     """
     from .workdir import load_calibration, load_graph
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import GRAPH_NAMES, engine_name, load_engine, load_export, load_graph
+from .workdir import GRAPH_NAMES, built_engines, engine_name, load_engine, load_export, load_graph
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 # nvinfer's network-mode values.
@@ -25,8 +25,17 @@ _NVINFER_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 
 def _pick_precision(workdir: Path, precision: str | None) -> str:
-    built = (p for p, graph in GRAPH_NAMES.items() if (workdir / engine_name(p)).is_file() or (workdir / graph).is_file())
+    built = (p for p, graph in GRAPH_NAMES.items() if built_engines(workdir, (p,)) or (workdir / graph).is_file())
     return precision or next(built, "fp32")
+
+
+def _engine(workdir: Path, precision: str) -> tuple[str, dict] | None:
+    """(file name, checked sidecar) of ``precision``'s engine, the GPU one before a DLA one; None without."""
+    engines = built_engines(workdir, (precision,))
+    if not engines:
+        return None
+    name = engines[0][1]
+    return name, load_engine(workdir, precision, name=name)  # a stale engine is never published
 
 
 def _io(export: dict) -> tuple[dict, dict, int | None]:
@@ -102,11 +111,14 @@ def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:
     return scale, offsets, worst
 
 
-def deepstream_config(workdir: Path, export: dict, precision: str, batch: int) -> tuple[str, float]:
+def deepstream_config(workdir: Path, export: dict, precision: str, batch: int,
+                      engine: tuple[str, dict] | None = None) -> tuple[str, float]:
+    """nvinfer's config; ``engine`` is (file name, sidecar) when built, a DLA engine taking nvinfer to its core."""
     pre = export["preprocess"]
     inp, out, _ = _io(export)
     scale, offsets, worst = nvinfer_scaling(pre)
-    engine = engine_name(precision)
+    dla_core = ((engine[1].get("settings") or {}).get("dla_core")) if engine else None
+    engine_file = engine[0] if engine else engine_name(precision)
     lines = [
         "# nvinfer configuration written by sk-edge export-deepstream",
         f"# model {export['inputs']['model']}, {precision.upper()}, input {inp['shape']} ({pre['resize']}, {pre['channel_order']})",
@@ -116,9 +128,11 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int) -
         f"net-scale-factor={scale:.10f}",
         f"offsets={';'.join(f'{o:.4f}' for o in offsets)}",
         f"model-color-format={0 if pre['channel_order'] == 'RGB' else 1}",
-        f"model-engine-file={engine}",
+        f"model-engine-file={engine_file}",
         f"onnx-file={GRAPH_NAMES[precision]}",
     ]
+    if dla_core is not None:
+        lines += ["enable-dla=1", f"use-dla-core={dla_core}"]
     if precision == "int8" and (workdir / "calib.cache").is_file():
         lines.append("int8-calib-file=calib.cache")
     lines += [
@@ -143,15 +157,14 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
     batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
-    if (workdir / engine_name(precision)).is_file():
-        load_engine(workdir, precision)
-    else:
+    engine = _engine(workdir, precision)
+    if engine is None:
         load_graph(workdir, precision)
-    text, worst = deepstream_config(workdir, export, precision, batch)
+    text, worst = deepstream_config(workdir, export, precision, batch, engine)
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
     with artifacts.atomic_output(path) as tmp:
         tmp.write_text(text)
-    if not (workdir / engine_name(precision)).is_file():
+    if engine is None:
         log(f"note: model.{precision}.engine is not built yet; run on_device.sh on the device first")
     log(f"wrote {path} (per-channel std approximated: worst error {worst:.2%})")
     return path

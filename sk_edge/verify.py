@@ -24,7 +24,7 @@ from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .images import ImageStream, find_images
 from .preprocess import Preprocess
-from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, engine_name, first_built, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, built_engines, first_built, load_export
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
@@ -130,12 +130,12 @@ def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], 
     """
     if candidate is not None:
         return candidate
-    engines = [p for p in GRAPH_NAMES if (workdir / engine_name(p)).is_file()]
+    engines = built_engines(workdir)
     graph = first_built(workdir)
     if engines and _tensorrt_here():
         return "engine"
     if engines:
-        log(f"{engine_name(engines[0])} cannot run here (no TensorRT); judging {GRAPH_NAMES[graph]} on ONNX Runtime "
+        log(f"{engines[0][1]} cannot run here (no TensorRT); judging {GRAPH_NAMES[graph]} on ONNX Runtime "
             "(pass --candidate engine on the device)")
     return graph
 
@@ -148,18 +148,17 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
     from .workdir import load_engine, load_graph
 
     if candidate == "engine":
-        engines = [p for p in GRAPH_NAMES if (workdir / engine_name(p)).is_file()]
+        engines = built_engines(workdir)
         if not engines:
             raise SkEdgeError(
                 f"--candidate engine, but there is no engine in '{workdir}' (built without TensorRT?); run its "
                 f"on_device.sh on the device, or pass --candidate {first_built(workdir)} to judge the graph on ONNX Runtime"
             )
-        precision = engines[0]
-        load_engine(workdir, precision)
+        precision, name = engines[0]
+        load_engine(workdir, precision, name=name)
         from .runtime import Engine
 
-        engine = workdir / engine_name(precision)
-        return Engine(engine), f"TensorRT engine {engine.name}", precision
+        return Engine(workdir / name), f"TensorRT engine {name}", precision
     load_graph(workdir, candidate)
     path = workdir / GRAPH_NAMES[candidate]
     from .backends.onnxruntime import judging_runner
@@ -370,7 +369,8 @@ def _chain(workdir: Path, candidate: str, precision: str) -> dict:
 
     chain = graph_chain(workdir, precision)
     if candidate == "engine":
-        chain["engine"] = {engine_name(precision): artifacts.sha256_file(workdir / engine_name(precision))}
+        name = next(n for p, n in built_engines(workdir) if p == precision)
+        chain["engine"] = {name: artifacts.sha256_file(workdir / name)}
     return chain
 
 

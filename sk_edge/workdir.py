@@ -29,6 +29,16 @@ def engine_name(precision: str, dla_core: int | None = None) -> str:
     return f"model.{precision}{'.dla' if dla_core is not None else ''}.engine"
 
 
+def engine_names(precision: str) -> tuple[str, str]:
+    """The engines a precision can have: built for the GPU, and for a DLA core."""
+    return engine_name(precision), engine_name(precision, dla_core=0)
+
+
+def built_engines(workdir: Path, precisions=tuple(GRAPH_NAMES)) -> list[tuple[str, str]]:
+    """(precision, file name) of every engine in ``workdir``: INT8, FP16, FP32, each GPU before DLA."""
+    return [(p, name) for p in precisions for name in engine_names(p) if (Path(workdir) / name).is_file()]
+
+
 def first_built(workdir: Path, engines: bool = False) -> str:
     """The first of int8, fp16, fp32 whose graph (or, with ``engines``, engine) is in ``workdir``."""
     for precision, graph in GRAPH_NAMES.items():
@@ -127,10 +137,11 @@ def graph_chain(workdir: Path, precision: str) -> dict:
     return chain
 
 
-def load_engine(workdir: Path, precision: str, dla_core: int | None = None) -> dict:
-    """The sidecar of ``precision``'s engine, checked against it and against the graph it was built from."""
+def load_engine(workdir: Path, precision: str, dla_core: int | None = None, name: str | None = None) -> dict:
+    """The sidecar of ``precision``'s engine (or of the engine file ``name``), checked against it and
+    against the graph it was built from."""
     workdir = Path(workdir)
-    name = engine_name(precision, dla_core)
+    name = name or engine_name(precision, dla_core)
     made_by = f"sk-edge build --from . --precision {precision}"
     doc = require_artifact(workdir, name + ".json", name, made_by)
     graph = (doc.get("inputs") or {}).get("onnx") or {}

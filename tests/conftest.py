@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 # The bundled calibration images of the reference model.
 CALIB = Path(__file__).resolve().parents[1] / "calib_data" / "skdigits"
@@ -49,3 +51,13 @@ def calibration_subset(folder: Path, count: int) -> Path:
     for path in find_images(CALIB)[:count]:
         shutil.copy(path, folder / path.name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """200 held-out SK-Digits images of the reference model, with their labels.csv."""
+    from sk_edge.reference import digits
+
+    folder = tmp_path_factory.mktemp("eval")
+    labels = digits.write_split("eval", folder, 200)
+    return folder, labels

@@ -52,15 +52,6 @@ def wd(built, tmp_path):
     return copy
 
 
-@pytest.fixture(scope="module")
-def eval_images(tmp_path_factory):
-    from sk_edge.reference import digits
-
-    folder = tmp_path_factory.mktemp("eval")
-    labels = digits.write_split("eval", folder, 64)
-    return folder, labels
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -75,6 +66,13 @@ def one_line_error(out: subprocess.CompletedProcess, code: int, *needles: str) -
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def sealed(wd: Path, name: str, sidecar: str, data: bytes, **sections) -> None:
+    """``data`` written as ``name`` with a sidecar that matches it byte for byte (and ``sections``)."""
+    (wd / name).write_bytes(data)
+    outputs = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    (wd / sidecar).write_text(json.dumps({"outputs": outputs, **sections}))
 
 
 def unchanged(folder: Path, before: dict[str, str], ignore: tuple[str, ...] = ()) -> None:
@@ -101,8 +99,8 @@ def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_
     assert "verify PASSED" not in out.stderr and not (tmp_path / "wd" / "verify.json").exists()
 
 
-def test_the_int8_share_of_macs_is_printed_recorded_and_shown(wd, eval_images):
-    folder, labels = eval_images
+def test_the_int8_share_of_macs_is_printed_recorded_and_shown(wd, held_out):
+    folder, labels = held_out
     out = run_cli("verify", "-w", str(wd), "--images", str(folder), "--labels", str(labels), "--min-agreement", "0",
                   "--max-top1-drop", "100")
     assert out.returncode == 0, out.stderr
@@ -135,8 +133,8 @@ def test_a_workdir_is_never_taken_over(tmp_path):
     assert json.loads((wd / "export.json").read_text())["inputs"]["model"] == "sknet26-digits"
 
 
-def test_asking_for_an_engine_that_is_not_there_is_an_error(wd, eval_images):
-    folder, _ = eval_images
+def test_asking_for_an_engine_that_is_not_there_is_an_error(wd, held_out):
+    folder, _ = held_out
     before = snapshot(wd)
     out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
     one_line_error(out, 1, "no engine in", "--candidate int8")
@@ -147,24 +145,17 @@ def test_asking_for_an_engine_that_is_not_there_is_an_error(wd, eval_images):
 
 def test_bench_fails_when_a_named_backend_produced_no_row(wd):
     """A backend that runs but fails every configuration: here, an FP16 graph ONNX Runtime cannot load."""
-    (wd / "model.fp16.onnx").write_bytes(b"not a graph")
-    (wd / "model.fp16.json").write_text(json.dumps({
-        "outputs": {"model.fp16.onnx": {"sha256": hashlib.sha256(b"not a graph").hexdigest(), "bytes": 11}},
-        "inputs": {"model": {"sha256": json.loads((wd / "export.json").read_text())["outputs"]["model.fp32.onnx"]["sha256"]}},
-    }))
+    fp32_sha = json.loads((wd / "export.json").read_text())["outputs"]["model.fp32.onnx"]["sha256"]
+    sealed(wd, "model.fp16.onnx", "model.fp16.json", b"not a graph", inputs={"model": {"sha256": fp32_sha}})
     out = run_cli("bench", "-w", str(wd), "--backends", "onnxruntime", "--precisions", "fp16", "--iterations", "5", "--warmup", "0")
     one_line_error(out, 1, "bench FAILED: no result for onnxruntime")
     assert (wd / "bench.md").is_file()  # the report is written all the same
 
 
-def test_a_stale_or_foreign_engine_is_refused(wd, eval_images):
-    folder, _ = eval_images
-    (wd / "model.int8.engine").write_bytes(b"engine bytes")
-    (wd / "model.int8.engine.json").write_text(json.dumps({
-        "outputs": {"model.int8.engine": {"sha256": hashlib.sha256(b"engine bytes").hexdigest(), "bytes": 12}},
-        "inputs": {"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}},
-        "tensorrt": {"version": "10.3.0"},
-    }))
+def test_a_stale_or_foreign_engine_is_refused(wd, held_out):
+    folder, _ = held_out
+    sealed(wd, "model.int8.engine", "model.int8.engine.json", b"engine bytes",
+           inputs={"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, tensorrt={"version": "10.3.0"})
     before = snapshot(wd)
     out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
     one_line_error(out, 1, "model.int8.engine' is stale", "sk-edge build --from")
@@ -177,8 +168,8 @@ def test_a_stale_or_foreign_engine_is_refused(wd, eval_images):
     assert "model.int8.engine here is stale and will be refused" in build.stderr
 
 
-def test_damaged_or_stale_graphs_are_refused(wd, eval_images):
-    folder, _ = eval_images
+def test_damaged_or_stale_graphs_are_refused(wd, held_out):
+    folder, _ = held_out
     graph = wd / "model.int8.onnx"
     data = graph.read_bytes()
     graph.write_bytes(data[: len(data) // 2])  # truncated, as by a failed copy

@@ -7,6 +7,7 @@ arguments, fails the test unless the code gates on the version. What this does n
 that TensorRT builds a good engine from our graphs (that needs a GPU and TensorRT).
 """
 
+import itertools
 import json
 
 import numpy as np
@@ -60,9 +61,22 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workd
     options = BuildOptions(workspace_mib=512, opt_level=4, timing_cache=tmp_path / "timing.cache", hardware_compatible=True)
     features = TrtFeatures.of(trt)
 
-    if not features.strongly_typed:  # 8.6: only the legacy path
-        with pytest.raises(SkEdgeError, match=r"strongly typed networks need TensorRT >= 10\.3"):
-            pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN)
+    if not features.strongly_typed:  # 8.5 / 8.6 (JetPack 5.1 / 6.0): a weakly typed GPU build from the FP32 graph
+        if not features.hardware_compatibility:
+            with pytest.raises(SkEdgeError, match=r"no hardware-compatible engines \(8\.6 or later\)"):
+                pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
+            options = BuildOptions(workspace_mib=512, opt_level=4, timing_cache=tmp_path / "timing.cache")
+        holder["configs"] = []
+        result = pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
+        sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
+        assert result.engine.name == "model.int8.engine" and sidecar["settings"]["legacy_weakly_typed"]
+        assert sidecar["inputs"]["onnx"]["name"] == "model.fp32.onnx"
+        assert {"BuilderFlag.INT8", "BuilderFlag.FP16", "IBuilderConfig.int8_calibrator", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH"} <= trt.touched
+        assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" not in trt.touched and "DeviceType.DLA" not in trt.touched
+        cache = holder["configs"][-1].int8_calibrator.read_calibration_cache()
+        assert cache.splitlines()[0] == features.calib_cache_header.encode()
+        with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN) as engine:
+            assert engine(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 10)
     else:
         result = pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
         assert result.engine.read_bytes() == b"serialized plan"
@@ -162,20 +176,22 @@ def test_every_trtexec_line_is_valid_for_its_release(static_workdir, label, vers
     mine = [l for l in lines if l.startswith(f"# {label}")]
     assert len(mine) == 1
     at = lines.index(mine[0])
-    command = next((l for l in lines[at + 1 : at + 3] if l.startswith("#   trtexec")), None)
+    block = list(itertools.takewhile(lambda line: line.startswith("#   "), lines[at + 1 :]))  # up to the next family
+    command = next((line for line in block if line.startswith("#   trtexec")), None)
     features = TrtFeatures(version)
-    if dla_core is not None and not features.dla or dla_core is None and not features.strongly_typed:
-        assert command is None or lines.index(command) > at + 2 or "no " in mine[0]
+    if dla_core is not None and not features.dla:
+        assert "no DLA on Jetson" in mine[0] and command is None
         return
     flags = set(command.split())
-    legacy = dla_core is not None and features.dla_legacy
+    legacy = features.dla_legacy if dla_core is not None else not features.strongly_typed
     assert ("--stronglyTyped" in flags) == (not legacy and features.version < (11,))
     assert any(f.startswith("--builderOptimizationLevel") for f in flags) == features.optimization_level
     assert ("--int8" in flags) == ("--calib=calib.cache" in flags) == (legacy and precision == "int8")
     assert ("--fp16" in flags) == legacy
     if features.version >= (11,):
         assert not {"--int8", "--fp16", "--stronglyTyped"} & flags and not any(f.startswith("--calib") for f in flags)
-    assert f"--onnx={'model.fp32.dla.onnx' if legacy else f'model.{precision}.onnx'}" in flags
+    graph = ("model.fp32.dla.onnx" if dla_core is not None else "model.fp32.onnx") if legacy else f"model.{precision}.onnx"
+    assert f"--onnx={graph}" in flags
     if dla_core is not None:
         assert {"--useDLACore=0", "--allowGPUFallback"} <= flags
     if legacy and precision == "int8":
@@ -268,3 +284,28 @@ def test_layer_summary_counts_precisions():
 
 def test_cli_build_precisions_match_the_library():
     assert cli.BUILD_PRECISIONS == pipeline.PRECISIONS
+
+
+def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_workdir, tmp_path):
+    import shutil
+
+    from sk_edge.bench import BenchOptions, plan_configs
+    from sk_edge.serving import export_deepstream
+    from sk_edge.verify import candidate_runner
+    from sk_edge.workdir import built_engines
+
+    wd = tmp_path / "wd"
+    shutil.copytree(static_workdir, wd, ignore=shutil.ignore_patterns("*.engine", "*.engine.json"))
+    holder: dict = {}
+    trt = holder["trt"] = standin_module("10.3.0", scenario(holder))
+    holder["float_node"] = "x"
+    pipeline.build_engine_stage(wd, "int8", BuildOptions(dla_core=1, timing_cache=tmp_path / "t.cache"), legacy=True,
+                                trt=trt, gpu=ORIN, force=True)
+    assert built_engines(wd) == [("int8", "model.int8.dla.engine")]
+    configs = plan_configs(wd, BenchOptions(backends=("tensorrt",)), log=lambda m: None)
+    assert [(c.backend, c.precision, c.device, c.path) for c in configs] == [("tensorrt", "int8", "dla", str(wd / "model.int8.dla.engine"))]
+    text = export_deepstream(wd).read_text()
+    assert "model-engine-file=model.int8.dla.engine" in text and "enable-dla=1" in text and "use-dla-core=1" in text
+    # verify finds it too: here it stops only because no real TensorRT is installed to run it.
+    with pytest.raises(SkEdgeError, match="TensorRT is not installed here"):
+        candidate_runner(wd, "engine", log=lambda m: None)

@@ -14,7 +14,6 @@ from sk_edge.quantize import CalibrationOptions, build_int8_graph, calibrate, qu
 from sk_edge.quantize.histogram import StreamingHistogram
 from sk_edge.quantize.methods import amax_entropy
 from sk_edge.quantize.plan import plan_quantization
-from sk_edge.reference import digits
 from sk_edge.verify import compare
 
 from conftest import CALIB, calibration_subset, run_cli as run
@@ -28,13 +27,6 @@ def workdir(tmp_path_factory):
     calibrate(wd, images, CalibrationOptions(num_images=64))
     quantize_model(wd, "int8")
     return wd
-
-
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("eval")
-    labels = digits.write_split("eval", folder, 200)
-    return folder, labels
 
 
 def test_int8_passes_with_labels(workdir, held_out):

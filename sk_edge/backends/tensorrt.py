@@ -251,11 +251,13 @@ def build_engine(
     legacy: bool = False,
     trt=None,
     log: Callable[[str], None] = lambda msg: None,
+    precision: str = "int8",
 ) -> BuiltEngine:
     """Build a serialized engine from ``onnx_path``.
 
-    ``legacy`` selects the weakly typed DLA path (FP32 graph + INT8/FP16 flags +
-    ``calib_cache``); otherwise the graph's own types decide every layer's precision.
+    ``legacy`` selects the weakly typed path (FP32 graph + the builder flags of ``precision`` +
+    ``calib_cache`` for INT8), for the DLA up to 10.7 and the GPU on 8.5/8.6; otherwise the
+    graph's own types decide every layer's precision.
     """
     trt = trt or import_tensorrt()
     features = TrtFeatures.of(trt)
@@ -297,10 +299,12 @@ def build_engine(
         config.add_optimization_profile(profile)
     if options.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if legacy:
+    if legacy and precision != "fp32":
         # The precision flags come first: can_run_on_DLA below answers for the precisions set.
         config.set_flag(trt.BuilderFlag.FP16)
-        if calib_cache is not None:
+        if precision == "int8":
+            if calib_cache is None:
+                raise SkEdgeError("a weakly typed INT8 build needs calib.cache; run `sk-edge calibrate` first")
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = _cache_calibrator(trt, retarget_calib_cache(calib_cache, features))
     dla_layers = []
@@ -481,7 +485,7 @@ def trtexec_command(onnx_name: str, engine_name: str, input_name: str, input_sha
     features = features or TrtFeatures(MIN_VERSION)
     parts = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}"]
     if legacy:
-        parts += ["--int8", "--fp16", "--calib=calib.cache"] if precision == "int8" else ["--fp16"]
+        parts += {"int8": ["--int8", "--fp16", "--calib=calib.cache"], "fp16": ["--fp16"]}.get(precision, [])
     elif features.strongly_typed_flag:
         parts.append("--stronglyTyped")
     parts.append(f"--memPoolSize=workspace:{options.workspace_mib}M")
