@@ -8,6 +8,8 @@ subprocess, so each peak RSS (VmHWM) belongs to that calibration alone.
 - sk-edge: `sk-edge calibrate` (streaming histograms of the planned tensors): one pass over
   the images with entropy, then `--method max|percentile|mse`, which re-derive the ranges
   from the histograms kept in calib.json without running the images again.
+- sk-edge with `--legacy-ranges`: the same pass, plus the max |x| of every other activation that
+  weakly typed TensorRT builds need in calib.cache (the DLA on JetPack 5.1-6.2).
 - ONNX Runtime `quantize_static` (QDQ, per-channel; MinMax and Entropy calibrators).
 - NVIDIA ModelOpt ONNX PTQ (int8; max and entropy), when `modelopt` is importable or
   --modelopt-python names the interpreter of a virtual environment that has it (ModelOpt
@@ -61,15 +63,22 @@ def batches_of_images(workdir: Path, count: int, batch: int):
     return ImageStream(sample_paths(find_images(CALIB)), pre, batch, count, root=CALIB)
 
 
-def run_skedge(workdir: Path, method: str, count: int, batch: int, reuse: bool = False) -> dict:
+def run_skedge(workdir: Path, method: str, count: int, batch: int, reuse: bool = False, legacy_ranges: bool = False) -> dict:
     from sk_edge.quantize import CalibrationOptions, calibrate
 
     logs: list[str] = []
-    calibrate(workdir, CALIB, CalibrationOptions(method=method, num_images=count, batch=batch), force=not reuse, log=logs.append)
+    options = CalibrationOptions(method=method, num_images=count, batch=batch, legacy_ranges=legacy_ranges)
+    calibrate(workdir, CALIB, options, force=not reuse, log=logs.append)
     reused = any("reusing the histograms" in line for line in logs)
     if reuse and not reused:
         raise RuntimeError("expected calib.json's histograms to be reused")
-    return {"tensors": len(json.loads((workdir / "calib.json").read_text())["tensors"]), "histograms_reused": reused}
+    doc = json.loads((workdir / "calib.json").read_text())
+    return {"tensors": len(doc["tensors"]) + len(doc.get("legacy_ranges") or {}), "histograms_reused": reused}
+
+
+def run_skedge_legacy(workdir: Path, method: str, count: int, batch: int, reuse: bool = False) -> dict:
+    """`sk-edge calibrate --legacy-ranges`: the max of every other activation too, for weakly typed builds."""
+    return run_skedge(workdir, method, count, batch, reuse, legacy_ranges=True)
 
 
 def run_onnxruntime(workdir: Path, method: str, count: int, batch: int) -> dict:
@@ -126,7 +135,8 @@ def _count_qdq(path: Path) -> int:
     return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(path)).graph.node)
 
 
-TOOLS = {"sk-edge": run_skedge, "onnxruntime": run_onnxruntime, "modelopt": run_modelopt}
+TOOLS = {"sk-edge": run_skedge, "sk-edge-legacy": run_skedge_legacy, "onnxruntime": run_onnxruntime,
+         "modelopt": run_modelopt}
 
 
 def worker(args) -> int:
@@ -161,7 +171,7 @@ def main() -> int:
     parser.add_argument("--modelopt-images", type=int, default=None, help="images for ModelOpt [default: --images]")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=4, help="sk-edge's default")
-    parser.add_argument("--tools", default="sk-edge,onnxruntime,modelopt",
+    parser.add_argument("--tools", default="sk-edge,sk-edge-legacy,onnxruntime,modelopt",
                         help="comma-separated; rows of tools left out are kept from an existing --out file")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--modelopt-python", help="interpreter of a virtual environment with nvidia-modelopt[onnx]")
@@ -192,6 +202,8 @@ def main() -> int:
             for method in ("max", "percentile", "mse"):
                 rows.append(measure("sk-edge", method, workdir, args.images, args.batch, reuse=True))
             rows.append(measure("sk-edge", "entropy", workdir, args.peer_images, args.batch))  # at ONNX Runtime's count
+        if "sk-edge-legacy" in tools:  # what --legacy-ranges (every activation, for weakly typed builds) costs
+            rows.append(measure("sk-edge-legacy", "entropy", workdir, args.images, args.batch))
         if "onnxruntime" in tools:
             for method in ("minmax", "entropy"):
                 rows.append(measure("onnxruntime", method, workdir, args.peer_images, args.batch))
@@ -207,14 +219,14 @@ def main() -> int:
                 rows.append(measure("modelopt", method, workdir, args.modelopt_images or args.images, args.batch, python))
     rows += kept
 
-    print(f"\n{'tool':<12} {'method':<11} {'images':>6} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12}")
+    print(f"\n{'tool':<14} {'method':<11} {'images':>6} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12}")
     for r in rows:
         if "seconds" in r:
             per_image = "reused" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
-            print(f"{r['tool']:<12} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
+            print(f"{r['tool']:<14} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
                   f"{per_image:>8} {r['peak_rss_mb']:>12.0f}")
         else:
-            print(f"{r['tool']:<12} {r.get('method', ''):<11} {r.get('error') or r.get('skipped')}")
+            print(f"{r['tool']:<14} {r.get('method', ''):<11} {r.get('error') or r.get('skipped')}")
     from sk_edge.artifacts import write_json
     from sk_edge.versions import library_versions
 

@@ -186,7 +186,9 @@ def build_engine_stage(
     dla_pooling = None
     if legacy:  # the FP32 graph, with the DLA-sized pools when the DLA runs it
         graph, dla_pooling = write_dla_graph(workdir) if options.dla_core is not None else (workdir / FP32_ONNX, None)
-    calib_cache = (workdir / "calib.cache").read_bytes() if legacy and precision == "int8" else None
+    calib_cache = None
+    if legacy and precision == "int8":
+        calib_cache = legacy_calib_cache(workdir, dla_pooling, log)
     gpu = gpu or trt_backend.gpu_identity()
     if gpu is None:
         raise trt_backend.TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible")
@@ -250,6 +252,36 @@ def build_engine_stage(
         ),
     )
     return BuildResult(precision, graph, "tensorrt", engine_path, layers=summary)
+
+
+def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[str], None]) -> bytes:
+    """calib.cache for a weakly typed INT8 build, with the DLA pool chain's tensors added.
+
+    Each intermediate of a pooling chain averages part of the pool's input, so the input's range
+    bounds it exactly as max calibration would. A cache without the other activations' ranges
+    (calibrated without --legacy-ranges) is used, but the log says what it costs.
+    """
+    import onnx
+
+    from .quantize.cache import encode_scale, read_cache
+
+    cache_path = workdir / "calib.cache"
+    data = cache_path.read_bytes()
+    _, scales = read_cache(cache_path)
+    calib = artifacts.read_json(workdir / "calib.json") or {}
+    if not calib.get("legacy_ranges"):
+        total = len(calib.get("tensors", {}))
+        log(f"  calib.cache has ranges for the {total} tensors the Q/DQ plan quantizes only: TensorRT runs every layer "
+            "that touches another tensor in floating point. Re-calibrate on the host with `sk-edge calibrate "
+            "--legacy-ranges` (or `sk-edge build --dla-core N`) for INT8 everywhere the DLA allows")
+    extra = []
+    if dla_pooling and dla_pooling.get("rewritten"):
+        inputs = {n.name: n.input[0] for n in onnx.load(str(workdir / FP32_ONNX), load_external_data=False).graph.node}
+        for node, windows in dla_pooling["rewritten"].items():
+            scale = scales.get(inputs.get(node, ""))
+            if scale:
+                extra += [f"{node}_dla_pool{i}: {encode_scale(scale)}" for i in range(len(windows) - 1)]
+    return data.rstrip(b"\n") + b"".join(b"\n" + line.encode() for line in extra) + b"\n"
 
 
 def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version: str, gpu: dict) -> str:

@@ -296,8 +296,11 @@ class _Progress:
 )
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
 @click.option("--batch", type=int, default=4, show_default=True, help="Images per ONNX Runtime run (memory grows with it).")
+@click.option("--legacy-ranges", is_flag=True,
+              help="Also record every other activation's range in calib.cache, for weakly typed TensorRT builds "
+              "(the DLA on JetPack 5.1-6.2, the GPU on 5.1/6.0); `build --dla-core` sets it.")
 @click.option("--force", is_flag=True, help="Recalibrate even when calib.json is up to date.")
-def calibrate(workdir, images, num_images, method, percentile, batch, force):
+def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ranges, force):
     """Calibrate INT8 ranges on sample images: WORKDIR/calib.json and calib.cache.
 
     Runs model.fp32.onnx on ONNX Runtime and collects histograms of exactly the tensors
@@ -308,7 +311,8 @@ def calibrate(workdir, images, num_images, method, percentile, batch, force):
     from .quantize import CalibrationOptions, calibrate as run_calibration
 
     options = CalibrationOptions(
-        **({"method": method} if method else {}), percentile=percentile, num_images=num_images, batch=batch
+        **({"method": method} if method else {}), percentile=percentile, num_images=num_images, batch=batch,
+        legacy_ranges=legacy_ranges,
     )
     bar = _Progress("  images")
     try:
@@ -483,7 +487,9 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
             from .quantize import CalibrationOptions, calibrate as run_calibration
 
             _log("[2/4] calibrate")
-            calib_options = CalibrationOptions(**({"method": method} if method else {}), num_images=num_images)
+            # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
+            calib_options = CalibrationOptions(**({"method": method} if method else {}), num_images=num_images,
+                                               legacy_ranges=dla_core is not None)
             bar = _Progress("  images")
             try:
                 run_calibration(workdir, images, calib_options, force=force, log=_log, progress=bar)

@@ -309,3 +309,31 @@ def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_
     # verify finds it too: here it stops only because no real TensorRT is installed to run it.
     with pytest.raises(SkEdgeError, match="TensorRT is not installed here"):
         candidate_runner(wd, "engine", log=lambda m: None)
+
+
+def test_weakly_typed_int8_gets_a_range_for_every_activation(tmp_path):
+    """--legacy-ranges: calib.cache covers every activation (plus the DLA pool chain's), not just the Q/DQ plan's."""
+    from sk_edge.quantize.cache import read_cache
+
+    wd = tmp_path / "wd"
+    export_model(build_model("sknet26-digits"), wd)
+    images = calibration_subset(tmp_path / "images", 16)
+    calibrate(wd, images, CalibrationOptions(num_images=16, batch=8))
+    holder: dict = {}
+    trt = holder["trt"] = standin_module("10.3.0", scenario(holder))
+    holder["float_node"] = "x"
+    logs: list[str] = []
+    options = BuildOptions(dla_core=0, timing_cache=tmp_path / "t.cache")
+    pipeline.build_engine_stage(wd, "int8", options, legacy=True, trt=trt, gpu=ORIN, force=True, log=logs.append)
+    assert any("has ranges for the 30 tensors the Q/DQ plan quantizes only" in line for line in logs)
+
+    doc = calibrate(wd, images, CalibrationOptions(num_images=16, batch=8, legacy_ranges=True))
+    header, scales = read_cache(wd / "calib.cache")
+    assert len(doc["tensors"]) == 30 and len(scales) == 163  # every float activation of the SKNet-26 graph
+    holder["configs"], logs = [], []
+    pipeline.build_engine_stage(wd, "int8", options, legacy=True, trt=trt, gpu=ORIN, force=True, log=logs.append)
+    assert not any("Q/DQ plan quantizes only" in line for line in logs)
+    cache = holder["configs"][-1].int8_calibrator.read_calibration_cache().decode()
+    chain = [line for line in cache.splitlines() if "_dla_pool" in line]
+    pooling = json.loads((wd / "dla.json").read_text())["summary"]["pooling"]["rewritten"]
+    assert len(chain) == sum(len(w) - 1 for w in pooling.values()) > 0

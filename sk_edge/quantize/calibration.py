@@ -46,6 +46,11 @@ class CalibrationOptions:
     batch: int = 4  # peak memory grows with it; 4 runs as fast as 8 on 2 cores
     bins: int = DEFAULT_BINS
     trt_version: str = DEFAULT_TRT_VERSION
+    # Also the max |x| of every other activation, for TensorRT's weakly typed (implicit INT8)
+    # builds: the legacy DLA path and GPU builds on JetPack 5.1/6.0. Implicit INT8 falls back to
+    # floating point for every layer that produces or consumes a tensor without a range, and the
+    # Q/DQ plan quantizes only the tensors the strongly typed path needs (30 of 163 in SKNet-26).
+    legacy_ranges: bool = False
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -78,27 +83,49 @@ def tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
     return gs.export_onnx(graph).SerializeToString()
 
 
+def legacy_tensor_names(model: onnx.ModelProto, planned: list[str]) -> list[str]:
+    """Every float activation of ``model`` (node outputs and the input) not in ``planned``."""
+    inferred = shape_inference.infer_shapes(model)
+    floats = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    names += [o for n in model.graph.node for o in n.output if o]
+    seen = set(planned)
+    return [n for n in dict.fromkeys(names) if n in floats and n not in seen]
+
+
 def collect_histograms(
     model: onnx.ModelProto,
     names: list[str],
     stream: ImageStream,
     bins: int,
     progress: Callable[[int], None] = lambda n: None,
+    maxima: dict[str, float] | None = None,
 ) -> tuple[dict[str, StreamingHistogram], str]:
-    """Histograms of the tensors ``names`` over every batch of ``stream``."""
+    """Histograms of the tensors ``names`` over every batch of ``stream``; with ``maxima`` (a
+    dict of tensor name -> 0.0), also the running max |x| of those tensors, in place."""
     # Every tapped tensor is a graph output held at once; without the arena their memory
     # goes back after each batch (SKNet-50 at 224, batch 8: peak RSS 2.7 -> 2.0 GB).
-    runner = OnnxRuntimeRunner(tapped_model(model, names), providers=_providers(), dynamic_batch=True, memory_arena=False)
+    extra = list(maxima or {})
+    runner = OnnxRuntimeRunner(tapped_model(model, names + extra), providers=_providers(), dynamic_batch=True,
+                               memory_arena=False)
     session = runner.session
     input_name = session.get_inputs()[0].name
-    fetch = [n for n in names if n != input_name]
+    fetch = [n for n in names + extra if n != input_name]
     histograms = {name: StreamingHistogram(bins) for name in names}
     for batch, batch_names in stream:
         outputs = session.run(fetch, {input_name: batch})
         for name in reversed(fetch):  # popping frees each tensor once it is counted
-            histograms[name].update(outputs.pop())
+            out = outputs.pop()
+            if name in histograms:
+                histograms[name].update(out)
+            else:
+                maxima[name] = max(maxima[name], float(np.abs(out).max(initial=0.0)))
         if input_name in histograms:
             histograms[input_name].update(batch)
+        elif maxima is not None and input_name in maxima:
+            maxima[input_name] = max(maxima[input_name], float(np.abs(batch).max()))
         progress(len(batch_names))
     return histograms, session.get_providers()[0]
 
@@ -161,6 +188,7 @@ def calibrate(
     model = onnx.load(str(workdir / FP32_ONNX))
     plan = plan_quantization(model)
     names = list(plan.activations)
+    legacy = legacy_tensor_names(model, names) if options.legacy_ranges else []
     paths = sample_paths(find_images(images_dir))
     hist_key = artifacts.stage_key(
         {
@@ -170,6 +198,7 @@ def calibrate(
             "num_images": options.num_images,
             "bins": options.bins,
             "tensors": names,
+            **({"legacy_tensors": legacy} if legacy else {}),
         }
     )
     key = artifacts.stage_key({"stage": "calibration", "histograms": hist_key, **asdict(options)})
@@ -183,16 +212,19 @@ def calibrate(
     if not force and previous and previous.get("histogram_key") == hist_key:
         log(f"reusing the histograms in {calib_path} (same model and images); choosing amax with '{options.method}'")
         histograms = {n: StreamingHistogram.from_dict(t["histogram"]) for n, t in previous["tensors"].items()}
+        maxima = dict(previous.get("legacy_ranges") or {})
         images_doc, provider = previous["inputs"]["images"], previous["settings"]["provider"]
     else:
         count = min(options.num_images, len(paths))
         stream = ImageStream(paths, Preprocess.from_dict(export["preprocess"]), options.batch, options.num_images, root=images_dir)
         log(
             f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
-            f"({len(paths)} found), batch {options.batch} ..."
+            f"({len(paths)} found), batch {options.batch}"
+            + (f", and the max of {len(legacy)} more for weakly typed TensorRT builds" if legacy else "") + " ..."
         )
         tick = progress(count) if progress else (lambda n: None)
-        histograms, provider = collect_histograms(model, names, stream, options.bins, tick)
+        maxima = dict.fromkeys(legacy, 0.0)
+        histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima)
         for name, why in stream.skipped:
             log(f"  skipped unreadable image {name}: {why}")
         images_doc = {
@@ -217,7 +249,10 @@ def calibrate(
             "roles": plan.activations[name],
             "histogram": hist.to_dict(),
         }
-    write_cache(workdir / CALIB_CACHE, {n: t["amax"] for n, t in tensors.items()}, options.trt_version)
+    # The cache: the planned tensors at the chosen method's range, then (for weakly typed builds)
+    # every other activation at its max; a tensor whose max is 0 (all zeros) gets no line.
+    ranges = {**{n: v for n, v in maxima.items() if v > 0}, **{n: t["amax"] for n, t in tensors.items()}}
+    write_cache(workdir / CALIB_CACHE, ranges, options.trt_version)
     doc = artifacts.sidecar(
         "calibration",
         key,
@@ -229,6 +264,7 @@ def calibrate(
         plan=plan.summary(),
         summary=spread_summary(tensors, options.method),
         tensors=tensors,
+        legacy_ranges=maxima or None,
     )
     artifacts.write_json(calib_path, doc)
     log(f"wrote {calib_path} and {workdir / CALIB_CACHE} in {time.perf_counter() - t0:.1f}s")
