@@ -218,9 +218,7 @@ def build_engine_stage(
                                      precision=precision)
     with artifacts.atomic_output(engine_path) as tmp:
         tmp.write_bytes(built.plan)
-    if built.timing_cache:
-        with artifacts.atomic_output(cache_path) as tmp:
-            tmp.write_bytes(built.timing_cache)
+    # build_engine has written the timing cache itself, merged under a lock with concurrent builds.
     artifacts.write_json(workdir / LAYERS_JSON, built.layers)
     dla_summary = None
     if built.dla_layers:

@@ -91,18 +91,28 @@ def test_a_host_command_says_what_to_install(tmp_path):
     assert "needs torch, which is not installed here" in out.stderr and "pip install 'sk-edge[export]'" in out.stderr
 
 
-def test_the_runtime_through_the_standin(workdir, tmp_path):
-    """Build and run an engine with the stand-in TensorRT of JetPack 6.1's 10.3: no PyTorch anywhere."""
+@pytest.mark.parametrize("version", ["8.5-from-source", "8.6.1", "10.3.0", "10.7.0", "10.13.3.9", "10.16.1.11", "11.4.0.106"])
+def test_the_runtime_through_the_standin(workdir, tmp_path, version):
+    """Build and run an engine with the stand-in of every TensorRT a device may have: no PyTorch anywhere.
+
+    8.5 and 8.6 (JetPack 5.1 / 6.0) take the weakly typed path from the FP32 graph; 10.3 on, the
+    strongly typed main path from the INT8 graph.
+    """
     from sk_edge import build as pipeline
-    from sk_edge.backends.tensorrt import BuildOptions
+    from sk_edge.backends.tensorrt import BuildOptions, TrtFeatures
     from sk_edge.runtime import Engine
 
     from trt_standin import ORIN, FakeCuda, scenario, standin_module
 
     holder: dict = {}
-    trt = holder["trt"] = standin_module("10.3.0", scenario(holder))
+    trt = holder["trt"] = standin_module(version, scenario(holder))
     holder["float_node"] = next(iter(json.loads((workdir / "model.int8.json").read_text())["plan"]["float_nodes"]))
     result = pipeline.build_engine_stage(workdir, "int8", BuildOptions(timing_cache=tmp_path / "t.cache"), trt=trt, gpu=ORIN)
+    sidecar = json.loads((workdir / "model.int8.engine.json").read_text())
+    weak = not TrtFeatures.of(trt).strongly_typed
+    assert sidecar["settings"]["legacy_weakly_typed"] == weak
+    assert sidecar["inputs"]["onnx"]["name"] == ("model.fp32.onnx" if weak else "model.int8.onnx")
+    assert ("BuilderFlag.INT8" in trt.touched) == weak
     with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN) as engine:
         out = engine(np.zeros((1, 3, 64, 64), np.float32))
     assert out.shape == (1, 10) and out.dtype == np.float32

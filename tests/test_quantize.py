@@ -151,3 +151,15 @@ def test_int8_needs_a_calibration_for_this_model(tmp_path):
     export_model(build_model("sknet26-digits"), tmp_path)
     with pytest.raises(SkEdgeError, match="no calib.cache .* run `sk-edge calibrate --images DIR"):
         quantize_model(tmp_path, "int8")
+
+
+def test_tiny_fp16_weight_scales_are_clamped_not_zero():
+    """A channel with max |w| below ~3.8e-6 would get an FP16 scale of 0, which TensorRT's parser rejects."""
+    from sk_edge.quantize.precision import quantize_weight
+
+    w = np.array([[1e-6, -5e-7], [0.5, -0.25], [0.0, 0.0]], dtype=np.float32)
+    q, scale = quantize_weight(w, 0, np.float16)
+    assert (scale > 0).all() and scale[0] == np.finfo(np.float16).tiny
+    assert np.float16(1e-6 / 127) == 0  # what the scale would have been
+    assert np.allclose(q[0] * scale[0].astype(np.float64), w[0], atol=float(scale[0]) / 2)
+    assert q[1, 0] == 127 and scale[2] == 1.0

@@ -337,3 +337,45 @@ def test_weakly_typed_int8_gets_a_range_for_every_activation(tmp_path):
     chain = [line for line in cache.splitlines() if "_dla_pool" in line]
     pooling = json.loads((wd / "dla.json").read_text())["summary"]["pooling"]["rewritten"]
     assert len(chain) == sum(len(w) - 1 for w in pooling.values()) > 0
+
+
+def test_a_shared_timing_cache_is_merged_not_overwritten(workdir, tmp_path):
+    """Two builds on one machine: the second to finish combines the first's timings, under a lock."""
+    cache = tmp_path / "shared.cache"
+    cache.write_bytes(b"timings of an earlier build")
+    holder: dict = {"float_node": "x"}
+    quiet = scenario(holder)
+    trt = holder["trt"] = standin_module("10.13.3.9", quiet)
+    pipeline.build_engine_stage(workdir, "fp16", BuildOptions(timing_cache=cache), trt=trt, gpu=ORIN, force=True)
+    assert "ITimingCache.combine" not in trt.touched  # nobody wrote meanwhile: nothing to merge
+    assert cache.read_bytes() == b"timing cache"
+
+    busy = scenario(holder)
+    build = busy.returns["Builder.build_serialized_network"]
+
+    def build_while_another_finishes(self, network, config):
+        cache.write_bytes(b"timings another build wrote meanwhile")
+        return build(self, network, config)
+
+    busy.returns["Builder.build_serialized_network"] = build_while_another_finishes
+    trt = holder["trt"] = standin_module("10.13.3.9", busy)
+    pipeline.build_engine_stage(workdir, "fp16", BuildOptions(timing_cache=cache), trt=trt, gpu=ORIN, force=True)
+    assert {"ITimingCache.combine", "IBuilderConfig.create_timing_cache"} <= trt.touched
+    assert (tmp_path / "shared.cache.lock").exists() and not list(tmp_path.glob(".shared.cache.*.tmp"))
+
+
+def test_dla_layer_verdicts_are_asked_after_the_precision_flags(static_workdir, tmp_path):
+    """can_run_on_DLA answers for the precisions set: asked before them, INT8 layers read as unsupported."""
+    import shutil
+
+    wd = tmp_path / "wd"
+    shutil.copytree(static_workdir, wd, ignore=shutil.ignore_patterns("*.engine", "*.engine.json"))
+    holder: dict = {"float_node": "x"}
+    events: list[str] = []
+    steps = scenario(holder)
+    steps.returns["IBuilderConfig.set_flag"] = lambda self, flag: events.append(flag.name)
+    steps.returns["IBuilderConfig.can_run_on_DLA"] = lambda self, layer: events.append("can_run_on_DLA") or True
+    trt = holder["trt"] = standin_module("10.3.0", steps)
+    pipeline.build_engine_stage(wd, "int8", BuildOptions(dla_core=0, timing_cache=tmp_path / "t.cache"), legacy=True,
+                                trt=trt, gpu=ORIN, force=True)
+    assert {"FP16", "INT8"} <= set(events[: events.index("can_run_on_DLA")])

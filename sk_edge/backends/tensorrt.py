@@ -329,12 +329,39 @@ def build_engine(
         raise SkEdgeError(f"TensorRT {features.text} failed to build an engine from '{onnx_path.name}' (see its messages above)")
     plan_bytes = bytes(plan)
     new_cache = config.get_timing_cache()
-    timing = bytes(new_cache.serialize()) if new_cache is not None else None
+    timing = None
+    if new_cache is not None:
+        timing = save_timing_cache(config, new_cache, options.timing_cache, cache_bytes) if options.timing_cache \
+            else bytes(new_cache.serialize())
     opt_shape = None
     if options.dynamic_batch:
         opt_shape = (options.opt_batch or options.dynamic_batch, *input_shape[1:])
     layers = inspect_engine(plan_bytes, input_name, opt_shape, trt=trt)
     return BuiltEngine(plan_bytes, timing, layers, features.text, dla_layers)
+
+
+def save_timing_cache(config, cache, path: Path, read_at_start: bytes) -> bytes:
+    """Write ``cache`` to the machine-wide ``path``, merged with whatever other builds wrote meanwhile.
+
+    Builds run in parallel on one machine share the cache file; written as is, the last writer
+    would drop the others' timings. Under an exclusive lock, what is on disk now is read back and,
+    if another build changed it since this one started, combined into ``cache`` before the write
+    (Polygraphy's EngineBytesFromNetwork does the same).
+    """
+    import fcntl
+
+    from ..artifacts import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        on_disk = path.read_bytes() if path.is_file() else b""
+        if on_disk and on_disk != read_at_start:
+            cache.combine(config.create_timing_cache(on_disk), False)
+        data = bytes(cache.serialize())
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+    return data
 
 
 def inspect_engine(plan: bytes, input_name: str | None = None, shape: tuple[int, ...] | None = None, trt=None) -> dict:
