@@ -353,21 +353,40 @@ def quantize(workdir, precision, mixed, force):
     quantize_model(workdir, precision, mixed, force=force, log=_log)
 
 
-def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool, max_float_share: float) -> None:
+def _require_a_judge(model: str, eval_images: Path | None, eval_labels: Path | None, no_verify: bool) -> None:
+    """Every build ends with a verdict: refuse, before any work, a build with nothing to judge it on."""
+    from .reference import NAME as REFERENCE
+
+    if eval_labels is not None and eval_images is None:
+        raise UsageError("--eval-labels needs --eval-images DIR (the images the labels name)")
+    if eval_images is not None:
+        from .images import find_images
+
+        find_images(eval_images)  # there, and holding images: a one-line error now, not after the export
+    elif model != REFERENCE and not no_verify:
+        raise UsageError(
+            f"nothing to judge this build of '{model}' on: pass --eval-images DIR (held-out images of your model's "
+            "domain, not the calibration images; --eval-labels FILE adds accuracy and the --max-top1-drop budget), "
+            "or --no-verify for a build without a verdict"
+        )
+
+
+def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool, max_float_share: float,
+                         images: Path | None = None, labels: Path | None = None) -> None:
     """Accuracy-aware INT8: keep the most sensitive layers in floating point until the budget holds.
 
-    Needs labelled held-out images: the reference model's evaluation set (other models: run
-    `sk-edge sensitivity --images DIR --labels FILE --max-top1-drop PTS`).
+    Needs labelled held-out images: ``images`` with ``labels``, or the reference model's evaluation set.
     """
-    from .errors import UsageError as _Usage
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity, needs_budget
     from .verify import default_eval_set
     from .workdir import load_export
 
-    try:
+    if images is None:
         images, labels = default_eval_set(workdir, load_export(workdir), _log)
-    except _Usage:
+    if labels is None:
+        _log(f"  the --max-top1-drop budget needs labels: not applied (pass --eval-labels FILE); verify judges "
+             f"top-1 agreement on {images}")
         return
     over, score = needs_budget(workdir, images, labels, max_top1_drop)
     if not over:
@@ -443,13 +462,18 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_f
     help="Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
 )
 @workdir_option
+@click.option("--eval-images", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Held-out images that judge the build (verify and the accuracy budget), never the calibration "
+              "images [default for sknet26-digits: its 1000 held-out images; other models need it, or --no-verify].")
+@click.option("--eval-labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.")
 @verify_options
 @max_float_share_option
-@click.option("--no-verify", is_flag=True, help="Skip the verify step at the end.")
+@click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
 def build(model_name, weights, num_classes, input_size, model_args, precision, images, num_images, method, mixed,
-          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, min_agreement,
-          max_top1_drop, max_float_share, no_verify, force):
+          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, eval_images, eval_labels,
+          min_agreement, max_top1_drop, max_float_share, no_verify, force):
     """Run every stage up to a TensorRT engine: WORKDIR/model.<precision>.engine.
 
     export -> calibrate (int8) -> quantize -> engine -> verify, each skipped when up to date.
@@ -465,6 +489,9 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
     if from_dir is not None:
         workdir = from_dir
         pipeline.check_inputs(workdir, precision, legacy)  # before anything is written
+        from .workdir import load_export
+
+        _require_a_judge(load_export(workdir)["inputs"]["model"], eval_images, eval_labels, no_verify)
         _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
         if images is None and precision == "int8":
@@ -477,6 +504,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         export_options = ExportOptions(dynamic_batch=dynamic_batch)
         export_options.validate()
         request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+        _require_a_judge(request.name, eval_images, eval_labels, no_verify)  # before any heavy work
         _log(f"[1/4] export {request.name}")
         if request.reuse_export and not dynamic_batch:
             _log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
@@ -506,7 +534,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
                 keep = previous_choice(workdir, max_top1_drop, mixed)
             quantize_model(workdir, precision, mixed, force=force, log=_log, keep_float=keep)
         if precision == "int8" and not no_verify:
-            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force, max_float_share / 100)
+            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force, max_float_share / 100, eval_images, eval_labels)
     _log("[4/4] engine")
     try:
         result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
@@ -522,11 +550,8 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
     from .verify import VerifyOptions
 
     _log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
-    try:
-        _run_verify(workdir, VerifyOptions(candidate="engine" if result.engine else precision,
-                                           min_agreement=min_agreement, max_top1_drop=max_top1_drop))
-    except UsageError as exc:  # a model without a built-in evaluation set
-        _log(f"  verify skipped: {exc}; run `sk-edge verify -w {workdir} --images DIR [--labels FILE]`")
+    _run_verify(workdir, VerifyOptions(candidate="engine" if result.engine else precision, images=eval_images,
+                                       labels=eval_labels, min_agreement=min_agreement, max_top1_drop=max_top1_drop))
 
 
 @cli.command()

@@ -39,10 +39,10 @@ def built_engines(workdir: Path, precisions=tuple(GRAPH_NAMES)) -> list[tuple[st
     return [(p, name) for p in precisions for name in engine_names(p) if (Path(workdir) / name).is_file()]
 
 
-def first_built(workdir: Path, engines: bool = False) -> str:
-    """The first of int8, fp16, fp32 whose graph (or, with ``engines``, engine) is in ``workdir``."""
+def first_built(workdir: Path) -> str:
+    """The first of int8, fp16, fp32 whose graph is in ``workdir``."""
     for precision, graph in GRAPH_NAMES.items():
-        if (Path(workdir) / (engine_name(precision) if engines else graph)).is_file():
+        if (Path(workdir) / graph).is_file():
             return precision
     return "fp32"
 

@@ -58,3 +58,28 @@ def test_build_without_images_outside_a_checkout_says_what_to_pass(tmp_path):
     out = run("build", "--precision", "int8", "-w", "wd", cwd=tmp_path)
     assert out.returncode == 2
     assert "pass --images DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_build_of_a_user_model_always_ends_with_a_verdict(tmp_path, held_out):
+    """No "verify skipped" with exit 0: nothing to judge on is refused before any work, --eval-images judges."""
+    import torch
+
+    from sk_edge.models.sknet import sknet26
+
+    torch.save(sknet26(num_classes=10, base_width=32, stem_width=16, groups=8).state_dict(), tmp_path / "mine.pth")
+    tiny = ["--model", "sknet26", "--model-arg", "base_width=32", "--model-arg", "stem_width=16", "--model-arg", "groups=8",
+            "--num-classes", "10", "--input-size", "64", "--weights", str(tmp_path / "mine.pth")]
+    out = run("build", "--precision", "fp16", *tiny, "-w", "wd", cwd=tmp_path)
+    assert out.returncode == 2 and "nothing to judge this build of 'sknet26' on: pass --eval-images DIR" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "wd").exists()  # refused before the export
+
+    folder, labels = held_out
+    judged = run("build", "--precision", "fp16", *tiny, "--eval-images", str(folder), "--eval-labels", str(labels),
+                 "-w", "wd", cwd=tmp_path)
+    assert judged.returncode == 0, judged.stderr
+    assert "verify PASSED" in judged.stderr and "verify skipped" not in judged.stderr
+    doc = json.loads((tmp_path / "wd" / "verify.json").read_text())
+    assert doc["images"]["dir"] == str(folder) and doc["images"]["used"] == 200 and "accuracy_candidate" in doc["metrics"]
+
+    unjudged = run("build", "--precision", "fp16", "--no-verify", "-w", "wd", cwd=tmp_path)
+    assert unjudged.returncode == 0 and "verify" not in unjudged.stderr.replace("--no-verify", "")
