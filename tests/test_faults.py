@@ -133,14 +133,22 @@ def test_a_workdir_is_never_taken_over(tmp_path):
     assert json.loads((wd / "export.json").read_text())["inputs"]["model"] == "sknet26-digits"
 
 
-def test_asking_for_an_engine_that_is_not_there_is_an_error(wd, held_out):
+@pytest.mark.parametrize("stale", [False, True], ids=["no engine", "stale engine"])
+def test_an_engine_that_is_missing_or_stale_is_refused(wd, held_out, stale):
     folder, _ = held_out
+    if stale:  # built from another model.int8.onnx than the one here
+        sealed(wd, "model.int8.engine", "model.int8.engine.json", b"engine bytes",
+               inputs={"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, tensorrt={"version": "10.3.0"})
     before = snapshot(wd)
     out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
-    one_line_error(out, 1, "no engine in", "--candidate int8")
+    one_line_error(out, 1, *(("model.int8.engine' is stale", "sk-edge build --from") if stale else ("no engine in", "--candidate int8")))
     bench = run_cli("bench", "-w", str(wd), "--backends", "tensorrt", "--iterations", "5", "--warmup", "0")
-    one_line_error(bench, 1, "nothing to benchmark")
+    one_line_error(bench, 1, "is stale" if stale else "nothing to benchmark")
     unchanged(wd, before)
+    if stale:  # a build on a machine without TensorRT says so instead of leaving it silently
+        build = run_cli("build", "--from", str(wd), "--precision", "int8", "--no-verify")
+        assert build.returncode == 0, build.stderr
+        assert "model.int8.engine here is stale and will be refused" in build.stderr
 
 
 def test_bench_fails_when_a_named_backend_produced_no_row(wd):
@@ -150,22 +158,6 @@ def test_bench_fails_when_a_named_backend_produced_no_row(wd):
     out = run_cli("bench", "-w", str(wd), "--backends", "onnxruntime", "--precisions", "fp16", "--iterations", "5", "--warmup", "0")
     one_line_error(out, 1, "bench FAILED: no result for onnxruntime")
     assert (wd / "bench.md").is_file()  # the report is written all the same
-
-
-def test_a_stale_or_foreign_engine_is_refused(wd, held_out):
-    folder, _ = held_out
-    sealed(wd, "model.int8.engine", "model.int8.engine.json", b"engine bytes",
-           inputs={"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, tensorrt={"version": "10.3.0"})
-    before = snapshot(wd)
-    out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
-    one_line_error(out, 1, "model.int8.engine' is stale", "sk-edge build --from")
-    bench = run_cli("bench", "-w", str(wd), "--backends", "tensorrt", "--iterations", "5", "--warmup", "0")
-    one_line_error(bench, 1, "is stale")
-    unchanged(wd, before)
-    # A build on a machine without TensorRT says so instead of leaving it silently.
-    build = run_cli("build", "--from", str(wd), "--precision", "int8", "--no-verify")
-    assert build.returncode == 0, build.stderr
-    assert "model.int8.engine here is stale and will be refused" in build.stderr
 
 
 def test_damaged_or_stale_graphs_are_refused(wd, held_out):
