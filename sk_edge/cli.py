@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -47,10 +49,16 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            # The conventional 128 + SIGINT; every artifact is written atomically, so what the
-            # work directory held before stays as it was.
+            # The conventional 128 + SIGINT; every artifact is written atomically and the temporary
+            # files were removed while the exception unwound, so what the work directory held before
+            # stays as it was. The process ends here: interpreter shutdown (library threads, atexit
+            # hooks) is not given the chance to turn the exit status back into "killed by SIGINT",
+            # which a loaded CI machine showed once.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             click.echo("sk-edge: interrupted; the work directory keeps what was written before", err=True)
-            ctx.exit(130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         except ModuleNotFoundError as exc:
             missing = (exc.name or "").split(".")[0]
             extra = HOST_EXTRAS.get(missing)
