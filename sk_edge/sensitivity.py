@@ -90,8 +90,9 @@ class Evaluator:
     def __init__(self, workdir: Path, evalset: EvalSet, mixed: str = "fp16"):
         self.fp32 = onnx.load(str(workdir / FP32_ONNX))
         self.plan = plan_quantization(self.fp32)
-        calib = load_calibration(workdir)
-        self.amax = {n: t["amax"] for n, t in calib["tensors"].items()}
+        self.macs = macs_by_node(self.fp32)  # shape inference once, for every share computed below
+        self.calibration = load_calibration(workdir)
+        self.amax = {n: t["amax"] for n, t in self.calibration["tensors"].items()}
         self.evalset, self.mixed = evalset, mixed
 
     def on(self, evalset: EvalSet) -> "Evaluator":
@@ -109,7 +110,7 @@ def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = 
     """Alone-drift and keep-in-float gain of every INT8 layer, ranked by gain."""
     plan = evaluator.plan
     layers = plan.layers()
-    macs = macs_by_node(evaluator.fp32)
+    macs = evaluator.macs
     total_macs = sum(macs.values()) or 1.0
     full = evaluator.score(plan)
     progress(1)
@@ -129,7 +130,7 @@ def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = 
     return {"full_int8": full, "layers": rows}
 
 
-def range_mismatch(workdir: Path, evaluator: Evaluator, top: int = 3) -> list[dict]:
+def range_mismatch(evaluator: Evaluator, top: int = 3) -> list[dict]:
     """The quantized tensors whose ranges differ most between calibration and evaluation images.
 
     Calibration keeps each tensor's max |x| (calib.json); the evaluation images are run through
@@ -137,8 +138,8 @@ def range_mismatch(workdir: Path, evaluator: Evaluator, top: int = 3) -> list[di
     """
     from .quantize.calibration import tapped_model
 
-    calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
-    names = [n for n in evaluator.plan.activations if n in calib.get("tensors", {})]
+    calib = evaluator.calibration
+    names = [n for n in evaluator.plan.activations if n in calib["tensors"]]
     graph_inputs = {i.name for i in evaluator.fp32.graph.input}
     tapped = [n for n in names if n not in graph_inputs]
     session = judging_runner(tapped_model(evaluator.fp32, tapped)).session
@@ -157,8 +158,7 @@ def range_mismatch(workdir: Path, evaluator: Evaluator, top: int = 3) -> list[di
 
 
 def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
-               log: Callable[[str], None] = lambda msg: None, max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
-               workdir: Path | None = None) -> dict:
+               log: Callable[[str], None] = lambda msg: None, max_float_share: float = DEFAULT_MAX_FLOAT_SHARE) -> dict:
     """Keep the highest-ranked layers in floating point until the labelled drop is within budget.
 
     Fails as soon as the layers kept in floating point hold more than ``max_float_share`` of
@@ -167,7 +167,6 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
     """
     if evaluator.evalset.labels is None:
         raise SkEdgeError("an accuracy budget needs labelled images (--labels)")
-    macs = macs_by_node(evaluator.fp32)
     kept: list[str] = []
     current = evaluator.score(evaluator.plan)
     steps = [{"kept": [], **current}]
@@ -175,9 +174,9 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
         if current["top1_drop_points"] <= max_top1_drop:
             break
         kept.append(row["layer"])
-        mix = precision_mix(macs, evaluator.plan.without(set(kept)))
+        mix = precision_mix(evaluator.macs, evaluator.plan.without(set(kept)))
         if mix["float_mac_share"] > max_float_share:
-            raise BudgetNeedsFloat(_float_share_message(workdir, evaluator, len(kept) - 1, current["top1_drop_points"], mix,
+            raise BudgetNeedsFloat(_float_share_message(evaluator, len(kept) - 1, current["top1_drop_points"], mix,
                                                         max_top1_drop, max_float_share))
         current = evaluator.score(evaluator.plan.without(set(kept)))
         steps.append({"kept": list(kept), **current})
@@ -194,15 +193,14 @@ class BudgetNeedsFloat(SkEdgeError):
     """Meeting the accuracy budget would keep more of the model in floating point than allowed."""
 
 
-def _float_share_message(workdir, evaluator, layers: int, drop: float, mix: dict, max_top1_drop: float,
+def _float_share_message(evaluator, layers: int, drop: float, mix: dict, max_top1_drop: float,
                          max_float_share: float) -> str:
     cause = ""
-    if workdir is not None:
-        worst = range_mismatch(workdir, evaluator)
-        if worst:
-            cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
-                     "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
-                                                  for r in worst) + ".")
+    worst = range_mismatch(evaluator)
+    if worst:
+        cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
+                 "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
+                                              for r in worst) + ".")
     return (f"INT8 misses the {max_top1_drop}-point accuracy budget (top-1 drop {drop:.2f} points with {layers} layers "
             f"kept in floating point), and keeping one more would put {mix['float_mac_share']:.1%} of the MACs in floating "
             f"point, above --max-float-share {max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on "
@@ -255,16 +253,15 @@ def analyze_sensitivity(
     n_layers = len(evaluator.plan.layers())
     log(f"measuring {n_layers} INT8 layers, alone and left out, on {len(evaluator.evalset.x)} images ...")
     tick = progress(n_layers + 1) if progress else (lambda n: None)
-    calib = artifacts.read_json(workdir / "calib.json") or {}
     doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(images), "mixed": mixed,
-           "calibration_key": calib.get("key"), **measure_sensitivity(evaluator, tick)}
+           "calibration_key": evaluator.calibration["key"], **measure_sensitivity(evaluator, tick)}
     if max_top1_drop is not None:
         log(f"fitting the {max_top1_drop}-point budget on all {len(judge.evalset.x)} images ...")
         doc["budget"] = {"max_top1_drop": max_top1_drop, "images": int(len(judge.evalset.x)),
-                         **fit_budget(judge, doc["layers"], max_top1_drop, log, max_float_share, workdir)}
+                         **fit_budget(judge, doc["layers"], max_top1_drop, log, max_float_share)}
         share = {r["layer"]: r["mac_share"] for r in doc["layers"]}
         doc["budget"]["kept_mac_share"] = sum(share[k] for k in doc["budget"]["kept_float"])
-        doc["budget"]["precision_mix"] = precision_mix(macs_by_node(judge.fp32), judge.plan.without(set(doc["budget"]["kept_float"])))
+        doc["budget"]["precision_mix"] = precision_mix(judge.macs, judge.plan.without(set(doc["budget"]["kept_float"])))
     write_report(workdir, doc)
     return doc
 
