@@ -23,7 +23,7 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
-from .workdir import FP32_ONNX, GRAPH_NAMES, engine_name, load_export
+from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, load_export
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE_SCRIPT = "on_device.sh"
@@ -201,7 +201,7 @@ def build_engine_stage(
     sidecar_path = trt_backend.engine_sidecar_path(engine_path)
     inputs = {
         "onnx": {"name": graph.name, "sha256": artifacts.sha256_file(graph)},
-        "calib_cache_sha256": artifacts.sha256_file(workdir / "calib.cache") if calib_cache else None,
+        "calib_cache_sha256": artifacts.sha256_file(workdir / CALIB_CACHE) if calib_cache else None,
     }
     settings = {"precision": precision, "legacy_weakly_typed": legacy, **options.settings()}
     key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__, "gpu": gpu})
@@ -263,10 +263,10 @@ def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[s
 
     from .quantize.cache import encode_scale, read_cache
 
-    cache_path = workdir / "calib.cache"
+    cache_path = workdir / CALIB_CACHE
     data = cache_path.read_bytes()
     _, scales = read_cache(cache_path)
-    calib = artifacts.read_json(workdir / "calib.json") or {}
+    calib = artifacts.read_json(workdir / CALIB_JSON) or {}  # checked by check_inputs before the build
     if not calib.get("legacy_ranges"):
         total = len(calib.get("tensors", {}))
         log(f"  calib.cache has ranges for the {total} tensors the Q/DQ plan quantizes only: TensorRT runs every layer "

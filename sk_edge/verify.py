@@ -367,10 +367,12 @@ def _chain(workdir: Path, candidate: str, precision: str) -> dict:
     """sha256 of the candidate and of everything it came from: export -> calibration -> graph -> engine."""
     from .workdir import graph_chain
 
-    chain = graph_chain(workdir, precision)
-    if candidate == "engine":
-        name = next(n for p, n in built_engines(workdir) if p == precision)
-        chain["engine"] = {name: artifacts.sha256_file(workdir / name)}
+    if candidate != "engine":
+        return graph_chain(workdir, precision)
+    name = next(n for p, n in built_engines(workdir) if p == precision)
+    built_from = artifacts.read_json(workdir / f"{name}.json")["inputs"]["onnx"]  # checked by load_engine
+    chain = graph_chain(workdir, precision, graph={built_from["name"]: built_from["sha256"]})
+    chain["engine"] = {name: artifacts.sha256_file(workdir / name)}
     return chain
 
 

@@ -121,18 +121,26 @@ def load_graph(workdir: Path, precision: str) -> dict:
     return doc
 
 
-def graph_chain(workdir: Path, precision: str) -> dict:
-    """The sha256 of every artifact ``precision``'s graph came from, for reports (verify.json)."""
+def graph_chain(workdir: Path, precision: str, graph: dict | None = None) -> dict:
+    """The sha256 of every artifact ``precision``'s graph came from, for reports (verify.json).
+
+    Read from the sidecars, whose every file :func:`load_graph` or :func:`load_engine` (which the
+    caller ran before judging) has checked against them: nothing is hashed twice. ``graph``
+    ({name: sha256}) names the graph an engine was built from when it is not the precision's own
+    (the weakly typed paths build from the FP32 graph).
+    """
     workdir = Path(workdir)
-    doc = load_graph(workdir, precision)
-    export = load_export(workdir)
+    export = artifacts.read_json(workdir / EXPORT_JSON)
     chain = {"export": {FP32_ONNX: export["outputs"][FP32_ONNX]["sha256"],
                         "weights": (export["inputs"].get("weights") or {}).get("sha256")}}
     if precision == "int8":
-        calib = load_calibration(workdir, export)
+        calib = artifacts.read_json(workdir / CALIB_JSON)
         chain["calibration"] = {CALIB_CACHE: calib["outputs"][CALIB_CACHE]["sha256"], "key": calib["key"],
                                 "method": calib.get("method")}
-    if precision != "fp32":
+    if graph is not None:
+        chain["graph"] = graph
+    elif precision != "fp32":
+        doc = artifacts.read_json(workdir / GRAPH_SIDECARS[precision])
         chain["graph"] = {GRAPH_NAMES[precision]: doc["outputs"][GRAPH_NAMES[precision]]["sha256"]}
     return chain
 

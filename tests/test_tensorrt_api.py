@@ -306,6 +306,13 @@ def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_
     assert [(c.backend, c.precision, c.device, c.path) for c in configs] == [("tensorrt", "int8", "dla", str(wd / "model.int8.dla.engine"))]
     text = export_deepstream(wd).read_text()
     assert "model-engine-file=model.int8.dla.engine" in text and "enable-dla=1" in text and "use-dla-core=1" in text
+    # verify.json's chain names the graph the engine was really built from (the DLA-pooled FP32 graph).
+    from sk_edge.artifacts import sha256_file
+    from sk_edge.verify import _chain
+
+    chain = _chain(wd, "engine", "int8")
+    assert chain["graph"] == {"model.fp32.dla.onnx": sha256_file(wd / "model.fp32.dla.onnx")}
+    assert chain["engine"] == {"model.int8.dla.engine": sha256_file(wd / "model.int8.dla.engine")} and "calibration" in chain
     # verify finds it too: here it stops only because no real TensorRT is installed to run it.
     with pytest.raises(SkEdgeError, match="TensorRT is not installed here"):
         candidate_runner(wd, "engine", log=lambda m: None)
