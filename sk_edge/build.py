@@ -51,8 +51,6 @@ class BuildResult:
 
 def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptions) -> list[str]:
     """Commented trtexec lines for every TensorRT family a device may have, each valid for its release."""
-    from .quantize.cache import CALIBRATOR, version_number
-
     export = load_export(workdir)
     shape = tuple(export["model"]["input"]["shape"])
     input_name = export["model"]["input"]["name"]
@@ -61,7 +59,7 @@ def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptio
     for label, version in trt_backend.DEVICE_TARGETS:
         features = trt_backend.TrtFeatures(version)
         if options.dla_core is not None:
-            if features.dla_legacy and features.version >= trt_backend.MIN_LEGACY_VERSION:
+            if features.dla_legacy:
                 graph, legacy = DLA_GRAPH, True
             elif features.dla_strongly_typed:
                 graph, legacy = GRAPH_NAMES[precision], False
@@ -78,8 +76,7 @@ def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptio
         lines.append(f"# {label}:")
         if legacy and precision == "int8":
             # TensorRT skips a cache whose header names another release: write the device's own.
-            header = f"TRT-{version_number('.'.join(map(str, version)))}-{CALIBRATOR}"
-            lines.append(f"#   sed -i '1s/.*/{header}/' calib.cache   (the header of your exact release: 8.5.2 -> 8502, "
+            lines.append(f"#   sed -i '1s/.*/{features.calib_cache_header}/' calib.cache   (the header of your exact release: 8.5.2 -> 8502, "
                          "8.6.2 -> 8602, 10.3.0 -> 100300)")
         lines.append("#   " + trt_backend.trtexec_command(graph, engine_name(precision, options.dla_core), input_name, shape,
                                                            options, legacy, features, precision))
