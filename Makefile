@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 # The device side: a second environment with a plain `pip install .` (no PyTorch, no timm),
-# as on a Jetson; it must build --from, verify, bench and export a work directory made above.
+# as on a Jetson; it must build --from, verify (against the PyTorch outputs the host stored in
+# reference.npz), bench and export a work directory made above.
 DEVICE_VENV ?= .venv-device
 DEVICE_WORKDIR ?= build/device-workdir
 SOURCES := $(shell find sk_edge -name '*.py' -o -name '*.pt' -o -name '*.png' -o -name '*.jpg')
@@ -42,7 +43,7 @@ $(DEVICE_VENV)/.installed: pyproject.toml Makefile $(SOURCES)
 # Runs from inside build/ so that `import sk_edge` finds the installed package, not this checkout.
 device-test: $(VENV)/.installed $(DEVICE_VENV)/.installed
 	rm -rf $(DEVICE_WORKDIR)
-	$(BIN)/sk-edge build --precision int8 --num-images 64 --no-verify -w $(DEVICE_WORKDIR)
+	$(BIN)/sk-edge build --precision int8 --num-images 64 -w $(DEVICE_WORKDIR)
 	cd $(dir $(DEVICE_WORKDIR)) && SK_EDGE_DEVICE_WORKDIR=$(abspath $(DEVICE_WORKDIR)) \
 		$(abspath $(DEVICE_VENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath tests/test_device_flow.py)
 

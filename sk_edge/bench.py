@@ -52,6 +52,9 @@ class BenchOptions:
     # Backends the user named: each must produce at least one row, or bench fails. The
     # default set only benchmarks what is there and says what is not.
     required: tuple[str, ...] = ()
+    # The latency verdict: the candidate must be this many times faster than PyTorch FP32 on
+    # the same device and batch, or bench fails.
+    min_speedup: float | None = None
 
     def validate(self) -> None:
         for name, values, allowed in (("--backends", self.backends, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
@@ -68,6 +71,8 @@ class BenchOptions:
             raise UsageError(f"--iterations must be at least 5 for percentiles to mean anything, got {self.iterations}")
         if self.duration is not None and self.duration <= 0:
             raise UsageError(f"--duration must be positive, got {self.duration}")
+        if self.min_speedup is not None and not (self.min_speedup > 0 and np.isfinite(self.min_speedup)):
+            raise UsageError(f"--min-speedup must be a positive number, got {self.min_speedup}")
 
 
 @dataclass
@@ -250,6 +255,83 @@ def run_config(config: Config, workdir: Path, options: BenchOptions) -> dict:
     return json.loads(line[len("SKEDGE-BENCH "):])
 
 
+# --- verdicts ---------------------------------------------------------------------------
+
+PRECISION_ORDER = ("int8", "fp16", "fp32")  # the candidate is the lowest precision measured
+
+
+def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | None:
+    """The candidate (the engine, or the graph when no engine ran) against PyTorch FP32 on the same device and batch.
+
+    The candidate is the lowest precision measured on TensorRT, else on ONNX Runtime; its
+    baseline is PyTorch FP32 on CUDA for an engine, on the CPU for a graph on ONNX Runtime.
+    None when nothing was measured that could be a candidate.
+    """
+    ok = [r for r in results if "stats" in r]
+    for backend, device in (("tensorrt", "cuda"), ("onnxruntime", "cpu")):
+        rows = [r for r in ok if r["config"]["backend"] == backend]
+        if rows:
+            break
+    else:
+        return None
+    precision = next(p for p in PRECISION_ORDER if any(r["config"]["precision"] == p for r in rows))
+    rows = [r for r in rows if r["config"]["precision"] == precision]
+    what = f"{'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'} {precision.upper()}"
+    comparisons = []
+    for r in rows:
+        batch = r["config"]["batch"]
+        base = next((b for b in ok if b["config"]["backend"] == "torch" and b["config"]["device"] == device
+                     and b["config"]["batch"] == batch), None)
+        entry = {"batch": batch, "device": r["config"]["device"], "candidate_ms": r["stats"]["mean_ms"],
+                 "baseline_ms": base["stats"]["mean_ms"] if base else None}
+        entry["speedup"] = entry["baseline_ms"] / entry["candidate_ms"] if base else None
+        comparisons.append(entry)
+    missing = [c["batch"] for c in comparisons if c["speedup"] is None]
+    if missing:
+        timed = "; ".join(f"{c['candidate_ms']:.2f} ms at batch {c['batch']}" for c in comparisons)
+        line = (f"{what}: {timed}; no PyTorch FP32 measurement on {device.upper()} at batch "
+                f"{', '.join(map(str, missing))} to compare it with"
+                + (" (PyTorch, or its CUDA build, is not installed here)" if device == "cuda" else
+                   " (PyTorch is not installed here)"))
+        passed = min_speedup is None
+    else:
+        parts = [f"{c['speedup']:.2f}x at batch {c['batch']} ({c['candidate_ms']:.2f} ms vs {c['baseline_ms']:.2f} ms)"
+                 for c in comparisons]
+        line = f"{what} is {'; '.join(parts)} against PyTorch FP32 on {device.upper()}"
+        worst = min(c["speedup"] for c in comparisons)
+        passed = min_speedup is None or worst >= min_speedup
+        if min_speedup is not None:
+            line += f": {'meets' if passed else 'misses'} --min-speedup {min_speedup:g}"
+    return {"candidate": {"backend": backend, "precision": precision}, "baseline": {"backend": "torch", "precision": "fp32",
+            "device": device}, "comparisons": comparisons, "min_speedup": min_speedup, "passed": passed, "line": line}
+
+
+def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list[str]:
+    """One line per device and batch where ``backend`` ran both INT8 and FP16: whether INT8 is faster.
+
+    INT8 grouped convolutions are often no faster than FP16 on TensorRT (NVIDIA/TensorRT#4529,
+    #1409), and SKNet is built of them: an INT8 engine that does not beat the FP16 one costs
+    accuracy for nothing.
+    """
+    ok = {(r["config"]["precision"], r["config"]["device"], r["config"]["batch"]): r["stats"]["mean_ms"]
+          for r in results if "stats" in r and r["config"]["backend"] == backend}
+    lines = []
+    for (precision, device, batch), int8_ms in sorted(ok.items()):
+        fp16_ms = ok.get(("fp16", device, batch))
+        if precision != "int8" or fp16_ms is None:
+            continue
+        ratio = fp16_ms / int8_ms
+        name = "TensorRT" if backend == "tensorrt" else "ONNX Runtime"
+        if ratio > 1.05:
+            verdict = f"INT8 is {ratio:.2f}x faster than FP16"
+        elif ratio >= 0.95:
+            verdict = f"INT8 is no faster than FP16 ({ratio:.2f}x): FP16 gives the same speed without INT8's drift"
+        else:
+            verdict = f"INT8 is slower than FP16 ({ratio:.2f}x): ship FP16 (sk-edge build --precision fp16)"
+        lines.append(f"{name} on {device.upper()}, batch {batch}: {verdict} ({int8_ms:.2f} ms vs {fp16_ms:.2f} ms)")
+    return lines
+
+
 # --- statistics and reports --------------------------------------------------------------
 
 
@@ -283,6 +365,12 @@ def markdown(doc: dict) -> str:
         )
     if doc.get("notes"):
         lines += [""] + [f"- {n}" for n in doc["notes"]]
+    if doc.get("int8_vs_fp16"):
+        lines += ["", "INT8 against FP16:", ""] + [f"- {line}" for line in doc["int8_vs_fp16"]]
+    speed = doc.get("speedup_verdict")
+    if speed:
+        mark = "" if speed["min_speedup"] is None else ("PASS: " if speed["passed"] else "FAIL: ")
+        lines += ["", f"Latency verdict: {mark}{speed['line']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -373,6 +461,8 @@ def bench(
         "machine": machine_description(), "settings": asdict(options),
         "timing": "warm-up first; per-call wall clock (perf_counter) for synchronous CPU and TensorRT calls, CUDA events for PyTorch on CUDA",
         "results": results, "notes": notes,
+        "speedup_verdict": speedup_verdict(results, options.min_speedup),
+        "int8_vs_fp16": precision_comparison(results, "tensorrt"),
     }
     artifacts.write_json(workdir / BENCH_JSON, doc)
     with artifacts.atomic_output(workdir / BENCH_MD) as tmp:
@@ -387,6 +477,16 @@ def bench(
             + (f" ({reasons[:300]})" if reasons else " (nothing of it in the work directory)")
             + f"; the rows that ran are in {workdir / BENCH_MD}"
         )
+    for line in doc["int8_vs_fp16"]:
+        log(line)
+    speed = doc["speedup_verdict"]
+    if options.min_speedup is not None:
+        if speed is None:
+            raise BenchFailed(f"bench FAILED: --min-speedup {options.min_speedup:g}, but no engine or graph was timed to "
+                              f"judge; the rows that ran are in {workdir / BENCH_MD}")
+        if not speed["passed"]:
+            raise BenchFailed(f"bench FAILED: {speed['line']} ({workdir / BENCH_MD})")
+        log(f"latency verdict PASS: {speed['line']}")
     return doc
 
 

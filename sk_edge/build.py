@@ -345,3 +345,118 @@ def validate(precision: str, options: trt_backend.BuildOptions) -> bool:
     # INT8 on the DLA goes through implicit quantization (calib.cache); FP16 DLA builds use
     # the same legacy path, so one DLA route is maintained, not two.
     return options.dla_core is not None
+
+
+# --- what judges the build, and the summary it ends with ----------------------------------
+
+DEFAULT_CALIBRATION_IMAGES = 512
+
+
+def judge_images(workdir: Path, plan, log: Callable[[str], None] = lambda msg: None):
+    """The :class:`~sk_edge.evaluation.JudgeImages` the accuracy budget and verify use, or None.
+
+    The reference model's own set is rendered into the work directory here; a build judged on
+    stored PyTorch outputs, or not judged, has no images to fit a budget on.
+    """
+    from .evaluation import JudgeImages
+
+    if plan.skip or plan.stored:
+        return None
+    if plan.default_set:
+        from .verify import default_eval_set
+
+        folder, labels = default_eval_set(workdir, load_export(workdir), log)
+        return JudgeImages(folder, labels)
+    return plan.images
+
+
+def accuracy_budget(workdir: Path, judge, max_top1_drop: float, min_agreement: float):
+    """The budget the INT8 layer search must meet: verify's gates, i.e. the labelled top-1 drop and the agreement
+    (the agreement alone without labels)."""
+    from .sensitivity import Budget
+
+    if judge is None:
+        return None
+    table, _ = judge.labels(load_export(workdir)["model"]["output"]["shape"][-1])
+    return Budget(max_top1_drop if table is not None else None, min_agreement)
+
+
+def default_calibration_count(images: Path, holdout: float | None) -> int:
+    """512 images, or every image calibration may use when there are fewer."""
+    from .evaluation import split_paths
+    from .images import find_images
+
+    paths = find_images(images)
+    if holdout is not None:
+        paths = split_paths(paths, Path(images), holdout)[0]
+    return max(1, min(DEFAULT_CALIBRATION_IMAGES, len(paths)))
+
+
+@dataclass
+class BuildReport:
+    """The block a build ends with: accuracy verdict, precision mix, latency verdict."""
+
+    text: str
+    failed: str | None = None  # a latency verdict that failed, as the error to raise
+
+
+def precision_line(workdir: Path, precision: str) -> str:
+    if precision == "int8":
+        from .workdir import GRAPH_SIDECARS
+
+        mix = (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
+        if mix:
+            return (f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
+                    "Conv/Gemm layers), floating point for the rest")
+        return "INT8 (no precision mix recorded)"
+    return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
+
+
+def latency_verdict(workdir: Path, result: BuildResult, min_speedup: float | None,
+                    log: Callable[[str], None] = lambda msg: None) -> tuple[str, str | None]:
+    """(line, failure) for the summary: the engine against PyTorch FP32 on this GPU, when there is an engine."""
+    if result.engine is None:
+        ask = f" --min-speedup {min_speedup:g}" if min_speedup else " --min-speedup 2"
+        reason = (result.fallback_reason or "TensorRT is absent").split(" (")[0]
+        return (f"not measured: no engine here ({reason}); on the device: "
+                f"sk-edge bench -w DIR{ask}", None)
+    from .bench import BenchFailed, BenchOptions, bench
+
+    options = BenchOptions(backends=("torch", "tensorrt"), precisions=(result.precision,), batches=(1,), warmup=10,
+                           iterations=50, min_speedup=min_speedup)
+    try:
+        doc = bench(workdir, options, log=log)
+    except BenchFailed as exc:
+        return str(exc), str(exc)
+    speed = doc.get("speedup_verdict") or {}
+    return speed.get("line", "engine timed; no PyTorch FP32 on this GPU to compare with"), None
+
+
+def build_summary(workdir: Path, precision: str, result: BuildResult, judged: bool, min_speedup: float | None = None,
+                  log: Callable[[str], None] = lambda msg: None) -> BuildReport:
+    """The summary block: what a user reads last, and what decides whether the build is safe to ship."""
+    from .verify import VERIFY_JSON, images_line, summary_line
+
+    workdir = Path(workdir)
+    rows, verdict = [], "NOT JUDGED"
+    if judged:
+        doc = artifacts.read_json(workdir / VERIFY_JSON) or {}
+        if doc:
+            verdict = "PASS" if doc["passed"] else "FAIL"
+            accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
+            if doc["broken"]:
+                accuracy += f" (broken: {'; '.join(doc['broken'])})"
+            rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"])),
+                     ("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
+    else:
+        rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
+    rows.append(("precision", precision_line(workdir, precision)))
+    latency, failed = latency_verdict(workdir, result, min_speedup, log)
+    rows.append(("latency", latency))
+    if failed and verdict == "PASS":
+        verdict = "FAIL"
+    width = max(len(k) for k, _ in rows)
+    title = f"sk-edge build {precision.upper()}: {verdict}"
+    lines = ["", f"== {title} " + "=" * max(0, 72 - len(title))]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return BuildReport("\n".join(lines), failed)

@@ -361,50 +361,24 @@ def quantize(workdir, precision, mixed, force):
     quantize_model(workdir, precision, mixed, force=force, log=_log)
 
 
-def _require_a_judge(model: str, eval_images: Path | None, eval_labels: Path | None, no_verify: bool) -> None:
-    """Every build ends with a verdict: refuse, before any work, a build with nothing to judge it on."""
-    from .reference import NAME as REFERENCE
-
-    if eval_labels is not None and eval_images is None:
-        raise UsageError("--eval-labels needs --eval-images DIR (the images the labels name)")
-    if eval_images is not None:
-        from .images import find_images
-
-        find_images(eval_images)  # there, and holding images: a one-line error now, not after the export
-    elif model != REFERENCE and not no_verify:
-        raise UsageError(
-            f"nothing to judge this build of '{model}' on: pass --eval-images DIR (held-out images of your model's "
-            "domain, not the calibration images; --eval-labels FILE adds accuracy and the --max-top1-drop budget), "
-            "or --no-verify for a build without a verdict"
-        )
-
-
-def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force: bool, max_float_share: float,
-                         images: Path | None = None, labels: Path | None = None) -> None:
+def _fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, force: bool, max_float_share: float) -> None:
     """Accuracy-aware INT8: keep the most sensitive layers in floating point until the budget holds.
 
-    Needs labelled held-out images: ``images`` with ``labels``, or the reference model's evaluation set.
+    ``judge`` (:class:`~sk_edge.evaluation.JudgeImages`) are the images that will judge the build;
+    ``budget`` a labelled top-1 drop or, without labels, a top-1 agreement.
     """
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity, needs_budget
-    from .verify import default_eval_set
-    from .workdir import load_export
 
-    if images is None:
-        images, labels = default_eval_set(workdir, load_export(workdir), _log)
-    if labels is None:
-        _log(f"  the --max-top1-drop budget needs labels: not applied (pass --eval-labels FILE); verify judges "
-             f"top-1 agreement on {images}")
-        return
-    over, score = needs_budget(workdir, images, labels, max_top1_drop)
+    over, score = needs_budget(workdir, judge, None, budget)
     if not over:
-        _log(f"  INT8 within the accuracy budget on {images.name}: drop {score['top1_drop_points']:.2f} <= {max_top1_drop} points")
+        _log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
         return
-    _log(f"  INT8 drops top-1 by {score['top1_drop_points']:.2f} > {max_top1_drop} points: finding the layers to keep in floating point")
+    _log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
     bar = _Progress("  sensitivity")
     try:
-        doc = analyze_sensitivity(workdir, images, labels, mixed=mixed, max_top1_drop=max_top1_drop, log=_log, progress=bar,
-                                  max_float_share=max_float_share)
+        doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
+                                  min_agreement=budget.min_agreement, log=_log, progress=bar, max_float_share=max_float_share)
     finally:
         bar.close()
     kept = doc["budget"]["kept_float"]
@@ -421,8 +395,10 @@ def _fit_accuracy_budget(workdir: Path, mixed: str, max_top1_drop: float, force:
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True)
 @click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=_finite,
               help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PCT", callback=_finite,
+              help="The same for top-1 agreement with FP32 (no labels needed); with --max-top1-drop, both must hold.")
 @max_float_share_option
-def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_float_share):
+def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_agreement, max_float_share):
     """Rank every INT8 layer by the drift it causes: WORKDIR/sensitivity.json and sensitivity.md."""
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity
@@ -434,13 +410,13 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_f
         labels = labels or default_labels
     bar = _Progress("  layers")
     try:
-        doc = analyze_sensitivity(workdir, images, labels, count=num_images, mixed=mixed,
-                                  max_top1_drop=max_top1_drop, log=_log, progress=bar, max_float_share=max_float_share / 100)
+        doc = analyze_sensitivity(workdir, images, labels, count=num_images, mixed=mixed, max_top1_drop=max_top1_drop,
+                                  min_agreement=min_agreement, log=_log, progress=bar, max_float_share=max_float_share / 100)
     finally:
         bar.close()
     for i, r in enumerate(doc["layers"][:5], 1):
         _log(f"  {i}. {r['layer']}: gain {r['gain_kl']:.2e} KL, alone {r['alone']['top1_agreement']:.2%} agreement")
-    if max_top1_drop is not None:
+    if doc.get("budget"):
         quantize_model(workdir, "int8", mixed, force=True, log=_log, keep_float=doc["budget"]["kept_float"])
     _log(f"wrote {workdir / 'sensitivity.md'}")
 
@@ -454,7 +430,11 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_f
     default=None,
     help=f"Calibration images for INT8 [default: {DEFAULT_IMAGES} when it exists].",
 )
-@click.option("--num-images", type=int, default=512, show_default=True, help="Images to calibrate on.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges "
+              "accuracy and the --max-top1-drop budget.")
+@click.option("--num-images", type=click.IntRange(min=1), default=None,
+              help="Images to calibrate on [default: 512, or every image of the calibration part when fewer].")
 @click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help="Calibration method [default: entropy].")
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True, help="INT8: precision of the rest.")
 @click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
@@ -471,35 +451,50 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, max_f
 )
 @workdir_option
 @click.option("--eval-images", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Held-out images that judge the build (verify and the accuracy budget), never the calibration "
-              "images [default for sknet26-digits: its 1000 held-out images; other models need it, or --no-verify].")
+              help="Held-out images that judge the build (verify and the accuracy budget) [default: the reference "
+              "model's 1000 held-out images; for other models the 20% of --images an INT8 build holds out of "
+              "calibration (all of --images for FP16/FP32)].")
 @click.option("--eval-labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.")
 @verify_options
 @max_float_share_option
+@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
+              help="With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.")
 @click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
-def build(model_name, weights, num_classes, input_size, model_args, precision, images, num_images, method, mixed,
+def build(model_name, weights, num_classes, input_size, model_args, precision, images, labels, num_images, method, mixed,
           dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, eval_images, eval_labels,
-          min_agreement, max_top1_drop, max_float_share, no_verify, force):
-    """Run every stage up to a TensorRT engine: WORKDIR/model.<precision>.engine.
+          min_agreement, max_top1_drop, max_float_share, min_speedup, no_verify, force):
+    """Run every stage up to a TensorRT engine, and judge it: WORKDIR/model.<precision>.engine.
 
+    \b
     export -> calibrate (int8) -> quantize -> engine -> verify, each skipped when up to date.
-    Without TensorRT the graph is checked on ONNX Runtime instead and WORKDIR/on_device.sh
-    holds the commands to finish the build on the Jetson or GPU machine.
+    Every build ends with a verdict: on --eval-images, else on the 20% of --images that an
+    INT8 build holds out of calibration (a fixed, hash-based split), else on the reference
+    model's own held-out set; with labels (CSV or class sub-folders) the --max-top1-drop
+    budget applies, without them --min-agreement. Without TensorRT the graph is judged on
+    ONNX Runtime instead and WORKDIR/on_device.sh holds the commands to finish on the device.
     """
     from . import build as pipeline
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
+    from .evaluation import plan_judging
+    from .verify import VerifyFailed, VerifyOptions
+    from .workdir import REFERENCE_NPZ
 
     options = BuildOptions(workspace_mib=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,
                            dla_core=dla_core, hardware_compatible=hardware_compatible)
     legacy = pipeline.validate(precision, options)
+    judging = dict(labels=labels, eval_images=eval_images, eval_labels=eval_labels, no_verify=no_verify)
     if from_dir is not None:
         workdir = from_dir
         pipeline.check_inputs(workdir, precision, legacy)  # before anything is written
         from .workdir import load_export
 
-        _require_a_judge(load_export(workdir)["inputs"]["model"], eval_images, eval_labels, no_verify)
+        if images is not None or labels is not None:
+            raise UsageError("--from builds from the work directory as it is (its calibration included): --images and "
+                             "--labels are not used; pass --eval-images DIR to judge the build on other images")
+        plan = plan_judging(load_export(workdir)["inputs"]["model"], precision, images=None,
+                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), **judging)
         _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
         if images is None and precision == "int8":
@@ -512,20 +507,31 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         export_options = ExportOptions(dynamic_batch=dynamic_batch)
         export_options.validate()
         request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
-        _require_a_judge(request.name, eval_images, eval_labels, no_verify)  # before any heavy work
+        plan = plan_judging(request.name, precision, images=images, **judging)  # before any heavy work
+        if not plan.skip and request.weights is None and request.name != DEFAULT_MODEL:  # the bundled model has its weights
+            raise UsageError(
+                f"'{request.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
+                "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
+            )
         _log(f"[1/4] export {request.name}")
         if request.reuse_export and not dynamic_batch:
             _log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
         else:
             built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
             export_model(built, workdir, export_options, force=force, log=_log)
+        judge = pipeline.judge_images(workdir, plan, log=_log)
+        budget = pipeline.accuracy_budget(workdir, judge, max_top1_drop, min_agreement)
         if precision == "int8":
             from .quantize import CalibrationOptions, calibrate as run_calibration
 
             _log("[2/4] calibrate")
+            holdout = plan.images.holdout if plan.images else None
+            if holdout is not None:
+                _log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
             # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
-            calib_options = CalibrationOptions(**({"method": method} if method else {}), num_images=num_images,
-                                               legacy_ranges=dla_core is not None)
+            calib_options = CalibrationOptions(**({"method": method} if method else {}),
+                                               num_images=num_images or pipeline.default_calibration_count(images, holdout),
+                                               legacy_ranges=dla_core is not None, holdout=holdout)
             bar = _Progress("  images")
             try:
                 run_calibration(workdir, images, calib_options, force=force, log=_log, progress=bar)
@@ -536,13 +542,13 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
 
             _log(f"[3/4] quantize to {precision}")
             keep = []
-            if precision == "int8" and not force:
+            if precision == "int8" and not force and budget is not None:
                 from .sensitivity import previous_choice
 
-                keep = previous_choice(workdir, max_top1_drop, mixed)
+                keep = previous_choice(workdir, budget, mixed)
             quantize_model(workdir, precision, mixed, force=force, log=_log, keep_float=keep)
-        if precision == "int8" and not no_verify:
-            _fit_accuracy_budget(workdir, mixed, max_top1_drop, force, max_float_share / 100, eval_images, eval_labels)
+        if precision == "int8" and budget is not None:
+            _fit_accuracy_budget(workdir, mixed, judge, budget, force, max_float_share / 100)
     _log("[4/4] engine")
     try:
         result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
@@ -553,13 +559,23 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         _log(f"wrote {result.engine}: {summary.get('layers', '?')} layers, by precision {summary.get('by_precision', {})}")
         if summary.get("float_sk_units"):
             _log(f"  SK attention kept in floating point in {len(summary['float_sk_units'])} SK units")
-    if no_verify:
-        return
-    from .verify import VerifyOptions
-
-    _log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
-    _run_verify(workdir, VerifyOptions(candidate="engine" if result.engine else precision, images=eval_images,
-                                       labels=eval_labels, min_agreement=min_agreement, max_top1_drop=max_top1_drop))
+    failure = None
+    if not plan.skip:
+        _log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
+        judged = plan.images
+        try:
+            _run_verify(workdir, VerifyOptions(
+                candidate="engine" if result.engine else precision, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
+                images=judged.root if judged else None, labels=judged.labels_file if judged else None,
+                holdout=judged.holdout if judged else None))
+        except VerifyFailed as exc:
+            failure = exc
+    report = pipeline.build_summary(workdir, precision, result, judged=not plan.skip, min_speedup=min_speedup, log=_log)
+    click.echo(report.text, err=True)
+    if failure is not None:
+        raise failure
+    if report.failed:
+        raise SkEdgeError(report.failed)
 
 
 @cli.command()
@@ -571,8 +587,15 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
 @verify_options
 @click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
-def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl):
+@click.option("--min-images", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).")
+def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl, min_images):
     """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
+
+    \b
+    The reference: PyTorch, run live (its outputs are then stored in WORKDIR/reference.npz);
+    without --images, the PyTorch outputs stored there (on a device without PyTorch, or to skip
+    re-running it); without PyTorch and stored outputs, the FP32 graph. verify.md says which.
 
     Top-1/top-5 agreement, cosine similarity, KL divergence, max logit difference and, with
     labels, both accuracies. Exits 1 when a threshold is broken, so it can gate a CI job.
@@ -580,7 +603,8 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
     from .verify import VerifyOptions
 
     _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
-                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl))
+                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl,
+                                       min_images=min_images))
 
 
 def _csv(kind):
@@ -606,7 +630,10 @@ def _csv(kind):
 @click.option("--iterations", type=int, default=None, help="Timed runs [default: 100].")
 @click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
-def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads):
+@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
+              help="Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX "
+              "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch.")
+def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup):
     """Benchmark the model on every backend: WORKDIR/bench.json, bench.md and bench.png.
 
     PyTorch FP32 (CPU, and CUDA when present), ONNX Runtime on each precision graph, and
@@ -617,7 +644,8 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
     if iterations is None and duration is None:
         iterations = 100
     options = BenchOptions(backends=backends or BACKENDS, precisions=precisions, batches=batches, warmup=warmup,
-                           iterations=iterations, duration=duration, threads=threads, required=backends or ())
+                           iterations=iterations, duration=duration, threads=threads, required=backends or (),
+                           min_speedup=min_speedup)
     bar = _Progress("  configurations")
     try:
         doc = run_bench(workdir, options, log=_log, progress=bar)

@@ -74,12 +74,25 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+def to_pixels(image: Image.Image, pre: Preprocess) -> np.ndarray:
+    """A decoded image resized as the model expects: (S, S, 3) uint8 RGB, before normalisation."""
+    return np.asarray(_resize(_to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), pre), dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """(..., S, S, 3) uint8 pixels -> (..., 3, S, S) float32 network input.
+
+    The same element-wise float32 arithmetic for one image or a batch, so pixels stored on the
+    host (sk_edge.stored_reference) give the device exactly the tensors the host judged.
+    """
+    arr = pixels.astype(np.float32) / 255.0
+    arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
+
+
 def to_tensor(image: Image.Image, pre: Preprocess) -> np.ndarray:
     """A decoded image as the network input: (3, S, S) float32, normalised."""
-    rgb = _resize(_to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), pre)
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return normalize(to_pixels(image, pre), pre)
 
 
 def display_name(name: str) -> str:
@@ -117,7 +130,9 @@ class ImageStream:
     batch: int
     count: int | None
     root: Path | None = None
+    keep_pixels: bool = False  # also keep each image's uint8 pixels (before normalisation) in :attr:`pixels`
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list, repr=False)
     used: list[str] = field(default_factory=list)
     _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
@@ -162,7 +177,7 @@ class ImageStream:
                 # huge file that is not an image costs a few bytes, not its size in memory.
                 with Image.open(path) as image:
                     image.load()
-                    tensor = to_tensor(image, self.pre)
+                    pixels = to_pixels(image, self.pre)
                 digest = artifacts.sha256_file(path)
             except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
                 self.skipped.append((name, _skip_reason(exc)))
@@ -171,7 +186,9 @@ class ImageStream:
                 continue
             self._hash.update(name.encode() + b"\0" + bytes.fromhex(digest))
             self.used.append(name)
-            batch.append(tensor)
+            batch.append(normalize(pixels, self.pre))
+            if self.keep_pixels:
+                self.pixels.append(pixels)
             names.append(name)
             if len(batch) == self.batch:
                 yield np.stack(batch), names

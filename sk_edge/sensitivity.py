@@ -29,12 +29,13 @@ import onnx
 from . import artifacts
 from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
-from .images import ImageStream, find_images
+from .images import ImageStream
 from .preprocess import Preprocess
 from .quantize import build_int8_graph
 from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.plan import QuantPlan, plan_quantization
-from .verify import kl_divergence, read_labels
+from .evaluation import JudgeImages
+from .verify import kl_divergence
 from .workdir import FP32_ONNX, GRAPH_NAMES, load_calibration, load_export, load_graph
 
 SENSITIVITY_JSON, SENSITIVITY_MD = "sensitivity.json", "sensitivity.md"
@@ -61,10 +62,62 @@ class EvalSet:
         return d
 
 
-def load_eval_set(workdir: Path, images: Path, labels: Path | None, count: int | None) -> EvalSet:
+@dataclass(frozen=True)
+class Budget:
+    """What the layer search must reach: a labelled top-1 drop, a top-1 agreement with FP32, or both.
+
+    A build with labels searches for both gates verify will apply, so that the layers it keeps in
+    floating point are the ones its verdict needs; without labels, agreement alone.
+    """
+
+    max_top1_drop: float | None = None  # points
+    min_agreement: float | None = None  # percent
+
+    def __post_init__(self):
+        if self.max_top1_drop is None and self.min_agreement is None:
+            raise ValueError("a budget needs a top-1 drop, a top-1 agreement, or both")
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.max_top1_drop is not None
+
+    def met(self, score: dict) -> bool:
+        if self.max_top1_drop is not None and score["top1_drop_points"] > self.max_top1_drop:
+            return False
+        return self.min_agreement is None or score["top1_agreement"] * 100 >= self.min_agreement
+
+    def measured(self, score: dict) -> str:
+        parts = []
+        if self.max_top1_drop is not None:
+            parts.append(f"top-1 drop {score['top1_drop_points']:.2f} points")
+        if self.min_agreement is not None:
+            parts.append(f"top-1 agreement {score['top1_agreement']:.2%}")
+        return ", ".join(parts)
+
+    @property
+    def flags(self) -> str:
+        return " or ".join(f for f, v in (("--max-top1-drop", self.max_top1_drop), ("--min-agreement", self.min_agreement))
+                           if v is not None)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.max_top1_drop is not None:
+            parts.append(f"top-1 drop <= {self.max_top1_drop} points")
+        if self.min_agreement is not None:
+            parts.append(f"top-1 agreement >= {self.min_agreement}%")
+        return "the budget (" + ", ".join(parts) + ")"
+
+    def to_dict(self) -> dict:
+        return {"max_top1_drop": self.max_top1_drop, "min_agreement": self.min_agreement}
+
+
+def load_eval_set(workdir: Path, images: Path | JudgeImages, labels: Path | None = None, count: int | None = None) -> EvalSet:
+    """The images that judge (``JudgeImages``, or a folder and an optional labels CSV), run through the FP32 graph."""
+    judge = images if isinstance(images, JudgeImages) else JudgeImages(Path(images), labels)
+    images = judge.root
     export = load_export(workdir)
     pre = Preprocess.from_dict(export["preprocess"])
-    paths = find_images(images)[:count] if count else find_images(images)
+    paths = judge.paths()[:count] if count else judge.paths()
     stream = ImageStream(paths, pre, 64, None, root=images)
     xs, names = [], []
     for batch, batch_names in stream:
@@ -74,11 +127,11 @@ def load_eval_set(workdir: Path, images: Path, labels: Path | None, count: int |
         raise SkEdgeError(f"no readable image in '{images}'")
     x = np.concatenate(xs)
     y = None
-    if labels is not None:
-        table = read_labels(labels)
+    table, source = judge.labels(export["model"]["output"]["shape"][-1])
+    if table is not None:
         missing = [n for n in names if n not in table]
         if missing:
-            raise SkEdgeError(f"labels file '{labels}' has no label for '{missing[0]}' ({len(missing)} images unlabelled)")
+            raise SkEdgeError(f"{source} has no label for '{missing[0]}' ({len(missing)} images unlabelled)")
         y = np.array([table[n] for n in names])
     ref = judging_runner(workdir / FP32_ONNX)(x)
     return EvalSet(x, y, ref)
@@ -157,34 +210,38 @@ def range_mismatch(evaluator: Evaluator, top: int = 3) -> list[dict]:
     return sorted(rows, key=lambda r: -abs(np.log(max(r["ratio"], 1e-12))))[:top]
 
 
-def fit_budget(evaluator: Evaluator, ranking: list[dict], max_top1_drop: float,
+def fit_budget(evaluator: Evaluator, ranking: list[dict], budget: Budget | float,
                log: Callable[[str], None] = lambda msg: None, max_float_share: float = DEFAULT_MAX_FLOAT_SHARE) -> dict:
-    """Keep the highest-ranked layers in floating point until the labelled drop is within budget.
+    """Keep the highest-ranked layers in floating point until ``budget`` holds.
 
-    Fails as soon as the layers kept in floating point hold more than ``max_float_share`` of
-    the MACs: what is left would not be an INT8 model, and more floating point would only hide
-    the likely cause (calibration images unlike the evaluation images), which the error names.
+    ``budget`` is a labelled top-1 drop (a float is taken as one) or, without labels, a top-1
+    agreement with the FP32 graph. Fails as soon as the layers kept in floating point hold more
+    than ``max_float_share`` of the MACs: what is left would not be an INT8 model, and more
+    floating point would only hide the likely cause (calibration images unlike the evaluation
+    images), which the error names.
     """
-    if evaluator.evalset.labels is None:
-        raise SkEdgeError("an accuracy budget needs labelled images (--labels)")
+    if not isinstance(budget, Budget):
+        budget = Budget(max_top1_drop=budget)
+    if budget.needs_labels and evaluator.evalset.labels is None:
+        raise SkEdgeError("an accuracy budget needs labelled images (--labels, or class folders)")
     kept: list[str] = []
     current = evaluator.score(evaluator.plan)
     steps = [{"kept": [], **current}]
     for row in ranking:
-        if current["top1_drop_points"] <= max_top1_drop:
+        if budget.met(current):
             break
         kept.append(row["layer"])
         mix = precision_mix(evaluator.macs, evaluator.plan.without(set(kept)))
         if mix["float_mac_share"] > max_float_share:
-            raise BudgetNeedsFloat(_float_share_message(evaluator, len(kept) - 1, current["top1_drop_points"], mix,
-                                                        max_top1_drop, max_float_share))
+            raise BudgetNeedsFloat(_float_share_message(evaluator, len(kept) - 1, current, mix, budget, max_float_share))
         current = evaluator.score(evaluator.plan.without(set(kept)))
         steps.append({"kept": list(kept), **current})
-        log(f"  kept {row['layer']} in floating point: drop {current['top1_drop_points']:.2f} points, KL {current['kl_mean']:.2e}")
-    if current["top1_drop_points"] > max_top1_drop:
+        log(f"  kept {row['layer']} in floating point: {budget.measured(current)}, KL {current['kl_mean']:.2e}")
+    if not budget.met(current):
+        relax = budget.flags
         raise SkEdgeError(
-            f"even with every layer in floating point the top-1 drop is {current['top1_drop_points']:.2f} points "
-            f"> the {max_top1_drop} budget (the non-INT8 precision itself drifts); relax --max-top1-drop or use --mixed fp32"
+            f"even with every layer in floating point the {budget.measured(current)} misses {budget} "
+            f"(the non-INT8 precision itself drifts); relax {relax} or use --mixed fp32"
         )
     return {"kept_float": kept, "result": current, "steps": steps}
 
@@ -193,7 +250,7 @@ class BudgetNeedsFloat(SkEdgeError):
     """Meeting the accuracy budget would keep more of the model in floating point than allowed."""
 
 
-def _float_share_message(evaluator, layers: int, drop: float, mix: dict, max_top1_drop: float,
+def _float_share_message(evaluator, layers: int, current: dict, mix: dict, budget: Budget,
                          max_float_share: float) -> str:
     cause = ""
     worst = range_mismatch(evaluator)
@@ -201,11 +258,12 @@ def _float_share_message(evaluator, layers: int, drop: float, mix: dict, max_top
         cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
                  "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
                                               for r in worst) + ".")
-    return (f"INT8 misses the {max_top1_drop}-point accuracy budget (top-1 drop {drop:.2f} points with {layers} layers "
+    relax = budget.flags
+    return (f"INT8 misses {budget} ({budget.measured(current)} with {layers} layers "
             f"kept in floating point), and keeping one more would put {mix['float_mac_share']:.1%} of the MACs in floating "
             f"point, above --max-float-share {max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on "
-            "images from the deployment domain (--images), or accept it with --max-float-share 100, a looser "
-            "--max-top1-drop, or --precision fp16")
+            f"images from the deployment domain (--images), or accept it with --max-float-share 100, a looser "
+            f"{relax}, or --precision fp16")
 
 
 def markdown(doc: dict) -> str:
@@ -221,8 +279,9 @@ def markdown(doc: dict) -> str:
                      f"{r['alone']['top1_agreement']:.2%} | {r['mac_share']:.1%} |")
     if doc.get("budget"):
         b = doc["budget"]
-        lines += ["", f"Budget: top-1 drop <= {b['max_top1_drop']} points. Kept in floating point: "
-                  + (", ".join(f"`{k}`" for k in b["kept_float"]) or "nothing") + f" (drop {b['result']['top1_drop_points']:.2f} points)."]
+        budget = Budget(b.get("max_top1_drop"), b.get("min_agreement"))
+        lines += ["", f"Budget: {budget}. Kept in floating point: "
+                  + (", ".join(f"`{k}`" for k in b["kept_float"]) or "nothing") + f" ({budget.measured(b['result'])})."]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +293,7 @@ def write_report(workdir: Path, doc: dict) -> None:
 
 def analyze_sensitivity(
     workdir: str | Path,
-    images: Path,
+    images: Path | JudgeImages,
     labels: Path | None,
     count: int | None = 500,
     mixed: str = "fp16",
@@ -242,43 +301,56 @@ def analyze_sensitivity(
     log: Callable[[str], None] = lambda msg: None,
     progress: Callable[[int], Callable[[int], None]] | None = None,
     max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
+    min_agreement: float | None = None,
 ) -> dict:
-    """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float."""
+    """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float.
+
+    The budget is ``max_top1_drop`` (labelled images) or, when that is None, ``min_agreement``.
+    """
     workdir = Path(workdir)
+    judge = images if isinstance(images, JudgeImages) else JudgeImages(Path(images), labels)
+    budget = Budget(max_top1_drop, min_agreement) if max_top1_drop is not None or min_agreement is not None else None
     # The budget is judged on every image of the set, as verify will judge it (a few hundred
     # images leave a 0.5-point budget at the mercy of two or three); the ranking needs fewer.
-    full = load_eval_set(workdir, images, labels, None if max_top1_drop is not None else count)
-    judge = Evaluator(workdir, full, mixed)
-    evaluator = judge.on(full.head(count))
+    full = load_eval_set(workdir, judge, None, None if budget is not None else count)
+    judging = Evaluator(workdir, full, mixed)
+    evaluator = judging.on(full.head(count))
     n_layers = len(evaluator.plan.layers())
     log(f"measuring {n_layers} INT8 layers, alone and left out, on {len(evaluator.evalset.x)} images ...")
     tick = progress(n_layers + 1) if progress else (lambda n: None)
-    doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(images), "mixed": mixed,
+    doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(judge.root),
+           "judged_on": judge.to_dict(), "mixed": mixed,
            "calibration_key": evaluator.calibration["key"], **measure_sensitivity(evaluator, tick)}
-    if max_top1_drop is not None:
-        log(f"fitting the {max_top1_drop}-point budget on all {len(judge.evalset.x)} images ...")
-        doc["budget"] = {"max_top1_drop": max_top1_drop, "images": int(len(judge.evalset.x)),
-                         **fit_budget(judge, doc["layers"], max_top1_drop, log, max_float_share)}
+    if budget is not None:
+        log(f"fitting {budget} on all {len(judging.evalset.x)} images ...")
+        doc["budget"] = {**budget.to_dict(), "images": int(len(judging.evalset.x)),
+                         **fit_budget(judging, doc["layers"], budget, log, max_float_share)}
         share = {r["layer"]: r["mac_share"] for r in doc["layers"]}
         doc["budget"]["kept_mac_share"] = sum(share[k] for k in doc["budget"]["kept_float"])
-        doc["budget"]["precision_mix"] = precision_mix(judge.macs, judge.plan.without(set(doc["budget"]["kept_float"])))
+        doc["budget"]["precision_mix"] = precision_mix(judging.macs, judging.plan.without(set(doc["budget"]["kept_float"])))
     write_report(workdir, doc)
     return doc
 
 
-def needs_budget(workdir: Path, images: Path, labels: Path, max_top1_drop: float, count: int | None = None) -> tuple[bool, dict]:
-    """Whether the current model.int8.onnx breaks the budget on these images (one quick run)."""
+def needs_budget(workdir: Path, images: Path | JudgeImages, labels: Path | None, budget: Budget | float,
+                 count: int | None = None) -> tuple[bool, dict]:
+    """Whether the current model.int8.onnx misses ``budget`` on these images (one quick run)."""
+    if not isinstance(budget, Budget):
+        budget = Budget(max_top1_drop=budget)
     evalset = load_eval_set(workdir, images, labels, count)
     load_graph(workdir, "int8")
     score = evalset.score(judging_runner(workdir / GRAPH_NAMES["int8"])(evalset.x))
-    return score["top1_drop_points"] > max_top1_drop, score
+    return not budget.met(score), score
 
 
-def previous_choice(workdir: Path, max_top1_drop: float, mixed: str) -> list[str]:
+def previous_choice(workdir: Path, budget: Budget | float, mixed: str) -> list[str]:
     """The layers an earlier run kept in floating point for the same calibration, budget and mix."""
+    if not isinstance(budget, Budget):
+        budget = Budget(max_top1_drop=budget)
     doc = artifacts.read_json(Path(workdir) / SENSITIVITY_JSON) or {}
     calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
-    budget = doc.get("budget") or {}
-    if doc.get("calibration_key") == calib.get("key") and doc.get("mixed") == mixed and budget.get("max_top1_drop") == max_top1_drop:
-        return list(budget.get("kept_float", []))
+    earlier = doc.get("budget") or {}
+    same_budget = all(earlier.get(k) == v for k, v in budget.to_dict().items())
+    if doc.get("calibration_key") == calib.get("key") and doc.get("mixed") == mixed and earlier and same_budget:
+        return list(earlier.get("kept_float", []))
     return []

@@ -12,7 +12,6 @@ split (1000 images, rendered once into ``WORKDIR/eval_images``), never on calibr
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ import numpy as np
 
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
+from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
 from .images import ImageStream, find_images
 from .preprocess import Preprocess
-from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, built_engines, first_built, load_export
+from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
@@ -55,6 +55,10 @@ class VerifyOptions:
     max_top1_drop: float = DEFAULT_MAX_TOP1_DROP  # points
     max_kl: float | None = None  # mean KL(reference || candidate); off by default
     batch: int = 32
+    # The share of ``images`` held out from calibration, when the build judges itself on the
+    # calibration folder's hold-out part (sk_edge.evaluation); None: every image judges.
+    holdout: float | None = None
+    min_images: int = MIN_JUDGE_IMAGES  # fewer judged images is an error, not a verdict
 
     def validate(self) -> None:
         if self.candidate is not None and self.candidate not in CANDIDATES:
@@ -70,6 +74,10 @@ class VerifyOptions:
             raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
         if self.max_kl is not None and self.max_kl < 0:
             raise UsageError(f"--max-kl must be 0 or more, got {self.max_kl}")
+        if self.min_images < 1:
+            raise UsageError(f"--min-images must be at least 1, got {self.min_images}")
+        if self.labels is not None and self.images is None:
+            raise UsageError("--labels needs --images DIR (the images the labels name)")
 
 
 # --- the two sides -----------------------------------------------------------------------
@@ -111,6 +119,12 @@ def reference_runner(workdir: Path, export: dict) -> tuple[Callable[[np.ndarray]
     if state_dict_digest(built.module) != inputs["state_dict_sha256"]:
         raise SkEdgeError(f"the rebuilt '{inputs['model']}' is not the model that was exported (its weights changed); re-export")
     return TorchRunner(built.module), f"{inputs['model']} FP32 in PyTorch (CPU)"
+
+
+def _torch_here() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _tensorrt_here() -> bool:
@@ -167,25 +181,6 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
 
 
 # --- images and labels -------------------------------------------------------------------
-
-
-def read_labels(path: Path) -> dict[str, int]:
-    """``file,label`` CSV (a header row is optional; further columns are ignored)."""
-    try:
-        rows = list(csv.reader(path.read_text().splitlines()))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read labels file '{path}': {exc}; pass a CSV of file,label rows") from None
-    labels = {}
-    for n, row in enumerate(rows, 1):
-        if not row:
-            continue
-        if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
-            labels[row[0].strip()] = int(row[1])
-        elif n > 1:  # the first row may be a header
-            raise UsageError(f"labels file '{path}' line {n} is not 'file,label' (got {','.join(row)[:60]!r})")
-    if not labels:
-        raise UsageError(f"labels file '{path}' has no 'file,label' rows")
-    return labels
 
 
 def default_eval_set(workdir: Path, export: dict, log: Callable[[str], None]) -> tuple[Path, Path]:
@@ -319,10 +314,31 @@ def summary_line(metrics: dict) -> str:
     return line + f" on {metrics['images']} images"
 
 
+REFERENCE_KINDS = {
+    "pytorch": "PyTorch, run live",
+    "pytorch-stored": "PyTorch outputs stored on the host",
+    "fp32-graph": "the FP32 graph (no PyTorch here and no stored PyTorch outputs)",
+}
+
+
+def images_line(images: dict, count: int) -> str:
+    """Which images judged the build, in words."""
+    hold = images.get("holdout")
+    where = (f"the {hold['fraction']:.0%} of {images['dir']} held out from calibration (never calibrated on)" if hold
+             else str(images["dir"]))
+    line = f"{count} from {where}"
+    if images.get("reference"):
+        line += f", as stored in {images['reference']}"
+    if images.get("labels_source"):
+        line += f"; labels: {images['labels_source']}"
+    return line
+
+
 def markdown(doc: dict) -> str:
     m = doc["metrics"]
     rows = [
-        ("reference", doc["reference"]), ("candidate", doc["candidate"]["description"]), ("images", f"{m['images']} from {doc['images']['dir']}"),
+        ("reference", REFERENCE_KINDS.get(doc.get("reference_kind"), "?")), ("reference model", doc["reference"]),
+        ("candidate", doc["candidate"]["description"]), ("images", images_line(doc["images"], m["images"])),
         ("top-1 agreement", f"{m['top1_agreement']:.2%}"), ("top-5 agreement", f"{m['top5_agreement']:.2%}"),
         ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
         ("mean KL(reference ‖ candidate)", f"{m['kl_mean']:.3e}"), ("max abs logit diff", f"{m['max_abs_logit_diff']:.4f}"),
@@ -376,42 +392,100 @@ def _chain(workdir: Path, candidate: str, precision: str) -> dict:
     return chain
 
 
+def _judged_images(workdir: Path, export: dict, options: VerifyOptions, log) -> JudgeImages:
+    if options.images is not None:
+        return JudgeImages(Path(options.images), options.labels, options.holdout)
+    folder, labels = default_eval_set(workdir, export, log)
+    return JudgeImages(folder, labels)
+
+
+def _too_few(count: int, judge: JudgeImages | None, options: VerifyOptions) -> UsageError:
+    where = judge.describe() if judge else f"'{REFERENCE_NPZ}'"
+    fix = ("add images to the folder, pass --eval-images DIR with held-out images" if judge and judge.holdout is not None
+           else "add images, or pass --min-images N to accept a coarser verdict")
+    return UsageError(f"only {count} images judge this build ({where}); a top-1 agreement figure needs at least "
+                      f"{options.min_images} (below that one image moves it by more than a point): {fix}, or --no-verify")
+
+
 def verify(
     workdir: str | Path,
     options: VerifyOptions = VerifyOptions(),
     log: Callable[[str], None] = lambda msg: None,
     progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict:
-    """Compare the candidate with the FP32 reference; write verify.json/.md; raise VerifyFailed if a threshold breaks."""
+    """Compare the candidate with the FP32 reference; write verify.json/.md; raise VerifyFailed if a threshold breaks.
+
+    The reference, in order: the PyTorch outputs stored in the work directory (reference.npz)
+    when no ``images`` are named and they were made for this export; else the PyTorch model,
+    run live (its outputs are then stored); else, without PyTorch, the FP32 graph.
+    """
+    from . import stored_reference
+
     options.validate()
     workdir = Path(workdir)
     export = load_export(workdir)
     pre = Preprocess.from_dict(export["preprocess"])
-    images, labels_path = options.images, options.labels
-    if images is None:
-        images, default_labels = default_eval_set(workdir, export, log)
-        labels_path = labels_path or default_labels
-    labels = read_labels(labels_path) if labels_path else None
+    stored = None
+    if options.images is None:
+        try:
+            stored = stored_reference.stored_for(workdir, export)
+        except stored_reference.StaleReference as exc:
+            from .reference import NAME as REFERENCE
+
+            if not _torch_here():
+                raise SkEdgeError(f"{exc}: run `sk-edge verify -w DIR --images DIR` on the host (with PyTorch) to store "
+                                  "new ones, or pass --images DIR here to judge against the FP32 graph") from None
+            if export["inputs"]["model"] != REFERENCE:
+                raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
+            log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
     candidate = choose_candidate(workdir, options.candidate, log)
     cand_run, cand_desc, precision = candidate_runner(workdir, candidate, log)
-    ref_run, ref_desc = reference_runner(workdir, export)
-    paths = find_images(images)
-    stream = ImageStream(paths, pre, options.batch, None, root=images)
-    tick = progress(len(paths)) if progress else (lambda n: None)
+    if stored is not None:
+        judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
+        ref_kind, ref_desc = "pytorch-stored", stored.description
+        if len(stored.names) < options.min_images:
+            raise _too_few(len(stored.names), None, options)
+        total = len(stored.names)
+        batches = stored.batches(pre, options.batch)
+        stream = None
+        images_doc = {**stored.doc["images"], "used": total, "reference": REFERENCE_NPZ}
+    else:
+        judge = _judged_images(workdir, export, options, log)
+        paths = judge.paths()
+        labels, labels_source = judge.labels(export["model"]["output"]["shape"][-1])  # bad labels first: input errors
+        if len(paths) < options.min_images:
+            raise _too_few(len(paths), judge, options)
+        if labels_source:
+            log(f"labels: {labels_source}")
+        ref_run, ref_desc = reference_runner(workdir, export)
+        ref_kind = "pytorch" if _torch_here() else "fp32-graph"
+        stream = ImageStream(paths, pre, options.batch, None, root=judge.root, keep_pixels=ref_kind == "pytorch")
+        total = len(paths)
+        batches = ((x, n, ref_run(x)) for x, n in stream)
+    log(f"judging on {total} images from {judge.describe() if judge else REFERENCE_NPZ}; reference: {ref_desc}")
+    tick = progress(total) if progress else (lambda n: None)
     ref_out, cand_out, names, kept = [], [], [], []
-    for batch, batch_names in stream:
-        ref_out.append(ref_run(batch))
+    for batch, batch_names, ref in batches:
+        ref_out.append(ref)
         cand_out.append(cand_run(batch))
         names += batch_names
         if sum(len(k) for k in kept) < SELECTION_IMAGES:
             kept.append(batch)
         tick(len(batch_names))
     if not names:
-        raise SkEdgeError(f"no readable image in '{images}'")
-    for name, why in stream.skipped:
-        log(f"  skipped unreadable image {name}: {why}")
-    cand_out_all = np.concatenate(cand_out)
-    metrics = compare(np.concatenate(ref_out), cand_out_all, names, labels)
+        raise SkEdgeError(f"no readable image in '{judge.root}'")
+    if stream is not None:
+        for name, why in stream.skipped:
+            log(f"  skipped unreadable image {name}: {why}")
+        if len(names) < options.min_images:
+            raise _too_few(len(names), judge, options)
+        images_doc = {**judge.to_dict(), "used": len(names), "skipped": [n for n, _ in stream.skipped],
+                      "sha256": stream.digest}
+    images_doc["labels_source"] = labels_source
+    ref_all, cand_out_all = np.concatenate(ref_out), np.concatenate(cand_out)
+    if ref_kind == "pytorch":
+        stored_reference.store(workdir, export, names, stream.pixels, ref_all, labels, images_doc, ref_desc)
+    metrics = compare(ref_all, cand_out_all, names, labels)
     cross_check = None
     if candidate != "engine":  # an engine hides its gates; a graph shows them
         from .analyze import selection_drift
@@ -425,16 +499,17 @@ def verify(
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},
         "reference": ref_desc,
+        "reference_kind": ref_kind,
         "candidate": {"kind": candidate, "precision": precision, "description": cand_desc,
                       "session": cand_run.settings() if hasattr(cand_run, "settings") else None},
         "runtime_cross_check": cross_check,
-        "images": {"dir": str(images), "used": len(names), "skipped": [n for n, _ in stream.skipped], "sha256": stream.digest,
-                   "labels": str(labels_path) if labels_path else None},
+        "images": images_doc,
         "model": {"name": export["inputs"]["model"], "export_sha256": export["outputs"][FP32_ONNX]["sha256"]},
         "chain": _chain(workdir, candidate, precision),
         "precision_mix": (artifacts.read_json(workdir / GRAPH_SIDECARS[precision]) or {}).get("precision_mix")
         if precision == "int8" else None,
-        "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl},
+        "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl,
+                       "min_images": options.min_images},
         "metrics": metrics,
         "passed": not broken,
         "broken": broken,

@@ -22,6 +22,10 @@ CALIB_CACHE = "calib.cache"
 GRAPH_NAMES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
 # The sidecar each graph is checked against.
 GRAPH_SIDECARS = {"int8": "model.int8.json", "fp16": "model.fp16.json", "fp32": EXPORT_JSON}
+# The FP32 PyTorch outputs on the images that judged the build, and their pixels, stored on the
+# host so that a device without PyTorch judges against the real reference (sk_edge.stored_reference).
+REFERENCE_NPZ = "reference.npz"
+REFERENCE_JSON = "reference.json"
 
 
 def engine_name(precision: str, dla_core: int | None = None) -> str:

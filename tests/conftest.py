@@ -61,3 +61,24 @@ def held_out(tmp_path_factory):
     folder = tmp_path_factory.mktemp("eval")
     labels = digits.write_split("eval", folder, 200)
     return folder, labels
+
+
+def write_class_folders(folder: Path, count: int, split: str = "eval", seed: int = 7) -> Path:
+    """``count`` SK-Digits images in torchvision's ImageFolder layout: folder/<digit>/<name>.png, no labels file.
+
+    Digit names sort as their class index ("0" .. "9"), which is what ImageFolder assumes.
+    """
+    from PIL import Image
+
+    from sk_edge.reference import digits
+
+    for n, (image, label, _) in enumerate(digits.sample(split, count, seed=seed)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / str(label) / f"img_{n:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory):
+    """600 labelled SK-Digits images in class sub-folders: a user's own `--images DIR`."""
+    return write_class_folders(tmp_path_factory.mktemp("mine"), 600)

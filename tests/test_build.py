@@ -70,7 +70,8 @@ def test_a_build_of_a_user_model_always_ends_with_a_verdict(tmp_path, held_out):
     tiny = ["--model", "sknet26", "--model-arg", "base_width=32", "--model-arg", "stem_width=16", "--model-arg", "groups=8",
             "--num-classes", "10", "--input-size", "64", "--weights", str(tmp_path / "mine.pth")]
     out = run("build", "--precision", "fp16", *tiny, "-w", "wd", cwd=tmp_path)
-    assert out.returncode == 2 and "nothing to judge this build of 'sknet26' on: pass --eval-images DIR" in out.stderr
+    assert out.returncode == 2 and "nothing to judge this build of 'sknet26' on: pass --images DIR" in out.stderr
+    assert "--eval-images DIR" in out.stderr and "--no-verify" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "wd").exists()  # refused before the export
 
     folder, labels = held_out

@@ -1,7 +1,8 @@
 """The device side in a virtual environment without PyTorch (issue 11), as a Jetson user runs it.
 
 `make device-test` makes such an environment (`pip install .`, no extras, plus pytest), prepares a
-work directory with the full install (`sk-edge build --precision int8 --no-verify`), and runs this
+work directory with the full install (`sk-edge build --precision int8`, which judges the build and
+stores the PyTorch outputs in reference.npz), and runs this
 file there with SK_EDGE_DEVICE_WORKDIR pointing at a copy. In the full environment the file skips:
 what it proves is that none of it needs PyTorch.
 """
@@ -62,10 +63,12 @@ def test_build_from_verify_bench_and_the_serving_exports(workdir, tmp_path):
     built = sk_edge("build", "--from", str(workdir), "--precision", "int8")
     assert built.returncode == 0, built.stderr
     assert "no engine built" in built.stderr and (workdir / "on_device.sh").is_file()
-    assert "verify PASSED" in built.stderr
+    assert "verify PASSED" in built.stderr and "sk-edge build INT8: PASS" in built.stderr
     doc = json.loads((workdir / "verify.json").read_text())
-    assert doc["reference"] == "FP32 ONNX on ONNX Runtime (PyTorch is not installed)"
+    # The reference is the PyTorch model's outputs, computed on the host and stored, not the FP32 graph.
+    assert doc["reference_kind"] == "pytorch-stored" and "run on the host (torch " in doc["reference"]
     assert doc["candidate"]["precision"] == "int8" and doc["metrics"]["images"] == 1000
+    assert "| reference | PyTorch outputs stored on the host |" in (workdir / "verify.md").read_text()
 
     verify = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
     assert verify.returncode == 0, verify.stderr
@@ -83,6 +86,32 @@ def test_build_from_verify_bench_and_the_serving_exports(workdir, tmp_path):
     deepstream = sk_edge("export-deepstream", "-w", str(workdir))
     assert deepstream.returncode == 0, deepstream.stderr
     assert "onnx-file=model.int8.onnx" in (workdir / "deepstream_nvinfer.txt").read_text()
+
+
+def test_the_stored_reference_matches_the_host_and_is_refused_when_stale(workdir, tmp_path):
+    host = json.loads((workdir / "verify.json").read_text())  # written on the host, by the build's verify
+    assert host["reference_kind"] == "pytorch"
+    out = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
+    assert out.returncode == 0, out.stderr
+    here = json.loads((workdir / "verify.json").read_text())
+    # The same PyTorch outputs and the same inputs (stored pixels, normalised again): the same verdict.
+    for key in ("top1_agreement", "kl_mean", "cosine_worst", "accuracy_reference", "accuracy_candidate"):
+        assert here["metrics"][key] == host["metrics"][key], key
+
+    # Made for another export: refused in one line, never a silent switch to the FP32 graph.
+    sidecar = json.loads((workdir / "reference.json").read_text())
+    sidecar["inputs"]["model.fp32.onnx"] = "0" * 64
+    (workdir / "reference.json").write_text(json.dumps(sidecar))
+    stale = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
+    assert stale.returncode == 1 and "Traceback" not in stale.stderr
+    assert "holds PyTorch outputs for another model.fp32.onnx" in stale.stderr and "--images DIR" in stale.stderr
+
+    # With images named, the device judges against the FP32 graph and says so.
+    named = sk_edge("verify", "-w", str(workdir), "--candidate", "int8", "--images", str(workdir / "eval_images"),
+                    "--labels", str(workdir / "eval_images" / "labels.csv"))
+    assert named.returncode == 0, named.stderr
+    doc = json.loads((workdir / "verify.json").read_text())
+    assert doc["reference_kind"] == "fp32-graph" and "the FP32 graph" in (workdir / "verify.md").read_text()
 
 
 def test_a_host_command_says_what_to_install(tmp_path):

@@ -11,7 +11,7 @@ from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.quantize.invariants import int8_graph_problems
 from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
-from sk_edge.sensitivity import Evaluator, analyze_sensitivity, fit_budget, load_eval_set, previous_choice
+from sk_edge.sensitivity import Budget, Evaluator, analyze_sensitivity, fit_budget, load_eval_set, previous_choice
 
 from conftest import calibration_subset
 
@@ -59,5 +59,6 @@ def test_an_impossible_budget_fails_with_the_numbers(poor):
     wd, evaldir, labels = poor
     evaluator = Evaluator(wd, load_eval_set(wd, evaldir, labels, 32))
     ranking = [{"layer": name} for name in evaluator.plan.layers()]
-    with pytest.raises(SkEdgeError, match=r"even with every layer in floating point the top-1 drop is -?\d+\.\d\d points > the -50"):
-        fit_budget(evaluator, ranking, max_top1_drop=-50, max_float_share=1.0)
+    with pytest.raises(SkEdgeError, match=r"even with every layer in floating point the top-1 drop -?\d+\.\d\d points misses "
+                       r"the budget \(top-1 drop <= -50 points\)"):
+        fit_budget(evaluator, ranking, Budget(max_top1_drop=-50), max_float_share=1.0)

@@ -26,6 +26,7 @@ from onnx import shape_inference
 from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
 from ..errors import UsageError
+from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
 from ..preprocess import Preprocess
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export
@@ -51,6 +52,9 @@ class CalibrationOptions:
     # floating point for every layer that produces or consumes a tensor without a range, and the
     # Q/DQ plan quantizes only the tensors the strongly typed path needs (30 of 163 in SKNet-26).
     legacy_ranges: bool = False
+    # The share of the folder held out to judge the build (sk_edge.evaluation): calibration
+    # takes only the other files. None: every file may be calibrated on.
+    holdout: float | None = None
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -61,6 +65,8 @@ class CalibrationOptions:
             raise UsageError(f"--num-images must be at least 1, got {self.num_images}")
         if self.batch < 1:
             raise UsageError(f"--batch must be at least 1, got {self.batch}")
+        if self.holdout is not None and not 0 < self.holdout < 1:
+            raise UsageError(f"the hold-out share must be between 0 and 1, got {self.holdout}")
 
 
 def _providers() -> list[str]:
@@ -189,7 +195,14 @@ def calibrate(
     plan = plan_quantization(model)
     names = list(plan.activations)
     legacy = legacy_tensor_names(model, names) if options.legacy_ranges else []
-    paths = sample_paths(find_images(images_dir))
+    found = find_images(images_dir)
+    held_out: list[Path] = []
+    if options.holdout is not None:
+        found, held_out = split_paths(found, images_dir, options.holdout)
+        if not found:
+            raise UsageError(f"every image in '{images_dir}' falls in the part held out to judge the build; add images, "
+                             "or pass --eval-images DIR with held-out images")
+    paths = sample_paths(found)
     hist_key = artifacts.stage_key(
         {
             "stage": "calibration-histograms",
@@ -234,6 +247,9 @@ def calibrate(
             "content_sha256": stream.digest,
             "skipped": [{"file": n, "reason": why} for n, why in stream.skipped],
         }
+        if options.holdout is not None:
+            images_doc["holdout"] = {"fraction": options.holdout, "rule": HOLDOUT_RULE, "held_out": len(held_out),
+                                     "not_calibrated_on": "the held-out files judge the build"}
         log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}")
 
     tensors = {}
