@@ -494,7 +494,7 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
             raise UsageError("--from builds from the work directory as it is (its calibration included): --images and "
                              "--labels are not used; pass --eval-images DIR to judge the build on other images")
         plan = plan_judging(load_export(workdir)["inputs"]["model"], precision, images=None,
-                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), **judging)
+                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
         _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
         if images is None and precision == "int8":

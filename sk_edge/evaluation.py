@@ -144,7 +144,7 @@ class JudgePlan:
 
 
 def plan_judging(model: str, precision: str, *, images: Path | None, labels: Path | None, eval_images: Path | None,
-                 eval_labels: Path | None, no_verify: bool, stored_reference: bool = False,
+                 eval_labels: Path | None, no_verify: bool, stored_reference: bool = False, from_dir: bool = False,
                  min_images: int = MIN_JUDGE_IMAGES) -> JudgePlan:
     """Which images judge a build, decided before any work (a pure function of the options and the folders).
 
@@ -172,6 +172,12 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
         plan = JudgePlan(JudgeImages(Path(images), labels, HOLDOUT_FRACTION if precision == "int8" else None))
     elif stored_reference:
         return JudgePlan(stored=True)
+    elif from_dir:
+        raise UsageError(
+            f"nothing to judge this build of '{model}' on: the work directory has no stored PyTorch outputs "
+            "(reference.npz, which the host's build writes unless --no-verify); pass --eval-images DIR (judged against "
+            "the FP32 graph where PyTorch is absent), or --no-verify for a build without a verdict"
+        )
     else:
         raise UsageError(
             f"nothing to judge this build of '{model}' on: pass --images DIR (an INT8 build holds "

@@ -26,7 +26,7 @@ from .images import normalize
 from .preprocess import Preprocess
 from .workdir import FP32_ONNX, REFERENCE_JSON, REFERENCE_NPZ, require_artifact
 
-MADE_BY = "sk-edge verify (on the host, with PyTorch)"
+MADE_BY = "sk-edge verify --images DIR"
 
 
 def _made_from(export: dict) -> dict:
@@ -82,7 +82,14 @@ def stored_for(workdir: Path, export: dict) -> StoredReference | None:
     workdir = Path(workdir)
     if not (workdir / REFERENCE_NPZ).exists() and not (workdir / REFERENCE_JSON).exists():
         return None
-    doc = require_artifact(workdir, REFERENCE_JSON, REFERENCE_NPZ, MADE_BY)
+    try:
+        doc = require_artifact(workdir, REFERENCE_JSON, REFERENCE_NPZ, MADE_BY)
+    except SkEdgeError:
+        raise SkEdgeError(
+            f"'{workdir / REFERENCE_NPZ}' does not match its {REFERENCE_JSON} (one is missing, or changed after it was "
+            "written): delete both and re-run `sk-edge verify --images DIR` on the host (with PyTorch) to store them "
+            "again, or pass --images DIR to judge without them"
+        ) from None
     if doc.get("inputs") != _made_from(export):
         changed = [k for k, v in _made_from(export).items() if (doc.get("inputs") or {}).get(k) != v]
         raise StaleReference(
@@ -94,7 +101,7 @@ def stored_for(workdir: Path, export: dict) -> StoredReference | None:
             names = [str(n) for n in data["names"]]
             pixels, logits, labels = data["pixels"], data["logits"], data["labels"]
     except (OSError, ValueError, KeyError) as exc:
-        raise SkEdgeError(f"cannot read '{workdir / REFERENCE_NPZ}' ({exc}); re-run `{MADE_BY}`") from None
+        raise SkEdgeError(f"cannot read '{workdir / REFERENCE_NPZ}' ({exc}); re-run `{MADE_BY}` on the host") from None
     table = {n: int(y) for n, y in zip(names, labels) if y >= 0}
     return StoredReference(names, pixels, logits, table or None, doc)
 

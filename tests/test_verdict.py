@@ -213,3 +213,18 @@ def test_int8_against_fp16_says_which_is_faster(m3_build):
     assert line.startswith("ONNX Runtime on CPU, batch 1: INT8 is") and f"({ms['int8']:.2f} ms vs {ms['fp16']:.2f} ms)" in line
     assert ("faster than FP16" in line) == (ratio > 1.05) and ("slower than FP16" in line) == (ratio < 0.95)
     assert precision_comparison(rows, "tensorrt") == []  # no engine rows: nothing said about engines
+
+
+def test_build_from_without_stored_outputs_names_what_judges_it(m3_build, tmp_path):
+    wd, _ = m3_build
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy)
+    (copy / "reference.json").unlink()
+    missing = run_cli("verify", "-w", str(copy))
+    assert missing.returncode == 1 and "reference.npz' does not match its reference.json (one is missing" in missing.stderr
+    (copy / "reference.npz").unlink()
+    out = run_cli("build", "--from", str(copy), "--precision", "int8")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "the work directory has no stored PyTorch outputs" in out.stderr and "--eval-images DIR" in out.stderr
+    refused = run_cli("build", "--from", str(copy), "--precision", "int8", "--images", str(copy))
+    assert refused.returncode == 2 and "--images and --labels are not used" in refused.stderr
