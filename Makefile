@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make run    create .venv, install sk-edge, run the main job on the bundled defaults
 #   make test   create .venv, install sk-edge with its test extras, run the test suite; then
-#               the device job in a second, torch-free environment (make device-test)
+#               the device job in a second, torch-free environment (make device-test), then the
+#               C++ runtime built against four TensorRT header releases, with its tests (make cpp-test)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,13 @@ DEVICE_VENV ?= .venv-device
 DEVICE_WORKDIR ?= build/device-workdir
 SOURCES := $(shell find sk_edge -name '*.py' -o -name '*.pt' -o -name '*.png' -o -name '*.jpg')
 
-.PHONY: run test device-test clean
+# The C++ runtime (cpp/): compiled and linked against each TensorRT release's public headers with a
+# stand-in libnvinfer (no TensorRT library can be installed here), then its tests. One CUDA
+# architecture (Orin's) keeps the four builds short; a device build sets its own.
+TRT_HEADERS := 8.5.3 10.3.0 10.13.0 11.1.0
+CPP_FIXTURES := build/cpp-fixtures
+
+.PHONY: run test device-test cpp-test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +40,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 	$(MAKE) device-test
+	$(MAKE) cpp-test
 
 $(DEVICE_VENV)/.installed: pyproject.toml Makefile $(SOURCES)
 	rm -rf $(DEVICE_VENV)
@@ -46,6 +54,17 @@ device-test: $(VENV)/.installed $(DEVICE_VENV)/.installed
 	$(BIN)/sk-edge build --precision int8 --num-images 64 -w $(DEVICE_WORKDIR)
 	cd $(dir $(DEVICE_WORKDIR)) && SK_EDGE_DEVICE_WORKDIR=$(abspath $(DEVICE_WORKDIR)) \
 		$(abspath $(DEVICE_VENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath tests/test_device_flow.py)
+
+cpp-test: $(VENV)/.installed
+	bash cpp/install-deps.sh
+	$(BIN)/python cpp/tests/make_fixtures.py $(CPP_FIXTURES)
+	set -e; for v in $(TRT_HEADERS); do \
+		cmake -S cpp -B build/cpp-$$v -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$$v \
+			-DSK_EDGE_STANDIN_NVINFER=ON -DCMAKE_CUDA_ARCHITECTURES=87 -DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) \
+			-DCMAKE_BUILD_TYPE=Release > build/cpp-$$v.configure.log; \
+		cmake --build build/cpp-$$v -j2 > build/cpp-$$v.build.log 2>&1 || { tail -30 build/cpp-$$v.build.log; exit 1; }; \
+		echo "TensorRT $$v headers:"; ctest --test-dir build/cpp-$$v --output-on-failure; \
+	done
 
 clean:
 	rm -rf $(VENV) $(DEVICE_VENV) build workdir .pytest_cache

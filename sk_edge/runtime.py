@@ -97,10 +97,7 @@ class Engine:
                               "rebuild with `sk-edge build`")
         why = engine_mismatch(sidecar, self.trt.__version__, gpu)
         if why:
-            raise SkEdgeError(
-                f"'{path}' cannot run here: {why}; rebuild it on this device with "
-                f"`sk-edge build --from {path.parent} --precision {sidecar.get('settings', {}).get('precision', 'int8')}`"
-            )
+            raise SkEdgeError(refusal_message(path, sidecar, why))
         return sidecar
 
     def close(self) -> None:
@@ -194,6 +191,12 @@ class Engine:
             graph = _check(driver.cuStreamEndCapture(stream))
             self._graph = _check(driver.cuGraphInstantiate(graph, 0))
         _check(driver.cuGraphLaunch(self._graph, stream))
+
+
+def refusal_message(path: Path, sidecar: dict, why: str) -> str:
+    """Why the engine at ``path`` is refused, and the command that rebuilds it (the C++ runtime words it the same)."""
+    precision = (sidecar.get("settings") or {}).get("precision", "int8")
+    return f"'{path}' cannot run here: {why}; rebuild it on this device with `sk-edge build --from {path.parent} --precision {precision}`"
 
 
 def _read_sidecar(path: Path) -> dict | None:

@@ -444,6 +444,23 @@ def host_platform() -> dict:
     return {"machine": platform.machine(), "jetson": bool(jetson_info())}
 
 
+def same_tensorrt_version(a: str, b: str) -> bool:
+    """Whether two TensorRT version strings name the same release.
+
+    Bindings and libraries spell one release differently ("10.3.0" from a wheel, "10.3.0.26" from
+    the C++ library with its build number, "8.5.2.2" on JetPack): the components both give must
+    agree, and there must be at least three. The C++ runtime applies the same rule.
+    """
+    if a == b:
+        return True
+    try:
+        pa, pb = [int(x) for x in a.split(".")], [int(x) for x in b.split(".")]
+    except ValueError:
+        return False
+    n = min(len(pa), len(pb))
+    return n >= 3 and pa[:n] == pb[:n]
+
+
 def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None, here: dict | None = None) -> str | None:
     """Why an engine described by ``sidecar`` cannot run here, or None when it can.
 
@@ -451,7 +468,7 @@ def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None, here: dic
     engine is tied to its platform: one built on an x86-64 desktop does not run on an Orin.
     """
     built = sidecar.get("tensorrt", {})
-    if built.get("version") != trt_version:
+    if not same_tensorrt_version(str(built.get("version")), trt_version):
         return f"it was built with TensorRT {built.get('version')} and this is TensorRT {trt_version}"
     made_on = sidecar.get("gpu") or {}
     if gpu is None:

@@ -1,0 +1,117 @@
+// sk_edge: run an sk-edge TensorRT engine from C++ (ROS 2 nodes, GStreamer elements, camera loops).
+//
+//   sk_edge::Engine engine("work/model.int8.engine");           // refuses an engine built elsewhere
+//   auto top5 = engine.classify(sk_edge::ImageView::bgr(frame.data, frame.cols, frame.rows, frame.step), 5);
+//
+// The engine's JSON sidecar (written by `sk-edge build`) says which TensorRT, GPU and platform built
+// it, the preprocessing the model was trained with and the class names; the same checks and the
+// same messages as the Python runtime (sk_edge.runtime.Engine). Errors are sk_edge::Error, whose
+// what() is one line.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sk_edge/preprocess.hpp"
+
+namespace sk_edge {
+
+// One-line errors: a missing file, an engine from another TensorRT/GPU/platform, a CUDA failure.
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct GpuIdentity {
+    std::string name;
+    std::string compute_capability;  // "8.7"
+};
+
+struct Platform {
+    std::string machine;  // "x86_64", "aarch64" (Python's platform.machine())
+    bool jetson = false;
+};
+
+// What `sk-edge build` recorded beside an engine (model.<precision>.engine.json).
+struct EngineSidecar {
+    std::string tensorrt_version;  // as the building TensorRT reported it, e.g. "10.3.0" or "8.5.2.2"
+    std::optional<GpuIdentity> gpu;
+    std::optional<Platform> platform;  // absent in sidecars older than the platform check
+    std::string precision;             // "int8", "fp16", "fp32"
+    bool hardware_compatible = false;
+    std::optional<int> dla_core;
+    std::string input_name, output_name;
+    std::vector<int64_t> input_shape, output_shape;
+    Preprocess preprocess;
+    std::vector<std::string> class_names;  // empty when the work directory has none
+};
+
+// Reads `<engine>.json`; throws Error naming the file when it is missing or malformed.
+EngineSidecar read_sidecar(const std::string& engine_path);
+EngineSidecar parse_sidecar(const std::string& json_text, const std::string& source);
+
+// Why an engine described by `sidecar` cannot run here, or an empty string when it can.
+// The same rules, in the same order and words, as sk_edge.backends.tensorrt.engine_mismatch.
+std::string engine_mismatch(const EngineSidecar& sidecar, const std::string& tensorrt_version,
+                            const std::optional<GpuIdentity>& gpu, const Platform& here);
+
+// The whole refusal, with the rebuild command: as sk_edge.runtime.Engine words it.
+std::string refusal_message(const std::string& engine_path, const EngineSidecar& sidecar, const std::string& why);
+
+// Whether two TensorRT version strings name the same release ("10.3.0" and "10.3.0.26" do: the
+// components both give must agree, and there must be at least three).
+bool same_tensorrt_version(const std::string& a, const std::string& b);
+
+// This process: the linked TensorRT's version, CUDA device 0, the CPU architecture and Jetson-ness.
+std::string linked_tensorrt_version();
+std::optional<GpuIdentity> current_gpu();
+Platform current_platform();
+
+struct Prediction {
+    int index = 0;
+    float score = 0.f;  // softmax probability
+    std::string name;   // from the sidecar's class names, else empty
+};
+
+// The k highest-scoring classes of one row of logits (softmax in double, ties by lower index).
+std::vector<Prediction> top_k(const float* logits, int num_classes, int k, const std::vector<std::string>& names = {});
+
+struct EngineOptions {
+    std::optional<int> dla_core;      // default: the sidecar's; set on the runtime before deserializing
+    void* stream = nullptr;           // a cudaStream_t to run on; nullptr: the engine's own stream
+    bool cuda_graph = false;          // capture the enqueue once, then replay it
+    bool check_sidecar = true;        // refuse an engine built for another TensorRT, GPU or platform
+    bool zero_copy = false;           // mapped pinned memory for the image on integrated GPUs (Jetson)
+    int max_image_width = 4096, max_image_height = 4096;  // staging buffers, allocated once
+};
+
+class Engine {
+public:
+    explicit Engine(const std::string& engine_path, EngineOptions options = {});
+    ~Engine();
+    Engine(Engine&&) noexcept;
+    Engine& operator=(Engine&&) noexcept;
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    const EngineSidecar& sidecar() const;
+    int num_classes() const;
+
+    // Preprocess `image` on the GPU (the sidecar's size, resize mode, mean/std, channel order) and
+    // run the engine; returns the logits of batch element 0.
+    std::vector<float> infer(const ImageView& image);
+    // Run the engine on an already preprocessed NCHW float32 host tensor of the engine's input shape.
+    std::vector<float> infer_tensor(const float* nchw, size_t count);
+    std::vector<Prediction> classify(const ImageView& image, int k = 5);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sk_edge

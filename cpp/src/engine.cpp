@@ -1,0 +1,260 @@
+// sk_edge::Engine: a deserialized TensorRT engine, its buffers, stream and preprocessing, RAII.
+//
+// The lifecycle is the Python runtime's: the sidecar is checked before anything is loaded; the DLA
+// core is set on the runtime before deserializing (an engine runs on the core its runtime names);
+// buffers are allocated once, outside the per-frame path; each frame is one host-to-device copy of
+// the 8-bit image (none with zero-copy mapped memory on an integrated GPU), two preprocessing
+// kernels, enqueueV3, one device-to-host copy of the logits, one synchronisation. With
+// cuda_graph=true the whole sequence is captured once per image size and replayed.
+#include <cuda_runtime_api.h>
+
+#include <NvInfer.h>
+#include <NvInferVersion.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sys/utsname.h>
+
+#include "sk_edge/engine.hpp"
+
+namespace sk_edge {
+namespace {
+
+void check(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) throw Error(std::string("CUDA failed in ") + what + ": " + cudaGetErrorString(err));
+}
+
+class Logger : public nvinfer1::ILogger {
+public:
+    void log(Severity severity, const char* msg) noexcept override {
+        if (severity <= Severity::kWARNING) std::cerr << "TensorRT: " << msg << "\n";
+    }
+};
+
+struct CudaFree {
+    void operator()(void* p) const noexcept { cudaFree(p); }
+};
+struct CudaFreeHost {
+    void operator()(void* p) const noexcept { cudaFreeHost(p); }
+};
+struct StreamDestroy {
+    void operator()(CUstream_st* s) const noexcept { cudaStreamDestroy(s); }
+};
+struct GraphExecDestroy {
+    void operator()(CUgraphExec_st* g) const noexcept { cudaGraphExecDestroy(g); }
+};
+
+template <typename T, typename D>
+using Owned = std::unique_ptr<T, D>;
+
+size_t volume(const nvinfer1::Dims& d) {
+    size_t n = 1;
+    for (int i = 0; i < d.nbDims; ++i) n *= static_cast<size_t>(d.d[i] < 0 ? 1 : d.d[i]);
+    return n;
+}
+
+}  // namespace
+
+std::string linked_tensorrt_version() {
+    // The library's own version, with the build number of the headers when the release matches:
+    // same_tensorrt_version compares only the components both sides give.
+    const int32_t v = getInferLibVersion();
+    const int major = v >= 10000 ? v / 10000 : v / 1000;  // 10.x encodes major * 10000, 8.x major * 1000
+    const int minor = v >= 10000 ? (v / 100) % 100 : (v / 100) % 10;
+    const int patch = v % 100;
+    std::string text = std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+    if (major == NV_TENSORRT_MAJOR && minor == NV_TENSORRT_MINOR && patch == NV_TENSORRT_PATCH)
+        text += "." + std::to_string(NV_TENSORRT_BUILD);
+    return text;
+}
+
+std::optional<GpuIdentity> current_gpu() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        cudaGetLastError();  // clear the sticky "no device" error
+        return std::nullopt;
+    }
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return std::nullopt;
+    return GpuIdentity{prop.name, std::to_string(prop.major) + "." + std::to_string(prop.minor)};
+}
+
+Platform current_platform() {
+    utsname u{};
+    uname(&u);
+    // A Jetson: L4T's release file (what sk_edge.environment.jetson_info reads first).
+    return Platform{u.machine, std::filesystem::exists("/etc/nv_tegra_release")};
+}
+
+struct Engine::Impl {
+    std::string path;
+    EngineOptions options;
+    EngineSidecar sidecar;
+    Logger logger;
+    std::unique_ptr<nvinfer1::IRuntime> runtime;
+    std::unique_ptr<nvinfer1::ICudaEngine> engine;
+    std::unique_ptr<nvinfer1::IExecutionContext> context;
+    Owned<CUstream_st, StreamDestroy> own_stream;
+    cudaStream_t stream = nullptr;
+    std::string input_name, output_name;
+    size_t input_count = 0, output_count = 0;
+    Owned<void, CudaFree> d_input, d_output, d_image;
+    Owned<void, CudaFreeHost> h_output, h_image;  // pinned
+    uint8_t* image_device_view = nullptr;  // d_image, or the mapped view of h_image (zero-copy)
+    std::unique_ptr<CudaScratch, CudaScratchDeleter> scratch{new_cuda_scratch()};
+    Owned<CUgraphExec_st, GraphExecDestroy> graph;
+    int graph_width = -1, graph_height = -1;
+    size_t image_capacity = 0;
+
+    void enqueue_frame(const ImageView& device_image) {
+        preprocess_cuda(device_image, sidecar.preprocess, static_cast<float*>(d_input.get()), *scratch, stream);
+        if (!context->enqueueV3(stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
+        check(cudaMemcpyAsync(h_output.get(), d_output.get(), output_count * sizeof(float), cudaMemcpyDeviceToHost, stream),
+              "cudaMemcpyAsync (logits)");
+    }
+};
+
+Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(std::make_unique<Impl>()) {
+    Impl& m = *impl_;
+    m.path = engine_path;
+    m.options = options;
+    if (!std::filesystem::is_regular_file(engine_path))
+        throw Error("engine file '" + engine_path + "' does not exist; build it with `sk-edge build`");
+    m.sidecar = read_sidecar(engine_path);
+    if (options.check_sidecar) {
+        const std::string why = engine_mismatch(m.sidecar, linked_tensorrt_version(), current_gpu(), current_platform());
+        if (!why.empty()) throw Error(refusal_message(engine_path, m.sidecar, why));
+    }
+    std::ifstream in(engine_path, std::ios::binary);
+    const std::vector<char> blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    m.runtime.reset(nvinfer1::createInferRuntime(m.logger));
+    if (!m.runtime) throw Error("TensorRT could not create a runtime (libnvinfer " + linked_tensorrt_version() + ")");
+    const std::optional<int> dla = options.dla_core ? options.dla_core : m.sidecar.dla_core;
+    if (dla) m.runtime->setDLACore(*dla);  // before deserializing, or the engine runs on core 0
+    m.engine.reset(m.runtime->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!m.engine) throw Error("TensorRT could not load '" + engine_path + "' (see its messages above); rebuild it");
+    m.context.reset(m.engine->createExecutionContext());
+    if (!m.context) throw Error("TensorRT could not create an execution context for '" + engine_path + "'");
+    for (int32_t i = 0; i < m.engine->getNbIOTensors(); ++i) {
+        const char* name = m.engine->getIOTensorName(i);
+        if (m.engine->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
+            throw Error(std::string("tensor '") + name + "' of '" + engine_path + "' is not float32; sk-edge engines keep FP32 I/O");
+        (m.engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT ? m.input_name : m.output_name) = name;
+    }
+    if (m.input_name.empty() || m.output_name.empty()) throw Error("'" + engine_path + "' has no input or no output tensor");
+    nvinfer1::Dims shape = m.engine->getTensorShape(m.input_name.c_str());
+    if (shape.nbDims != 4) throw Error("'" + engine_path + "' input is not NCHW");
+    shape.d[0] = 1;  // one image per call; a dynamic-batch engine's profile includes 1
+    if (!m.context->setInputShape(m.input_name.c_str(), shape)) throw Error("batch 1 is outside the engine's profile");
+    m.input_count = volume(shape);
+    m.output_count = volume(m.context->getTensorShape(m.output_name.c_str()));
+    if (m.input_count != static_cast<size_t>(3) * m.sidecar.preprocess.height * m.sidecar.preprocess.width)
+        throw Error("the engine's input does not match its sidecar's preprocessing size; rebuild it with `sk-edge build`");
+
+    if (options.stream) {
+        m.stream = static_cast<cudaStream_t>(options.stream);
+    } else {
+        cudaStream_t s = nullptr;
+        check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+        m.own_stream.reset(s);
+        m.stream = s;
+    }
+    void* p = nullptr;
+    check(cudaMalloc(&p, m.input_count * sizeof(float)), "cudaMalloc (input)");
+    m.d_input.reset(p);
+    check(cudaMalloc(&p, m.output_count * sizeof(float)), "cudaMalloc (output)");
+    m.d_output.reset(p);
+    check(cudaMallocHost(&p, m.output_count * sizeof(float)), "cudaMallocHost (output)");
+    m.h_output.reset(p);
+    m.image_capacity = static_cast<size_t>(options.max_image_width) * options.max_image_height * 3;
+    if (options.zero_copy) {
+        // Integrated GPUs (Jetson) share DRAM with the CPU: the kernels read the pinned page directly.
+        check(cudaHostAlloc(&p, m.image_capacity, cudaHostAllocMapped), "cudaHostAlloc (mapped image)");
+        m.h_image.reset(p);
+        void* device_view = nullptr;
+        check(cudaHostGetDevicePointer(&device_view, p, 0), "cudaHostGetDevicePointer");
+        m.image_device_view = static_cast<uint8_t*>(device_view);
+    } else {
+        check(cudaMallocHost(&p, m.image_capacity), "cudaMallocHost (image)");
+        m.h_image.reset(p);
+        check(cudaMalloc(&p, m.image_capacity), "cudaMalloc (image)");
+        m.d_image.reset(p);
+        m.image_device_view = static_cast<uint8_t*>(p);
+    }
+    if (!m.context->setTensorAddress(m.input_name.c_str(), m.d_input.get()) ||
+        !m.context->setTensorAddress(m.output_name.c_str(), m.d_output.get()))
+        throw Error("TensorRT refused the tensor addresses of '" + engine_path + "'");
+}
+
+Engine::~Engine() = default;
+Engine::Engine(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&&) noexcept = default;
+
+const EngineSidecar& Engine::sidecar() const { return impl_->sidecar; }
+int Engine::num_classes() const { return static_cast<int>(impl_->output_count); }
+
+std::vector<float> Engine::infer(const ImageView& image) {
+    Impl& m = *impl_;
+    if (image.data == nullptr || image.width <= 0 || image.height <= 0) throw Error("the image is empty");
+    const size_t row = static_cast<size_t>(image.width) * 3;
+    if (row * image.height > m.image_capacity)
+        throw Error("a " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                    " image is larger than EngineOptions::max_image_width/height");
+    // Pack the rows into the pinned staging buffer (the caller's stride may pad them).
+    auto* staging = static_cast<uint8_t*>(m.h_image.get());
+    for (int y = 0; y < image.height; ++y) std::memcpy(staging + y * row, image.data + y * image.stride, row);
+    const ImageView device_image{m.image_device_view, image.width, image.height, row, image.order};
+    auto run_once = [&] {
+        if (m.d_image)
+            check(cudaMemcpyAsync(m.d_image.get(), staging, row * image.height, cudaMemcpyHostToDevice, m.stream),
+                  "cudaMemcpyAsync (image)");
+        m.enqueue_frame(device_image);
+    };
+    if (!m.options.cuda_graph) {
+        run_once();
+    } else {
+        if (!m.graph || image.width != m.graph_width || image.height != m.graph_height) {
+            // TensorRT asks for one plain enqueue after a shape change before capturing; it also
+            // uploads the resampling coefficients for this size outside the capture.
+            run_once();
+            check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
+            cudaGraph_t g = nullptr;
+            check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+            run_once();
+            check(cudaStreamEndCapture(m.stream, &g), "cudaStreamEndCapture");
+            cudaGraphExec_t exec = nullptr;
+            const cudaError_t made = cudaGraphInstantiate(&exec, g, 0);
+            cudaGraphDestroy(g);
+            check(made, "cudaGraphInstantiate");
+            m.graph.reset(exec);
+            m.graph_width = image.width;
+            m.graph_height = image.height;
+        }
+        check(cudaGraphLaunch(m.graph.get(), m.stream), "cudaGraphLaunch");
+    }
+    check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
+    const float* out = static_cast<const float*>(m.h_output.get());
+    return std::vector<float>(out, out + m.output_count);
+}
+
+std::vector<float> Engine::infer_tensor(const float* nchw, size_t count) {
+    Impl& m = *impl_;
+    if (count != m.input_count)
+        throw Error("the tensor has " + std::to_string(count) + " values, the engine's input " + std::to_string(m.input_count));
+    check(cudaMemcpyAsync(m.d_input.get(), nchw, count * sizeof(float), cudaMemcpyHostToDevice, m.stream), "cudaMemcpyAsync");
+    if (!m.context->enqueueV3(m.stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
+    check(cudaMemcpyAsync(m.h_output.get(), m.d_output.get(), m.output_count * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+          "cudaMemcpyAsync (logits)");
+    check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
+    const float* out = static_cast<const float*>(m.h_output.get());
+    return std::vector<float>(out, out + m.output_count);
+}
+
+std::vector<Prediction> Engine::classify(const ImageView& image, int k) {
+    const std::vector<float> logits = infer(image);
+    return top_k(logits.data(), static_cast<int>(logits.size()), k, impl_->sidecar.class_names);
+}
+
+}  // namespace sk_edge
