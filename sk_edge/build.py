@@ -350,6 +350,18 @@ def validate(precision: str, options: trt_backend.BuildOptions) -> bool:
 # --- what judges the build, and the summary it ends with ----------------------------------
 
 DEFAULT_CALIBRATION_IMAGES = 512
+CHECKOUT_IMAGES = Path("calib_data") / "skdigits"  # the bundled sample images, in a checkout
+CALIB_DIR = "calib_images"
+
+
+def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambda msg: None) -> Path:
+    """The reference model's calibration images: calib_data/skdigits in a checkout, else the same 512
+    images rendered from the sources the package bundles into WORKDIR/calib_images (once)."""
+    if CHECKOUT_IMAGES.is_dir():
+        return CHECKOUT_IMAGES
+    from .verify import rendered_split
+
+    return rendered_split(workdir, CALIB_DIR, "calib", DEFAULT_CALIBRATION_IMAGES, "SK-Digits calibration", log)
 
 
 def judge_images(workdir: Path, plan, log: Callable[[str], None] = lambda msg: None):

@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import SkEdgeError, UsageError
+from .preprocess import CLI_RESIZE
 
 DEFAULT_WORKDIR = "workdir"
 DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
@@ -28,7 +29,6 @@ PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.build.PRECISIONS
 VERIFY_CANDIDATES = ("engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
-DEFAULT_IMAGES = Path("calib_data") / "skdigits"  # bundled sample images, from a checkout
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
 
@@ -117,9 +117,11 @@ def model_options(command):
     @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs [model default: 1000].")
     @click.option(
         "--input-size",
-        type=click.IntRange(min=1),
         default=None,
-        help="Square input side in pixels [default: the model's own, 64 for sknet26-digits, 224 otherwise].",
+        callback=_size,
+        metavar="N|HxW",
+        help="Input side, or height x width (e.g. 224x320) [default: the checkpoint's, else the model's own: "
+        "64 for sknet26-digits, 224 otherwise].",
     )
     @click.option(
         "--model-arg",
@@ -129,11 +131,46 @@ def model_options(command):
         help="Model constructor argument, repeatable; VALUE is JSON or a bare string "
         "(ours: branches, groups, reduction, min_dim, base_width, stem_width).",
     )
+    @click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean of pixels scaled to [0, 1].")
+    @click.option("--std", default=None, metavar="R,G,B", help="Normalisation standard deviation.")
+    @click.option("--resize", type=click.Choice(tuple(CLI_RESIZE)), default=None,
+                  help="crop: resize, then the central window (torchvision/timm eval); stretch: the whole image to "
+                  "the input size; letterbox: fit, keep the aspect ratio, pad with the mean colour.")
+    @click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
+                  help="For --resize crop: the share of the resized image the input covers (1.0: no crop).")
+    @click.option("--interpolation", type=click.Choice(("bilinear", "bicubic", "nearest")), default=None)
+    @click.option("--channel-order", type=click.Choice(("RGB", "BGR"), case_sensitive=False), default=None,
+                  help="The channel order the model was trained on.")
+    @click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  metavar="FILE.json", help="The same fields as JSON (input_size, mean, std, resize, crop_pct, "
+                  "interpolation, channel_order); options given here win.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from .preprocess import PreprocessRequest
+
+        fields = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order")}
+        preprocess_file = kwargs.pop("preprocess_file")
+        requests = []
+        if any(v is not None for v in fields.values()):
+            requests.append(PreprocessRequest.from_fields({k: v for k, v in fields.items() if v is not None},
+                                                          "the command line"))
+        if preprocess_file is not None:
+            requests.append(PreprocessRequest.from_json_file(preprocess_file))
+        kwargs["preprocess"] = requests or None
         return command(*args, **kwargs)
 
     return wrapper
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    from .preprocess import parse_size
+
+    try:
+        return parse_size(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def workdir_option(command):
@@ -237,7 +274,8 @@ def cli() -> None:
 )
 @workdir_option
 @click.option("--force", is_flag=True, help="Export even when the existing export is up to date.")
-def export(model_name, weights, num_classes, input_size, model_args, batch, dynamic_batch, opset, select_form, workdir, force):
+def export(model_name, weights, num_classes, input_size, model_args, preprocess, batch, dynamic_batch, opset, select_form, workdir,
+           force):
     """Export an SKNet to WORKDIR/model.fp32.onnx (+ export.json).
 
     Every SK unit is rewritten exactly (BatchNorm folded, no Softmax, no 5-D tensors) and
@@ -250,21 +288,22 @@ def export(model_name, weights, num_classes, input_size, model_args, batch, dyna
 
     options = ExportOptions(batch=batch or 1, dynamic_batch=dynamic_batch, opset=opset, select_form=select_form)
     options.validate()
-    request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+    request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess)
     if request.reuse_export:
         _log(f"{workdir / 'model.fp32.onnx'} is up to date (the work directory's own {request.name}); --force re-exports")
         return
     _log(f"building {request.name} ...")
-    built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
+    built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
+                        request.preprocess)
     if built.weights is None:
         _log("  no --weights: exporting randomly initialised weights (fine for latency, meaningless for accuracy)")
     export_model(built, workdir, options, force=force, log=_log)
 
 
-def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force):
+def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess=None):
     from .workdir import ModelRequest, resolve_model
 
-    request = ModelRequest(model_name, weights, num_classes, input_size, parse_model_args(model_args))
+    request = ModelRequest(model_name, weights, num_classes, input_size, parse_model_args(model_args), preprocess)
     return resolve_model(workdir, request, DEFAULT_MODEL, force)
 
 
@@ -428,7 +467,8 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
     "--images",
     type=click.Path(path_type=Path),
     default=None,
-    help=f"Calibration images for INT8 [default: {DEFAULT_IMAGES} when it exists].",
+    help="Calibration images for INT8 [default for sknet26-digits: calib_data/skdigits in a checkout, else the same "
+    "512 images rendered into WORKDIR/calib_images].",
 )
 @click.option("--labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges "
@@ -462,7 +502,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
               help="With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.")
 @click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
-def build(model_name, weights, num_classes, input_size, model_args, precision, images, labels, num_images, method, mixed,
+def build(model_name, weights, num_classes, input_size, model_args, preprocess, precision, images, labels, num_images, method, mixed,
           dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, eval_images, eval_labels,
           min_agreement, max_top1_drop, max_float_share, min_speedup, no_verify, force):
     """Run every stage up to a TensorRT engine, and judge it: WORKDIR/model.<precision>.engine.
@@ -490,24 +530,25 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         pipeline.check_inputs(workdir, precision, legacy)  # before anything is written
         from .workdir import load_export
 
-        if images is not None or labels is not None:
-            raise UsageError("--from builds from the work directory as it is (its calibration included): --images and "
-                             "--labels are not used; pass --eval-images DIR to judge the build on other images")
+        if images is not None or labels is not None or preprocess:
+            raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
+                             "included): --images, --labels and preprocessing options are not used; pass --eval-images "
+                             "DIR to judge the build on other images")
         plan = plan_judging(load_export(workdir)["inputs"]["model"], precision, images=None,
                             stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
         _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
-        if images is None and precision == "int8":
-            if not DEFAULT_IMAGES.is_dir():
-                raise UsageError(f"no --images given and '{DEFAULT_IMAGES}' is not here; pass --images DIR with sample images")
-            images = DEFAULT_IMAGES
         from .export import ExportOptions, export_model
         from .models import build_model
 
         export_options = ExportOptions(dynamic_batch=dynamic_batch)
         export_options.validate()
-        request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force)
+        request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess)
         plan = plan_judging(request.name, precision, images=images, **judging)  # before any heavy work
+        if images is None and precision == "int8":
+            if request.name != DEFAULT_MODEL and not pipeline.CHECKOUT_IMAGES.is_dir():
+                raise UsageError(f"no --images given: pass --images DIR with sample images of '{request.name}'s domain "
+                                 "(the bundled SK-Digits images calibrate only the reference model)")
         if not plan.skip and request.weights is None and request.name != DEFAULT_MODEL:  # the bundled model has its weights
             raise UsageError(
                 f"'{request.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
@@ -517,8 +558,11 @@ def build(model_name, weights, num_classes, input_size, model_args, precision, i
         if request.reuse_export and not dynamic_batch:
             _log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
         else:
-            built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args)
+            built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
+                                request.preprocess)
             export_model(built, workdir, export_options, force=force, log=_log)
+        if images is None and precision == "int8":
+            images = pipeline.default_calibration_images(workdir, log=_log)
         judge = pipeline.judge_images(workdir, plan, log=_log)
         budget = pipeline.accuracy_budget(workdir, judge, max_top1_drop, min_agreement)
         if precision == "int8":

@@ -10,6 +10,7 @@ images is an error that says how many were found.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,19 +47,62 @@ def find_images(directory: str | Path) -> list[Path]:
     return paths
 
 
-def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
-    resample = _RESAMPLING.get(pre.interpolation, Image.Resampling.BILINEAR)
-    size = pre.input_size
+def resized_size(width: int, height: int, pre: Preprocess) -> tuple[int, int]:
+    """(width, height) an image is resized to before the crop or the padding: torchvision's rules.
+
+    crop, square input S: the short side to floor(S / crop_pct), the long side in proportion,
+    truncated (torchvision's Resize(int), which timm's eval transform uses); crop, H x W input:
+    the smallest size, aspect kept and rounded, that covers floor(H / crop_pct) x floor(W / crop_pct)
+    (timm's ResizeKeepRatio, its eval transform for a non-square size);
+    stretch: the input size; letterbox: the largest size that fits, aspect kept, rounded.
+    """
     if pre.resize == "resize":
-        return image.resize((size, size), resample)
-    # "crop": short side to size / crop_pct, then the central size x size square.
-    short = max(size, int(size / pre.crop_pct))
-    w, h = image.size
-    scale = short / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    image = image.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
+        return pre.width, pre.height
+    if pre.resize == "letterbox":
+        scale = min(pre.width / width, pre.height / height)
+        return max(1, min(pre.width, round(width * scale))), max(1, min(pre.height, round(height * scale)))
+    if pre.height != pre.width:  # timm's ResizeKeepRatio: cover the (H, W) / crop_pct window, aspect kept
+        target_h, target_w = math.floor(pre.height / pre.crop_pct), math.floor(pre.width / pre.crop_pct)
+        ratio = min(height / target_h, width / target_w)
+        return round(width / ratio), round(height / ratio)
+    target = math.floor(pre.width / pre.crop_pct)
+    if width <= height:
+        return target, int(target * height / width)
+    return int(target * width / height), target
+
+
+def resample(image: Image.Image, size: tuple[int, int], filter_name: str) -> Image.Image:
+    """Pillow's resize, one axis at a time: the width first, then the height.
+
+    Pillow resizes both axes in one call with a separable filter, rounding to 8 bits between the
+    two passes, and since 13.0 it may run the vertical pass first, which moves some pixels by one
+    level. Asking for one axis per call fixes the order, so the pixels are the same under every
+    Pillow release (a Jetson's may be older than the host's) and the C++ runtime's reference
+    reproduces them exactly.
+    """
+    method = _RESAMPLING.get(filter_name, Image.Resampling.BILINEAR)
+    width, height = size
+    if width != image.width:
+        image = image.resize((width, image.height), method)
+    if height != image.height:
+        image = image.resize((width, height), method)
+    return image
+
+
+def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
+    new_w, new_h = resized_size(image.width, image.height, pre)
+    image = resample(image, (new_w, new_h), pre.interpolation)
+    if pre.resize == "resize":
+        return image
+    if pre.resize == "letterbox":
+        # The rest is the mean colour, so that padding normalises to (about) zero.
+        fill = tuple(int(round(m * 255)) for m in pre.mean)
+        canvas = Image.new("RGB", (pre.width, pre.height), fill)
+        canvas.paste(image, ((pre.width - new_w) // 2, (pre.height - new_h) // 2))
+        return canvas
+    # torchvision's CenterCrop: offsets rounded (half to even, as Python's round).
+    left, top = int(round((new_w - pre.width) / 2.0)), int(round((new_h - pre.height) / 2.0))
+    return image.crop((left, top, left + pre.width, top + pre.height))
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -87,6 +131,8 @@ def normalize(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
     """
     arr = pixels.astype(np.float32) / 255.0
     arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
+    if pre.channel_order == "BGR":  # mean and std are R, G, B: normalise first, then reorder
+        arr = arr[..., ::-1]
     return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
 
 

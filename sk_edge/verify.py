@@ -189,24 +189,32 @@ def default_eval_set(workdir: Path, export: dict, log: Callable[[str], None]) ->
 
     if export["inputs"]["model"] != REFERENCE:
         raise UsageError(f"--images DIR is needed to verify '{export['inputs']['model']}' (only the reference model has a built-in evaluation set)")
+    folder = rendered_split(workdir, EVAL_DIR, "eval", EVAL_COUNT, "held-out SK-Digits evaluation", log)
+    return folder, folder / "labels.csv"
+
+
+def rendered_split(workdir: Path, name: str, split: str, count: int, what: str, log: Callable[[str], None]) -> Path:
+    """``WORKDIR/name``: ``count`` images of the SK-Digits ``split``, rendered from the bundled sources once.
+
+    Rendering is deterministic (the same bytes as calib_data/ in a checkout), and atomic: a
+    temporary folder renamed into place, so an interrupted render is redone, never half used.
+    """
+    import shutil
+
     from .reference import digits
 
-    folder = workdir / EVAL_DIR
-    labels = folder / "labels.csv"
-    if not labels.is_file() or len(find_images(folder)) != EVAL_COUNT:
-        log(f"rendering the {EVAL_COUNT} held-out SK-Digits evaluation images into {folder} ...")
-        tmp = workdir / f".{EVAL_DIR}.tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        digits.write_split("eval", tmp, EVAL_COUNT)
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder, labels
+    folder = Path(workdir) / name
+    if (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
+        return folder
+    log(f"rendering the {count} {what} images into {folder} ...")
+    tmp = Path(workdir) / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    digits.write_split(split, tmp, count)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
 
 
 # --- the comparison ----------------------------------------------------------------------

@@ -268,8 +268,11 @@ class ModelRequest:
     name: str | None = None
     weights: Path | None = None
     num_classes: int | None = None
-    input_size: int | None = None
+    input_size: int | tuple[int, int] | None = None
     args: dict = field(default_factory=dict)
+    # Preprocessing asked for on the command line or in --preprocess FILE (sk_edge.preprocess):
+    # a change re-exports the same model, it does not take the work directory over.
+    preprocess: object | None = None
     # Set by resolve_model when nothing was asked for and the work directory holds an intact
     # export: the command continues with that export as it is (a randomly initialised model
     # could not be rebuilt identically anyway).
@@ -277,7 +280,7 @@ class ModelRequest:
 
     def empty(self) -> bool:
         return self.name is None and self.weights is None and self.num_classes is None \
-            and self.input_size is None and not self.args
+            and self.input_size is None and not self.args and self.preprocess is None
 
 
 def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force: bool = False) -> ModelRequest:
@@ -287,19 +290,23 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
     was made from is refused with both named, unless ``force``. What the user left out is taken
     from the work directory's export (its weights, classes, input size, model arguments).
     """
+    from .preprocess import parse_size
+
     export = artifacts.read_json(Path(workdir) / EXPORT_JSON)
     if export is None or "inputs" not in export:
-        return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args)
+        return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args,
+                            request.preprocess)
     inputs = export["inputs"]
     have = ModelRequest(
         name=inputs["model"],
         weights=Path(inputs["weights"]["path"]) if inputs.get("weights") else None,
         num_classes=export["model"]["output"]["shape"][-1],
-        input_size=export["preprocess"]["input_size"],
+        input_size=parse_size(export["preprocess"]["input_size"]),
         args=inputs.get("model_args") or {},
     )
     if force:
-        return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args)
+        return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args,
+                            request.preprocess)
     if request.empty():
         load_export(workdir)  # intact, or a one-line error saying how to redo it
         have.reuse_export = True
@@ -315,7 +322,7 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
             differences.append(f"weights '{request.weights}' (it holds {held})")
     if request.num_classes is not None and request.num_classes != have.num_classes:
         differences.append(f"{request.num_classes} classes (it holds {have.num_classes})")
-    if request.input_size is not None and request.input_size != have.input_size:
+    if request.input_size is not None and parse_size(request.input_size) != have.input_size:
         differences.append(f"input size {request.input_size} (it holds {have.input_size})")
     if request.args and request.args != have.args:
         differences.append(f"model arguments {request.args} (it holds {have.args})")
@@ -334,4 +341,8 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
                 f"the weights '{workdir}' was exported from, '{have.weights}', are not here; "
                 "pass --weights with them (or another -w)"
             )
+    if request.preprocess is not None:
+        have.preprocess = request.preprocess  # the same model, exported again with this preprocessing
+        if request.input_size is not None:
+            have.input_size = parse_size(request.input_size)
     return have

@@ -54,10 +54,23 @@ def test_build_refuses_bad_input_in_one_line(tmp_path, args, code, message):
     assert not (tmp_path / "wd").exists()
 
 
-def test_build_without_images_outside_a_checkout_says_what_to_pass(tmp_path):
-    out = run("build", "--precision", "int8", "-w", "wd", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "pass --images DIR" in out.stderr and "Traceback" not in out.stderr
+def test_the_first_run_works_outside_a_checkout(tmp_path):
+    """`sk-edge build --precision int8` in any folder: the bundled calibration images are rendered from the package."""
+    import filecmp
+
+    out = run("build", "--precision", "int8", "--num-images", "64", "-w", "wd", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "rendering the 512 SK-Digits calibration images into wd/calib_images" in out.stderr
+    assert "sk-edge build INT8: PASS" in out.stderr
+    rendered = tmp_path / "wd" / "calib_images"
+    # The very images calib_data/ holds in a checkout: the same calibration anywhere.
+    same = filecmp.dircmp(rendered, CALIB)
+    assert not same.left_only and not same.right_only and not same.diff_files and len(same.same_files) == 513
+    again = run("build", "--precision", "int8", "--num-images", "64", "-w", "wd", cwd=tmp_path)
+    assert again.returncode == 0 and "rendering" not in again.stderr and "is up to date" in again.stderr
+
+    other = run("build", "--precision", "int8", "--model", "sknet26", "--no-verify", "-w", "other", cwd=tmp_path)
+    assert other.returncode == 2 and "no --images given: pass --images DIR" in other.stderr
 
 
 def test_a_build_of_a_user_model_always_ends_with_a_verdict(tmp_path, held_out):

@@ -99,6 +99,7 @@ AxisCoefficients axis_coefficients(int in_size, int out_size, const std::string&
 
 ResizePlan plan_resize(int width, int height, const Preprocess& pre) {
     if (width <= 0 || height <= 0) throw Error("the image is empty (" + std::to_string(width) + "x" + std::to_string(height) + ")");
+    // sk_edge.images.resized_size and _resize, rule for rule (torchvision's Resize and CenterCrop).
     ResizePlan p;
     p.out_width = pre.width;
     p.out_height = pre.height;
@@ -107,17 +108,32 @@ ResizePlan plan_resize(int width, int height, const Preprocess& pre) {
         p.resized_height = pre.height;
         return p;
     }
-    if (pre.resize != "crop") throw Error("resize mode '" + pre.resize + "' is not supported by the C++ runtime (crop, resize)");
-    if (pre.width != pre.height) throw Error("resize mode 'crop' needs a square input, the sidecar says " +
-                                             std::to_string(pre.height) + "x" + std::to_string(pre.width));
-    // The short side to size / crop_pct, then the central size x size square (sk_edge.images._resize).
-    const int size = pre.width;
-    const int shorter = std::max(size, static_cast<int>(size / pre.crop_pct));
-    const double scale = static_cast<double>(shorter) / std::min(width, height);
-    p.resized_width = std::max(size, round_half_even(width * scale));
-    p.resized_height = std::max(size, round_half_even(height * scale));
-    p.left = (p.resized_width - size) / 2;
-    p.top = (p.resized_height - size) / 2;
+    if (pre.resize == "letterbox") {
+        const double scale = std::min(static_cast<double>(pre.width) / width, static_cast<double>(pre.height) / height);
+        p.resized_width = std::clamp(round_half_even(width * scale), 1, pre.width);
+        p.resized_height = std::clamp(round_half_even(height * scale), 1, pre.height);
+        p.offset_x = -((pre.width - p.resized_width) / 2);
+        p.offset_y = -((pre.height - p.resized_height) / 2);
+        return p;
+    }
+    if (pre.resize != "crop") throw Error("resize mode '" + pre.resize + "' is not supported (crop, resize, letterbox)");
+    if (pre.width != pre.height) {  // timm's ResizeKeepRatio: cover the window, aspect kept, rounded
+        const double target_h = std::floor(pre.height / pre.crop_pct), target_w = std::floor(pre.width / pre.crop_pct);
+        const double ratio = std::min(height / target_h, width / target_w);
+        p.resized_width = round_half_even(width / ratio);
+        p.resized_height = round_half_even(height / ratio);
+    } else {
+        const int target = static_cast<int>(std::floor(pre.width / pre.crop_pct));
+        if (width <= height) {
+            p.resized_width = target;
+            p.resized_height = static_cast<int>(static_cast<double>(static_cast<int64_t>(target) * height) / width);
+        } else {
+            p.resized_width = static_cast<int>(static_cast<double>(static_cast<int64_t>(target) * width) / height);
+            p.resized_height = target;
+        }
+    }
+    p.offset_x = round_half_even((p.resized_width - pre.width) / 2.0);
+    p.offset_y = round_half_even((p.resized_height - pre.height) / 2.0);
     return p;
 }
 
@@ -143,19 +159,24 @@ std::vector<uint8_t> resize_cpu(const ImageView& image, const Preprocess& pre) {
             for (int ch = 0; ch < 3; ++ch) out[ch] = clip8(s[ch]);
         }
     }
-    // Vertical pass, only over the crop window.
+    // Vertical pass, only over the rows and columns the output reads; the fill colour elsewhere.
     std::vector<uint8_t> out(static_cast<size_t>(plan.out_height) * plan.out_width * 3);
     for (int oy = 0; oy < plan.out_height; ++oy) {
-        const int yy = oy + plan.top;
-        const int32_t* w = &vy.weights[static_cast<size_t>(yy) * vy.taps];
+        const int yy = oy + plan.offset_y;
         for (int ox = 0; ox < plan.out_width; ++ox) {
-            const int xx = ox + plan.left;
+            const int xx = ox + plan.offset_x;
+            uint8_t* dst = &out[(static_cast<size_t>(oy) * plan.out_width + ox) * 3];
+            if (yy < 0 || yy >= plan.resized_height || xx < 0 || xx >= plan.resized_width) {
+                for (int ch = 0; ch < 3; ++ch) dst[ch] = pre.fill[ch];
+                continue;
+            }
+            const int32_t* w = &vy.weights[static_cast<size_t>(yy) * vy.taps];
             int32_t s[3] = {1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1)};
             for (int t = 0; t < vy.count[yy]; ++t) {
                 const uint8_t* px = &mid[(static_cast<size_t>(vy.first[yy] + t) * plan.resized_width + xx) * 3];
                 for (int ch = 0; ch < 3; ++ch) s[ch] += px[ch] * w[t];
             }
-            for (int ch = 0; ch < 3; ++ch) out[(static_cast<size_t>(oy) * plan.out_width + ox) * 3 + ch] = clip8(s[ch]);
+            for (int ch = 0; ch < 3; ++ch) dst[ch] = clip8(s[ch]);
         }
     }
     return out;

@@ -67,28 +67,40 @@ __global__ void horizontal_pass(const uint8_t* image, size_t stride, int height,
 struct Normalisation {
     float mean[3], std[3];
     int source[3];  // network channel c reads RGB channel source[c]
+    uint8_t fill[3];  // letterbox padding, RGB
 };
 
-__global__ void vertical_pass_normalise(const uint8_t* mid, int mid_width, int out_width, int out_height, int left, int top,
+__global__ void vertical_pass_normalise(const uint8_t* mid, int mid_width, int mid_height, int out_width, int out_height,
+                                        int offset_x, int offset_y,
                                         const int* first, const int* count, const int32_t* weights, int taps,
                                         Normalisation norm, float* out) {
     const int ox = blockIdx.x * blockDim.x + threadIdx.x;
     const int oy = blockIdx.y * blockDim.y + threadIdx.y;
     if (ox >= out_width || oy >= out_height) return;
-    const int yy = oy + top, xx = ox + left;
-    const int32_t* w = weights + static_cast<size_t>(yy) * taps;
-    int32_t s[3] = {1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1)};
-    for (int t = 0; t < count[yy]; ++t) {
-        const uint8_t* px = mid + (static_cast<size_t>(first[yy] + t) * mid_width + xx) * 3;
-        s[0] += px[0] * w[t];
-        s[1] += px[1] * w[t];
-        s[2] += px[2] * w[t];
+    const int yy = oy + offset_y, xx = ox + offset_x;
+    uint8_t rgb[3];
+    if (yy < 0 || yy >= mid_height || xx < 0 || xx >= mid_width) {
+        rgb[0] = norm.fill[0];
+        rgb[1] = norm.fill[1];
+        rgb[2] = norm.fill[2];
+    } else {
+        const int32_t* w = weights + static_cast<size_t>(yy) * taps;
+        int32_t s[3] = {1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1)};
+        for (int t = 0; t < count[yy]; ++t) {
+            const uint8_t* px = mid + (static_cast<size_t>(first[yy] + t) * mid_width + xx) * 3;
+            s[0] += px[0] * w[t];
+            s[1] += px[1] * w[t];
+            s[2] += px[2] * w[t];
+        }
+        rgb[0] = clip8(s[0]);
+        rgb[1] = clip8(s[1]);
+        rgb[2] = clip8(s[2]);
     }
     const size_t plane = static_cast<size_t>(out_width) * out_height;
     for (int c = 0; c < 3; ++c) {
         const int src = norm.source[c];
         // IEEE division and subtraction in float32 (nvcc contracts only multiply-adds), as numpy.
-        const float v = __fdiv_rn(static_cast<float>(clip8(s[src])), 255.0f);
+        const float v = __fdiv_rn(static_cast<float>(rgb[src]), 255.0f);
         out[c * plane + static_cast<size_t>(oy) * out_width + ox] = __fdiv_rn(__fsub_rn(v, norm.mean[src]), norm.std[src]);
     }
 }
@@ -110,7 +122,7 @@ void CudaScratchDeleter::operator()(CudaScratch* s) const noexcept { delete s; }
 
 static bool same_preprocess(const Preprocess& a, const Preprocess& b) {
     return a.height == b.height && a.width == b.width && a.resize == b.resize && a.crop_pct == b.crop_pct &&
-           a.interpolation == b.interpolation;
+           a.interpolation == b.interpolation && a.fill == b.fill;
 }
 
 void preprocess_cuda(const ImageView& image, const Preprocess& pre, float* out, CudaScratch& sc, void* stream_handle) {
@@ -141,6 +153,7 @@ void preprocess_cuda(const ImageView& image, const Preprocess& pre, float* out, 
         norm.mean[c] = pre.mean[c];
         norm.std[c] = pre.std[c];
         norm.source[c] = pre.channel_order == ChannelOrder::BGR ? 2 - c : c;
+        norm.fill[c] = pre.fill[c];
     }
     const dim3 block(32, 8);
     const dim3 hgrid((sc.plan.resized_width + block.x - 1) / block.x, (image.height + block.y - 1) / block.y);
@@ -149,8 +162,9 @@ void preprocess_cuda(const ImageView& image, const Preprocess& pre, float* out, 
                                                  sc.hweights.ptr, sc.htaps, sc.mid.ptr);
     check(cudaGetLastError(), "the horizontal resampling kernel");
     const dim3 vgrid((sc.plan.out_width + block.x - 1) / block.x, (sc.plan.out_height + block.y - 1) / block.y);
-    vertical_pass_normalise<<<vgrid, block, 0, stream>>>(sc.mid.ptr, sc.plan.resized_width, sc.plan.out_width,
-                                                         sc.plan.out_height, sc.plan.left, sc.plan.top, sc.vfirst.ptr,
+    vertical_pass_normalise<<<vgrid, block, 0, stream>>>(sc.mid.ptr, sc.plan.resized_width, sc.plan.resized_height,
+                                                         sc.plan.out_width, sc.plan.out_height, sc.plan.offset_x,
+                                                         sc.plan.offset_y, sc.vfirst.ptr,
                                                          sc.vcount.ptr, sc.vweights.ptr, sc.vtaps, norm, out);
     check(cudaGetLastError(), "the vertical resampling kernel");
 }

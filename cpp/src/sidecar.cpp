@@ -108,6 +108,9 @@ EngineSidecar parse_sidecar(const std::string& text, const std::string& source) 
         p.crop_pct = pre.value("crop_pct", p.crop_pct);
         p.interpolation = pre.value("interpolation", p.interpolation);
         p.mean = triple(pre, "mean", p.mean);
+        if (pre.contains("mean"))  // from the JSON doubles, as Python computes round(mean * 255)
+            for (int c = 0; c < 3; ++c)
+                p.fill[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(pre["mean"][c].get<double>() * 255.0), 0.0, 255.0));
         p.std = triple(pre, "std", p.std);
         const std::string order = pre.value("channel_order", std::string("RGB"));
         if (order != "RGB" && order != "BGR") throw Error("preprocess.channel_order must be RGB or BGR, got " + order);

@@ -31,6 +31,12 @@ SETTINGS = {
     "stretch64-bilinear": Preprocess(input_size=64, resize="resize", crop_pct=1.0, interpolation="bilinear",
                                      mean=(0.322, 0.307, 0.276), std=(0.189, 0.179, 0.191)),
     "stretch64-nearest": Preprocess(input_size=64, resize="resize", crop_pct=1.0, interpolation="nearest"),
+    "letterbox96-bilinear": Preprocess(input_size=96, resize="letterbox", interpolation="bilinear"),
+    "letterbox64x96-bicubic-bgr": Preprocess(input_size=(64, 96), resize="letterbox", interpolation="bicubic",
+                                             channel_order="BGR"),
+    "crop160x224-bilinear": Preprocess(input_size=(160, 224), resize="crop", crop_pct=0.9, interpolation="bilinear"),
+    "stretch48x80-bilinear-bgr": Preprocess(input_size=(48, 80), resize="resize", interpolation="bilinear",
+                                            channel_order="BGR"),
 }
 
 

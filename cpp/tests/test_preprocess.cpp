@@ -63,7 +63,10 @@ TEST(Preprocess, TheCpuReferenceMatchesThePythonLoaderOnRealImages) {
 
         const auto pixels = sk_edge::resize_cpu(sk_edge::ImageView::rgb(rgb.data(), w, h), pre);
         ASSERT_EQ(pixels.size(), expected_pixels.size());
-        for (size_t i = 0; i < pixels.size(); ++i) pixel_mismatches += pixels[i] != expected_pixels[i];
+        size_t differ = 0;
+        for (size_t i = 0; i < pixels.size(); ++i) differ += pixels[i] != expected_pixels[i];
+        EXPECT_EQ(differ, 0u) << "resized bytes differ from Pillow's";
+        pixel_mismatches += differ;
 
         const auto tensor = sk_edge::preprocess_cpu(sk_edge::ImageView::rgb(rgb.data(), w, h), pre);
         ASSERT_EQ(tensor.size(), expected.size());
@@ -91,9 +94,15 @@ TEST(Preprocess, SizesAndErrors) {
     pre.crop_pct = 0.875;
     const auto plan = sk_edge::plan_resize(640, 480, pre);  // short side 480 -> int(224 / 0.875) = 256
     EXPECT_EQ(plan.resized_height, 256);
-    EXPECT_EQ(plan.resized_width, 341);  // round(640 * 256 / 480) = round(341.33)
-    EXPECT_EQ(plan.left, (341 - 224) / 2);
-    EXPECT_EQ(plan.top, 16);
+    EXPECT_EQ(plan.resized_width, 341);  // int(256 * 640 / 480) = int(341.33), torchvision's truncation
+    EXPECT_EQ(plan.offset_x, 58);        // round(58.5) = 58, half to even as Python's round
+    EXPECT_EQ(plan.offset_y, 16);
+    pre.resize = "letterbox";
+    const auto box = sk_edge::plan_resize(640, 480, pre);
+    EXPECT_EQ(box.resized_width, 224);
+    EXPECT_EQ(box.resized_height, 168);
+    EXPECT_EQ(box.offset_y, -28);
+    pre.resize = "crop";
     EXPECT_THROW(sk_edge::plan_resize(0, 10, pre), sk_edge::Error);
     pre.interpolation = "lanczos";
     const uint8_t px[3] = {1, 2, 3};

@@ -174,7 +174,7 @@ def export_model(
     onnx_path, sidecar_path = workdir / ONNX_NAME, workdir / SIDECAR_NAME
     module = built.module.eval()
     in_chans = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
-    input_shape = (in_chans, built.preprocess.input_size, built.preprocess.input_size)
+    input_shape = (in_chans, built.preprocess.height, built.preprocess.width)
 
     weights = None
     if built.weights is not None:
@@ -203,6 +203,10 @@ def export_model(
         return ExportResult(onnx_path, sidecar_path, artifacts.read_json(sidecar_path), skipped=True)
 
     t0 = time.perf_counter()
+    from ..preprocess import sources_line
+
+    log(f"preprocessing: {built.preprocess.describe()}"
+        + (f" (from {sources_line(built.preprocess_sources)})" if getattr(built, "preprocess_sources", None) else ""))
     log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")
     model, rewrite, passes, exporter_warnings = to_onnx(module, input_shape, options)
     if rewrite.count == 0:
@@ -248,6 +252,7 @@ def export_model(
             "max_batch": options.dynamic_batch or options.batch,
         },
         preprocess=built.preprocess.to_dict(),
+        preprocess_sources=getattr(built, "preprocess_sources", None) or None,
         rewrite=rewrite.summary(),
         batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
         graph_passes=passes.as_dict(),

@@ -15,9 +15,9 @@ from torch import nn
 
 from .. import reference
 from ..errors import UsageError
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, PreprocessRequest, parse_size, resolve
 from . import sknet
-from .weights import apply_state_dict, load_state_dict
+from .weights import apply_state_dict, checkpoint_preprocess, load_state_dict
 
 OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
     reference.NAME: reference.build,
@@ -40,6 +40,7 @@ class BuiltModel:
     family: str  # "sknet" or "timm"
     args: dict[str, Any] = field(default_factory=dict)
     weights: Path | None = None  # the file the weights came from; None: random initialisation
+    preprocess_sources: dict = field(default_factory=dict)  # field -> where its value came from
 
 
 def _own_model_args() -> set[str]:
@@ -57,7 +58,11 @@ def model_names() -> list[str]:
     return list(OWN_MODELS) + [TIMM_PREFIX + n for n in sk_model_names()]
 
 
-def check_input_size(input_size: int, total_stride: int, model_name: str) -> None:
+def check_input_size(input_size: int | tuple[int, int], total_stride: int, model_name: str) -> None:
+    if isinstance(input_size, tuple):
+        for side in input_size:
+            check_input_size(side, total_stride, model_name)
+        return
     if input_size < total_stride or input_size % total_stride:
         lower = max(total_stride, input_size // total_stride * total_stride)
         raise UsageError(
@@ -69,18 +74,21 @@ def check_input_size(input_size: int, total_stride: int, model_name: str) -> Non
 def build_model(
     name: str,
     num_classes: int | None = None,
-    input_size: int | None = None,
+    input_size: int | tuple[int, int] | None = None,
     weights: str | Path | None = None,
     args: dict[str, Any] | None = None,
+    preprocess: list[PreprocessRequest] | None = None,
 ) -> BuiltModel:
     """Create the model called ``name``, load ``weights`` into it and put it in eval mode.
 
     The reference model (``sknet26-digits``) comes with its trained weights unless other
-    weights, classes or model arguments are given. ``input_size`` defaults to the size
-    the model was made for (64 for the reference model, 224 otherwise).
+    weights, classes or model arguments are given. The preprocessing is the model's own
+    (64 px for the reference model, 224 otherwise; timm's pretrained config for timm models),
+    overridden field by field by what the checkpoint carries, then by ``preprocess`` (requests,
+    the first winning), then by ``input_size``.
     """
     args = dict(args or {})
-    input_size = input_size or default_input_size(name)
+    default_size = default_input_size(name)
     if name.startswith(TIMM_PREFIX):
         from .timm_models import create_timm_model, timm_preprocess, timm_total_stride
 
@@ -88,11 +96,12 @@ def build_model(
         built = BuiltModel(
             name=name,
             module=module,
-            preprocess=timm_preprocess(module, input_size),
+            preprocess=timm_preprocess(module, default_size),
             total_stride=timm_total_stride(module),
             family="timm",
             args=args,
         )
+        defaults = "timm's pretrained config"
     elif name in OWN_MODELS:
         allowed = _own_model_args()
         unknown = sorted(set(args) - allowed)
@@ -105,25 +114,33 @@ def build_model(
             module = OWN_MODELS[name](**args, **classes)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"cannot build {name} with {args}: {exc}") from None
-        preprocess = Preprocess(input_size=input_size)
+        preprocess_default = Preprocess(input_size=default_size)
         if name == reference.NAME:
-            preprocess = dataclasses.replace(reference.PREPROCESS, input_size=input_size)
+            preprocess_default = reference.PREPROCESS
             if weights is None and num_classes in (None, reference.NUM_CLASSES) and not args:
                 weights = reference.WEIGHTS
         built = BuiltModel(
             name=name,
             module=module,
-            preprocess=preprocess,
+            preprocess=preprocess_default,
             total_stride=sknet.SKNet.total_stride,
             family="sknet",
             args=args,
         )
+        defaults = "the model's defaults"
     else:
         raise UsageError(
             f"unknown model '{name}'; choose one of: {', '.join(model_names())} "
             f"(or timm:NAME for any timm model)"
         )
-    check_input_size(input_size, built.total_stride, name)
+    requests: list[PreprocessRequest | None] = []
+    if input_size is not None:
+        requests.append(PreprocessRequest(source="--input-size", input_size=parse_size(input_size)))
+    requests += list(preprocess or [])
+    if weights is not None and Path(weights) != reference.WEIGHTS:
+        requests.append(checkpoint_preprocess(weights))
+    built.preprocess, built.preprocess_sources = resolve(built.preprocess, requests, defaults)
+    check_input_size(built.preprocess.input_size, built.total_stride, name)
     if weights is not None:
         apply_state_dict(built.module, load_state_dict(weights), weights, name)
         built.weights = Path(weights)

@@ -75,6 +75,17 @@ def _read_file(path: Path) -> object:
         ) from None
 
 
+def checkpoint_preprocess(path: str | Path):
+    """The preprocessing fields a checkpoint dict carries (sk-edge's own, or timm's pretrained_cfg), or None."""
+    from ..preprocess import PreprocessRequest
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return None  # tensors only
+    obj = _read_file(path)
+    return PreprocessRequest.from_checkpoint(obj, path) if isinstance(obj, Mapping) else None
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict, or the state dict inside a checkpoint dict, from ``path``."""
     path = Path(path)

@@ -27,12 +27,15 @@ struct ImageView {
 
 struct Preprocess {
     int height = 224, width = 224;
-    std::string resize = "crop";         // "crop": short side to size / crop_pct, central crop; "resize": stretch
+    // "crop": resize (torchvision's rules), then the central window; "resize": stretch to the input size;
+    // "letterbox": fit the whole image, aspect kept, and pad with `fill` (the mean colour).
+    std::string resize = "crop";
     double crop_pct = 0.875;
     std::string interpolation = "bilinear";  // "bilinear", "bicubic", "nearest" (Pillow's filters)
     std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
     std::array<float, 3> std{0.229f, 0.224f, 0.225f};
     ChannelOrder channel_order = ChannelOrder::RGB;  // what the network expects
+    std::array<uint8_t, 3> fill{124, 116, 104};      // letterbox padding: round(mean * 255), R, G, B
 };
 
 // One axis of a resampling: for each output pixel, the first input pixel and its integer weights.
@@ -47,10 +50,11 @@ constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's 8-bit resampling precisi
 // Pillow's coefficients for resizing `in_size` pixels to `out_size` with `filter`.
 AxisCoefficients axis_coefficients(int in_size, int out_size, const std::string& filter);
 
-// The resize plan of an image: its resized size and the crop window taken from it.
+// The resize plan of an image: its resized size, and where each output pixel reads it: output
+// (x, y) is resized (x + offset_x, y + offset_y), or the fill colour outside it (letterbox).
 struct ResizePlan {
     int resized_width = 0, resized_height = 0;
-    int left = 0, top = 0;  // crop offset in the resized image
+    int offset_x = 0, offset_y = 0;
     int out_width = 0, out_height = 0;
 };
 ResizePlan plan_resize(int width, int height, const Preprocess& pre);
