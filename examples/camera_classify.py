@@ -65,7 +65,9 @@ def main() -> int:
         print("error: OpenCV is needed (pip install opencv-python)", file=sys.stderr)
         return 2
     try:
-        pre = Preprocess.from_dict(load_export(args.workdir)["preprocess"])
+        export = load_export(args.workdir)
+        pre = Preprocess.from_dict(export["preprocess"])
+        names = export.get("class_names") or []
         classify, how = load_classifier(args.workdir, args.precision)
     except SkEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -92,8 +94,10 @@ def main() -> int:
         top = int(prob.argmax())
         classes[top] = classes.get(top, 0) + 1
         fps = 0.9 * fps + 0.1 * (1000.0 / ms) if frames else 1000.0 / ms  # smoothed, preprocessing included
-        print(json.dumps({"frame": frames, "class": top, "probability": round(float(prob[top]), 4), "ms": round(ms, 2)}))
-        cv2.putText(frame, f"class {top} ({prob[top]:.0%})  {fps:.0f} FPS", (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
+        name = names[top] if top < len(names) else f"class {top}"
+        print(json.dumps({"frame": frames, "class": top, **({"name": name} if names else {}),
+                          "probability": round(float(prob[top]), 4), "ms": round(ms, 2)}))
+        cv2.putText(frame, f"{name} ({prob[top]:.0%})  {fps:.0f} FPS", (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
         if args.out:
             if writer is None:
                 writer = cv2.VideoWriter(str(args.out), cv2.VideoWriter_fourcc(*"MJPG"), 25, (frame.shape[1], frame.shape[0]))

@@ -241,6 +241,7 @@ def build_engine_stage(
             platform=trt_backend.host_platform(),
             model={"input": export["model"]["input"], "output": export["model"]["output"]},
             preprocess=export["preprocess"],
+            class_names=export.get("class_names"),
             timing_cache=str(cache_path),
             layers_summary=summary,
             dla=dla_summary,

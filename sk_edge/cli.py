@@ -141,6 +141,9 @@ def model_options(command):
     @click.option("--interpolation", type=click.Choice(("bilinear", "bicubic", "nearest")), default=None)
     @click.option("--channel-order", type=click.Choice(("RGB", "BGR"), case_sensitive=False), default=None,
                   help="The channel order the model was trained on.")
+    @click.option("--class-names", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+                  help="One class name per line, in class order [default for build: the names of --images' class "
+                  "folders]: in export.json, verify.md, the engine sidecar, the Triton and DeepStream label files.")
     @click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   metavar="FILE.json", help="The same fields as JSON (input_size, mean, std, resize, crop_pct, "
                   "interpolation, channel_order); options given here win.")
@@ -274,8 +277,8 @@ def cli() -> None:
 )
 @workdir_option
 @click.option("--force", is_flag=True, help="Export even when the existing export is up to date.")
-def export(model_name, weights, num_classes, input_size, model_args, preprocess, batch, dynamic_batch, opset, select_form, workdir,
-           force):
+def export(model_name, weights, num_classes, input_size, model_args, class_names, preprocess, batch, dynamic_batch, opset,
+           select_form, workdir, force):
     """Export an SKNet to WORKDIR/model.fp32.onnx (+ export.json).
 
     Every SK unit is rewritten exactly (BatchNorm folded, no Softmax, no 5-D tensors) and
@@ -295,9 +298,24 @@ def export(model_name, weights, num_classes, input_size, model_args, preprocess,
     _log(f"building {request.name} ...")
     built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
                         request.preprocess)
+    _name_classes(built, class_names, None)
     if built.weights is None:
         _log("  no --weights: exporting randomly initialised weights (fine for latency, meaningless for accuracy)")
     export_model(built, workdir, options, force=force, log=_log)
+
+
+def _name_classes(built, class_names: Path | None, judge) -> None:
+    """Class names from --class-names, else from the class folders that judge the build (when they name every class)."""
+    from .evaluation import read_class_names
+
+    classes = getattr(built.module, "num_classes", None)  # ours and timm's models both say it
+    if class_names is not None:
+        built.class_names = read_class_names(class_names, classes)
+    elif judge is not None:
+        folders = judge.class_names()
+        if folders and len(folders) == classes:
+            built.class_names = folders
+            _log(f"  class names: the {len(folders)} class folders of {judge.root}")
 
 
 def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess=None):
@@ -502,7 +520,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
               help="With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.")
 @click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
-def build(model_name, weights, num_classes, input_size, model_args, preprocess, precision, images, labels, num_images, method, mixed,
+def build(model_name, weights, num_classes, input_size, model_args, class_names, preprocess, precision, images, labels, num_images, method, mixed,
           dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, eval_images, eval_labels,
           min_agreement, max_top1_drop, max_float_share, min_speedup, no_verify, force):
     """Run every stage up to a TensorRT engine, and judge it: WORKDIR/model.<precision>.engine.
@@ -560,6 +578,7 @@ def build(model_name, weights, num_classes, input_size, model_args, preprocess, 
         else:
             built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
                                 request.preprocess)
+            _name_classes(built, class_names, plan.images)
             export_model(built, workdir, export_options, force=force, log=_log)
         if images is None and precision == "int8":
             images = pipeline.default_calibration_images(workdir, log=_log)

@@ -64,6 +64,23 @@ def read_labels_csv(path: Path) -> dict[str, int]:
     return labels
 
 
+def read_class_names(path: Path, num_classes: int | None = None) -> list[str]:
+    """``--class-names FILE``: one name per line, line k naming class k (blank lines at the end ignored)."""
+    try:
+        names = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read class names file '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    while names and not names[-1].strip():
+        names.pop()
+    names = [n.strip() for n in names]
+    if not names or any(not n for n in names):
+        raise UsageError(f"class names file '{path}' needs one non-empty name per line (line k names class k)")
+    if num_classes is not None and len(names) != num_classes:
+        raise UsageError(f"class names file '{path}' names {len(names)} classes and the model has {num_classes}; "
+                         "give one name per class, in class order")
+    return names
+
+
 def class_folders(root: Path, paths: list[Path]) -> list[str] | None:
     """The class names of an ImageFolder layout (sorted sub-folder names), or None when ``root`` is not one.
 
@@ -113,6 +130,12 @@ class JudgeImages:
                  for p in every}
         shown = ", ".join(f"{i} '{n}'" for i, n in enumerate(classes[:4])) + (", ..." if len(classes) > 4 else "")
         return table, f"class folders in {self.root} ({len(classes)} classes: {shown})"
+
+    def class_names(self) -> list[str] | None:
+        """The sorted class-folder names, when the folder is in ImageFolder layout."""
+        if self.labels_file is not None:
+            return None
+        return class_folders(self.root, find_images(self.root))
 
     def describe(self) -> str:
         if self.holdout is None:

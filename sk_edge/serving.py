@@ -47,6 +47,10 @@ def _dims(shape: list, dynamic: bool) -> list:
     return [int(d) for d in (shape[1:] if dynamic else shape)]
 
 
+LABELS_FILE = "labels.txt"
+DEEPSTREAM_LABELS = "deepstream_labels.txt"
+
+
 def triton_config(name: str, platform: str, export: dict) -> str:
     """config.pbtxt for one model (Triton's ModelConfig text format)."""
     inp, out, max_batch = _io(export)
@@ -59,6 +63,10 @@ def triton_config(name: str, platform: str, export: dict) -> str:
         lines += ["dynamic_batching {", f"  preferred_batch_size: [ {max_batch} ]", "  max_queue_delay_microseconds: 100", "}"]
     lines += ["instance_group [", "  {", "    count: 1", f"    kind: {'KIND_GPU' if platform == 'tensorrt_plan' else 'KIND_AUTO'}",
               "  }", "]"]
+    if export.get("class_names"):
+        # Triton's classification extension reads the names from this file, one per line (class order).
+        output_end = next(i for i, line in enumerate(lines) if line.startswith("output [")) + 5
+        lines.insert(output_end, f'    label_filename: "{LABELS_FILE}"')
     return "\n".join(lines) + "\n"
 
 
@@ -88,9 +96,12 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     for stale in ("model.plan", "model.onnx"):
         if stale != target and (model_dir / "1" / stale).exists():
             (model_dir / "1" / stale).unlink()
+    if export.get("class_names"):
+        with artifacts.atomic_output(model_dir / LABELS_FILE) as tmp:
+            tmp.write_text("\n".join(export["class_names"]) + "\n")
     with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
         tmp.write_text(triton_config(name, platform, export))
-    log(f"wrote {model_dir}: {platform} from {source.name}")
+    log(f"wrote {model_dir}: {platform} from {source.name}" + (f", class names in {LABELS_FILE}" if export.get("class_names") else ""))
     return model_dir
 
 
@@ -148,6 +159,7 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int,
         *(["symmetric-padding=1"] if pre["resize"] == "letterbox" else []),
         "scaling-filter=1",
         f"output-blob-names={out['name']}",
+        *([f"labelfile-path={DEEPSTREAM_LABELS}"] if export.get("class_names") else []),
         "classifier-threshold=0.0",
         "classifier-async-mode=0",
         "",
@@ -166,6 +178,10 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
         load_graph(workdir, precision)
     text, worst = deepstream_config(workdir, export, precision, batch, engine)
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
+    if export.get("class_names"):
+        # nvinfer's classifier label file: one line per output layer, the class names separated by ';'.
+        with artifacts.atomic_output(path.parent / DEEPSTREAM_LABELS) as tmp:
+            tmp.write_text(";".join(export["class_names"]) + "\n")
     with artifacts.atomic_output(path) as tmp:
         tmp.write_text(text)
     if engine is None:

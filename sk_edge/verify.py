@@ -346,6 +346,7 @@ def markdown(doc: dict) -> str:
     m = doc["metrics"]
     rows = [
         ("reference", REFERENCE_KINDS.get(doc.get("reference_kind"), "?")), ("reference model", doc["reference"]),
+        ("preprocessing", Preprocess.from_dict(doc["preprocess"]).describe() if doc.get("preprocess") else "?"),
         ("candidate", doc["candidate"]["description"]), ("images", images_line(doc["images"], m["images"])),
         ("top-1 agreement", f"{m['top1_agreement']:.2%}"), ("top-5 agreement", f"{m['top5_agreement']:.2%}"),
         ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
@@ -376,12 +377,15 @@ def markdown(doc: dict) -> str:
     if check and check["optimizer_changes_results"]:
         lines += ["", f"**Warning**: {cross_check_line(check)}. TensorRT moves Q/DQ too (its own propagation "
                   "rules); only a run on the device shows what its engine does."]
+    names = doc.get("class_names") or []
+    named = lambda c: f"{c} ({names[c]})" if c < len(names) else str(c)  # noqa: E731
     if m["worst_classes"]:
         lines += ["", "Classes with the most disagreements:", "", "| class | images | disagreements |", "| ---: | ---: | ---: |"]
-        lines += [f"| {c['class']} | {c['images']} | {c['disagreements']} |" for c in m["worst_classes"]]
+        lines += [f"| {named(c['class'])} | {c['images']} | {c['disagreements']} |" for c in m["worst_classes"]]
     if m["disagreements"]:
         lines += ["", f"Images where the top-1 class differs ({len(m['disagreements'])}):", ""]
-        lines += [f"- {d['image']}: reference {d['reference']}, candidate {d['candidate']}" for d in m["disagreements"][:50]]
+        lines += [f"- {d['image']}: reference {named(d['reference'])}, candidate {named(d['candidate'])}"
+                  for d in m["disagreements"][:50]]
         if len(m["disagreements"]) > 50:
             lines.append(f"- ... and {len(m['disagreements']) - 50} more in verify.json")
     return "\n".join(lines) + "\n"
@@ -513,6 +517,8 @@ def verify(
         "runtime_cross_check": cross_check,
         "images": images_doc,
         "model": {"name": export["inputs"]["model"], "export_sha256": export["outputs"][FP32_ONNX]["sha256"]},
+        "preprocess": export["preprocess"],
+        "class_names": export.get("class_names"),
         "chain": _chain(workdir, candidate, precision),
         "precision_mix": (artifacts.read_json(workdir / GRAPH_SIDECARS[precision]) or {}).get("precision_mix")
         if precision == "int8" else None,

@@ -144,3 +144,37 @@ def test_a_users_model_exported_with_its_own_preprocessing(tmp_path):
     assert bad.returncode == 2 and "--input-size 95 does not suit sknet26" in bad.stderr
     bad = run_cli("export", "--model", "sknet26", "--mean", "0.5,0.5", "-w", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "mean from the command line needs three numbers R,G,B" in bad.stderr
+
+
+def test_class_names_travel_to_every_consumer(tmp_path, class_folders):
+    from shared_model import M3_ARGS, M3_CHECKPOINT
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n\n")
+    args = ["--model", "sknet26", *[a for k, v in M3_ARGS.items() for a in ("--model-arg", f"{k}={v}")], "--num-classes", "10",
+            "--weights", str(M3_CHECKPOINT), "--resize", "stretch"]
+    (tmp_path / "short.txt").write_text("zero\none\n")
+    bad = run_cli("build", "--precision", "fp16", *args, "--images", str(class_folders), "--class-names",
+                  str(tmp_path / "short.txt"), "-w", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "names 2 classes and the model has 10" in bad.stderr and "Traceback" not in bad.stderr
+    out = run_cli("build", "--precision", "fp16", *args, "--images", str(class_folders), "--class-names",
+                  str(tmp_path / "names.txt"), "-w", str(tmp_path / "wd"))
+    assert out.returncode == 0, out.stderr
+    wd = tmp_path / "wd"
+    assert json.loads((wd / "export.json").read_text())["class_names"] == names
+    verify = json.loads((wd / "verify.json").read_text())
+    assert verify["class_names"] == names and verify["preprocess"]["resize"] == "resize"
+    assert "| preprocessing | 64x64, stretch, bilinear, mean (0.5, 0.5, 0.5)" in (wd / "verify.md").read_text()
+    assert run_cli("export-deepstream", "-w", str(wd)).returncode == 0
+    assert (wd / "deepstream_labels.txt").read_text() == ";".join(names) + "\n"
+    assert "labelfile-path=deepstream_labels.txt" in (wd / "deepstream_nvinfer.txt").read_text()
+    assert run_cli("export-triton", "-w", str(wd), "--repo", str(tmp_path / "repo")).returncode == 0
+    assert (tmp_path / "repo" / "sknet26" / "labels.txt").read_text().splitlines() == names
+    assert 'label_filename: "labels.txt"' in (tmp_path / "repo" / "sknet26" / "config.pbtxt").read_text()
+    # verify.md names the classes of the images that changed class.
+    from sk_edge.verify import markdown
+
+    doc = {**verify, "metrics": {**verify["metrics"], "disagreements": [{"image": "3/x.png", "reference": 3, "candidate": 8}],
+                                 "worst_classes": [{"class": 3, "images": 60, "disagreements": 1, "rate": 1 / 60}]}}
+    text = markdown(doc)
+    assert "- 3/x.png: reference 3 (three), candidate 8 (eight)" in text and "| 3 (three) | 60 | 1 |" in text

@@ -194,6 +194,7 @@ def export_model(
             "inputs": inputs,
             "settings": settings,
             "preprocess": built.preprocess.to_dict(),
+            "class_names": getattr(built, "class_names", None),
             "torch": versions["torch"],
             "onnx": versions["onnx"],
         }
@@ -246,13 +247,14 @@ def export_model(
         model={
             "name": built.name,
             "params": count_params(module),
-            "gmacs": round(count_macs(module, input_shape[1], in_chans) / 1e9, 3),
+            "gmacs": round(count_macs(module, (input_shape[1], input_shape[2]), in_chans) / 1e9, 3),
             "input": {"name": INPUT_NAME, "shape": [out_batch, *input_shape], "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "shape": [out_batch, _num_outputs(model)], "dtype": "float32"},
             "max_batch": options.dynamic_batch or options.batch,
         },
         preprocess=built.preprocess.to_dict(),
         preprocess_sources=getattr(built, "preprocess_sources", None) or None,
+        class_names=getattr(built, "class_names", None),
         rewrite=rewrite.summary(),
         batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
         graph_passes=passes.as_dict(),

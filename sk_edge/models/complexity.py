@@ -16,8 +16,9 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: int, in_chans: int = 3) -> int:
-    """Multiply-accumulates of one forward pass on a (1, in_chans, size, size) input."""
+def count_macs(model: nn.Module, input_size: int | tuple[int, int], in_chans: int = 3) -> int:
+    """Multiply-accumulates of one forward pass on a (1, in_chans, size, size) or (1, in_chans, H, W) input."""
+    height, width = input_size if isinstance(input_size, tuple) else (input_size, input_size)
     total = 0
 
     def on_conv(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
@@ -38,7 +39,7 @@ def count_macs(model: nn.Module, input_size: int, in_chans: int = 3) -> int:
     was_training = model.training
     try:
         model.eval()
-        model(torch.zeros(1, in_chans, input_size, input_size))
+        model(torch.zeros(1, in_chans, height, width))
     finally:
         model.train(was_training)
         for h in hooks:

@@ -41,6 +41,7 @@ class BuiltModel:
     args: dict[str, Any] = field(default_factory=dict)
     weights: Path | None = None  # the file the weights came from; None: random initialisation
     preprocess_sources: dict = field(default_factory=dict)  # field -> where its value came from
+    class_names: list[str] | None = None  # class k's name, from --class-names or the class folders
 
 
 def _own_model_args() -> set[str]:
