@@ -27,7 +27,7 @@ SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
 CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quantize.methods.METHODS
 PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
-BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.build.PRECISIONS
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.pipeline.PRECISIONS
 VERIFY_CANDIDATES = ("engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
@@ -298,24 +298,12 @@ def export(model_name, weights, num_classes, input_size, model_args, class_names
     _log(f"building {request.name} ...")
     built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
                         request.preprocess)
-    _name_classes(built, class_names, None)
+    from .pipeline import name_classes
+
+    name_classes(built, class_names, None, _log)
     if built.weights is None:
         _log("  no --weights: exporting randomly initialised weights (fine for latency, meaningless for accuracy)")
     export_model(built, workdir, options, force=force, log=_log)
-
-
-def _name_classes(built, class_names: Path | None, judge) -> None:
-    """Class names from --class-names, else from the class folders that judge the build (when they name every class)."""
-    from .evaluation import read_class_names
-
-    classes = getattr(built.module, "num_classes", None)  # ours and timm's models both say it
-    if class_names is not None:
-        built.class_names = read_class_names(class_names, classes)
-    elif judge is not None:
-        folders = judge.class_names()
-        if folders and len(folders) == classes:
-            built.class_names = folders
-            _log(f"  class names: the {len(folders)} class folders of {judge.root}")
 
 
 def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess=None):
@@ -418,31 +406,6 @@ def quantize(workdir, precision, mixed, force):
     quantize_model(workdir, precision, mixed, force=force, log=_log)
 
 
-def _fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, force: bool, max_float_share: float) -> None:
-    """Accuracy-aware INT8: keep the most sensitive layers in floating point until the budget holds.
-
-    ``judge`` (:class:`~sk_edge.evaluation.JudgeImages`) are the images that will judge the build;
-    ``budget`` a labelled top-1 drop or, without labels, a top-1 agreement.
-    """
-    from .quantize import quantize_model
-    from .sensitivity import analyze_sensitivity, needs_budget
-
-    over, score = needs_budget(workdir, judge, None, budget)
-    if not over:
-        _log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
-        return
-    _log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
-    bar = _Progress("  sensitivity")
-    try:
-        doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
-                                  min_agreement=budget.min_agreement, log=_log, progress=bar, max_float_share=max_float_share)
-    finally:
-        bar.close()
-    kept = doc["budget"]["kept_float"]
-    _log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
-    quantize_model(workdir, "int8", mixed, force=True, log=_log, keep_float=kept)
-
-
 @cli.command()
 @workdir_option
 @click.option("--images", type=click.Path(path_type=Path), default=None,
@@ -533,112 +496,20 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
     budget applies, without them --min-agreement. Without TensorRT the graph is judged on
     ONNX Runtime instead and WORKDIR/on_device.sh holds the commands to finish on the device.
     """
-    from . import build as pipeline
-    from .backends.tensorrt import BuildOptions, TensorRTUnavailable
-    from .evaluation import plan_judging
-    from .verify import VerifyFailed, VerifyOptions
-    from .workdir import REFERENCE_NPZ
+    from .pipeline import BuildRequest, build as run_build
 
-    options = BuildOptions(workspace_mib=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,
-                           dla_core=dla_core, hardware_compatible=hardware_compatible)
-    legacy = pipeline.validate(precision, options)
-    judging = dict(labels=labels, eval_images=eval_images, eval_labels=eval_labels, no_verify=no_verify)
-    if from_dir is not None:
-        workdir = from_dir
-        pipeline.check_inputs(workdir, precision, legacy)  # before anything is written
-        from .workdir import load_export
-
-        if images is not None or labels is not None or preprocess:
-            raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
-                             "included): --images, --labels and preprocessing options are not used; pass --eval-images "
-                             "DIR to judge the build on other images")
-        plan = plan_judging(load_export(workdir)["inputs"]["model"], precision, images=None,
-                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
-        _log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
-    else:
-        from .export import ExportOptions, export_model
-        from .models import build_model
-
-        export_options = ExportOptions(dynamic_batch=dynamic_batch)
-        export_options.validate()
-        request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess)
-        plan = plan_judging(request.name, precision, images=images, **judging)  # before any heavy work
-        if images is None and precision == "int8":
-            if request.name != DEFAULT_MODEL and not pipeline.CHECKOUT_IMAGES.is_dir():
-                raise UsageError(f"no --images given: pass --images DIR with sample images of '{request.name}'s domain "
-                                 "(the bundled SK-Digits images calibrate only the reference model)")
-        if not plan.skip and request.weights is None and request.name != DEFAULT_MODEL:  # the bundled model has its weights
-            raise UsageError(
-                f"'{request.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
-                "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
-            )
-        _log(f"[1/4] export {request.name}")
-        if request.reuse_export and not dynamic_batch:
-            _log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
-        else:
-            built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
-                                request.preprocess)
-            _name_classes(built, class_names, plan.images)
-            export_model(built, workdir, export_options, force=force, log=_log)
-        if images is None and precision == "int8":
-            images = pipeline.default_calibration_images(workdir, log=_log)
-        judge = pipeline.judge_images(workdir, plan, log=_log)
-        budget = pipeline.accuracy_budget(workdir, judge, max_top1_drop, min_agreement)
-        if precision == "int8":
-            from .quantize import CalibrationOptions, calibrate as run_calibration
-
-            _log("[2/4] calibrate")
-            holdout = plan.images.holdout if plan.images else None
-            if holdout is not None:
-                _log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
-            # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
-            calib_options = CalibrationOptions(**({"method": method} if method else {}),
-                                               num_images=num_images or pipeline.default_calibration_count(images, holdout),
-                                               legacy_ranges=dla_core is not None, holdout=holdout)
-            bar = _Progress("  images")
-            try:
-                run_calibration(workdir, images, calib_options, force=force, log=_log, progress=bar)
-            finally:
-                bar.close()
-        if precision != "fp32":
-            from .quantize import quantize_model
-
-            _log(f"[3/4] quantize to {precision}")
-            keep = []
-            if precision == "int8" and not force and budget is not None:
-                from .sensitivity import previous_choice
-
-                keep = previous_choice(workdir, budget, mixed)
-            quantize_model(workdir, precision, mixed, force=force, log=_log, keep_float=keep)
-        if precision == "int8" and budget is not None:
-            _fit_accuracy_budget(workdir, mixed, judge, budget, force, max_float_share / 100)
-    _log("[4/4] engine")
-    try:
-        result = pipeline.build_engine_stage(workdir, precision, options, legacy=legacy, force=force, log=_log)
-    except TensorRTUnavailable as exc:
-        result = pipeline.build_without_tensorrt(workdir, precision, options, str(exc), legacy, log=_log)
-    if result.engine is not None:
-        summary = result.layers
-        _log(f"wrote {result.engine}: {summary.get('layers', '?')} layers, by precision {summary.get('by_precision', {})}")
-        if summary.get("float_sk_units"):
-            _log(f"  SK attention kept in floating point in {len(summary['float_sk_units'])} SK units")
-    failure = None
-    if not plan.skip:
-        _log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
-        judged = plan.images
-        try:
-            _run_verify(workdir, VerifyOptions(
-                candidate="engine" if result.engine else precision, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
-                images=judged.root if judged else None, labels=judged.labels_file if judged else None,
-                holdout=judged.holdout if judged else None))
-        except VerifyFailed as exc:
-            failure = exc
-    report = pipeline.build_summary(workdir, precision, result, judged=not plan.skip, min_speedup=min_speedup, log=_log)
-    click.echo(report.text, err=True)
-    if failure is not None:
-        raise failure
-    if report.failed:
-        raise SkEdgeError(report.failed)
+    request = BuildRequest(
+        precision=precision, workdir=workdir, model=model_name, weights=weights, num_classes=num_classes,
+        input_size=input_size, model_args=parse_model_args(model_args), class_names=class_names,
+        images=images, labels=labels, num_images=num_images, method=method, mixed=mixed, dynamic_batch=dynamic_batch,
+        workspace_mib=workspace, opt_level=opt_level, dla_core=dla_core, hardware_compatible=hardware_compatible,
+        from_dir=from_dir, eval_images=eval_images, eval_labels=eval_labels, min_agreement=min_agreement,
+        max_top1_drop=max_top1_drop, max_float_share=max_float_share, min_speedup=min_speedup, verify=not no_verify,
+        force=force, preprocess=preprocess)
+    outcome = run_build(request, log=_log, progress=_Progress)
+    click.echo(outcome.summary, err=True)
+    if outcome.failure:
+        raise SkEdgeError(outcome.failure)
 
 
 @cli.command()

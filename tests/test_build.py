@@ -97,3 +97,46 @@ def test_a_build_of_a_user_model_always_ends_with_a_verdict(tmp_path, held_out):
 
     unjudged = run("build", "--precision", "fp16", "--no-verify", "-w", "wd", cwd=tmp_path)
     assert unjudged.returncode == 0 and "verify" not in unjudged.stderr.replace("--no-verify", "")
+
+
+def test_the_python_api_example_ends_with_a_verdict(tmp_path):
+    """README "Python API": a training script that ends with sk_edge.build(...) and its verdict, run as a user runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_and_build.py"
+    out = subprocess.run([sys.executable, str(example), "--steps", "5", "--workdir", "work"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sk-edge build INT8: PASS" in out.stdout and "INT8 for 99." in out.stdout
+    assert "preprocessing: 64x64, stretch" in out.stderr and "the checkpoint work-finetuned.pth: input_size, mean, std" in out.stderr
+    verdict = json.loads((tmp_path / "work" / "verify.json").read_text())
+    assert verdict["passed"] and verdict["reference_kind"] == "pytorch"
+
+
+def test_python_and_the_command_line_share_every_default():
+    import dataclasses
+
+    from sk_edge import BuildRequest
+    from sk_edge.cli import build
+
+    renamed = {"model_name": "model", "workspace": "workspace_mib", "no_verify": "verify", "from_dir": "from_dir"}
+    fields = {f.name: f for f in dataclasses.fields(BuildRequest)}
+    checked = 0
+    for param in build.params:
+        if param.name in ("model_args", "preprocess_file", "mean", "std", "resize", "crop_pct", "interpolation",
+                          "channel_order", "help"):
+            continue
+        name = renamed.get(param.name, param.name)
+        assert name in fields, f"--{param.name} has no BuildRequest field"
+        default = fields[name].default if fields[name].default is not dataclasses.MISSING else fields[name].default_factory()
+        given = None if type(param.default).__name__ == "Sentinel" else param.default  # click >= 8.2: UNSET
+        if param.is_flag and given is None:
+            given = False
+        expected = (not given) if param.name == "no_verify" else given
+        if param.name == "workdir":
+            expected = str(expected)
+        assert default == expected, (param.name, default, param.default)
+        checked += 1
+    assert checked >= 25

@@ -45,7 +45,8 @@ def test_nothing_on_the_device_path_imports_torch():
         assert importlib.util.find_spec(name) is None, f"{name} is installed in the device environment"
     import sk_edge.analyze  # noqa: F401
     import sk_edge.bench  # noqa: F401
-    import sk_edge.build  # noqa: F401
+    import sk_edge.engine_stage  # noqa: F401
+    import sk_edge.pipeline  # noqa: F401
     import sk_edge.export  # noqa: F401  (re-exports lazily)
     import sk_edge.models  # noqa: F401  (re-exports lazily)
     import sk_edge.quantize  # noqa: F401
@@ -127,7 +128,7 @@ def test_the_runtime_through_the_standin(workdir, tmp_path, version):
     8.5 and 8.6 (JetPack 5.1 / 6.0) take the weakly typed path from the FP32 graph; 10.3 on, the
     strongly typed main path from the INT8 graph.
     """
-    from sk_edge import build as pipeline
+    from sk_edge import engine_stage as pipeline
     from sk_edge.backends.tensorrt import BuildOptions, TrtFeatures
     from sk_edge.runtime import Engine
 

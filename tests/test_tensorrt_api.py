@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sk_edge import cli
-from sk_edge import build as pipeline
+from sk_edge import engine_stage as pipeline
 from sk_edge.backends.tensorrt import (DEVICE_TARGETS, BuildOptions, TrtFeatures, build_engine, engine_mismatch,
                                       engine_sidecar_path, retarget_calib_cache, summarize_layers, trtexec_command)
 from sk_edge.errors import SkEdgeError

@@ -227,4 +227,4 @@ def test_build_from_without_stored_outputs_names_what_judges_it(m3_build, tmp_pa
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "the work directory has no stored PyTorch outputs" in out.stderr and "--eval-images DIR" in out.stderr
     refused = run_cli("build", "--from", str(copy), "--precision", "int8", "--images", str(copy))
-    assert refused.returncode == 2 and "--images and --labels are not used" in refused.stderr
+    assert refused.returncode == 2 and "--images, --labels and preprocessing options are not used" in refused.stderr

@@ -5,7 +5,6 @@ See the package docstring (:mod:`sk_edge.models`) for the names it knows.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,0 +1,401 @@
+"""``sk-edge build`` as one library call: :func:`build` (also ``sk_edge.build``).
+
+export -> calibrate (INT8) -> quantize (INT8/FP16) -> the accuracy budget -> engine (or the
+device script without TensorRT) -> verify -> the summary block. Each stage skips itself when
+its inputs are unchanged. The command line parses its options into a :class:`BuildRequest`
+and makes this one call, so Python and the CLI share every default (a test keeps them equal).
+
+    import sk_edge
+
+    outcome = sk_edge.build(model="sknet26", weights="mine.pth", num_classes=10, input_size=64,
+                            images="my_images/", precision="int8", workdir="work")
+    print(outcome.summary)            # the block the CLI prints
+    assert outcome.passed             # the verdict: False when a threshold broke
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import artifacts
+from .engine_stage import BuildResult as EngineResult
+from .errors import UsageError
+from .workdir import load_export
+
+from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class BuildRequest:
+    """Everything ``sk-edge build`` takes; the defaults are the command line's."""
+
+    precision: str = "int8"
+    workdir: str | Path = "workdir"
+    # the model (None: the work directory's own, else the bundled reference model)
+    model: str | None = None
+    weights: str | Path | None = None
+    num_classes: int | None = None
+    input_size: int | tuple[int, int] | str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # Fields as in --preprocess FILE.json (mean, std, resize...), or PreprocessRequests, the first winning.
+    preprocess: dict[str, Any] | list | None = None
+    preprocess_file: str | Path | None = None
+    class_names: str | Path | list[str] | None = None
+    # calibration
+    images: str | Path | None = None
+    labels: str | Path | None = None
+    num_images: int | None = None
+    method: str | None = None
+    mixed: str = "fp16"
+    # the engine
+    dynamic_batch: int | None = None
+    workspace_mib: int = 1024
+    opt_level: int = 3
+    dla_core: int | None = None
+    hardware_compatible: bool = False
+    from_dir: str | Path | None = None
+    # the verdict
+    eval_images: str | Path | None = None
+    eval_labels: str | Path | None = None
+    min_agreement: float = 99.0
+    max_top1_drop: float = 0.5
+    max_float_share: float = 25.0  # percent
+    min_speedup: float | None = None
+    verify: bool = True
+    force: bool = False
+
+    def preprocess_requests(self):
+        from .preprocess import PreprocessRequest
+
+        requests = []
+        if isinstance(self.preprocess, list):
+            requests += self.preprocess
+        elif self.preprocess:
+            requests.append(PreprocessRequest.from_fields(dict(self.preprocess), "the build request"))
+        if self.preprocess_file is not None:
+            requests.append(PreprocessRequest.from_json_file(Path(self.preprocess_file)))
+        return requests or None
+
+
+@dataclass
+class BuildOutcome:
+    """What a build ends with."""
+
+    workdir: Path
+    precision: str
+    passed: bool | None  # None: not judged (verify=False)
+    summary: str  # the block the CLI prints last
+    verdict: dict | None = None  # verify.json
+    engine: Path | None = None
+    graph: Path | None = None
+    precision_mix: dict | None = None  # INT8: the share of the MACs in INT8
+    latency: str = ""
+    failure: str | None = None  # the one-line reason a verdict failed
+
+
+@contextlib.contextmanager
+def _bar(progress, label: str):
+    bar = progress(label) if progress else None
+    try:
+        yield bar
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+
+
+def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] = lambda msg: None,
+          progress: Callable[[str], Any] | None = None, **fields) -> BuildOutcome:
+    """Run every stage and judge the result; ``fields`` are :class:`BuildRequest`'s, for a call without one.
+
+    ``progress(label)`` may return a callable ``(total) -> tick`` (with an optional ``close()``)
+    for the long stages. Bad input raises :class:`~sk_edge.errors.UsageError`; a failed verdict
+    does not raise: ``outcome.passed`` is False and ``outcome.failure`` says why.
+    """
+    from .backends.tensorrt import BuildOptions, TensorRTUnavailable
+    from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
+    from .evaluation import plan_judging
+    from .verify import VerifyFailed, VerifyOptions, verify
+    from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
+
+    if request is None:
+        request = BuildRequest(**fields)
+    elif fields:
+        request = dataclasses.replace(request, **fields)
+    r = request
+    workdir = Path(r.from_dir if r.from_dir is not None else r.workdir)
+    images = Path(r.images) if r.images is not None else None
+    options = BuildOptions(workspace_mib=r.workspace_mib, opt_level=r.opt_level, dynamic_batch=r.dynamic_batch,
+                           dla_core=r.dla_core, hardware_compatible=r.hardware_compatible)
+    legacy = validate(r.precision, options)
+    judging = dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
+                   no_verify=not r.verify)
+    preprocess = r.preprocess_requests()
+    if r.from_dir is not None:
+        check_inputs(workdir, r.precision, legacy)  # before anything is written
+        if images is not None or r.labels is not None or preprocess:
+            raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
+                             "included): --images, --labels and preprocessing options are not used; pass --eval-images "
+                             "DIR to judge the build on other images")
+        plan = plan_judging(load_export(workdir)["inputs"]["model"], r.precision, images=None,
+                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
+        log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
+    else:
+        from .export import ExportOptions, export_model
+        from .models import build_model
+
+        export_options = ExportOptions(dynamic_batch=r.dynamic_batch)
+        export_options.validate()
+        model = resolve_model(workdir, ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size,
+                                                    dict(r.model_args), preprocess), DEFAULT_MODEL, r.force)
+        plan = plan_judging(model.name, r.precision, images=images, **judging)  # before any heavy work
+        if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL and not CHECKOUT_IMAGES.is_dir():
+            raise UsageError(f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
+                             "(the bundled SK-Digits images calibrate only the reference model)")
+        if not plan.skip and model.weights is None and model.name != DEFAULT_MODEL:  # the bundled model has its weights
+            raise UsageError(
+                f"'{model.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
+                "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
+            )
+        log(f"[1/4] export {model.name}")
+        if model.reuse_export and not r.dynamic_batch:
+            log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
+        else:
+            built = build_model(model.name, model.num_classes, model.input_size, model.weights, model.args, model.preprocess)
+            name_classes(built, r.class_names, plan.images, log)
+            export_model(built, workdir, export_options, force=r.force, log=log)
+        if images is None and r.precision == "int8":
+            images = default_calibration_images(workdir, log=log)
+        judge = judge_images(workdir, plan, log=log)
+        budget = accuracy_budget(workdir, judge, r.max_top1_drop, r.min_agreement)
+        if r.precision == "int8":
+            from .quantize import CalibrationOptions, calibrate
+
+            log("[2/4] calibrate")
+            holdout = plan.images.holdout if plan.images else None
+            if holdout is not None:
+                log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
+            # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
+            calib_options = CalibrationOptions(**({"method": r.method} if r.method else {}),
+                                               num_images=r.num_images or default_calibration_count(images, holdout),
+                                               legacy_ranges=r.dla_core is not None, holdout=holdout)
+            with _bar(progress, "  images") as bar:
+                calibrate(workdir, images, calib_options, force=r.force, log=log, progress=bar)
+        if r.precision != "fp32":
+            from .quantize import quantize_model
+
+            log(f"[3/4] quantize to {r.precision}")
+            keep = []
+            if r.precision == "int8" and not r.force and budget is not None:
+                from .sensitivity import previous_choice
+
+                keep = previous_choice(workdir, budget, r.mixed)
+            quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
+        if r.precision == "int8" and budget is not None:
+            fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress)
+    log("[4/4] engine")
+    try:
+        result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
+    except TensorRTUnavailable as exc:
+        result = build_without_tensorrt(workdir, r.precision, options, str(exc), legacy, log=log)
+    if result.engine is not None:
+        layers = result.layers
+        log(f"wrote {result.engine}: {layers.get('layers', '?')} layers, by precision {layers.get('by_precision', {})}")
+        if layers.get("float_sk_units"):
+            log(f"  SK attention kept in floating point in {len(layers['float_sk_units'])} SK units")
+    failure, verdict = None, None
+    if not plan.skip:
+        log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
+        judged = plan.images
+        try:
+            with _bar(progress, "  images") as bar:
+                verdict = verify(workdir, VerifyOptions(
+                    candidate="engine" if result.engine else r.precision, min_agreement=r.min_agreement,
+                    max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
+                    labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None),
+                    log=log, progress=bar)
+        except VerifyFailed as exc:
+            failure = str(exc)
+            verdict = artifacts.read_json(workdir / "verify.json")
+    report = build_summary(workdir, r.precision, result, judged=not plan.skip, min_speedup=r.min_speedup, log=log)
+    failure = failure or report.failed
+    mix = None
+    if r.precision == "int8":
+        from .workdir import GRAPH_SIDECARS
+
+        mix = (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
+    return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
+                        summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
+                        precision_mix=mix, latency=report.latency, failure=failure)
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value is not None else None
+
+
+def name_classes(built, class_names, judge, log: Callable[[str], None] = lambda msg: None) -> None:
+    """Class names from ``class_names`` (a file or a list), else from the class folders that judge the build
+    when they name every class."""
+    from .evaluation import read_class_names
+
+    classes = getattr(built.module, "num_classes", None)  # ours and timm's models both say it
+    if isinstance(class_names, (list, tuple)):
+        if classes is not None and len(class_names) != classes:
+            raise UsageError(f"{len(class_names)} class names for a model with {classes} classes")
+        built.class_names = [str(n) for n in class_names]
+    elif class_names is not None:
+        built.class_names = read_class_names(Path(class_names), classes)
+    elif judge is not None:
+        folders = judge.class_names()
+        if folders and len(folders) == classes:
+            built.class_names = folders
+            log(f"  class names: the {len(folders)} class folders of {judge.root}")
+
+
+def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_share: float,
+                        log: Callable[[str], None] = lambda msg: None, progress=None) -> None:
+    """Accuracy-aware INT8: keep the most sensitive layers in floating point until ``budget`` holds on ``judge``."""
+    from .quantize import quantize_model
+    from .sensitivity import analyze_sensitivity, needs_budget
+
+    over, score = needs_budget(workdir, judge, None, budget)
+    if not over:
+        log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
+        return
+    log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
+    with _bar(progress, "  sensitivity") as bar:
+        doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
+                                  min_agreement=budget.min_agreement, log=log, progress=bar, max_float_share=max_float_share)
+    kept = doc["budget"]["kept_float"]
+    log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
+    quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)
+
+
+DEFAULT_CALIBRATION_IMAGES = 512
+CHECKOUT_IMAGES = Path("calib_data") / "skdigits"  # the bundled sample images, in a checkout
+CALIB_DIR = "calib_images"
+
+
+def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambda msg: None) -> Path:
+    """The reference model's calibration images: calib_data/skdigits in a checkout, else the same 512
+    images rendered from the sources the package bundles into WORKDIR/calib_images (once)."""
+    if CHECKOUT_IMAGES.is_dir():
+        return CHECKOUT_IMAGES
+    from .verify import rendered_split
+
+    return rendered_split(workdir, CALIB_DIR, "calib", DEFAULT_CALIBRATION_IMAGES, "SK-Digits calibration", log)
+
+
+def judge_images(workdir: Path, plan, log: Callable[[str], None] = lambda msg: None):
+    """The :class:`~sk_edge.evaluation.JudgeImages` the accuracy budget and verify use, or None.
+
+    The reference model's own set is rendered into the work directory here; a build judged on
+    stored PyTorch outputs, or not judged, has no images to fit a budget on.
+    """
+    from .evaluation import JudgeImages
+
+    if plan.skip or plan.stored:
+        return None
+    if plan.default_set:
+        from .verify import default_eval_set
+
+        folder, labels = default_eval_set(workdir, load_export(workdir), log)
+        return JudgeImages(folder, labels)
+    return plan.images
+
+
+def accuracy_budget(workdir: Path, judge, max_top1_drop: float, min_agreement: float):
+    """The budget the INT8 layer search must meet: verify's gates, i.e. the labelled top-1 drop and the agreement
+    (the agreement alone without labels)."""
+    from .sensitivity import Budget
+
+    if judge is None:
+        return None
+    table, _ = judge.labels(load_export(workdir)["model"]["output"]["shape"][-1])
+    return Budget(max_top1_drop if table is not None else None, min_agreement)
+
+
+def default_calibration_count(images: Path, holdout: float | None) -> int:
+    """512 images, or every image calibration may use when there are fewer."""
+    from .evaluation import split_paths
+    from .images import find_images
+
+    paths = find_images(images)
+    if holdout is not None:
+        paths = split_paths(paths, Path(images), holdout)[0]
+    return max(1, min(DEFAULT_CALIBRATION_IMAGES, len(paths)))
+
+
+@dataclass
+class BuildReport:
+    """The block a build ends with: accuracy verdict, precision mix, latency verdict."""
+
+    text: str
+    failed: str | None = None  # a latency verdict that failed, as the error to raise
+    latency: str = ""
+
+
+def precision_line(workdir: Path, precision: str) -> str:
+    if precision == "int8":
+        from .workdir import GRAPH_SIDECARS
+
+        mix = (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
+        if mix:
+            return (f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
+                    "Conv/Gemm layers), floating point for the rest")
+        return "INT8 (no precision mix recorded)"
+    return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
+
+
+def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | None,
+                    log: Callable[[str], None] = lambda msg: None) -> tuple[str, str | None]:
+    """(line, failure) for the summary: the engine against PyTorch FP32 on this GPU, when there is an engine."""
+    if result.engine is None:
+        ask = f" --min-speedup {min_speedup:g}" if min_speedup else " --min-speedup 2"
+        reason = (result.fallback_reason or "TensorRT is absent").split(" (")[0]
+        return (f"not measured: no engine here ({reason}); on the device: "
+                f"sk-edge bench -w DIR{ask}", None)
+    from .bench import BenchFailed, BenchOptions, bench
+
+    options = BenchOptions(backends=("torch", "tensorrt"), precisions=(result.precision,), batches=(1,), warmup=10,
+                           iterations=50, min_speedup=min_speedup)
+    try:
+        doc = bench(workdir, options, log=log)
+    except BenchFailed as exc:
+        return str(exc), str(exc)
+    speed = doc.get("speedup_verdict") or {}
+    return speed.get("line", "engine timed; no PyTorch FP32 on this GPU to compare with"), None
+
+
+def build_summary(workdir: Path, precision: str, result: EngineResult, judged: bool, min_speedup: float | None = None,
+                  log: Callable[[str], None] = lambda msg: None) -> BuildReport:
+    """The summary block: what a user reads last, and what decides whether the build is safe to ship."""
+    from .verify import VERIFY_JSON, images_line, summary_line
+
+    workdir = Path(workdir)
+    rows, verdict = [], "NOT JUDGED"
+    if judged:
+        doc = artifacts.read_json(workdir / VERIFY_JSON) or {}
+        if doc:
+            verdict = "PASS" if doc["passed"] else "FAIL"
+            accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
+            if doc["broken"]:
+                accuracy += f" (broken: {'; '.join(doc['broken'])})"
+            rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"])),
+                     ("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
+    else:
+        rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
+    rows.append(("precision", precision_line(workdir, precision)))
+    latency, failed = latency_verdict(workdir, result, min_speedup, log)
+    rows.append(("latency", latency))
+    if failed and verdict == "PASS":
+        verdict = "FAIL"
+    width = max(len(k) for k, _ in rows)
+    title = f"sk-edge build {precision.upper()}: {verdict}"
+    lines = ["", f"== {title} " + "=" * max(0, 72 - len(title))]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return BuildReport("\n".join(lines), failed, latency)
