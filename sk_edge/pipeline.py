@@ -135,6 +135,7 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
     judging = dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
                    no_verify=not r.verify)
     preprocess = r.preprocess_requests()
+    searched = None  # set when the layer search chose layers on the images that then judge the build
     if r.from_dir is not None:
         check_inputs(workdir, r.precision, legacy)  # before anything is written
         if images is not None or r.labels is not None or preprocess:
@@ -194,9 +195,13 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
                 from .sensitivity import previous_choice
 
                 keep = previous_choice(workdir, budget, r.mixed)
+                if keep:
+                    searched = f"{len(keep)} layers kept in floating point were chosen on these same images"
             quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
         if r.precision == "int8" and budget is not None:
-            fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress)
+            kept = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress)
+            if kept:
+                searched = f"{len(kept)} layers kept in floating point were chosen on these same images"
     log("[4/4] engine")
     try:
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
@@ -221,7 +226,8 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
         except VerifyFailed as exc:
             failure = str(exc)
             verdict = artifacts.read_json(workdir / "verify.json")
-    report = build_summary(workdir, r.precision, result, judged=not plan.skip, min_speedup=r.min_speedup, log=log)
+    report = build_summary(workdir, r.precision, result, judged=not plan.skip, min_speedup=r.min_speedup, log=log,
+                           searched=searched)
     failure = failure or report.failed
     mix = None
     if r.precision == "int8":
@@ -257,15 +263,18 @@ def name_classes(built, class_names, judge, log: Callable[[str], None] = lambda 
 
 
 def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_share: float,
-                        log: Callable[[str], None] = lambda msg: None, progress=None) -> None:
-    """Accuracy-aware INT8: keep the most sensitive layers in floating point until ``budget`` holds on ``judge``."""
+                        log: Callable[[str], None] = lambda msg: None, progress=None) -> list[str]:
+    """Accuracy-aware INT8: keep the most sensitive layers in floating point until ``budget`` holds on ``judge``.
+
+    Returns the layers kept in floating point (none when INT8 already meets the budget).
+    """
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity, needs_budget
 
     over, score = needs_budget(workdir, judge, None, budget)
     if not over:
         log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
-        return
+        return []
     log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
     with _bar(progress, "  sensitivity") as bar:
         doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
@@ -273,6 +282,7 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     kept = doc["budget"]["kept_float"]
     log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
     quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)
+    return kept
 
 
 DEFAULT_CALIBRATION_IMAGES = 512
@@ -372,7 +382,7 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
 
 
 def build_summary(workdir: Path, precision: str, result: EngineResult, judged: bool, min_speedup: float | None = None,
-                  log: Callable[[str], None] = lambda msg: None) -> BuildReport:
+                  log: Callable[[str], None] = lambda msg: None, searched: str | None = None) -> BuildReport:
     """The summary block: what a user reads last, and what decides whether the build is safe to ship."""
     from .verify import VERIFY_JSON, images_line, summary_line
 
@@ -385,8 +395,12 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, judged: b
             accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
             if doc["broken"]:
                 accuracy += f" (broken: {'; '.join(doc['broken'])})"
-            rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"])),
-                     ("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
+            rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"]))]
+            if searched:
+                # The layer search fitted the graph to these images: an independent set judges without that bias.
+                rows.append(("caution", f"{searched}, so the figures above are optimistic; --eval-images DIR (images "
+                                        "the search never saw) gives an independent verdict"))
+            rows += [("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
     else:
         rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
     rows.append(("precision", precision_line(workdir, precision)))

@@ -70,6 +70,10 @@ def test_our_m3_sknet_gets_a_verdict_on_the_held_out_part_of_its_images(m3_build
     assert doc["reference_kind"] == "pytorch" and doc["passed"]
     block = summary_block(out.stderr)
     assert "sk-edge build INT8: PASS" in block
+    # Layers the search kept in floating point were chosen on the judging images: the block says so.
+    sensitivity = wd / "sensitivity.json"
+    kept = (json.loads(sensitivity.read_text()).get("budget") or {}).get("kept_float", []) if sensitivity.exists() else []
+    assert ("caution    " in block) == bool(kept)
     assert f"judged on  {len(held)} from the 20% of {class_folders} held out from calibration" in block
     assert "precision  INT8 for" in block and "latency    not measured: no engine here" in block
     md = (wd / "verify.md").read_text()
