@@ -116,18 +116,25 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
     for the long stages. Bad input raises :class:`~sk_edge.errors.UsageError`; a failed verdict
     does not raise: ``outcome.passed`` is False and ``outcome.failure`` says why.
     """
+    from .workdir import locked
+
+    if request is None:
+        request = BuildRequest(**fields)
+    elif fields:
+        request = dataclasses.replace(request, **fields)
+    workdir = Path(request.from_dir if request.from_dir is not None else request.workdir)
+    # Held for the whole build, as every command holds its work directory (a second build fails at once).
+    with locked(workdir, log):
+        return _build(request, workdir, log, progress)
+
+
+def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress) -> BuildOutcome:
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
     from .evaluation import plan_judging
     from .verify import VerifyFailed, VerifyOptions, verify
     from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
 
-    if request is None:
-        request = BuildRequest(**fields)
-    elif fields:
-        request = dataclasses.replace(request, **fields)
-    r = request
-    workdir = Path(r.from_dir if r.from_dir is not None else r.workdir)
     images = Path(r.images) if r.images is not None else None
     options = BuildOptions(workspace_mib=r.workspace_mib, opt_level=r.opt_level, dynamic_batch=r.dynamic_batch,
                            dla_core=r.dla_core, hardware_compatible=r.hardware_compatible)

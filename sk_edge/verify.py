@@ -325,7 +325,7 @@ def summary_line(metrics: dict) -> str:
 REFERENCE_KINDS = {
     "pytorch": "PyTorch, run live",
     "pytorch-stored": "PyTorch outputs stored on the host",
-    "fp32-graph": "the FP32 graph (no PyTorch here and no stored PyTorch outputs)",
+    "fp32-graph": "the FP32 graph on ONNX Runtime (no PyTorch here; stored PyTorch outputs are used only without --images)",
 }
 
 

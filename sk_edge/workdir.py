@@ -206,6 +206,9 @@ def remove_stale_temporaries(workdir: Path) -> list[str]:
     return removed
 
 
+_HELD: dict[str, bool] = {}  # real paths of the work directories this process holds
+
+
 @contextlib.contextmanager
 def locked(workdir: str | os.PathLike, log=lambda msg: None) -> Iterator[Path]:
     """Hold ``workdir`` for one command: writable, exclusively locked, without stale temporaries.
@@ -217,6 +220,10 @@ def locked(workdir: str | os.PathLike, log=lambda msg: None) -> Iterator[Path]:
     import fcntl
 
     workdir = Path(workdir)
+    key = os.path.realpath(workdir)
+    if _HELD.get(key):  # this process holds it already (sk_edge.build called by the CLI): one lock, not two
+        yield workdir
+        return
     created = not workdir.exists()
     _check_writable(workdir)
     try:
@@ -234,8 +241,10 @@ def locked(workdir: str | os.PathLike, log=lambda msg: None) -> Iterator[Path]:
         removed = remove_stale_temporaries(workdir)
         if removed:
             log(f"removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed[:3])}")
+        _HELD[key] = True
         yield workdir
     finally:
+        _HELD.pop(key, None)
         os.close(fd)  # releases the lock
         if created:  # a command that wrote nothing leaves no empty folder behind
             with contextlib.suppress(OSError):

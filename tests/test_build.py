@@ -140,3 +140,23 @@ def test_python_and_the_command_line_share_every_default():
         assert default == expected, (param.name, default, param.default)
         checked += 1
     assert checked >= 25
+
+
+def test_the_library_build_holds_its_work_directory(tmp_path):
+    """sk_edge.build() takes the same lock as the command line: a second build of the same folder fails at once."""
+    import subprocess
+    import sys
+
+    from sk_edge.workdir import locked
+
+    code = ("import sk_edge, sys\n"
+            "try:\n"
+            f"    sk_edge.build(workdir={str(tmp_path / 'wd')!r}, precision='fp32', verify=False)\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    with locked(tmp_path / "wd"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "SkEdgeError work directory" in out.stdout and "is in use by another sk-edge command" in out.stdout, out
+    # In one process, the CLI's lock and the library's are one lock: a CLI build runs (tested throughout).
+    with locked(tmp_path / "again") as held, locked(tmp_path / "again") as inner:
+        assert held == inner
