@@ -82,12 +82,16 @@ def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptio
     return lines
 
 
-def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool) -> str:
+def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool,
+                  verdict_flags: tuple[str, ...] = ()) -> str:
+    """on_device.sh; ``verdict_flags`` are the host build's gates (--min-agreement ...), so that the device
+    judges its engine by the same thresholds."""
     flags = [f"--precision {precision}", f"--workspace {options.workspace_mib}", f"--opt-level {options.opt_level}"]
     if options.dla_core is not None:
         flags.append(f"--dla-core {options.dla_core}")
     if options.hardware_compatible:
         flags.append("--hardware-compatible")
+    flags += list(verdict_flags)
     return "\n".join([
         "#!/bin/sh",
         "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
@@ -300,6 +304,7 @@ def build_without_tensorrt(
     reason: str,
     legacy: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    verdict_flags: tuple[str, ...] = (),
 ) -> BuildResult:
     """What ``build`` does when TensorRT is absent: leave the device script (verify follows)."""
     graph = workdir / GRAPH_NAMES[precision]
@@ -314,7 +319,7 @@ def build_without_tensorrt(
             log(f"  {engine.name} here is stale and will be refused by verify and bench until on_device.sh rebuilds it ({exc})")
     if legacy:  # the trtexec line in on_device.sh reads it
         write_dla_graph(workdir)
-    script = write_device_script(workdir, device_script(workdir, precision, options, legacy))
+    script = write_device_script(workdir, device_script(workdir, precision, options, legacy, verdict_flags))
     log(f"on the device, run {script} (sk-edge build --from, or the trtexec line in it)")
     return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason)
 

@@ -213,7 +213,8 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     try:
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
     except TensorRTUnavailable as exc:
-        result = build_without_tensorrt(workdir, r.precision, options, str(exc), legacy, log=log)
+        result = build_without_tensorrt(workdir, r.precision, options, str(exc), legacy, log=log,
+                                        verdict_flags=verdict_flags(r))
     if result.engine is not None:
         layers = result.layers
         log(f"wrote {result.engine}: {layers.get('layers', '?')} layers, by precision {layers.get('by_precision', {})}")
@@ -244,6 +245,14 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
                         summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
                         precision_mix=mix, latency=report.latency, failure=failure)
+
+
+def verdict_flags(r: BuildRequest) -> tuple[str, ...]:
+    """The host build's gates, for on_device.sh: the device judges its engine by the same thresholds."""
+    if not r.verify:
+        return ("--no-verify",)
+    flags = (f"--min-agreement {r.min_agreement:g}", f"--max-top1-drop {r.max_top1_drop:g}")
+    return flags + ((f"--min-speedup {r.min_speedup:g}",) if r.min_speedup is not None else ())
 
 
 def _path(value) -> Path | None:

@@ -24,6 +24,8 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     assert not any(n.endswith(".engine") or n.endswith(".tmp") for n in names)
     script = (wd / "on_device.sh").read_text()
     assert "sk-edge build --from . --precision int8" in script
+    # The device judges its engine by the host's gates.
+    assert "--min-agreement 99 --max-top1-drop 0.5\n" in script
     assert "#   trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped" in script  # 10.x
     assert "#   trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --memPoolSize" in script  # 11.x
     assert os.access(wd / "on_device.sh", os.X_OK)
