@@ -517,7 +517,8 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
 @click.option("--candidate", type=click.Choice(VERIFY_CANDIDATES), default=None,
               help="What to judge [default: the engine if built, else int8, fp16, fp32 graph].")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="Folder of images [default for the reference model: its 1000 held-out images].")
+              help="Folder of images (class sub-folders are labels) [default: the images stored with the PyTorch "
+              "outputs in WORKDIR/reference.npz, else for the reference model its 1000 held-out images].")
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
 @verify_options
 @click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
