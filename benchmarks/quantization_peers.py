@@ -40,7 +40,6 @@ from sk_edge.backends.onnxruntime import OnnxRuntimeRunner  # noqa: E402
 from sk_edge.export import export_model  # noqa: E402
 from sk_edge.images import ImageStream, find_images  # noqa: E402
 from sk_edge.models import build_model  # noqa: E402
-from sk_edge.preprocess import Preprocess  # noqa: E402
 from sk_edge.quantize import quantize_model  # noqa: E402
 from sk_edge.reference import digits  # noqa: E402
 from sk_edge.verify import compare, reference_runner  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> int:
         evaldir = Path(tmp) / "eval"
         labels = digits.write_split("eval", evaldir, args.eval_images)
         label_of = {line.split(",")[0]: int(line.split(",")[1]) for line in labels.read_text().splitlines()[1:]}
-        pre = Preprocess.from_dict(export["preprocess"])
+        pre = export.preprocess
         stream = ImageStream(find_images(evaldir), pre, 64, None, root=evaldir)
         batches = list(stream)
         names = [n for _, ns in batches for n in ns]

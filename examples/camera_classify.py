@@ -25,7 +25,6 @@ from PIL import Image
 
 from sk_edge.errors import SkEdgeError
 from sk_edge.images import to_tensor
-from sk_edge.preprocess import Preprocess
 from sk_edge.workdir import GRAPH_NAMES, built_engines, engine_name, load_engine, load_export, load_graph
 
 
@@ -66,8 +65,8 @@ def main() -> int:
         return 2
     try:
         export = load_export(args.workdir)
-        pre = Preprocess.from_dict(export["preprocess"])
-        names = export.get("class_names") or []
+        pre = export.preprocess
+        names = export.class_names or []
         classify, how = load_classifier(args.workdir, args.precision)
     except SkEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,7 +26,6 @@ from . import artifacts
 from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import find_images, to_tensor
-from .preprocess import Preprocess
 from .quantize.plan import plan_quantization
 from .workdir import FP32_ONNX, GRAPH_NAMES, load_export, load_graph
 
@@ -82,7 +81,7 @@ def analyze_selection(
     """Per SK unit and scale, mean attention difference (large - small kernel), reference vs candidate."""
     workdir = Path(workdir)
     export = load_export(workdir)
-    pre = Preprocess.from_dict(export["preprocess"])
+    pre = export.preprocess
     fp32 = onnx.load(str(workdir / FP32_ONNX))
     gates = gate_tensors(fp32)
     if not gates:
@@ -115,7 +114,7 @@ def analyze_selection(
             u["gate_abs_diff"][key] = float(np.mean(np.abs(r - c)))
     drift = float(np.mean([u["gate_abs_diff"][f"{s:g}"] for u in units for s in scales]))
     doc = {
-        "kind": "sk-edge/selection", "model": export["inputs"]["model"], "candidate": cand_path.name,
+        "kind": "sk-edge/selection", "model": export.model, "candidate": cand_path.name,
         "images": len(pil), "images_dir": str(images), "scales": list(scales),
         "measure": "mean over channels and images of attention(large kernel) - attention(small kernel) = 1 - 2g",
         "selection_drift": drift, "units": units,

@@ -91,7 +91,7 @@ class Config:
 def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None]) -> list[Config]:
     """Every (backend, precision, batch) that can run here; what cannot is said once."""
     export = load_export(workdir)
-    max_batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    max_batch = export.max_batch
     from .workdir import load_engine, load_graph
 
     configs = []
@@ -204,7 +204,7 @@ def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None):
 def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, duration: float | None,
             threads: int | None) -> dict:
     export = load_export(workdir)
-    shape = (config.batch, *export["settings"]["input_shape"])
+    shape = (config.batch, *export.input_shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     run, clock, gpu_mem = _runner(config, workdir, x, threads)
     power = PowerSampler() if PowerSampler.available() else None
@@ -457,7 +457,7 @@ def bench(
         notes.append("no tegrastats here: power not measured (Jetson only)")
     doc = {
         "kind": "sk-edge/bench", "tool": {"name": "sk-edge", "version": __version__},
-        "model": export["inputs"]["model"], "input_shape": export["settings"]["input_shape"],
+        "model": export.model, "input_shape": list(export.input_shape),
         "machine": machine_description(), "settings": asdict(options),
         "timing": "warm-up first; per-call wall clock (perf_counter) for synchronous CPU and TensorRT calls, CUDA events for PyTorch on CUDA",
         "results": results, "notes": notes,

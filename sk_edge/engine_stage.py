@@ -51,8 +51,8 @@ class BuildResult:
 def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptions) -> list[str]:
     """Commented trtexec lines for every TensorRT family a device may have, each valid for its release."""
     export = load_export(workdir)
-    shape = tuple(export["model"]["input"]["shape"])
-    input_name = export["model"]["input"]["name"]
+    shape = tuple(export.input.shape)
+    input_name = export.input.name
     options = _with_profile(options, export)
     lines = []
     for label, version in trt_backend.DEVICE_TARGETS:
@@ -109,7 +109,7 @@ def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptio
 
 def _with_profile(options: trt_backend.BuildOptions, export: dict) -> trt_backend.BuildOptions:
     """``options`` with the optimisation profile the exported graph needs (dynamic batch)."""
-    max_batch = export["settings"].get("dynamic_batch")
+    max_batch = export.dynamic_batch
     if options.dynamic_batch and not max_batch:
         raise UsageError("--dynamic-batch needs a graph exported with a dynamic batch; re-export with `sk-edge export --dynamic-batch MAX`")
     if options.dynamic_batch and options.dynamic_batch > max_batch:
@@ -142,7 +142,7 @@ def write_dla_graph(workdir: Path) -> tuple[Path, dict]:
     path = workdir / DLA_GRAPH
     model, report = chain_global_pools(onnx.load(str(workdir / FP32_ONNX)))
     data = model.SerializeToString()
-    x = parity_inputs(tuple(export["settings"]["input_shape"]), samples=1)
+    x = parity_inputs(tuple(export.input_shape), samples=1)
     diff = float(np.abs(OnnxRuntimeRunner(data, dynamic_batch=True)(x) - OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)(x)).max())
     if diff > 1e-4:
         raise SkEdgeError(f"the DLA pooling rewrite changed the logits by {diff:.3g}; report this as a bug")
@@ -177,7 +177,7 @@ def build_engine_stage(
     features = trt_backend.TrtFeatures.of(trt)
     legacy = features.dla_legacy if options.dla_core is not None else not features.strongly_typed
     export = load_export(workdir)
-    if options.dla_core is not None and export["settings"].get("dynamic_batch"):
+    if options.dla_core is not None and export.dynamic_batch:
         # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
         raise UsageError("the DLA needs static shapes; re-export with `sk-edge export --batch N` (no --dynamic-batch)")
     options = _with_profile(options, export)
@@ -195,8 +195,8 @@ def build_engine_stage(
     from .environment import jetson_info
 
     jetson = jetson_info()
-    input_name = export["model"]["input"]["name"]
-    shape = tuple(export["model"]["input"]["shape"])
+    input_name = export.input.name
+    shape = tuple(export.input.shape)
     engine_path = workdir / engine_name(precision, options.dla_core)
     sidecar_path = trt_backend.engine_sidecar_path(engine_path)
     inputs = {
@@ -242,9 +242,9 @@ def build_engine_stage(
             gpu=gpu,
             jetson=jetson,
             platform=trt_backend.host_platform(),
-            model={"input": export["model"]["input"], "output": export["model"]["output"]},
-            preprocess=export["preprocess"],
-            class_names=export.get("class_names"),
+            model={"input": export.input.to_dict(), "output": export.output.to_dict()},
+            preprocess=export.preprocess_record,
+            class_names=export.class_names,
             timing_cache=str(cache_path),
             layers_summary=summary,
             dla=dla_summary,

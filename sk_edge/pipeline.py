@@ -149,7 +149,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
             raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
                              "included): --images, --labels and preprocessing options are not used; pass --eval-images "
                              "DIR to judge the build on other images")
-        plan = plan_judging(load_export(workdir)["inputs"]["model"], r.precision, images=None,
+        plan = plan_judging(load_export(workdir).model, r.precision, images=None,
                             stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
         log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
@@ -341,7 +341,7 @@ def accuracy_budget(workdir: Path, judge, max_top1_drop: float, min_agreement: f
 
     if judge is None:
         return None
-    table, _ = judge.labels(load_export(workdir)["model"]["output"]["shape"][-1])
+    table, _ = judge.labels(load_export(workdir).num_classes)
     return Budget(max_top1_drop if table is not None else None, min_agreement)
 
 

@@ -30,7 +30,6 @@ from . import artifacts
 from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import ImageStream
-from .preprocess import Preprocess
 from .quantize import build_int8_graph
 from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.plan import QuantPlan, plan_quantization
@@ -116,7 +115,7 @@ def load_eval_set(workdir: Path, images: Path | JudgeImages, labels: Path | None
     judge = images if isinstance(images, JudgeImages) else JudgeImages(Path(images), labels)
     images = judge.root
     export = load_export(workdir)
-    pre = Preprocess.from_dict(export["preprocess"])
+    pre = export.preprocess
     paths = judge.paths()[:count] if count else judge.paths()
     stream = ImageStream(paths, pre, 64, None, root=images)
     xs, names = [], []
@@ -127,7 +126,7 @@ def load_eval_set(workdir: Path, images: Path | JudgeImages, labels: Path | None
         raise SkEdgeError(f"no readable image in '{images}'")
     x = np.concatenate(xs)
     y = None
-    table, source = judge.labels(export["model"]["output"]["shape"][-1])
+    table, source = judge.labels(export.num_classes)
     if table is not None:
         missing = [n for n in names if n not in table]
         if missing:

@@ -38,9 +38,8 @@ def _engine(workdir: Path, precision: str) -> tuple[str, dict] | None:
     return name, load_engine(workdir, precision, name=name)  # a stale engine is never published
 
 
-def _io(export: dict) -> tuple[dict, dict, int | None]:
-    model = export["model"]
-    return model["input"], model["output"], export["settings"].get("dynamic_batch")
+def _io(export) -> tuple:
+    return export.input, export.output, export.dynamic_batch
 
 
 def _dims(shape: list, dynamic: bool) -> list:
@@ -51,19 +50,19 @@ LABELS_FILE = "labels.txt"
 DEEPSTREAM_LABELS = "deepstream_labels.txt"
 
 
-def triton_config(name: str, platform: str, export: dict) -> str:
+def triton_config(name: str, platform: str, export) -> str:
     """config.pbtxt for one model (Triton's ModelConfig text format)."""
     inp, out, max_batch = _io(export)
     dynamic = bool(max_batch)
     lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch if dynamic else 0}"]
     for kind, t in (("input", inp), ("output", out)):
-        lines += [f"{kind} [", "  {", f'    name: "{t["name"]}"', f"    data_type: {_TRITON_TYPES[t.get('dtype', 'float32')]}",
-                  f"    dims: [ {', '.join(map(str, _dims(t['shape'], dynamic)))} ]", "  }", "]"]
+        lines += [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {_TRITON_TYPES[t.dtype]}",
+                  f"    dims: [ {', '.join(map(str, _dims(list(t.shape), dynamic)))} ]", "  }", "]"]
     if dynamic:
         lines += ["dynamic_batching {", f"  preferred_batch_size: [ {max_batch} ]", "  max_queue_delay_microseconds: 100", "}"]
     lines += ["instance_group [", "  {", "    count: 1", f"    kind: {'KIND_GPU' if platform == 'tensorrt_plan' else 'KIND_AUTO'}",
               "  }", "]"]
-    if export.get("class_names"):
+    if export.class_names:
         # Triton's classification extension reads the names from this file, one per line (class order).
         output_end = next(i for i, line in enumerate(lines) if line.startswith("output [")) + 5
         lines.insert(output_end, f'    label_filename: "{LABELS_FILE}"')
@@ -76,7 +75,7 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     workdir, repo = Path(workdir), Path(repo)
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
-    name = name or export["inputs"]["model"].replace(":", "_")
+    name = name or export.model.replace(":", "_")
     engine = workdir / engine_name(precision)
     if engine.is_file():
         load_engine(workdir, precision)  # a stale engine is never published
@@ -96,12 +95,12 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     for stale in ("model.plan", "model.onnx"):
         if stale != target and (model_dir / "1" / stale).exists():
             (model_dir / "1" / stale).unlink()
-    if export.get("class_names"):
+    if export.class_names:
         with artifacts.atomic_output(model_dir / LABELS_FILE) as tmp:
-            tmp.write_text("\n".join(export["class_names"]) + "\n")
+            tmp.write_text("\n".join(export.class_names) + "\n")
     with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
         tmp.write_text(triton_config(name, platform, export))
-    log(f"wrote {model_dir}: {platform} from {source.name}" + (f", class names in {LABELS_FILE}" if export.get("class_names") else ""))
+    log(f"wrote {model_dir}: {platform} from {source.name}" + (f", class names in {LABELS_FILE}" if export.class_names else ""))
     return model_dir
 
 
@@ -122,17 +121,17 @@ def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:
     return scale, offsets, worst
 
 
-def deepstream_config(workdir: Path, export: dict, precision: str, batch: int,
+def deepstream_config(workdir: Path, export, precision: str, batch: int,
                       engine: tuple[str, dict] | None = None) -> tuple[str, float]:
     """nvinfer's config; ``engine`` is (file name, sidecar) when built, a DLA engine taking nvinfer to its core."""
-    pre = export["preprocess"]
+    pre = export.preprocess_record
     inp, out, _ = _io(export)
     scale, offsets, worst = nvinfer_scaling(pre)
     dla_core = ((engine[1].get("settings") or {}).get("dla_core")) if engine else None
     engine_file = engine[0] if engine else engine_name(precision)
     lines = [
         "# nvinfer configuration written by sk-edge export-deepstream",
-        f"# model {export['inputs']['model']}, {precision.upper()}, input {inp['shape']} ({pre['resize']}, {pre['channel_order']})",
+        f"# model {export.model}, {precision.upper()}, input {list(inp.shape)} ({pre['resize']}, {pre.get('channel_order', 'RGB')})",
         f"# nvinfer has one scale for all channels: per-channel std approximated by its mean, worst error {worst:.2%} of the input range",
         *({"crop": ["# nvinfer scales the whole object keeping its aspect ratio; it does not take sk-edge's central crop"],
            "letterbox": ["# nvinfer pads with black; sk-edge pads with the mean colour (zero after normalisation)"]}
@@ -141,7 +140,7 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int,
         "gpu-id=0",
         f"net-scale-factor={scale:.10f}",
         f"offsets={';'.join(f'{o:.4f}' for o in offsets)}",
-        f"model-color-format={0 if pre['channel_order'] == 'RGB' else 1}",
+        f"model-color-format={0 if export.preprocess.channel_order == 'RGB' else 1}",
         f"model-engine-file={engine_file}",
         f"onnx-file={GRAPH_NAMES[precision]}",
     ]
@@ -154,12 +153,12 @@ def deepstream_config(workdir: Path, export: dict, precision: str, batch: int,
         f"network-mode={_NVINFER_MODES[precision]}",
         "network-type=1",
         "process-mode=1",
-        f"infer-dims={';'.join(str(d) for d in inp['shape'][1:])}",
+        f"infer-dims={';'.join(str(d) for d in inp.shape[1:])}",
         f"maintain-aspect-ratio={0 if pre['resize'] == 'resize' else 1}",
         *(["symmetric-padding=1"] if pre["resize"] == "letterbox" else []),
         "scaling-filter=1",
-        f"output-blob-names={out['name']}",
-        *([f"labelfile-path={DEEPSTREAM_LABELS}"] if export.get("class_names") else []),
+        f"output-blob-names={out.name}",
+        *([f"labelfile-path={DEEPSTREAM_LABELS}"] if export.class_names else []),
         "classifier-threshold=0.0",
         "classifier-async-mode=0",
         "",
@@ -172,16 +171,16 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
     workdir = Path(workdir)
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
-    batch = export["settings"].get("dynamic_batch") or export["settings"].get("batch") or 1
+    batch = export.max_batch
     engine = _engine(workdir, precision)
     if engine is None:
         load_graph(workdir, precision)
     text, worst = deepstream_config(workdir, export, precision, batch, engine)
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
-    if export.get("class_names"):
+    if export.class_names:
         # nvinfer's classifier label file: one line per output layer, the class names separated by ';'.
         with artifacts.atomic_output(path.parent / DEEPSTREAM_LABELS) as tmp:
-            tmp.write_text(";".join(export["class_names"]) + "\n")
+            tmp.write_text(";".join(export.class_names) + "\n")
     with artifacts.atomic_output(path) as tmp:
         tmp.write_text(text)
     if engine is None:

@@ -31,8 +31,8 @@ MADE_BY = "sk-edge verify --images DIR"
 
 def _made_from(export: dict) -> dict:
     """What the stored outputs depend on: the export (graph and weights) and the preprocessing."""
-    return {"model": export["inputs"]["model"], FP32_ONNX: export["outputs"][FP32_ONNX]["sha256"],
-            "state_dict_sha256": export["inputs"]["state_dict_sha256"], "preprocess": export["preprocess"]}
+    return {"model": export.model, FP32_ONNX: export.fp32_sha256, "state_dict_sha256": export.state_dict_sha256,
+            "preprocess": export.preprocess_record}
 
 
 @dataclass

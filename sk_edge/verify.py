@@ -83,7 +83,7 @@ class VerifyOptions:
 # --- the two sides -----------------------------------------------------------------------
 
 
-def reference_runner(workdir: Path, export: dict) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+def reference_runner(workdir: Path, export) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """The FP32 PyTorch model ``export.json`` describes, or the FP32 graph when torch is absent.
 
     The FP32 graph matched the PyTorch model to within the export's parity tolerance, so it
@@ -100,25 +100,24 @@ def reference_runner(workdir: Path, export: dict) -> tuple[Callable[[np.ndarray]
     from .models import build_model
     from .reference import NAME as REFERENCE, WEIGHTS as REFERENCE_WEIGHTS
 
-    inputs = export["inputs"]
-    weights = (inputs.get("weights") or {}).get("path")
-    if inputs["model"] == REFERENCE and weights and Path(weights).name == REFERENCE_WEIGHTS.name:
+    weights = export.weights_path
+    if export.model == REFERENCE and weights and Path(weights).name == REFERENCE_WEIGHTS.name:
         weights = None  # the bundled weights, wherever this installation keeps them
     elif weights and not Path(weights).is_file():
         raise SkEdgeError(f"the weights the model was exported from, '{weights}', are not here; pass the work directory with them or re-export")
     try:
         built = build_model(
-            inputs["model"],
-            num_classes=export["model"]["output"]["shape"][-1],
-            input_size=export["preprocess"]["input_size"],
+            export.model,
+            num_classes=export.num_classes,
+            input_size=export.preprocess.input_size,
             weights=weights,
-            args=inputs.get("model_args") or {},
+            args=export.model_args,
         )
     except UsageError as exc:
-        raise SkEdgeError(f"cannot rebuild the PyTorch reference '{inputs['model']}': {exc}") from None
-    if state_dict_digest(built.module) != inputs["state_dict_sha256"]:
-        raise SkEdgeError(f"the rebuilt '{inputs['model']}' is not the model that was exported (its weights changed); re-export")
-    return TorchRunner(built.module), f"{inputs['model']} FP32 in PyTorch (CPU)"
+        raise SkEdgeError(f"cannot rebuild the PyTorch reference '{export.model}': {exc}") from None
+    if state_dict_digest(built.module) != export.state_dict_sha256:
+        raise SkEdgeError(f"the rebuilt '{export.model}' is not the model that was exported (its weights changed); re-export")
+    return TorchRunner(built.module), f"{export.model} FP32 in PyTorch (CPU)"
 
 
 def _torch_here() -> bool:
@@ -187,8 +186,8 @@ def default_eval_set(workdir: Path, export: dict, log: Callable[[str], None]) ->
     """The reference model's held-out SK-Digits images, rendered once into the work directory."""
     from .reference import NAME as REFERENCE
 
-    if export["inputs"]["model"] != REFERENCE:
-        raise UsageError(f"--images DIR is needed to verify '{export['inputs']['model']}' (only the reference model has a built-in evaluation set)")
+    if export.model != REFERENCE:
+        raise UsageError(f"--images DIR is needed to verify '{export.model}' (only the reference model has a built-in evaluation set)")
     folder = rendered_split(workdir, EVAL_DIR, "eval", EVAL_COUNT, "held-out SK-Digits evaluation", log)
     return folder, folder / "labels.csv"
 
@@ -436,7 +435,7 @@ def verify(
     options.validate()
     workdir = Path(workdir)
     export = load_export(workdir)
-    pre = Preprocess.from_dict(export["preprocess"])
+    pre = export.preprocess
     stored = None
     if options.images is None:
         try:
@@ -447,7 +446,7 @@ def verify(
             if not _torch_here():
                 raise SkEdgeError(f"{exc}: run `sk-edge verify -w DIR --images DIR` on the host (with PyTorch) to store "
                                   "new ones, or pass --images DIR here to judge against the FP32 graph") from None
-            if export["inputs"]["model"] != REFERENCE:
+            if export.model != REFERENCE:
                 raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
             log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
     candidate = choose_candidate(workdir, options.candidate, log)
@@ -464,7 +463,7 @@ def verify(
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()
-        labels, labels_source = judge.labels(export["model"]["output"]["shape"][-1])  # bad labels first: input errors
+        labels, labels_source = judge.labels(export.num_classes)  # bad labels first: input errors
         if len(paths) < options.min_images:
             raise _too_few(len(paths), judge, options)
         if labels_source:
@@ -516,9 +515,9 @@ def verify(
                       "session": cand_run.settings() if hasattr(cand_run, "settings") else None},
         "runtime_cross_check": cross_check,
         "images": images_doc,
-        "model": {"name": export["inputs"]["model"], "export_sha256": export["outputs"][FP32_ONNX]["sha256"]},
-        "preprocess": export["preprocess"],
-        "class_names": export.get("class_names"),
+        "model": {"name": export.model, "export_sha256": export.fp32_sha256},
+        "preprocess": export.preprocess_record,
+        "class_names": export.class_names,
         "chain": _chain(workdir, candidate, precision),
         "precision_mix": (artifacts.read_json(workdir / GRAPH_SIDECARS[precision]) or {}).get("precision_mix")
         if precision == "int8" else None,

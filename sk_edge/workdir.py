@@ -75,9 +75,13 @@ def require_artifact(workdir: Path, sidecar_name: str, artifact_name: str, made_
     return sidecar
 
 
-def load_export(workdir: Path) -> dict:
-    """export.json of ``workdir``, with model.fp32.onnx checked against it."""
-    return require_artifact(workdir, EXPORT_JSON, FP32_ONNX, "sk-edge export")
+def load_export(workdir: Path):
+    """export.json of ``workdir`` as a typed :class:`~sk_edge.sidecars.ExportInfo`, with model.fp32.onnx
+    checked against it and its schema version checked."""
+    from .sidecars import ExportInfo
+
+    doc = require_artifact(workdir, EXPORT_JSON, FP32_ONNX, "sk-edge export")
+    return ExportInfo.from_doc(doc, Path(workdir) / EXPORT_JSON)
 
 
 def load_calibration(workdir: Path, export: dict | None = None) -> dict:
@@ -85,7 +89,7 @@ def load_calibration(workdir: Path, export: dict | None = None) -> dict:
     workdir = Path(workdir)
     export = export or load_export(workdir)
     calib = require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR")
-    if (calib.get("inputs") or {}).get("model", {}).get("sha256") != export["outputs"][FP32_ONNX]["sha256"]:
+    if (calib.get("inputs") or {}).get("model", {}).get("sha256") != export.fp32_sha256:
         raise SkEdgeError(
             f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; "
             f"re-run `sk-edge calibrate -w {workdir} --images DIR`"
@@ -108,7 +112,7 @@ def load_graph(workdir: Path, precision: str) -> dict:
     made_by = f"sk-edge quantize --precision {precision}"
     doc = require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by)
     inputs = doc.get("inputs") or {}
-    if (inputs.get("model") or {}).get("sha256") != export["outputs"][FP32_ONNX]["sha256"]:
+    if (inputs.get("model") or {}).get("sha256") != export.fp32_sha256:
         raise SkEdgeError(
             f"'{workdir / GRAPH_NAMES[precision]}' was made from another model.fp32.onnx than the one here; "
             f"re-run `{made_by} -w {workdir}`"
@@ -134,9 +138,10 @@ def graph_chain(workdir: Path, precision: str, graph: dict | None = None) -> dic
     (the weakly typed paths build from the FP32 graph).
     """
     workdir = Path(workdir)
-    export = artifacts.read_json(workdir / EXPORT_JSON)
-    chain = {"export": {FP32_ONNX: export["outputs"][FP32_ONNX]["sha256"],
-                        "weights": (export["inputs"].get("weights") or {}).get("sha256")}}
+    from .sidecars import ExportInfo
+
+    export = ExportInfo.from_doc(artifacts.read_json(workdir / EXPORT_JSON), workdir / EXPORT_JSON)
+    chain = {"export": {FP32_ONNX: export.fp32_sha256, "weights": export.weights_sha256}}
     if precision == "int8":
         calib = artifacts.read_json(workdir / CALIB_JSON)
         chain["calibration"] = {CALIB_CACHE: calib["outputs"][CALIB_CACHE]["sha256"], "key": calib["key"],
@@ -300,18 +305,25 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
     from the work directory's export (its weights, classes, input size, model arguments).
     """
     from .preprocess import parse_size
+    from .sidecars import ExportInfo
 
-    export = artifacts.read_json(Path(workdir) / EXPORT_JSON)
-    if export is None or "inputs" not in export:
+    doc = artifacts.read_json(Path(workdir) / EXPORT_JSON)
+    export = None
+    if doc is not None and "inputs" in doc:
+        try:
+            export = ExportInfo.from_doc(doc, Path(workdir) / EXPORT_JSON)
+        except SkEdgeError:
+            if not force:
+                raise
+    if export is None:
         return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args,
                             request.preprocess)
-    inputs = export["inputs"]
     have = ModelRequest(
-        name=inputs["model"],
-        weights=Path(inputs["weights"]["path"]) if inputs.get("weights") else None,
-        num_classes=export["model"]["output"]["shape"][-1],
-        input_size=parse_size(export["preprocess"]["input_size"]),
-        args=inputs.get("model_args") or {},
+        name=export.model,
+        weights=Path(export.weights_path) if export.weights_path else None,
+        num_classes=export.num_classes,
+        input_size=parse_size(export.preprocess_record["input_size"]),
+        args=export.model_args,
     )
     if force:
         return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args,
@@ -324,8 +336,8 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
     if request.name is not None and request.name != have.name:
         differences.append(f"model {request.name} (it holds {have.name})")
     if request.weights is not None:
-        same = inputs.get("weights") and Path(request.weights).is_file() and \
-            artifacts.sha256_file(request.weights) == inputs["weights"]["sha256"]
+        same = export.weights_sha256 and Path(request.weights).is_file() and \
+            artifacts.sha256_file(request.weights) == export.weights_sha256
         if not same:
             held = f"weights '{have.weights}'" if have.weights else "no weights (random initialisation)"
             differences.append(f"weights '{request.weights}' (it holds {held})")

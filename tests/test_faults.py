@@ -366,3 +366,29 @@ def test_smaller_mistakes_get_the_right_message(wd, tmp_path):
     fromdir = run_cli("build", "--from", str(bare), "--precision", "fp16", "--no-verify")
     one_line_error(fromdir, 1, "no model.fp16.onnx")
     assert not (bare / "on_device.sh").exists()
+
+
+def test_export_json_is_read_through_one_typed_view_that_checks_its_schema(tmp_path):
+    """Every stage reads export.json as sk_edge.sidecars.ExportInfo: another schema or a missing field is one line."""
+    import json as _json
+
+    from sk_edge.errors import SkEdgeError
+    from sk_edge.sidecars import ExportInfo
+    from sk_edge.workdir import load_export
+
+    wd = tmp_path / "wd"
+    out = run_cli("export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64", "-w", str(wd))
+    assert out.returncode == 0, out.stderr
+    info = load_export(wd)
+    assert info.model == "sknet26" and info.num_classes == 10 and info.input.shape == (1, 3, 64, 64)
+    assert info.preprocess.height == 64 and info.max_batch == 1 and len(info.fp32_sha256) == 64
+    doc = _json.loads((wd / "export.json").read_text())
+    with pytest.raises(SkEdgeError, match=r"has sidecar schema 99, and this sk-edge reads schema 1; re-export"):
+        ExportInfo.from_doc({**doc, "schema": 99}, "export.json")
+    broken = {**doc, "inputs": {k: v for k, v in doc["inputs"].items() if k != "state_dict_sha256"}}
+    with pytest.raises(SkEdgeError, match=r"lacks or garbles the field 'state_dict_sha256'"):
+        ExportInfo.from_doc(broken, "export.json")
+    # Through the command line: one line, no traceback (the sidecar's own hash does not cover its fields).
+    (wd / "export.json").write_text(_json.dumps({**doc, "schema": 99}))
+    out = run_cli("quantize", "-w", str(wd), "--precision", "fp16")
+    one_line_error(out, 1, "has sidecar schema 99", "sk-edge export --force")

@@ -28,7 +28,6 @@ from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
 from ..errors import UsageError
 from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
-from ..preprocess import Preprocess
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export
 from .cache import DEFAULT_TRT_VERSION, write_cache
 from .histogram import DEFAULT_BINS, StreamingHistogram
@@ -206,7 +205,7 @@ def calibrate(
     hist_key = artifacts.stage_key(
         {
             "stage": "calibration-histograms",
-            "model_sha256": export["outputs"][FP32_ONNX]["sha256"],
+            "model_sha256": export.fp32_sha256,
             "images": _images_fingerprint(paths, images_dir),
             "num_images": options.num_images,
             "bins": options.bins,
@@ -229,7 +228,7 @@ def calibrate(
         images_doc, provider = previous["inputs"]["images"], previous["settings"]["provider"]
     else:
         count = min(options.num_images, len(paths))
-        stream = ImageStream(paths, Preprocess.from_dict(export["preprocess"]), options.batch, options.num_images, root=images_dir)
+        stream = ImageStream(paths, export.preprocess, options.batch, options.num_images, root=images_dir)
         log(
             f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
             f"({len(paths)} found), batch {options.batch}"
@@ -274,7 +273,7 @@ def calibrate(
         key,
         {CALIB_CACHE: workdir / CALIB_CACHE},
         histogram_key=hist_key,
-        inputs={"model": {"path": FP32_ONNX, "sha256": export["outputs"][FP32_ONNX]["sha256"]}, "images": images_doc},
+        inputs={"model": {"path": FP32_ONNX, "sha256": export.fp32_sha256}, "images": images_doc},
         settings={**asdict(options), "provider": provider},
         method=options.method,
         plan=plan.summary(),

@@ -107,7 +107,7 @@ def quantize_model(
         raise UsageError(f"--mixed must be one of {', '.join(MIXED)}, got '{mixed}'")
     workdir = Path(workdir)
     export = load_export(workdir)
-    fp32_sha = export["outputs"][FP32_ONNX]["sha256"]
+    fp32_sha = export.fp32_sha256
     calib = load_calibration(workdir, export) if precision == "int8" else None
     out_name, sidecar_name = OUTPUT_NAMES[precision], SIDECAR_NAMES[precision]
     keep_float = sorted(set(keep_float)) if precision == "int8" else []
@@ -155,7 +155,7 @@ def quantize_model(
 
     serialized = out.SerializeToString()
     # The graph must run on ONNX Runtime's CPU provider: that is where drift is measured.
-    shape = export["model"]["input"]["shape"]
+    shape = list(export.input.shape)
     batch = 1 if isinstance(shape[0], str) else shape[0]
     OnnxRuntimeRunner(serialized)(parity_inputs(tuple(shape[1:]), samples=batch))
 
@@ -170,8 +170,8 @@ def quantize_model(
             "calibration": {"path": CALIB_JSON, "key": calib["key"], "method": calib["method"]} if calib else None,
         },
         settings=settings,
-        preprocess=export["preprocess"],
-        model=export["model"],
+        preprocess=export.preprocess_record,
+        model=export.doc["model"],  # copied whole into the graph's sidecar
         graph={"opset": opset, "nodes": len(out.graph.node)},
         plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes} if precision == "int8" else None,
         precision_report=report.as_dict(),
