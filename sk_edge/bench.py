@@ -29,6 +29,7 @@ import numpy as np
 
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
+from .versions import torch_installed
 from .workdir import GRAPH_NAMES, built_engines, load_export
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -102,7 +103,7 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
         for _, name in built_engines(workdir, (p,)) if "tensorrt" in options.backends else ():
             load_engine(workdir, p, name=name)
     for batch in options.batches:
-        if "torch" in options.backends and _torch_available():
+        if "torch" in options.backends and torch_installed():
             configs.append(Config("torch", "fp32", batch, "cpu"))
             if _torch_cuda():
                 configs.append(Config("torch", "fp32", batch, "cuda"))
@@ -123,14 +124,6 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
         if not built_engines(workdir, options.precisions):
             log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
     return configs
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _torch_cuda() -> bool:

@@ -24,7 +24,6 @@ from typing import Any, Callable
 from . import artifacts
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
-from .workdir import load_export
 
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -132,7 +131,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
     from .evaluation import plan_judging
-    from .verify import VerifyFailed, VerifyOptions, verify
+    from .verify import VERIFY_JSON, VerifyFailed, VerifyOptions, verify
     from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
 
     images = Path(r.images) if r.images is not None else None
@@ -178,8 +177,9 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
             export_model(built, workdir, export_options, force=r.force, log=log)
         if images is None and r.precision == "int8":
             images = default_calibration_images(workdir, log=log)
-        judge = judge_images(workdir, plan, log=log)
-        budget = accuracy_budget(workdir, judge, r.max_top1_drop, r.min_agreement)
+        export = load_export(workdir)  # once, for what follows (each load hashes model.fp32.onnx)
+        judge = judge_images(workdir, export, plan, log=log)
+        budget = accuracy_budget(export, judge, r.max_top1_drop, r.min_agreement)
         if r.precision == "int8":
             from .quantize import CalibrationOptions, calibrate
 
@@ -233,15 +233,11 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                     log=log, progress=bar)
         except VerifyFailed as exc:
             failure = str(exc)
-            verdict = artifacts.read_json(workdir / "verify.json")
-    report = build_summary(workdir, r.precision, result, judged=not plan.skip, min_speedup=r.min_speedup, log=log,
-                           searched=searched)
+            verdict = artifacts.read_json(workdir / VERIFY_JSON)  # written before the failure was raised
+    mix = recorded_precision_mix(workdir) if r.precision == "int8" else None
+    report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
+                           log=log, searched=searched)
     failure = failure or report.failed
-    mix = None
-    if r.precision == "int8":
-        from .workdir import GRAPH_SIDECARS
-
-        mix = (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
     return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
                         summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
                         precision_mix=mix, latency=report.latency, failure=failure)
@@ -311,12 +307,12 @@ def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambd
     images rendered from the sources the package bundles into WORKDIR/calib_images (once)."""
     if CHECKOUT_IMAGES.is_dir():
         return CHECKOUT_IMAGES
-    from .verify import rendered_split
+    from .reference.digits import write_split_once
 
-    return rendered_split(workdir, CALIB_DIR, "calib", DEFAULT_CALIBRATION_IMAGES, "SK-Digits calibration", log)
+    return write_split_once(workdir, CALIB_DIR, "calib", DEFAULT_CALIBRATION_IMAGES, "SK-Digits calibration", log)
 
 
-def judge_images(workdir: Path, plan, log: Callable[[str], None] = lambda msg: None):
+def judge_images(workdir: Path, export, plan, log: Callable[[str], None] = lambda msg: None):
     """The :class:`~sk_edge.evaluation.JudgeImages` the accuracy budget and verify use, or None.
 
     The reference model's own set is rendered into the work directory here; a build judged on
@@ -329,19 +325,19 @@ def judge_images(workdir: Path, plan, log: Callable[[str], None] = lambda msg: N
     if plan.default_set:
         from .verify import default_eval_set
 
-        folder, labels = default_eval_set(workdir, load_export(workdir), log)
+        folder, labels = default_eval_set(workdir, export, log)
         return JudgeImages(folder, labels)
     return plan.images
 
 
-def accuracy_budget(workdir: Path, judge, max_top1_drop: float, min_agreement: float):
+def accuracy_budget(export, judge, max_top1_drop: float, min_agreement: float):
     """The budget the INT8 layer search must meet: verify's gates, i.e. the labelled top-1 drop and the agreement
     (the agreement alone without labels)."""
     from .sensitivity import Budget
 
     if judge is None:
         return None
-    table, _ = judge.labels(load_export(workdir).num_classes)
+    table, _ = judge.labels(export.num_classes)
     return Budget(max_top1_drop if table is not None else None, min_agreement)
 
 
@@ -365,11 +361,15 @@ class BuildReport:
     latency: str = ""
 
 
-def precision_line(workdir: Path, precision: str) -> str:
-    if precision == "int8":
-        from .workdir import GRAPH_SIDECARS
+def recorded_precision_mix(workdir: Path) -> dict | None:
+    """The INT8 graph's share of the MACs in INT8, as model.int8.json records it."""
+    from .workdir import GRAPH_SIDECARS
 
-        mix = (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
+    return (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
+
+
+def precision_line(precision: str, mix: dict | None) -> str:
+    if precision == "int8":
         if mix:
             return (f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
                     "Conv/Gemm layers), floating point for the rest")
@@ -397,15 +397,18 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
     return speed.get("line", "engine timed; no PyTorch FP32 on this GPU to compare with"), None
 
 
-def build_summary(workdir: Path, precision: str, result: EngineResult, judged: bool, min_speedup: float | None = None,
-                  log: Callable[[str], None] = lambda msg: None, searched: str | None = None) -> BuildReport:
-    """The summary block: what a user reads last, and what decides whether the build is safe to ship."""
-    from .verify import VERIFY_JSON, images_line, summary_line
+def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict | None, mix: dict | None,
+                  judged: bool, min_speedup: float | None = None, log: Callable[[str], None] = lambda msg: None,
+                  searched: str | None = None) -> BuildReport:
+    """The summary block: what a user reads last, and what decides whether the build is safe to ship.
+
+    ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix.
+    """
+    from .verify import images_line, summary_line
 
     workdir = Path(workdir)
     rows, verdict = [], "NOT JUDGED"
     if judged:
-        doc = artifacts.read_json(workdir / VERIFY_JSON) or {}
         if doc:
             verdict = "PASS" if doc["passed"] else "FAIL"
             accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
@@ -419,7 +422,7 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, judged: b
             rows += [("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
     else:
         rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
-    rows.append(("precision", precision_line(workdir, precision)))
+    rows.append(("precision", precision_line(precision, mix)))
     latency, failed = latency_verdict(workdir, result, min_speedup, log)
     rows.append(("latency", latency))
     if failed and verdict == "PASS":

@@ -109,6 +109,11 @@ class Budget:
     def to_dict(self) -> dict:
         return {"max_top1_drop": self.max_top1_drop, "min_agreement": self.min_agreement}
 
+    @classmethod
+    def of(cls, budget: "Budget | float") -> "Budget":
+        """``budget``, or a bare number taken as a top-1 drop budget (the earlier signature of the functions below)."""
+        return budget if isinstance(budget, Budget) else cls(max_top1_drop=budget)
+
 
 def load_eval_set(workdir: Path, images: Path | JudgeImages, labels: Path | None = None, count: int | None = None) -> EvalSet:
     """The images that judge (``JudgeImages``, or a folder and an optional labels CSV), run through the FP32 graph."""
@@ -219,8 +224,7 @@ def fit_budget(evaluator: Evaluator, ranking: list[dict], budget: Budget | float
     floating point would only hide the likely cause (calibration images unlike the evaluation
     images), which the error names.
     """
-    if not isinstance(budget, Budget):
-        budget = Budget(max_top1_drop=budget)
+    budget = Budget.of(budget)
     if budget.needs_labels and evaluator.evalset.labels is None:
         raise SkEdgeError("an accuracy budget needs labelled images (--labels, or class folders)")
     kept: list[str] = []
@@ -334,8 +338,7 @@ def analyze_sensitivity(
 def needs_budget(workdir: Path, images: Path | JudgeImages, labels: Path | None, budget: Budget | float,
                  count: int | None = None) -> tuple[bool, dict]:
     """Whether the current model.int8.onnx misses ``budget`` on these images (one quick run)."""
-    if not isinstance(budget, Budget):
-        budget = Budget(max_top1_drop=budget)
+    budget = Budget.of(budget)
     evalset = load_eval_set(workdir, images, labels, count)
     load_graph(workdir, "int8")
     score = evalset.score(judging_runner(workdir / GRAPH_NAMES["int8"])(evalset.x))
@@ -344,8 +347,7 @@ def needs_budget(workdir: Path, images: Path | JudgeImages, labels: Path | None,
 
 def previous_choice(workdir: Path, budget: Budget | float, mixed: str) -> list[str]:
     """The layers an earlier run kept in floating point for the same calibration, budget and mix."""
-    if not isinstance(budget, Budget):
-        budget = Budget(max_top1_drop=budget)
+    budget = Budget.of(budget)
     doc = artifacts.read_json(Path(workdir) / SENSITIVITY_JSON) or {}
     calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
     earlier = doc.get("budget") or {}

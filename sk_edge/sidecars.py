@@ -14,8 +14,7 @@ from pathlib import Path
 from .artifacts import SIDECAR_SCHEMA
 from .errors import SkEdgeError
 from .preprocess import Preprocess
-
-FP32_ONNX = "model.fp32.onnx"
+from .workdir import FP32_ONNX
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ import numpy as np
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
-from .images import ImageStream, find_images
+from .images import ImageStream
 from .preprocess import Preprocess
+from .versions import torch_installed
 from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
@@ -89,9 +90,7 @@ def reference_runner(workdir: Path, export) -> tuple[Callable[[np.ndarray], np.n
     The FP32 graph matched the PyTorch model to within the export's parity tolerance, so it
     stands in on devices without PyTorch (many Jetsons); the report says which was used.
     """
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not torch_installed():
         from .backends.onnxruntime import judging_runner
 
         return judging_runner(workdir / FP32_ONNX), "FP32 ONNX on ONNX Runtime (PyTorch is not installed)"
@@ -118,12 +117,6 @@ def reference_runner(workdir: Path, export) -> tuple[Callable[[np.ndarray], np.n
     if state_dict_digest(built.module) != export.state_dict_sha256:
         raise SkEdgeError(f"the rebuilt '{export.model}' is not the model that was exported (its weights changed); re-export")
     return TorchRunner(built.module), f"{export.model} FP32 in PyTorch (CPU)"
-
-
-def _torch_here() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 def _tensorrt_here() -> bool:
@@ -188,32 +181,10 @@ def default_eval_set(workdir: Path, export: dict, log: Callable[[str], None]) ->
 
     if export.model != REFERENCE:
         raise UsageError(f"--images DIR is needed to verify '{export.model}' (only the reference model has a built-in evaluation set)")
-    folder = rendered_split(workdir, EVAL_DIR, "eval", EVAL_COUNT, "held-out SK-Digits evaluation", log)
+    from .reference.digits import write_split_once
+
+    folder = write_split_once(workdir, EVAL_DIR, "eval", EVAL_COUNT, "held-out SK-Digits evaluation", log)
     return folder, folder / "labels.csv"
-
-
-def rendered_split(workdir: Path, name: str, split: str, count: int, what: str, log: Callable[[str], None]) -> Path:
-    """``WORKDIR/name``: ``count`` images of the SK-Digits ``split``, rendered from the bundled sources once.
-
-    Rendering is deterministic (the same bytes as calib_data/ in a checkout), and atomic: a
-    temporary folder renamed into place, so an interrupted render is redone, never half used.
-    """
-    import shutil
-
-    from .reference import digits
-
-    folder = Path(workdir) / name
-    if (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
-        return folder
-    log(f"rendering the {count} {what} images into {folder} ...")
-    tmp = Path(workdir) / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    digits.write_split(split, tmp, count)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
 
 
 # --- the comparison ----------------------------------------------------------------------
@@ -443,7 +414,7 @@ def verify(
         except stored_reference.StaleReference as exc:
             from .reference import NAME as REFERENCE
 
-            if not _torch_here():
+            if not torch_installed():
                 raise SkEdgeError(f"{exc}: run `sk-edge verify -w DIR --images DIR` on the host (with PyTorch) to store "
                                   "new ones, or pass --images DIR here to judge against the FP32 graph") from None
             if export.model != REFERENCE:
@@ -469,7 +440,7 @@ def verify(
         if labels_source:
             log(f"labels: {labels_source}")
         ref_run, ref_desc = reference_runner(workdir, export)
-        ref_kind = "pytorch" if _torch_here() else "fp32-graph"
+        ref_kind = "pytorch" if torch_installed() else "fp32-graph"
         stream = ImageStream(paths, pre, options.batch, None, root=judge.root, keep_pixels=ref_kind == "pytorch")
         total = len(paths)
         batches = ((x, n, ref_run(x)) for x, n in stream)

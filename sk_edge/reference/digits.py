@@ -130,6 +130,30 @@ def write_split(split: str, out_dir: str | Path, count: int, fmt: str = "png") -
     return labels_path
 
 
+def write_split_once(workdir: Path, name: str, split: str, count: int, what: str, log=lambda msg: None) -> Path:
+    """``WORKDIR/name``: ``count`` images of the SK-Digits ``split``, rendered from the bundled sources once.
+
+    Rendering is deterministic (the same bytes as calib_data/ in a checkout), and atomic: a
+    temporary folder renamed into place, so an interrupted render is redone, never half used.
+    """
+    import shutil
+
+    from ..images import find_images
+
+    folder = Path(workdir) / name
+    if (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
+        return folder
+    log(f"rendering the {count} {what} images into {folder} ...")
+    tmp = Path(workdir) / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write_split(split, tmp, count)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Render an SK-Digits split to image files.")
     parser.add_argument("split", choices=list(SPLITS))
