@@ -36,15 +36,15 @@ from onnx import numpy_helper
 sys.path.insert(0, str(Path(__file__).parent))
 from precision_study import CALIB, eval_set, score  # noqa: E402
 
-from sk_edge.artifacts import read_json, write_json  # noqa: E402
+from sk_edge.artifacts import write_json  # noqa: E402
 from sk_edge.backends.onnxruntime import OnnxRuntimeRunner  # noqa: E402
 from sk_edge.export import export_model  # noqa: E402
 from sk_edge.images import ImageStream, find_images, sample_paths  # noqa: E402
 from sk_edge.models import build_model  # noqa: E402
-from sk_edge.preprocess import Preprocess  # noqa: E402
 from sk_edge.quantize import CalibrationOptions, build_int8_graph, calibrate  # noqa: E402
 from sk_edge.quantize.plan import plan_quantization  # noqa: E402
 from sk_edge.versions import library_versions  # noqa: E402
+from sk_edge.workdir import load_export  # noqa: E402
 
 MODELOPT_RUN = """
 import sys, time, numpy as np
@@ -92,7 +92,7 @@ def main() -> int:
         export_model(build_model("sknet26-digits"), wd)
         calib = calibrate(wd, CALIB, CalibrationOptions(num_images=args.calib_images))
         fp32 = onnx.load(str(wd / "model.fp32.onnx"))
-        pre = Preprocess.from_dict(read_json(wd / "export.json")["preprocess"])
+        pre = load_export(wd).preprocess
         data = np.concatenate([b for b, _ in ImageStream(sample_paths(find_images(CALIB)), pre, 64, args.calib_images, root=CALIB)])
         np.save(Path(tmp) / "calib.npy", data)
         x, labels = eval_set(pre, args.eval_images)

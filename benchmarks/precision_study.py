@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from PIL import Image
 
-from sk_edge.artifacts import read_json, write_json
+from sk_edge.artifacts import write_json
 from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
 from sk_edge.export import export_model
 from sk_edge.images import ImageStream, find_images, sample_paths, to_tensor
@@ -46,6 +46,7 @@ from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 from sk_edge.verify import kl_divergence
 from sk_edge.versions import library_versions
+from sk_edge.workdir import load_export
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT / "calib_data" / "skdigits"
@@ -111,7 +112,7 @@ def main() -> int:
         export_model(build_model("sknet26-digits"), wd)
         calib = calibrate(wd, CALIB, CalibrationOptions(num_images=args.calib_images))
         fp32 = onnx.load(str(wd / "model.fp32.onnx"))
-        pre = Preprocess.from_dict(read_json(wd / "export.json")["preprocess"])
+        pre = load_export(wd).preprocess
         x, labels = eval_set(pre, args.eval_images)
         ref = OnnxRuntimeRunner(fp32.SerializeToString(), dynamic_batch=True)(x).astype(np.float64)
         fp32_accuracy = float((ref.argmax(1) == labels).mean())

@@ -22,7 +22,7 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
-from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, load_export
+from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, load_export, read_view
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE_SCRIPT = "on_device.sh"
@@ -181,7 +181,7 @@ def build_engine_stage(
         # NVIDIA's "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA.
         raise UsageError("the DLA needs static shapes; re-export with `sk-edge export --batch N` (no --dynamic-batch)")
     options = _with_profile(options, export)
-    check_inputs(workdir, precision, legacy)
+    graph_info = check_inputs(workdir, precision, legacy)
     graph = workdir / GRAPH_NAMES[precision]
     dla_pooling = None
     if legacy:  # the FP32 graph, with the DLA-sized pools when the DLA runs it
@@ -207,8 +207,7 @@ def build_engine_stage(
     key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__, "gpu": gpu})
     if not force and artifacts.is_up_to_date(sidecar_path, key):
         log(f"{engine_path} is up to date; --force rebuilds it")
-        doc = artifacts.read_json(sidecar_path)
-        return BuildResult(precision, graph, "tensorrt", engine_path, layers=doc.get("layers_summary", {}))
+        return BuildResult(precision, graph, "tensorrt", engine_path, layers=read_view(workdir, sidecar_path.name).layers_summary)
     if engine_path.is_file():
         log(f"rebuilding {engine_path.name}: {_why_stale(engine_path, sidecar_path, inputs, trt.__version__, gpu)}")
 
@@ -227,8 +226,9 @@ def build_engine_stage(
                        "gpu_fallback": [l["layer"] for l in built.dla_layers if not l["dla"]], "pooling": dla_pooling}
         artifacts.write_json(workdir / DLA_JSON, {"summary": dla_summary, "layers": built.dla_layers})
         log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(dla_summary['gpu_fallback'])} fall back to the GPU (dla.json)")
-    plan_doc = artifacts.read_json(workdir / f"model.{precision}.json") or {}
-    float_nodes = (plan_doc.get("plan") or {}).get("float_nodes", {})
+    # The Q/DQ plan's float layers describe the strongly typed engine only: a weakly typed build
+    # runs every layer calib.cache has ranges for in INT8.
+    float_nodes = getattr(graph_info, "float_nodes", {}) if not legacy else {}
     summary = trt_backend.summarize_layers(built.layers, float_nodes)
     artifacts.write_json(
         sidecar_path,
@@ -267,9 +267,9 @@ def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[s
     cache_path = workdir / CALIB_CACHE
     data = cache_path.read_bytes()
     _, scales = read_cache(cache_path)
-    calib = artifacts.read_json(workdir / CALIB_JSON) or {}  # checked by check_inputs before the build
-    if not calib.get("legacy_ranges"):
-        total = len(calib.get("tensors", {}))
+    calib = read_view(workdir, CALIB_JSON)  # checked by check_inputs before the build
+    if not calib.legacy_ranges:
+        total = len(calib.tensors)
         log(f"  calib.cache has ranges for the {total} tensors the Q/DQ plan quantizes only: TensorRT runs every layer "
             "that touches another tensor in floating point. Re-calibrate on the host with `sk-edge calibrate "
             "--legacy-ranges` (or `sk-edge build --dla-core N`) for INT8 everywhere the DLA allows")
@@ -285,14 +285,15 @@ def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[s
 
 def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version: str, gpu: dict) -> str:
     """Why an existing engine cannot stand for this build, in words for the log."""
-    old = artifacts.read_json(sidecar_path)
-    if old is None:
+    try:
+        old = read_view(engine_path.parent, sidecar_path.name)
+    except SkEdgeError:
         return "it has no readable sidecar"
-    if (old.get("tensorrt") or {}).get("version") != trt_version:
-        return f"it was built by TensorRT {(old.get('tensorrt') or {}).get('version')}, this is {trt_version}"
-    if (old.get("gpu") or {}).get("name") != gpu.get("name"):
-        return f"it was built for {(old.get('gpu') or {}).get('name')}, this GPU is {gpu.get('name')}"
-    if (old.get("inputs") or {}).get("onnx") != inputs["onnx"]:
+    if old.tensorrt_version != trt_version:
+        return f"it was built by TensorRT {old.tensorrt_version}, this is {trt_version}"
+    if (old.gpu or {}).get("name") != gpu.get("name"):
+        return f"it was built for {(old.gpu or {}).get('name')}, this GPU is {gpu.get('name')}"
+    if {"name": old.onnx_name, "sha256": old.onnx_sha256} != inputs["onnx"]:
         return f"it was built from another {inputs['onnx']['name']}"
     return "its settings or bytes differ from this build's"
 
@@ -324,11 +325,12 @@ def build_without_tensorrt(
     return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason)
 
 
-def check_inputs(workdir: Path, precision: str, legacy: bool) -> None:
+def check_inputs(workdir: Path, precision: str, legacy: bool):
     """Every artifact the engine stage will read, checked against its sidecar and its own inputs.
 
     The legacy (weakly typed) path builds from the FP32 graph and, for INT8, calib.cache; the
-    main path from the precision's graph and the chain it came from.
+    main path from the precision's graph and the chain it came from. Returns the view of the
+    graph the build reads (GraphInfo, or ExportInfo for FP32 and the legacy path).
     """
     from .workdir import load_calibration, load_graph
 
@@ -336,8 +338,8 @@ def check_inputs(workdir: Path, precision: str, legacy: bool) -> None:
         export = load_export(workdir)
         if precision == "int8":
             load_calibration(workdir, export)
-    else:
-        load_graph(workdir, precision)
+        return export
+    return load_graph(workdir, precision)
 
 
 def validate(precision: str, options: trt_backend.BuildOptions) -> bool:

@@ -131,7 +131,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
     from .evaluation import plan_judging
-    from .verify import VERIFY_JSON, VerifyFailed, VerifyOptions, verify
+    from .verify import VERIFY_JSON, VerifyFailed, VerifyOptions, candidate_precision_mix, verify
     from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
 
     images = Path(r.images) if r.images is not None else None
@@ -234,7 +234,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         except VerifyFailed as exc:
             failure = str(exc)
             verdict = artifacts.read_json(workdir / VERIFY_JSON)  # written before the failure was raised
-    mix = recorded_precision_mix(workdir) if r.precision == "int8" else None
+    mix = candidate_precision_mix(workdir, r.precision, result.engine.name if result.engine else None)
     report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
                            log=log, searched=searched)
     failure = failure or report.failed
@@ -361,19 +361,13 @@ class BuildReport:
     latency: str = ""
 
 
-def recorded_precision_mix(workdir: Path) -> dict | None:
-    """The INT8 graph's share of the MACs in INT8, as model.int8.json records it."""
-    from .workdir import GRAPH_SIDECARS
-
-    return (artifacts.read_json(workdir / GRAPH_SIDECARS["int8"]) or {}).get("precision_mix")
-
-
 def precision_line(precision: str, mix: dict | None) -> str:
     if precision == "int8":
         if mix:
             return (f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
                     "Conv/Gemm layers), floating point for the rest")
-        return "INT8 (no precision mix recorded)"
+        return ("INT8 where calib.cache gives a range, TensorRT's choice of precision elsewhere (a weakly typed "
+                "engine: the graph's Q/DQ plan does not apply)")
     return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
 
 

@@ -17,13 +17,13 @@ Needs TensorRT and pycuda (``pip install 'sk-edge[tensorrt]'``, or JetPack's bin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .backends.tensorrt import TensorRTUnavailable, engine_mismatch, engine_sidecar_path, gpu_identity, import_tensorrt
 from .errors import SkEdgeError, UsageError
+from .sidecars import EngineInfo
 
 
 def import_pycuda():
@@ -59,18 +59,17 @@ class Engine:
         self.trt = trt or import_tensorrt()
         self.cuda = cuda or import_pycuda()
         self._closed = True  # until everything below exists
-        sidecar = self._check_sidecar(path, gpu or gpu_identity()) if check_sidecar else _read_sidecar(path)
+        sidecar = self._check_sidecar(path, gpu or gpu_identity()) if check_sidecar else _sidecar_if_readable(path)
         # Device 0's primary context, shared with any other CUDA user in the process.
         self._context = self.cuda.Device(0).retain_primary_context()
         self._context.push()
         try:
             self.logger = self.trt.Logger(self.trt.Logger.WARNING)
             self.runtime = self.trt.Runtime(self.logger)
-            dla_core = ((sidecar or {}).get("settings") or {}).get("dla_core")
-            if dla_core is not None:
+            if sidecar is not None and sidecar.dla_core is not None:
                 # Must be set before deserializing: the engine runs on the core the runtime names,
                 # so an engine built for core 1 would otherwise run on core 0.
-                self.runtime.DLA_core = int(dla_core)
+                self.runtime.DLA_core = sidecar.dla_core
             self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 raise SkEdgeError(f"TensorRT could not load '{path}' (see its messages above); rebuild it")
@@ -90,11 +89,8 @@ class Engine:
         self._device: dict = {}
         self._closed = False
 
-    def _check_sidecar(self, path: Path, gpu: dict | None) -> dict:
-        sidecar = _read_sidecar(path)
-        if sidecar is None:
-            raise SkEdgeError(f"'{engine_sidecar_path(path)}' is missing or unreadable, so '{path.name}' cannot be checked; "
-                              "rebuild with `sk-edge build`")
+    def _check_sidecar(self, path: Path, gpu: dict | None) -> EngineInfo:
+        sidecar = read_sidecar(path)
         why = engine_mismatch(sidecar, self.trt.__version__, gpu)
         if why:
             raise SkEdgeError(refusal_message(path, sidecar, why))
@@ -193,18 +189,29 @@ class Engine:
         _check(driver.cuGraphLaunch(self._graph, stream))
 
 
-def refusal_message(path: Path, sidecar: dict, why: str) -> str:
+def refusal_message(path: Path, sidecar: EngineInfo, why: str) -> str:
     """Why the engine at ``path`` is refused, and the command that rebuilds it (the C++ runtime words it the same)."""
-    precision = (sidecar.get("settings") or {}).get("precision", "int8")
-    return f"'{path}' cannot run here: {why}; rebuild it on this device with `sk-edge build --from {path.parent} --precision {precision}`"
+    return (f"'{path}' cannot run here: {why}; rebuild it on this device with "
+            f"`sk-edge build --from {path.parent} --precision {sidecar.precision}`")
 
 
-def _read_sidecar(path: Path) -> dict | None:
+def read_sidecar(path: Path) -> EngineInfo:
+    """The sidecar of the engine at ``path``, schema and fields checked; a one-line error naming the fix otherwise."""
+    from .artifacts import read_json
+
+    source = engine_sidecar_path(path)
+    doc = read_json(source)
+    if doc is None:
+        raise SkEdgeError(f"'{source}' is missing or unreadable, so '{path.name}' cannot be checked; rebuild with `sk-edge build`")
+    return EngineInfo.from_doc(doc, source)
+
+
+def _sidecar_if_readable(path: Path) -> EngineInfo | None:
+    """check_sidecar=False: the sidecar's DLA core when it has a valid one, nothing checked."""
     try:
-        data = json.loads(engine_sidecar_path(path).read_text())
-    except (OSError, ValueError):
+        return read_sidecar(path)
+    except SkEdgeError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _cuda_driver():

@@ -149,7 +149,7 @@ class Evaluator:
         self.plan = plan_quantization(self.fp32)
         self.macs = macs_by_node(self.fp32)  # shape inference once, for every share computed below
         self.calibration = load_calibration(workdir)
-        self.amax = {n: t["amax"] for n, t in self.calibration["tensors"].items()}
+        self.amax = self.calibration.amax(self.calibration.tensors)
         self.evalset, self.mixed = evalset, mixed
 
     def on(self, evalset: EvalSet) -> "Evaluator":
@@ -196,7 +196,7 @@ def range_mismatch(evaluator: Evaluator, top: int = 3) -> list[dict]:
     from .quantize.calibration import tapped_model
 
     calib = evaluator.calibration
-    names = [n for n in evaluator.plan.activations if n in calib["tensors"]]
+    names = [n for n in evaluator.plan.activations if n in calib.tensors]
     graph_inputs = {i.name for i in evaluator.fp32.graph.input}
     tapped = [n for n in names if n not in graph_inputs]
     session = judging_runner(tapped_model(evaluator.fp32, tapped)).session
@@ -208,7 +208,7 @@ def range_mismatch(evaluator: Evaluator, top: int = 3) -> list[dict]:
             seen[name] = max(seen[name], float(np.abs(x if name in graph_inputs else outs[name]).max()))
     rows = []
     for name in names:
-        calib_max = calib["tensors"][name]["amax_by_method"]["max"]
+        calib_max = calib.calibration_max(name)
         ratio = seen[name] / calib_max if calib_max > 0 else float("inf")
         rows.append({"tensor": name, "calibration_max": calib_max, "evaluation_max": seen[name], "ratio": ratio})
     return sorted(rows, key=lambda r: -abs(np.log(max(r["ratio"], 1e-12))))[:top]
@@ -323,7 +323,7 @@ def analyze_sensitivity(
     tick = progress(n_layers + 1) if progress else (lambda n: None)
     doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(judge.root),
            "judged_on": judge.to_dict(), "mixed": mixed,
-           "calibration_key": evaluator.calibration["key"], **measure_sensitivity(evaluator, tick)}
+           "calibration_key": evaluator.calibration.key, **measure_sensitivity(evaluator, tick)}
     if budget is not None:
         log(f"fitting {budget} on all {len(judging.evalset.x)} images ...")
         doc["budget"] = {**budget.to_dict(), "images": int(len(judging.evalset.x)),
@@ -349,9 +349,8 @@ def previous_choice(workdir: Path, budget: Budget | float, mixed: str) -> list[s
     """The layers an earlier run kept in floating point for the same calibration, budget and mix."""
     budget = Budget.of(budget)
     doc = artifacts.read_json(Path(workdir) / SENSITIVITY_JSON) or {}
-    calib = artifacts.read_json(Path(workdir) / "calib.json") or {}
     earlier = doc.get("budget") or {}
     same_budget = all(earlier.get(k) == v for k, v in budget.to_dict().items())
-    if doc.get("calibration_key") == calib.get("key") and doc.get("mixed") == mixed and earlier and same_budget:
+    if doc.get("calibration_key") == load_calibration(workdir).key and doc.get("mixed") == mixed and earlier and same_budget:
         return list(earlier.get("kept_float", []))
     return []

@@ -29,13 +29,12 @@ def _pick_precision(workdir: Path, precision: str | None) -> str:
     return precision or next(built, "fp32")
 
 
-def _engine(workdir: Path, precision: str) -> tuple[str, dict] | None:
-    """(file name, checked sidecar) of ``precision``'s engine, the GPU one before a DLA one; None without."""
+def _engine(workdir: Path, precision: str):
+    """The checked sidecar (EngineInfo) of ``precision``'s engine, the GPU one before a DLA one; None without."""
     engines = built_engines(workdir, (precision,))
     if not engines:
         return None
-    name = engines[0][1]
-    return name, load_engine(workdir, precision, name=name)  # a stale engine is never published
+    return load_engine(workdir, precision, name=engines[0][1])  # a stale engine is never published
 
 
 def _io(export) -> tuple:
@@ -122,13 +121,13 @@ def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:
 
 
 def deepstream_config(workdir: Path, export, precision: str, batch: int,
-                      engine: tuple[str, dict] | None = None) -> tuple[str, float]:
-    """nvinfer's config; ``engine`` is (file name, sidecar) when built, a DLA engine taking nvinfer to its core."""
+                      engine=None) -> tuple[str, float]:
+    """nvinfer's config; ``engine`` is the engine's EngineInfo when built, a DLA engine taking nvinfer to its core."""
     pre = export.preprocess_record
     inp, out, _ = _io(export)
     scale, offsets, worst = nvinfer_scaling(pre)
-    dla_core = ((engine[1].get("settings") or {}).get("dla_core")) if engine else None
-    engine_file = engine[0] if engine else engine_name(precision)
+    dla_core = engine.dla_core if engine else None
+    engine_file = engine.engine_name if engine else engine_name(precision)
     lines = [
         "# nvinfer configuration written by sk-edge export-deepstream",
         f"# model {export.model}, {precision.upper()}, input {list(inp.shape)} ({pre['resize']}, {pre.get('channel_order', 'RGB')})",

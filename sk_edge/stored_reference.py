@@ -24,12 +24,13 @@ from . import artifacts
 from .errors import SkEdgeError
 from .images import normalize
 from .preprocess import Preprocess
+from .sidecars import ReferenceInfo
 from .workdir import FP32_ONNX, REFERENCE_JSON, REFERENCE_NPZ, require_artifact
 
 MADE_BY = "sk-edge verify --images DIR"
 
 
-def _made_from(export: dict) -> dict:
+def _made_from(export) -> dict:
     """What the stored outputs depend on: the export (graph and weights) and the preprocessing."""
     return {"model": export.model, FP32_ONNX: export.fp32_sha256, "state_dict_sha256": export.state_dict_sha256,
             "preprocess": export.preprocess_record}
@@ -41,7 +42,7 @@ class StoredReference:
     pixels: np.ndarray  # (N, H, W, 3) uint8
     logits: np.ndarray  # (N, classes) float32, FP32 PyTorch
     labels: dict[str, int] | None
-    doc: dict  # reference.json
+    info: ReferenceInfo  # reference.json
 
     def batches(self, pre: Preprocess, batch: int) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
         """(network input, names, reference logits), ``batch`` images at a time."""
@@ -50,11 +51,10 @@ class StoredReference:
 
     @property
     def description(self) -> str:
-        made = self.doc["reference"]
-        return f"{made['description']}, run on the host (torch {made['torch']}, {self.doc['created']})"
+        return f"{self.info.description}, run on the host (torch {self.info.torch_version}, {self.info.created})"
 
 
-def store(workdir: Path, export: dict, names: list[str], pixels: list[np.ndarray], logits: np.ndarray,
+def store(workdir: Path, export, names: list[str], pixels: list[np.ndarray], logits: np.ndarray,
           labels: dict[str, int] | None, images: dict, description: str) -> None:
     """Write reference.npz and reference.json (atomically, the sidecar last)."""
     import torch
@@ -73,7 +73,7 @@ def store(workdir: Path, export: dict, names: list[str], pixels: list[np.ndarray
     artifacts.write_json(workdir / REFERENCE_JSON, doc)
 
 
-def stored_for(workdir: Path, export: dict) -> StoredReference | None:
+def stored_for(workdir: Path, export) -> StoredReference | None:
     """The stored reference, when the work directory has one made for its current export.
 
     None when there is none; an error when the file does not match its sidecar; a
@@ -84,14 +84,15 @@ def stored_for(workdir: Path, export: dict) -> StoredReference | None:
         return None
     try:
         doc = require_artifact(workdir, REFERENCE_JSON, REFERENCE_NPZ, MADE_BY)
-    except SkEdgeError:
+    except SkEdgeError:  # a missing or damaged half: one message, whichever half it is
         raise SkEdgeError(
             f"'{workdir / REFERENCE_NPZ}' does not match its {REFERENCE_JSON} (one is missing, or changed after it was "
             "written): delete both and re-run `sk-edge verify --images DIR` on the host (with PyTorch) to store them "
             "again, or pass --images DIR to judge without them"
         ) from None
-    if doc.get("inputs") != _made_from(export):
-        changed = [k for k, v in _made_from(export).items() if (doc.get("inputs") or {}).get(k) != v]
+    info = ReferenceInfo.from_doc(doc, workdir / REFERENCE_JSON)
+    if info.made_from != _made_from(export):
+        changed = [k for k, v in _made_from(export).items() if info.made_from.get(k) != v]
         raise StaleReference(
             f"'{workdir / REFERENCE_NPZ}' holds PyTorch outputs for another {' and '.join(changed) or 'export'} than the "
             "work directory's"
@@ -103,7 +104,10 @@ def stored_for(workdir: Path, export: dict) -> StoredReference | None:
     except (OSError, ValueError, KeyError) as exc:
         raise SkEdgeError(f"cannot read '{workdir / REFERENCE_NPZ}' ({exc}); re-run `{MADE_BY}` on the host") from None
     table = {n: int(y) for n, y in zip(names, labels) if y >= 0}
-    return StoredReference(names, pixels, logits, table or None, doc)
+    if not (len(names) == len(pixels) == len(logits) == info.count):
+        raise SkEdgeError(f"'{workdir / REFERENCE_NPZ}' holds {len(names)} names, {len(pixels)} images and {len(logits)} "
+                          f"outputs where {REFERENCE_JSON} says {info.count}; re-run `{MADE_BY}` on the host")
+    return StoredReference(names, pixels, logits, table or None, info)
 
 
 class StaleReference(SkEdgeError):

@@ -25,7 +25,8 @@ from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
 from .images import ImageStream
 from .preprocess import Preprocess
 from .versions import torch_installed
-from .workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export
+from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export,
+                      read_view)
 
 CANDIDATES = ("engine", "int8", "fp16", "fp32")
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
@@ -146,8 +147,8 @@ def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], 
     return graph
 
 
-def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str]:
-    """(runner, description, precision) for ``candidate``, after checking it and the chain it came from.
+def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str, str | None]:
+    """(runner, description, precision, engine file or None) for ``candidate``, after checking it and the chain it came from.
 
     An engine that is absent, stale or cannot run here is an error, never replaced by a graph.
     """
@@ -164,12 +165,12 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
         load_engine(workdir, precision, name=name)
         from .runtime import Engine
 
-        return Engine(workdir / name), f"TensorRT engine {name}", precision
+        return Engine(workdir / name), f"TensorRT engine {name}", precision, name
     load_graph(workdir, candidate)
     path = workdir / GRAPH_NAMES[candidate]
     from .backends.onnxruntime import judging_runner
 
-    return judging_runner(path), f"{path.name} on ONNX Runtime (CPU, judging session)", candidate
+    return judging_runner(path), f"{path.name} on ONNX Runtime (CPU, judging session)", candidate, None
 
 
 # --- images and labels -------------------------------------------------------------------
@@ -361,17 +362,31 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chain(workdir: Path, candidate: str, precision: str) -> dict:
+def _chain(workdir: Path, precision: str, engine_file: str | None = None) -> dict:
     """sha256 of the candidate and of everything it came from: export -> calibration -> graph -> engine."""
     from .workdir import graph_chain
 
-    if candidate != "engine":
+    if engine_file is None:
         return graph_chain(workdir, precision)
-    name = next(n for p, n in built_engines(workdir) if p == precision)
-    built_from = artifacts.read_json(workdir / f"{name}.json")["inputs"]["onnx"]  # checked by load_engine
-    chain = graph_chain(workdir, precision, graph={built_from["name"]: built_from["sha256"]})
-    chain["engine"] = {name: artifacts.sha256_file(workdir / name)}
+    name = engine_file
+    engine = read_view(workdir, f"{name}.json")  # checked by load_engine
+    chain = graph_chain(workdir, precision, graph={engine.onnx_name: engine.onnx_sha256})
+    chain["engine"] = {name: engine.engine_sha256}
     return chain
+
+
+def candidate_precision_mix(workdir: Path, precision: str, engine_file: str | None = None) -> dict | None:
+    """The share of the MACs the candidate runs in INT8, as the INT8 graph's sidecar records it.
+
+    None unless the candidate is the INT8 Q/DQ graph or an engine built from it: a weakly typed
+    engine (TensorRT 8.5/8.6, the DLA) takes its precisions from calib.cache and TensorRT's
+    choices, not from the graph's plan, so the plan's share would be a claim about another artifact.
+    """
+    if precision != "int8":
+        return None
+    if engine_file is not None and read_view(workdir, f"{engine_file}.json").onnx_name != GRAPH_NAMES["int8"]:
+        return None
+    return read_view(workdir, GRAPH_SIDECARS["int8"]).precision_mix
 
 
 def _judged_images(workdir: Path, export: dict, options: VerifyOptions, log) -> JudgeImages:
@@ -421,7 +436,7 @@ def verify(
                 raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
             log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
     candidate = choose_candidate(workdir, options.candidate, log)
-    cand_run, cand_desc, precision = candidate_runner(workdir, candidate, log)
+    cand_run, cand_desc, precision, engine_file = candidate_runner(workdir, candidate, log)
     if stored is not None:
         judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
         ref_kind, ref_desc = "pytorch-stored", stored.description
@@ -430,7 +445,7 @@ def verify(
         total = len(stored.names)
         batches = stored.batches(pre, options.batch)
         stream = None
-        images_doc = {**stored.doc["images"], "used": total, "reference": REFERENCE_NPZ}
+        images_doc = {**stored.info.images, "used": total, "reference": REFERENCE_NPZ}
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()
@@ -489,9 +504,8 @@ def verify(
         "model": {"name": export.model, "export_sha256": export.fp32_sha256},
         "preprocess": export.preprocess_record,
         "class_names": export.class_names,
-        "chain": _chain(workdir, candidate, precision),
-        "precision_mix": (artifacts.read_json(workdir / GRAPH_SIDECARS[precision]) or {}).get("precision_mix")
-        if precision == "int8" else None,
+        "chain": _chain(workdir, precision, engine_file),
+        "precision_mix": candidate_precision_mix(workdir, precision, engine_file),
         "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl,
                        "min_images": options.min_images},
         "metrics": metrics,

@@ -84,12 +84,16 @@ def load_export(workdir: Path):
     return ExportInfo.from_doc(doc, Path(workdir) / EXPORT_JSON)
 
 
-def load_calibration(workdir: Path, export: dict | None = None) -> dict:
-    """calib.json, with calib.cache checked against it and both made for the current FP32 graph."""
+def load_calibration(workdir: Path, export=None):
+    """calib.json as a :class:`~sk_edge.sidecars.CalibrationInfo`, with calib.cache checked against it and
+    both made for the current FP32 graph (``export``: the work directory's ExportInfo, when the caller has it)."""
+    from .sidecars import CalibrationInfo
+
     workdir = Path(workdir)
     export = export or load_export(workdir)
-    calib = require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR")
-    if (calib.get("inputs") or {}).get("model", {}).get("sha256") != export.fp32_sha256:
+    calib = CalibrationInfo.from_doc(
+        require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR"), workdir / CALIB_JSON)
+    if calib.fp32_sha256 != export.fp32_sha256:
         raise SkEdgeError(
             f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; "
             f"re-run `sk-edge calibrate -w {workdir} --images DIR`"
@@ -97,36 +101,61 @@ def load_calibration(workdir: Path, export: dict | None = None) -> dict:
     return calib
 
 
-def load_graph(workdir: Path, precision: str) -> dict:
-    """The sidecar of ``precision``'s graph, after checking the whole chain it came from.
+def load_graph(workdir: Path, precision: str):
+    """The sidecar of ``precision``'s graph, after checking the whole chain it came from: a
+    :class:`~sk_edge.sidecars.GraphInfo` (the :class:`~sk_edge.sidecars.ExportInfo` for FP32).
 
     The graph must match its sidecar byte for byte, and the sidecar must name the inputs the
     work directory holds now: the current model.fp32.onnx and, for INT8, the current
     calibration. A graph made before a re-export or a re-calibration is refused, so no verdict
     is ever about a graph older than its inputs.
     """
+    from .sidecars import GraphInfo
+
     workdir = Path(workdir)
     export = load_export(workdir)
     if precision == "fp32":
         return export
     made_by = f"sk-edge quantize --precision {precision}"
-    doc = require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by)
-    inputs = doc.get("inputs") or {}
-    if (inputs.get("model") or {}).get("sha256") != export.fp32_sha256:
+    graph = GraphInfo.from_doc(require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by),
+                               workdir / GRAPH_SIDECARS[precision], precision)
+    if graph.fp32_sha256 != export.fp32_sha256:
         raise SkEdgeError(
             f"'{workdir / GRAPH_NAMES[precision]}' was made from another model.fp32.onnx than the one here; "
             f"re-run `{made_by} -w {workdir}`"
         )
     if precision == "int8":
         calib = load_calibration(workdir, export)
-        used = inputs.get("calibration") or {}
-        if used.get("key") != calib["key"]:
+        if graph.calibration_key != calib.key:
             raise SkEdgeError(
                 f"'{workdir / GRAPH_NAMES[precision]}' was quantized with an earlier calibration "
-                f"({used.get('method', '?')}) than calib.json's ({calib.get('method', '?')}); "
+                f"({graph.calibration_method or '?'}) than calib.json's ({calib.method}); "
                 f"re-run `{made_by} -w {workdir}`"
             )
-    return doc
+    return graph
+
+
+def read_view(workdir: Path, name: str, precision: str | None = None):
+    """The typed view of the sidecar ``name`` in ``workdir``, schema and fields checked, bytes not re-hashed.
+
+    For a caller that ran the matching ``load_*`` (which checks every artifact against its
+    sidecar) earlier in the same command, and needs the sidecar again without hashing twice.
+    """
+    from . import sidecars
+
+    path = Path(workdir) / name
+    doc = artifacts.read_json(path)
+    if name == EXPORT_JSON:
+        return sidecars.ExportInfo.from_doc(doc, path)
+    if name == CALIB_JSON:
+        return sidecars.CalibrationInfo.from_doc(doc, path)
+    if name == REFERENCE_JSON:
+        return sidecars.ReferenceInfo.from_doc(doc, path)
+    if name in GRAPH_SIDECARS.values():
+        return sidecars.GraphInfo.from_doc(doc, path, precision or next(p for p, n in GRAPH_SIDECARS.items() if n == name))
+    if name.endswith(".engine.json"):
+        return sidecars.EngineInfo.from_doc(doc, path)
+    raise ValueError(f"{name} is not a sidecar sk-edge reads")
 
 
 def graph_chain(workdir: Path, precision: str, graph: dict | None = None) -> dict:
@@ -137,43 +166,40 @@ def graph_chain(workdir: Path, precision: str, graph: dict | None = None) -> dic
     ({name: sha256}) names the graph an engine was built from when it is not the precision's own
     (the weakly typed paths build from the FP32 graph).
     """
-    workdir = Path(workdir)
-    from .sidecars import ExportInfo
-
-    export = ExportInfo.from_doc(artifacts.read_json(workdir / EXPORT_JSON), workdir / EXPORT_JSON)
+    export = read_view(workdir, EXPORT_JSON)
     chain = {"export": {FP32_ONNX: export.fp32_sha256, "weights": export.weights_sha256}}
     if precision == "int8":
-        calib = artifacts.read_json(workdir / CALIB_JSON)
-        chain["calibration"] = {CALIB_CACHE: calib["outputs"][CALIB_CACHE]["sha256"], "key": calib["key"],
-                                "method": calib.get("method")}
+        calib = read_view(workdir, CALIB_JSON)
+        chain["calibration"] = {CALIB_CACHE: calib.cache_sha256, "key": calib.key, "method": calib.method}
     if graph is not None:
         chain["graph"] = graph
     elif precision != "fp32":
-        doc = artifacts.read_json(workdir / GRAPH_SIDECARS[precision])
-        chain["graph"] = {GRAPH_NAMES[precision]: doc["outputs"][GRAPH_NAMES[precision]]["sha256"]}
+        own = read_view(workdir, GRAPH_SIDECARS[precision])
+        chain["graph"] = {own.graph_name: own.graph_sha256}
     return chain
 
 
-def load_engine(workdir: Path, precision: str, dla_core: int | None = None, name: str | None = None) -> dict:
-    """The sidecar of ``precision``'s engine (or of the engine file ``name``), checked against it and
-    against the graph it was built from."""
+def load_engine(workdir: Path, precision: str, dla_core: int | None = None, name: str | None = None):
+    """The sidecar of ``precision``'s engine (or of the engine file ``name``) as a
+    :class:`~sk_edge.sidecars.EngineInfo`, checked against the engine and against the graph it was built from."""
+    from .sidecars import EngineInfo
+
     workdir = Path(workdir)
     name = name or engine_name(precision, dla_core)
     made_by = f"sk-edge build --from . --precision {precision}"
-    doc = require_artifact(workdir, name + ".json", name, made_by)
-    graph = (doc.get("inputs") or {}).get("onnx") or {}
-    current = workdir / str(graph.get("name", ""))
-    if not graph.get("name") or not current.is_file() or artifacts.sha256_file(current) != graph.get("sha256"):
+    engine = EngineInfo.from_doc(require_artifact(workdir, name + ".json", name, made_by), workdir / (name + ".json"))
+    current = workdir / engine.onnx_name
+    if not current.is_file() or artifacts.sha256_file(current) != engine.onnx_sha256:
         raise SkEdgeError(
-            f"'{workdir / name}' is stale: it was built from a {graph.get('name', 'graph')} that is no longer "
+            f"'{workdir / name}' is stale: it was built from a {engine.onnx_name} that is no longer "
             f"in '{workdir}'; rebuild it with `{made_by}` in that folder"
         )
-    if graph["name"] == GRAPH_NAMES[precision]:
+    if engine.onnx_name == GRAPH_NAMES[precision]:
         load_graph(workdir, precision)
-    cache_sha = (doc.get("inputs") or {}).get("calib_cache_sha256")
+    cache_sha = engine.calib_cache_sha256
     if cache_sha and (not (workdir / CALIB_CACHE).is_file() or artifacts.sha256_file(workdir / CALIB_CACHE) != cache_sha):
         raise SkEdgeError(f"'{workdir / name}' was built with another calib.cache than the one here; rebuild it with `{made_by}`")
-    return doc
+    return engine
 
 
 def _check_writable(workdir: Path) -> None:

@@ -106,6 +106,11 @@ def test_the_stored_reference_matches_the_host_and_is_refused_when_stale(workdir
     stale = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
     assert stale.returncode == 1 and "Traceback" not in stale.stderr
     assert "holds PyTorch outputs for another model.fp32.onnx" in stale.stderr and "--images DIR" in stale.stderr
+    # Of a schema this sk-edge does not read: refused in one line with the fix, before its fields are trusted.
+    (workdir / "reference.json").write_text(json.dumps({**sidecar, "schema": 2}))
+    newer = sk_edge("verify", "-w", str(workdir), "--candidate", "int8")
+    assert newer.returncode == 1 and "Traceback" not in newer.stderr and len(newer.stderr.strip().splitlines()) == 1
+    assert "reference.json' has sidecar schema 2" in newer.stderr and "sk-edge verify --images DIR` on the host" in newer.stderr
 
     # With images named, the device judges against the FP32 graph and says so.
     named = sk_edge("verify", "-w", str(workdir), "--candidate", "int8", "--images", str(workdir / "eval_images"),

@@ -68,11 +68,11 @@ def one_line_error(out: subprocess.CompletedProcess, code: int, *needles: str) -
     return errors[0]
 
 
-def sealed(wd: Path, name: str, sidecar: str, data: bytes, **sections) -> None:
-    """``data`` written as ``name`` with a sidecar that matches it byte for byte (and ``sections``)."""
+def sealed(wd: Path, name: str, sidecar: str, kind: str, data: bytes, **sections) -> None:
+    """``data`` written as ``name`` with a sidecar of ``kind`` that matches it byte for byte (and ``sections``)."""
     (wd / name).write_bytes(data)
     outputs = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
-    (wd / sidecar).write_text(json.dumps({"outputs": outputs, **sections}))
+    (wd / sidecar).write_text(json.dumps({"kind": kind, "schema": 1, "key": "0" * 64, "outputs": outputs, **sections}))
 
 
 def unchanged(folder: Path, before: dict[str, str], ignore: tuple[str, ...] = ()) -> None:
@@ -137,8 +137,9 @@ def test_a_workdir_is_never_taken_over(tmp_path):
 def test_an_engine_that_is_missing_or_stale_is_refused(wd, held_out, stale):
     folder, _ = held_out
     if stale:  # built from another model.int8.onnx than the one here
-        sealed(wd, "model.int8.engine", "model.int8.engine.json", b"engine bytes",
-               inputs={"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, tensorrt={"version": "10.3.0"})
+        sealed(wd, "model.int8.engine", "model.int8.engine.json", "sk-edge/engine", b"engine bytes",
+               inputs={"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, tensorrt={"version": "10.3.0"},
+               settings={"precision": "int8"})
     before = snapshot(wd)
     out = run_cli("verify", "-w", str(wd), "--candidate", "engine", "--images", str(folder))
     one_line_error(out, 1, *(("model.int8.engine' is stale", "sk-edge build --from") if stale else ("no engine in", "--candidate int8")))
@@ -154,7 +155,8 @@ def test_an_engine_that_is_missing_or_stale_is_refused(wd, held_out, stale):
 def test_bench_fails_when_a_named_backend_produced_no_row(wd):
     """A backend that runs but fails every configuration: here, an FP16 graph ONNX Runtime cannot load."""
     fp32_sha = json.loads((wd / "export.json").read_text())["outputs"]["model.fp32.onnx"]["sha256"]
-    sealed(wd, "model.fp16.onnx", "model.fp16.json", b"not a graph", inputs={"model": {"sha256": fp32_sha}})
+    sealed(wd, "model.fp16.onnx", "model.fp16.json", "sk-edge/quantize-fp16", b"not a graph",
+           inputs={"model": {"sha256": fp32_sha}}, settings={"precision": "fp16"})
     out = run_cli("bench", "-w", str(wd), "--backends", "onnxruntime", "--precisions", "fp16", "--iterations", "5", "--warmup", "0")
     one_line_error(out, 1, "bench FAILED: no result for onnxruntime")
     assert (wd / "bench.md").is_file()  # the report is written all the same
@@ -366,6 +368,58 @@ def test_smaller_mistakes_get_the_right_message(wd, tmp_path):
     fromdir = run_cli("build", "--from", str(bare), "--precision", "fp16", "--no-verify")
     one_line_error(fromdir, 1, "no model.fp16.onnx")
     assert not (bare / "on_device.sh").exists()
+
+
+def test_every_sidecar_a_stage_reads_is_a_typed_view_that_checks_its_schema(wd, held_out):
+    """calib.json and the graph sidecars, like export.json: typed views whose fields agree with the files they
+    describe, and a sidecar of another schema, kind or layout is one line naming the command that writes it again.
+    (The engine sidecar: tests/test_cpp_runtime.py, read the same way by both runtimes; reference.json:
+    tests/test_device_flow.py.)"""
+    from sk_edge.artifacts import sha256_file
+    from sk_edge.errors import SkEdgeError
+    from sk_edge.sidecars import CalibrationInfo, GraphInfo
+    from sk_edge.workdir import load_calibration, load_export, load_graph
+
+    export, calib, graph = load_export(wd), load_calibration(wd), load_graph(wd, "int8")
+    assert isinstance(calib, CalibrationInfo) and isinstance(graph, GraphInfo)
+    assert calib.fp32_sha256 == graph.fp32_sha256 == export.fp32_sha256
+    assert calib.cache_sha256 == sha256_file(wd / "calib.cache") and calib.images["used"] == 64
+    assert graph.graph_name == "model.int8.onnx" and graph.graph_sha256 == sha256_file(wd / "model.int8.onnx")
+    assert graph.calibration_key == calib.key and graph.calibration_method == calib.method
+    assert graph.precision_mix["int8_mac_share"] > 0.9 and graph.float_nodes  # the SK gates stay in float
+    from sk_edge.quantize.calibration import plan_for
+
+    amax = calib.amax(plan_for(wd).activations)  # a range for every tensor the Q/DQ plan quantizes
+    assert len(amax) == len(calib.tensors) > 20 and all(v > 0 for v in amax.values())
+
+    calib_doc = json.loads((wd / "calib.json").read_text())
+    graph_doc = json.loads((wd / "model.int8.json").read_text())
+    with pytest.raises(SkEdgeError, match=r"is a sidecar of kind sk-edge/quantize-int8, not sk-edge/calibration"):
+        CalibrationInfo.from_doc(graph_doc, wd / "calib.json")
+    no_calibration = {**graph_doc, "inputs": {"model": graph_doc["inputs"]["model"]}}
+    with pytest.raises(SkEdgeError, match=r"lacks or garbles the field 'inputs.calibration'; re-run `sk-edge quantize"):
+        GraphInfo.from_doc(no_calibration, wd / "model.int8.json", "int8")
+
+    # Through the command line (the sidecars' hashes cover the artifacts, not the sidecars' own fields).
+    folder, _ = held_out
+    cases = [
+        ("calib.json", {**calib_doc, "schema": 99}, ("quantize", "--precision", "int8", "--force"),
+         ("calib.json' has sidecar schema 99, and this sk-edge reads schema 1", "sk-edge calibrate -w")),
+        ("calib.json", {k: v for k, v in calib_doc.items() if k != "tensors"}, ("quantize", "--precision", "int8", "--force"),
+         ("calib.json' lacks or garbles the field 'tensors'", "--images DIR --force")),
+        ("model.int8.json", {**graph_doc, "schema": 2}, ("verify", "--candidate", "int8", "--images", str(folder)),
+         ("model.int8.json' has sidecar schema 2", "sk-edge quantize -w")),
+        ("model.int8.json", {**graph_doc, "kind": "sk-edge/quantize-fp16"}, ("build", "--from", str(wd), "--precision", "int8",
+                                                                             "--no-verify"),
+         ("is a sidecar of kind sk-edge/quantize-fp16, not sk-edge/quantize-int8",)),
+    ]
+    for name, doc, command, needles in cases:
+        (wd / name).write_text(json.dumps(doc))
+        before = snapshot(wd)
+        out = run_cli(*command, *(() if "--from" in command else ("-w", str(wd))))
+        one_line_error(out, 1, *needles)
+        unchanged(wd, before)
+        (wd / name).write_text(json.dumps(calib_doc if name == "calib.json" else graph_doc))
 
 
 def test_export_json_is_read_through_one_typed_view_that_checks_its_schema(tmp_path):

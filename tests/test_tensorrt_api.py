@@ -214,15 +214,22 @@ def test_parser_errors_name_the_node_and_op(workdir, version):
 
 
 def test_stale_engines_are_refused_with_what_to_rebuild():
-    sidecar = {"tensorrt": {"version": "10.3.0"}, "gpu": ORIN, "settings": {"precision": "int8"}}
+    from trt_standin import engine_sidecar
+
+    from sk_edge.sidecars import EngineInfo
+
+    def sidecar_of(**changes):
+        return EngineInfo.from_doc(engine_sidecar(**changes), "model.int8.engine.json")
+
+    sidecar = sidecar_of(platform=None)
     assert engine_mismatch(sidecar, "10.3.0", ORIN) is None
     assert "built with TensorRT 10.3.0 and this is TensorRT 10.13.3.9" in engine_mismatch(sidecar, "10.13.3.9", ORIN)
     assert "built on a Orin" in engine_mismatch(sidecar, "10.3.0", {"name": "RTX 4090", "compute_capability": "8.9"})
-    compatible = {**sidecar, "settings": {"hardware_compatible": True}}
+    compatible = sidecar_of(platform=None, settings={"precision": "int8", "hardware_compatible": True})
     assert engine_mismatch(compatible, "10.3.0", {"name": "RTX 4090", "compute_capability": "8.9"}) is None
     assert "Ampere and newer" in engine_mismatch(compatible, "10.3.0", {"name": "T4", "compute_capability": "7.5"})
     # An Ampere+ engine from an x86-64 desktop is still not an Orin engine: the platform is recorded and checked.
-    desktop = {**compatible, "platform": {"machine": "x86_64", "jetson": False}}
+    desktop = sidecar_of(platform={"machine": "x86_64", "jetson": False}, settings={"precision": "int8", "hardware_compatible": True})
     orin = {"machine": "aarch64", "jetson": True}
     assert engine_mismatch(desktop, "10.3.0", ORIN, here={"machine": "x86_64", "jetson": False}) is None
     assert "it was built on x86_64 and this is aarch64 Jetson" in engine_mismatch(desktop, "10.3.0", ORIN, here=orin)
@@ -308,11 +315,14 @@ def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_
     assert "model-engine-file=model.int8.dla.engine" in text and "enable-dla=1" in text and "use-dla-core=1" in text
     # verify.json's chain names the graph the engine was really built from (the DLA-pooled FP32 graph).
     from sk_edge.artifacts import sha256_file
-    from sk_edge.verify import _chain
+    from sk_edge.verify import _chain, candidate_precision_mix
 
-    chain = _chain(wd, "engine", "int8")
+    chain = _chain(wd, "int8", "model.int8.dla.engine")
     assert chain["graph"] == {"model.fp32.dla.onnx": sha256_file(wd / "model.fp32.dla.onnx")}
     assert chain["engine"] == {"model.int8.dla.engine": sha256_file(wd / "model.int8.dla.engine")} and "calibration" in chain
+    # The Q/DQ plan's INT8 share is the INT8 graph's, never claimed for an engine built from the FP32 graph.
+    assert candidate_precision_mix(wd, "int8")["int8_mac_share"] > 0.9
+    assert candidate_precision_mix(wd, "int8", "model.int8.dla.engine") is None
     # verify finds it too: here it stops only because no real TensorRT is installed to run it.
     with pytest.raises(SkEdgeError, match="TensorRT is not installed here"):
         candidate_runner(wd, "engine", log=lambda m: None)

@@ -291,3 +291,34 @@ class FakeCuda:
 
     def memcpy_dtoh_async(self, dst, src, stream):
         dst.reshape(-1).view(np.uint8)[:] = self.memory[src]
+
+
+# An engine sidecar as the engine stage writes it (sk_edge.engine_stage), for the runtime's checks:
+# tests/data/engine_compat_cases.json is made from variants of it.
+ORIN_HERE = {"machine": "aarch64", "jetson": True}
+ENGINE_SIDECAR = {
+    "kind": "sk-edge/engine", "schema": 1, "key": "0" * 64,
+    "outputs": {"model.int8.engine": {"sha256": "1" * 64, "bytes": 1}},
+    "inputs": {"onnx": {"name": "model.int8.onnx", "sha256": "2" * 64}, "calib_cache_sha256": None},
+    "tensorrt": {"version": "10.3.0"}, "gpu": ORIN,
+    "platform": ORIN_HERE, "settings": {"precision": "int8", "hardware_compatible": False, "dla_core": None},
+    "model": {"input": {"name": "input", "shape": [1, 3, 64, 64]}, "output": {"name": "logits", "shape": [1, 10]}},
+    "preprocess": {"input_size": 64, "mean": [0.322, 0.307, 0.276], "std": [0.189, 0.179, 0.191], "resize": "resize",
+                   "crop_pct": 1.0, "interpolation": "bilinear", "channel_order": "RGB", "layout": "NCHW"},
+}
+
+
+def engine_sidecar(**changes) -> dict:
+    """ENGINE_SIDECAR with ``section=value`` (None drops it) and ``section__field=value`` changed."""
+    import copy
+
+    doc = copy.deepcopy(ENGINE_SIDECAR)
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            doc[section][name] = value
+        elif value is None:
+            doc.pop(section)
+        else:
+            doc[section] = value
+    return doc

@@ -72,7 +72,17 @@ EngineSidecar parse_sidecar(const std::string& text, const std::string& source) 
     } catch (const json::exception&) {
         throw Error("'" + source + "' is not valid JSON; rebuild the engine with `sk-edge build`");
     }
-    if (!doc.is_object()) throw Error("'" + source + "' is not an engine sidecar; rebuild the engine with `sk-edge build`");
+    const std::string fix = "rebuild the engine with `sk-edge build`";
+    if (!doc.is_object()) throw Error("'" + source + "' is not an sk-edge sidecar; " + fix);
+    // The header checks of sk_edge.sidecars.check_header, in its words: a sidecar of another schema
+    // or of another artifact is refused before any field is read.
+    const std::string schema = str_or(doc, "schema");
+    if (schema != std::to_string(kSidecarSchema))
+        throw Error("'" + source + "' has sidecar schema " + schema + ", and this sk-edge reads schema " +
+                    std::to_string(kSidecarSchema) + "; " + fix);
+    const std::string kind = str_or(doc, "kind", "");
+    if (kind != "sk-edge/engine")
+        throw Error("'" + source + "' is a sidecar of kind " + (kind.empty() ? std::string("none") : kind) + ", not sk-edge/engine; " + fix);
     try {
         EngineSidecar s;
         s.tensorrt_version = str_or(doc.value("tensorrt", json::object()), "version");

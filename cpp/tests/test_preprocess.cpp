@@ -38,7 +38,7 @@ std::vector<T> read_raw(const fs::path& path) {
 
 sk_edge::Preprocess preprocess_of(const json& pre) {
     // The sidecar parser is what the Engine uses: read the fixture's settings through it too.
-    json sidecar = {{"preprocess", pre}, {"tensorrt", {{"version", "10.3.0"}}}};
+    json sidecar = {{"kind", "sk-edge/engine"}, {"schema", 1}, {"preprocess", pre}, {"tensorrt", {{"version", "10.3.0"}}}};
     return sk_edge::parse_sidecar(sidecar.dump(), "fixture").preprocess;
 }
 

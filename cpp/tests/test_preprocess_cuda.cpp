@@ -30,7 +30,7 @@ TEST(PreprocessCuda, TheKernelsGiveTheCpuReferenceBytes) {
         std::ifstream img(dir / c["image"].get<std::string>(), std::ios::binary);
         const std::vector<uint8_t> rgb((std::istreambuf_iterator<char>(img)), std::istreambuf_iterator<char>());
         const int w = c["width"], h = c["height"];
-        json sidecar = {{"preprocess", c["preprocess"]}, {"tensorrt", {{"version", "10.3.0"}}}};
+        json sidecar = {{"kind", "sk-edge/engine"}, {"schema", 1}, {"preprocess", c["preprocess"]}, {"tensorrt", {{"version", "10.3.0"}}}};
         const auto pre = sk_edge::parse_sidecar(sidecar.dump(), "fixture").preprocess;
         const auto expected = sk_edge::preprocess_cpu(sk_edge::ImageView::rgb(rgb.data(), w, h), pre);
         uint8_t* d_image = nullptr;

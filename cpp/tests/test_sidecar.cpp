@@ -38,8 +38,22 @@ TEST(Sidecar, RefusesWhatThePythonRuntimeRefusesInTheSameWords) {
     }
 }
 
+TEST(Sidecar, RefusesSidecarsOfAnotherSchemaOrKindInTheSameWords) {
+    const json doc = load_cases();
+    ASSERT_GE(doc["unreadable"].size(), 3u);
+    for (const auto& c : doc["unreadable"]) {
+        SCOPED_TRACE(c["name"].get<std::string>());
+        try {
+            sk_edge::parse_sidecar(c["sidecar"].dump(), c["source"]);
+            ADD_FAILURE() << "read without an error";
+        } catch (const sk_edge::Error& e) {
+            EXPECT_EQ(std::string(e.what()), c["error"].get<std::string>());
+        }
+    }
+}
+
 TEST(Sidecar, ReadsPreprocessingShapesAndNames) {
-    const auto s = sk_edge::parse_sidecar(R"({
+    const auto s = sk_edge::parse_sidecar(R"({"kind": "sk-edge/engine", "schema": 1,
         "tensorrt": {"version": "10.3.0"}, "gpu": {"name": "Orin", "compute_capability": "8.7"},
         "platform": {"machine": "aarch64", "jetson": true},
         "settings": {"precision": "int8", "dla_core": 1, "hardware_compatible": false},
@@ -79,7 +93,7 @@ TEST(Sidecar, BadFilesAreOneLineErrorsNamingTheFile) {
         EXPECT_NE(std::string(e.what()).find("model.int8.engine.json' is not valid JSON"), std::string::npos) << e.what();
         EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
     }
-    std::ofstream(engine + ".json") << R"({"preprocess": {"mean": [0.5, 0.5]}})";
+    std::ofstream(engine + ".json") << R"({"kind": "sk-edge/engine", "schema": 1, "preprocess": {"mean": [0.5, 0.5]}})";
     EXPECT_THROW(sk_edge::read_sidecar(engine), sk_edge::Error);
     std::filesystem::remove_all(dir);
 }
@@ -99,7 +113,8 @@ TEST(Engine, AnEngineFromAnotherTensorRTIsRefusedBeforeAnythingLoads) {
     std::filesystem::create_directories(dir);
     const std::string engine = (dir / "model.int8.engine").string();
     std::ofstream(engine) << "not an engine";
-    std::ofstream(engine + ".json") << R"({"tensorrt": {"version": "7.0.0"}, "settings": {"precision": "int8"}})";
+    std::ofstream(engine + ".json") << R"({"kind": "sk-edge/engine", "schema": 1, "tensorrt": {"version": "7.0.0"},
+                                         "settings": {"precision": "int8"}})";
     try {
         sk_edge::Engine e(engine);
         FAIL() << "an engine from TensorRT 7.0.0 was accepted";

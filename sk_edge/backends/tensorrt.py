@@ -461,24 +461,23 @@ def same_tensorrt_version(a: str, b: str) -> bool:
     return n >= 3 and pa[:n] == pb[:n]
 
 
-def engine_mismatch(sidecar: dict, trt_version: str, gpu: dict | None, here: dict | None = None) -> str | None:
-    """Why an engine described by ``sidecar`` cannot run here, or None when it can.
+def engine_mismatch(engine, trt_version: str, gpu: dict | None, here: dict | None = None) -> str | None:
+    """Why the engine its sidecar (an :class:`~sk_edge.sidecars.EngineInfo`) describes cannot run here, or None when it can.
 
     ``here`` is :func:`host_platform` (the default). Even a hardware-compatible (Ampere+)
     engine is tied to its platform: one built on an x86-64 desktop does not run on an Orin.
     """
-    built = sidecar.get("tensorrt", {})
-    if not same_tensorrt_version(str(built.get("version")), trt_version):
-        return f"it was built with TensorRT {built.get('version')} and this is TensorRT {trt_version}"
-    made_on = sidecar.get("gpu") or {}
+    if not same_tensorrt_version(engine.tensorrt_version, trt_version):
+        return f"it was built with TensorRT {engine.tensorrt_version} and this is TensorRT {trt_version}"
+    made_on = engine.gpu or {}
     if gpu is None:
         return "there is no CUDA GPU here"
-    built_platform = sidecar.get("platform")
+    built_platform = engine.platform
     here = here or host_platform()
     if built_platform and (built_platform.get("machine"), built_platform.get("jetson")) != (here["machine"], here["jetson"]):
         where = lambda p: f"{p.get('machine')}{' Jetson' if p.get('jetson') else ''}"  # noqa: E731
         return f"it was built on {where(built_platform)} and this is {where(here)}"
-    if sidecar.get("settings", {}).get("hardware_compatible"):
+    if engine.hardware_compatible:
         major = int(str(gpu.get("compute_capability", "0")).split(".")[0])
         return None if major >= 8 else f"it is built for Ampere and newer GPUs and this {gpu.get('name')} is older"
     if made_on.get("compute_capability") != gpu.get("compute_capability") or made_on.get("name") != gpu.get("name"):

@@ -25,10 +25,10 @@ from onnx import shape_inference
 
 from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
-from ..errors import UsageError
+from ..errors import SkEdgeError, UsageError
 from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
-from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export
+from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export, read_view
 from .cache import DEFAULT_TRT_VERSION, write_cache
 from .histogram import DEFAULT_BINS, StreamingHistogram
 from .methods import METHODS, compute_amax
@@ -219,13 +219,16 @@ def calibrate(
         log(f"{calib_path} is up to date (same model, images and settings); --force recalibrates")
         return artifacts.read_json(calib_path)
 
-    previous = artifacts.read_json(calib_path)
+    try:
+        previous = read_view(workdir, CALIB_JSON)
+    except SkEdgeError:
+        previous = None  # none, or one this sk-edge cannot read: the histograms are measured again
     t0 = time.perf_counter()
-    if not force and previous and previous.get("histogram_key") == hist_key:
+    if not force and previous and previous.histogram_key == hist_key:
         log(f"reusing the histograms in {calib_path} (same model and images); choosing amax with '{options.method}'")
-        histograms = {n: StreamingHistogram.from_dict(t["histogram"]) for n, t in previous["tensors"].items()}
-        maxima = dict(previous.get("legacy_ranges") or {})
-        images_doc, provider = previous["inputs"]["images"], previous["settings"]["provider"]
+        histograms = {n: StreamingHistogram.from_dict(t["histogram"]) for n, t in previous.tensors.items()}
+        maxima = dict(previous.legacy_ranges or {})
+        images_doc, provider = previous.images, previous.provider
     else:
         count = min(options.num_images, len(paths))
         stream = ImageStream(paths, export.preprocess, options.batch, options.num_images, root=images_dir)

@@ -114,7 +114,7 @@ def quantize_model(
     settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS,
                 "keep_float": keep_float}
     key = artifacts.stage_key(
-        {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib["key"] if calib else None, **settings}
+        {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib.key if calib else None, **settings}
     )
     if not force and artifacts.is_up_to_date(workdir / sidecar_name, key):
         log(f"{workdir / out_name} is up to date; --force rewrites it")
@@ -128,13 +128,13 @@ def quantize_model(
         raise UsageError(f"'{unknown[0]}' is not a quantized layer of this graph ({len(unknown)} unknown)")
     plan = plan.without(set(keep_float))
     if precision == "int8":
-        missing = [n for n in plan.activations if n not in calib["tensors"]]
+        missing = [n for n in plan.activations if n not in calib.tensors]
         if missing:
             raise SkEdgeError(
                 f"calib.json has no range for '{missing[0]}' ({len(missing)} missing); "
                 f"re-run `sk-edge calibrate -w {workdir} --images DIR --force`"
             )
-        amax = {n: calib["tensors"][n]["amax"] for n in plan.activations}
+        amax = calib.amax(plan.activations)
         out, report = build_int8_graph(model, plan, amax, mixed)
         mix = precision_mix(macs_by_node(model), plan)
     else:
@@ -167,11 +167,11 @@ def quantize_model(
         {out_name: workdir / out_name},
         inputs={
             "model": {"path": FP32_ONNX, "sha256": fp32_sha},
-            "calibration": {"path": CALIB_JSON, "key": calib["key"], "method": calib["method"]} if calib else None,
+            "calibration": {"path": CALIB_JSON, "key": calib.key, "method": calib.method} if calib else None,
         },
         settings=settings,
         preprocess=export.preprocess_record,
-        model=export.doc["model"],  # copied whole into the graph's sidecar
+        model=export.model_record,  # copied whole into the graph's sidecar
         graph={"opset": opset, "nodes": len(out.graph.node)},
         plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes} if precision == "int8" else None,
         precision_report=report.as_dict(),

@@ -37,6 +37,9 @@ struct Platform {
     bool jetson = false;
 };
 
+// The sidecar schema this runtime reads (sk_edge.artifacts.SIDECAR_SCHEMA); another is refused.
+inline constexpr int kSidecarSchema = 1;
+
 // What `sk-edge build` recorded beside an engine (model.<precision>.engine.json).
 struct EngineSidecar {
     std::string tensorrt_version;  // as the building TensorRT reported it, e.g. "10.3.0" or "8.5.2.2"
@@ -51,7 +54,8 @@ struct EngineSidecar {
     std::vector<std::string> class_names;  // empty when the work directory has none
 };
 
-// Reads `<engine>.json`; throws Error naming the file when it is missing or malformed.
+// Reads `<engine>.json`; throws Error naming the file when it is missing or malformed, of another
+// sidecar schema, or not an engine's sidecar.
 EngineSidecar read_sidecar(const std::string& engine_path);
 EngineSidecar parse_sidecar(const std::string& json_text, const std::string& source);
 
