@@ -22,6 +22,7 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
+from .sidecars import ExportInfo
 from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, load_export, read_view
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -107,7 +108,7 @@ def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptio
     ])
 
 
-def _with_profile(options: trt_backend.BuildOptions, export: dict) -> trt_backend.BuildOptions:
+def _with_profile(options: trt_backend.BuildOptions, export: ExportInfo) -> trt_backend.BuildOptions:
     """``options`` with the optimisation profile the exported graph needs (dynamic batch)."""
     max_batch = export.dynamic_batch
     if options.dynamic_batch and not max_batch:

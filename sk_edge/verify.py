@@ -24,6 +24,7 @@ from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
 from .images import ImageStream
 from .preprocess import Preprocess
+from .sidecars import ExportInfo
 from .versions import torch_installed
 from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export,
                       read_view)
@@ -176,7 +177,7 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
 # --- images and labels -------------------------------------------------------------------
 
 
-def default_eval_set(workdir: Path, export: dict, log: Callable[[str], None]) -> tuple[Path, Path]:
+def default_eval_set(workdir: Path, export: ExportInfo, log: Callable[[str], None]) -> tuple[Path, Path]:
     """The reference model's held-out SK-Digits images, rendered once into the work directory."""
     from .reference import NAME as REFERENCE
 
@@ -389,7 +390,7 @@ def candidate_precision_mix(workdir: Path, precision: str, engine_file: str | No
     return read_view(workdir, GRAPH_SIDECARS["int8"]).precision_mix
 
 
-def _judged_images(workdir: Path, export: dict, options: VerifyOptions, log) -> JudgeImages:
+def _judged_images(workdir: Path, export: ExportInfo, options: VerifyOptions, log) -> JudgeImages:
     if options.images is not None:
         return JudgeImages(Path(options.images), options.labels, options.holdout)
     folder, labels = default_eval_set(workdir, export, log)
