@@ -149,17 +149,11 @@ def model_options(command):
                   "interpolation, channel_order); options given here win.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from .preprocess import PreprocessRequest
+        from .preprocess import requests_from
 
         fields = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order")}
-        preprocess_file = kwargs.pop("preprocess_file")
-        requests = []
-        if any(v is not None for v in fields.values()):
-            requests.append(PreprocessRequest.from_fields({k: v for k, v in fields.items() if v is not None},
-                                                          "the command line"))
-        if preprocess_file is not None:
-            requests.append(PreprocessRequest.from_json_file(preprocess_file))
-        kwargs["preprocess"] = requests or None
+        given = {k: v for k, v in fields.items() if v is not None}
+        kwargs["preprocess"] = requests_from(given, kwargs.pop("preprocess_file"), "the command line")
         return command(*args, **kwargs)
 
     return wrapper

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import artifacts
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
-
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
+
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -69,16 +68,11 @@ class BuildRequest:
     force: bool = False
 
     def preprocess_requests(self):
-        from .preprocess import PreprocessRequest
+        from .preprocess import requests_from
 
-        requests = []
-        if isinstance(self.preprocess, list):
-            requests += self.preprocess
-        elif self.preprocess:
-            requests.append(PreprocessRequest.from_fields(dict(self.preprocess), "the build request"))
-        if self.preprocess_file is not None:
-            requests.append(PreprocessRequest.from_json_file(Path(self.preprocess_file)))
-        return requests or None
+        if isinstance(self.preprocess, list):  # PreprocessRequests already (the CLI's), before the file's
+            return self.preprocess + (requests_from(None, self.preprocess_file, "the build request") or []) or None
+        return requests_from(self.preprocess, self.preprocess_file, "the build request")
 
 
 @dataclass
@@ -131,7 +125,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
     from .evaluation import plan_judging
-    from .verify import VERIFY_JSON, VerifyFailed, VerifyOptions, candidate_precision_mix, verify
+    from .verify import VerifyFailed, VerifyOptions, candidate_precision_mix, verify
     from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
 
     images = Path(r.images) if r.images is not None else None
@@ -202,13 +196,12 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                 from .sensitivity import previous_choice
 
                 keep = previous_choice(workdir, budget, r.mixed)
-                if keep:
-                    searched = f"{len(keep)} layers kept in floating point were chosen on these same images"
             quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
         if r.precision == "int8" and budget is not None:
-            kept = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress)
-            if kept:
-                searched = f"{len(kept)} layers kept in floating point were chosen on these same images"
+            # The layers kept in floating point: a new search's, else the earlier one's that still meets the budget.
+            chosen = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress) or keep
+            if chosen:
+                searched = f"{len(chosen)} layers kept in floating point were chosen on these same images"
     log("[4/4] engine")
     try:
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
@@ -232,9 +225,8 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                     labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None),
                     log=log, progress=bar)
         except VerifyFailed as exc:
-            failure = str(exc)
-            verdict = artifacts.read_json(workdir / VERIFY_JSON)  # written before the failure was raised
-    mix = candidate_precision_mix(workdir, r.precision, result.engine.name if result.engine else None)
+            failure, verdict = str(exc), exc.report
+    mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
     report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
                            log=log, searched=searched)
     failure = failure or report.failed

@@ -197,6 +197,17 @@ class PreprocessRequest:
         return cls.from_fields(own, f"the checkpoint {Path(path).name}")
 
 
+def requests_from(fields: dict | None, file: Path | None, source: str) -> list[PreprocessRequest] | None:
+    """The preprocessing a user asked for: ``fields`` given directly (named ``source``) before a
+    ``--preprocess`` file, the first winning; None when neither was given."""
+    requests = []
+    if fields:
+        requests.append(PreprocessRequest.from_fields(dict(fields), source))
+    if file is not None:
+        requests.append(PreprocessRequest.from_json_file(Path(file)))
+    return requests or None
+
+
 def resolve(default: Preprocess, requests: list[PreprocessRequest | None], default_source: str) -> tuple[Preprocess, dict]:
     """``default`` with each field taken from the first request that gives it; and field -> source."""
     values, sources = {}, {}

@@ -24,7 +24,7 @@ from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
 from .images import ImageStream
 from .preprocess import Preprocess
-from .sidecars import ExportInfo
+from .sidecars import EngineInfo, ExportInfo
 from .versions import torch_installed
 from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export,
                       read_view)
@@ -46,7 +46,11 @@ DEFAULT_MAX_TOP1_DROP = 0.5
 
 
 class VerifyFailed(SkEdgeError):
-    """A threshold was broken; verify.json and verify.md are written all the same."""
+    """A threshold was broken; verify.json and verify.md are written all the same (``report``: verify.json)."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -148,8 +152,9 @@ def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], 
     return graph
 
 
-def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str, str | None]:
-    """(runner, description, precision, engine file or None) for ``candidate``, after checking it and the chain it came from.
+def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str, EngineInfo | None]:
+    """(runner, description, precision, the engine's checked sidecar or None) for ``candidate``, after checking it
+    and the chain it came from.
 
     An engine that is absent, stale or cannot run here is an error, never replaced by a graph.
     """
@@ -163,10 +168,10 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
                 f"on_device.sh on the device, or pass --candidate {first_built(workdir)} to judge the graph on ONNX Runtime"
             )
         precision, name = engines[0]
-        load_engine(workdir, precision, name=name)
+        engine = load_engine(workdir, precision, name=name)
         from .runtime import Engine
 
-        return Engine(workdir / name), f"TensorRT engine {name}", precision, name
+        return Engine(workdir / name), f"TensorRT engine {name}", precision, engine
     load_graph(workdir, candidate)
     path = workdir / GRAPH_NAMES[candidate]
     from .backends.onnxruntime import judging_runner
@@ -363,29 +368,28 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chain(workdir: Path, precision: str, engine_file: str | None = None) -> dict:
-    """sha256 of the candidate and of everything it came from: export -> calibration -> graph -> engine."""
+def _chain(workdir: Path, precision: str, engine: EngineInfo | None = None) -> dict:
+    """sha256 of the candidate and of everything it came from: export -> calibration -> graph -> engine.
+
+    ``engine``: the engine's sidecar, checked by load_engine (which names the graph it was built from)."""
     from .workdir import graph_chain
 
-    if engine_file is None:
+    if engine is None:
         return graph_chain(workdir, precision)
-    name = engine_file
-    engine = read_view(workdir, f"{name}.json")  # checked by load_engine
     chain = graph_chain(workdir, precision, graph={engine.onnx_name: engine.onnx_sha256})
-    chain["engine"] = {name: engine.engine_sha256}
+    chain["engine"] = {engine.engine_name: engine.engine_sha256}
     return chain
 
 
-def candidate_precision_mix(workdir: Path, precision: str, engine_file: str | None = None) -> dict | None:
+def candidate_precision_mix(workdir: Path, precision: str, graph: str) -> dict | None:
     """The share of the MACs the candidate runs in INT8, as the INT8 graph's sidecar records it.
 
-    None unless the candidate is the INT8 Q/DQ graph or an engine built from it: a weakly typed
-    engine (TensorRT 8.5/8.6, the DLA) takes its precisions from calib.cache and TensorRT's
-    choices, not from the graph's plan, so the plan's share would be a claim about another artifact.
+    ``graph`` is the graph the candidate is, or the engine was built from. None unless that is the
+    INT8 Q/DQ graph: a weakly typed engine (TensorRT 8.5/8.6, the DLA) is built from the FP32 graph
+    and takes its precisions from calib.cache and TensorRT's choices, not from the graph's plan, so
+    the plan's share would be a claim about another artifact.
     """
-    if precision != "int8":
-        return None
-    if engine_file is not None and read_view(workdir, f"{engine_file}.json").onnx_name != GRAPH_NAMES["int8"]:
+    if precision != "int8" or graph != GRAPH_NAMES["int8"]:
         return None
     return read_view(workdir, GRAPH_SIDECARS["int8"]).precision_mix
 
@@ -437,7 +441,7 @@ def verify(
                 raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
             log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
     candidate = choose_candidate(workdir, options.candidate, log)
-    cand_run, cand_desc, precision, engine_file = candidate_runner(workdir, candidate, log)
+    cand_run, cand_desc, precision, engine = candidate_runner(workdir, candidate, log)
     if stored is not None:
         judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
         ref_kind, ref_desc = "pytorch-stored", stored.description
@@ -505,8 +509,8 @@ def verify(
         "model": {"name": export.model, "export_sha256": export.fp32_sha256},
         "preprocess": export.preprocess_record,
         "class_names": export.class_names,
-        "chain": _chain(workdir, precision, engine_file),
-        "precision_mix": candidate_precision_mix(workdir, precision, engine_file),
+        "chain": _chain(workdir, precision, engine),
+        "precision_mix": candidate_precision_mix(workdir, precision, engine.onnx_name if engine else GRAPH_NAMES[precision]),
         "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl,
                        "min_images": options.min_images},
         "metrics": metrics,
@@ -520,6 +524,6 @@ def verify(
     if cross_check and cross_check["optimizer_changes_results"]:
         log(f"warning: {cross_check_line(cross_check)}")
     if broken:
-        raise VerifyFailed(f"verify FAILED: {'; '.join(broken)} ({workdir / VERIFY_MD})")
+        raise VerifyFailed(f"verify FAILED: {'; '.join(broken)} ({workdir / VERIFY_MD})", doc)
     log(f"verify PASSED (top-1 agreement >= {options.min_agreement}%, drop <= {options.max_top1_drop} points); wrote {workdir / VERIFY_JSON}")
     return doc

@@ -316,13 +316,15 @@ def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_
     # verify.json's chain names the graph the engine was really built from (the DLA-pooled FP32 graph).
     from sk_edge.artifacts import sha256_file
     from sk_edge.verify import _chain, candidate_precision_mix
+    from sk_edge.workdir import load_engine
 
-    chain = _chain(wd, "int8", "model.int8.dla.engine")
+    engine = load_engine(wd, "int8", name="model.int8.dla.engine")
+    chain = _chain(wd, "int8", engine)
     assert chain["graph"] == {"model.fp32.dla.onnx": sha256_file(wd / "model.fp32.dla.onnx")}
     assert chain["engine"] == {"model.int8.dla.engine": sha256_file(wd / "model.int8.dla.engine")} and "calibration" in chain
     # The Q/DQ plan's INT8 share is the INT8 graph's, never claimed for an engine built from the FP32 graph.
-    assert candidate_precision_mix(wd, "int8")["int8_mac_share"] > 0.9
-    assert candidate_precision_mix(wd, "int8", "model.int8.dla.engine") is None
+    assert candidate_precision_mix(wd, "int8", "model.int8.onnx")["int8_mac_share"] > 0.9
+    assert engine.onnx_name == "model.fp32.dla.onnx" and candidate_precision_mix(wd, "int8", engine.onnx_name) is None
     # verify finds it too: here it stops only because no real TensorRT is installed to run it.
     with pytest.raises(SkEdgeError, match="TensorRT is not installed here"):
         candidate_runner(wd, "engine", log=lambda m: None)
