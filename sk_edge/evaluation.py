@@ -31,6 +31,13 @@ HOLDOUT_RULE = "sha256(path relative to the folder) as a fraction of 2**64 < hol
 MIN_JUDGE_IMAGES = 100
 
 
+def too_few_images(count: int, where: str, min_images: int, fix: str, planned: bool = False) -> UsageError:
+    """The refusal of a verdict on fewer than ``min_images`` images (``planned``: before any work)."""
+    return UsageError(f"only {count} images {'would judge' if planned else 'judge'} this build ({where}); a top-1 "
+                      f"agreement figure needs at least {min_images} (below that one image moves it by more than a "
+                      f"point): {fix}, or --no-verify")
+
+
 def is_held_out(name: str, fraction: float) -> bool:
     """Whether the file ``name`` (relative to its folder, '/'-separated) belongs to the hold-out part."""
     digest = hashlib.sha256(name.replace("\\", "/").encode("utf-8", "surrogateescape")).digest()
@@ -211,8 +218,5 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
     if count < min_images:
         fix = (f"add images to '{plan.images.root}' (about {int(min_images / HOLDOUT_FRACTION)} in all) or pass "
                "--eval-images DIR" if plan.images.holdout is not None else f"add images to '{plan.images.root}'")
-        raise UsageError(
-            f"only {count} images would judge this build ({plan.images.describe()}); a top-1 agreement figure "
-            f"needs at least {min_images} (below that one image moves it by more than a point): {fix}, or --no-verify"
-        )
+        raise too_few_images(count, plan.images.describe(), min_images, fix, planned=True)
     return plan

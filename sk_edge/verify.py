@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
-from .evaluation import MIN_JUDGE_IMAGES, JudgeImages
+from .evaluation import MIN_JUDGE_IMAGES, JudgeImages, too_few_images
 from .images import ImageStream
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
@@ -405,8 +405,7 @@ def _too_few(count: int, judge: JudgeImages | None, options: VerifyOptions) -> U
     where = judge.describe() if judge else f"'{REFERENCE_NPZ}'"
     fix = ("add images to the folder, pass --eval-images DIR with held-out images" if judge and judge.holdout is not None
            else "add images, or pass --min-images N to accept a coarser verdict")
-    return UsageError(f"only {count} images judge this build ({where}); a top-1 agreement figure needs at least "
-                      f"{options.min_images} (below that one image moves it by more than a point): {fix}, or --no-verify")
+    return too_few_images(count, where, options.min_images, fix)
 
 
 def verify(
