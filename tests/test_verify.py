@@ -76,6 +76,24 @@ def test_a_broken_int8_graph_fails_in_one_line(workdir, held_out, tmp_path):
     assert "# sk-edge verify: FAIL" in (bad / "verify.md").read_text()
 
 
+def test_fewer_images_than_min_images_is_a_refusal_not_a_verdict(workdir, held_out, tmp_path):
+    """60 images: refused in one line (exit 2) before any verdict is written; --min-images 50 accepts them."""
+    folder, _ = held_out
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(folder.glob("*.png"))[:60]:
+        shutil.copy(path, few / path.name)
+    (workdir / "verify.json").unlink(missing_ok=True)
+    out = run("verify", "-w", str(workdir), "--candidate", "int8", "--images", str(few))
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "only 60 images judge this build" in errors[0] and "at least 100" in errors[0] and "--min-images N" in errors[0]
+    assert not (workdir / "verify.json").exists()
+    accepted = run("verify", "-w", str(workdir), "--candidate", "int8", "--images", str(few), "--min-images", "50")
+    assert accepted.returncode in (0, 1), accepted.stderr  # a verdict, whichever it is
+    assert json.loads((workdir / "verify.json").read_text())["metrics"]["images"] == 60
+
+
 def test_a_kl_bound_catches_what_top1_hides(workdir, held_out):
     folder, labels = held_out
     out = run("verify", "-w", str(workdir), "--images", str(folder), "--labels", str(labels), "--max-kl", "1e-6")
