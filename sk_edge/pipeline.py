@@ -273,16 +273,19 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     Returns the layers kept in floating point (none when INT8 already meets the budget).
     """
     from .quantize import quantize_model
-    from .sensitivity import analyze_sensitivity, needs_budget
+    from .sensitivity import analyze_sensitivity, load_eval_set, needs_budget
 
-    over, score = needs_budget(workdir, judge, None, budget)
+    # The judging images through the FP32 graph once, for the check and, when it fails, the search.
+    evalset = load_eval_set(workdir, judge)
+    over, score = needs_budget(workdir, judge, None, budget, evalset=evalset)
     if not over:
         log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
         return []
     log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
     with _bar(progress, "  sensitivity") as bar:
         doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
-                                  min_agreement=budget.min_agreement, log=log, progress=bar, max_float_share=max_float_share)
+                                  min_agreement=budget.min_agreement, log=log, progress=bar, max_float_share=max_float_share,
+                                  evalset=evalset)
     kept = doc["budget"]["kept_float"]
     log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
     quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)

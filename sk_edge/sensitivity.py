@@ -305,17 +305,19 @@ def analyze_sensitivity(
     progress: Callable[[int], Callable[[int], None]] | None = None,
     max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
     min_agreement: float | None = None,
+    evalset: EvalSet | None = None,
 ) -> dict:
     """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float.
 
     The budget is ``max_top1_drop`` (labelled images) or, when that is None, ``min_agreement``.
+    ``evalset``: ``images`` already run through the FP32 graph (all of them), when the caller has it.
     """
     workdir = Path(workdir)
     judge = images if isinstance(images, JudgeImages) else JudgeImages(Path(images), labels)
     budget = Budget(max_top1_drop, min_agreement) if max_top1_drop is not None or min_agreement is not None else None
     # The budget is judged on every image of the set, as verify will judge it (a few hundred
     # images leave a 0.5-point budget at the mercy of two or three); the ranking needs fewer.
-    full = load_eval_set(workdir, judge, None, None if budget is not None else count)
+    full = evalset if evalset is not None else load_eval_set(workdir, judge, None, None if budget is not None else count)
     judging = Evaluator(workdir, full, mixed)
     evaluator = judging.on(full.head(count))
     n_layers = len(evaluator.plan.layers())
@@ -336,10 +338,12 @@ def analyze_sensitivity(
 
 
 def needs_budget(workdir: Path, images: Path | JudgeImages, labels: Path | None, budget: Budget | float,
-                 count: int | None = None) -> tuple[bool, dict]:
-    """Whether the current model.int8.onnx misses ``budget`` on these images (one quick run)."""
+                 count: int | None = None, evalset: EvalSet | None = None) -> tuple[bool, dict]:
+    """Whether the current model.int8.onnx misses ``budget`` on these images (one quick run).
+
+    ``evalset``: the images already run through the FP32 graph, when the caller has them."""
     budget = Budget.of(budget)
-    evalset = load_eval_set(workdir, images, labels, count)
+    evalset = evalset if evalset is not None else load_eval_set(workdir, images, labels, count)
     load_graph(workdir, "int8")
     score = evalset.score(judging_runner(workdir / GRAPH_NAMES["int8"])(evalset.x))
     return not budget.met(score), score
