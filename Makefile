@@ -2,7 +2,8 @@
 #   make run    create .venv, install sk-edge, run the main job on the bundled defaults
 #   make test   create .venv, install sk-edge with its test extras, run the test suite; then
 #               the device job in a second, torch-free environment (make device-test), then the
-#               C++ runtime built against four TensorRT header releases, with its tests (make cpp-test)
+#               C++ runtime built against four TensorRT header releases and against the real
+#               TensorRT-RTX library, with its tests (make cpp-test)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,6 +24,12 @@ SOURCES := $(shell find sk_edge -name '*.py' -o -name '*.pt' -o -name '*.png' -o
 # architecture (Orin's) keeps the four builds short; a device build sets its own.
 TRT_HEADERS := 8.5.3 10.3.0 10.13.0 11.1.0
 CPP_FIXTURES := build/cpp-fixtures
+# And against NVIDIA's real TensorRT-RTX library: the headers of 1.6.1 (the newest public ones) with the
+# library of the same release from PyPI (minor releases are not ABI-compatible); its builder and ONNX
+# parser need no GPU, so a ctest builds an engine through the C++ API.
+RTX_HEADERS := rtx-1.6.1
+RTX_LIBS := tensorrt-rtx-cu13-libs==1.6.1.120
+RTX_LIB_DIR := build/tensorrt-rtx-1.6.1
 
 .PHONY: run test device-test cpp-test clean
 
@@ -65,6 +72,14 @@ cpp-test: $(VENV)/.installed
 		cmake --build build/cpp-$$v -j2 > build/cpp-$$v.build.log 2>&1 || { tail -30 build/cpp-$$v.build.log; exit 1; }; \
 		echo "TensorRT $$v headers:"; ctest --test-dir build/cpp-$$v --output-on-failure; \
 	done
+	test -f $(RTX_LIB_DIR)/tensorrt_rtx_libs/libtensorrt_rtx.so.1 || \
+		$(BIN)/python -m pip install --quiet --no-deps --target $(RTX_LIB_DIR) '$(RTX_LIBS)'
+	cmake -S cpp -B build/cpp-$(RTX_HEADERS) -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$(RTX_HEADERS) \
+		-DTENSORRT_LIBRARY_DIR=$(abspath $(RTX_LIB_DIR))/tensorrt_rtx_libs -DCMAKE_CUDA_ARCHITECTURES=86 \
+		-DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) -DCMAKE_BUILD_TYPE=Release > build/cpp-$(RTX_HEADERS).configure.log
+	cmake --build build/cpp-$(RTX_HEADERS) -j2 > build/cpp-$(RTX_HEADERS).build.log 2>&1 || { tail -30 build/cpp-$(RTX_HEADERS).build.log; exit 1; }
+	@echo "TensorRT-RTX $(RTX_HEADERS) headers, linked to the real libtensorrt_rtx:"
+	ctest --test-dir build/cpp-$(RTX_HEADERS) --output-on-failure
 
 clean:
 	rm -rf $(VENV) $(DEVICE_VENV) build workdir .pytest_cache

@@ -89,6 +89,17 @@ class Config:
         return f"{self.backend} {self.precision} {self.device} b{self.batch}"
 
 
+def engine_cannot_run(engine) -> str | None:
+    """Why this machine cannot run the engine its checked sidecar describes: its runtime or its GPU is not here."""
+    from .backends.tensorrt import TensorRTUnavailable, engine_mismatch, gpu_identity, import_tensorrt
+
+    try:
+        trt = import_tensorrt(engine.target)
+    except TensorRTUnavailable as exc:
+        return str(exc)
+    return engine_mismatch(engine, trt.__version__, gpu_identity())
+
+
 def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None]) -> list[Config]:
     """Every (backend, precision, batch) that can run here; what cannot is said once."""
     export = load_export(workdir)
@@ -96,12 +107,17 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
     from .workdir import load_engine, load_graph
 
     configs = []
+    unrunnable = set()
     # A stale or foreign graph or engine is refused, never timed as if it were the current one.
     for p in options.precisions:
         if "onnxruntime" in options.backends and (workdir / GRAPH_NAMES[p]).is_file():
             load_graph(workdir, p)
         for _, name in built_engines(workdir, (p,)) if "tensorrt" in options.backends else ():
-            load_engine(workdir, p, name=name)
+            why = engine_cannot_run(load_engine(workdir, p, name=name))
+            if why and not options.required:
+                # An engine this machine cannot run (a TensorRT-RTX engine built on a CPU-only host): said, not timed.
+                log(f"{name} not timed: it cannot run here ({why})")
+                unrunnable.add(name)
     for batch in options.batches:
         if "torch" in options.backends and torch_installed():
             configs.append(Config("torch", "fp32", batch, "cpu"))
@@ -114,7 +130,7 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
         if "tensorrt" in options.backends:
             for p in options.precisions:
                 for _, name in built_engines(workdir, (p,)):
-                    if batch <= max_batch:
+                    if batch <= max_batch and name not in unrunnable:
                         configs.append(Config("tensorrt", p, batch, "dla" if ".dla." in name else "gpu", str(workdir / name)))
     if "onnxruntime" in options.backends:
         missing = [p for p in options.precisions if not (workdir / GRAPH_NAMES[p]).is_file()]

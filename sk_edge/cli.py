@@ -17,6 +17,8 @@ import click
 
 from . import __version__
 from .errors import SkEdgeError, UsageError
+from .backends.tensorrt import RTX_SMS
+from .backends.tensorrt import TARGETS as ENGINE_TARGETS
 from .preprocess import CLI_RESIZE
 
 DEFAULT_WORKDIR = "workdir"
@@ -28,7 +30,7 @@ CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quant
 PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.pipeline.PRECISIONS
-VERIFY_CANDIDATES = ("engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
+VERIFY_CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
 
@@ -206,6 +208,18 @@ def verify_options(command):
         return command(*args, **kwargs)
 
     return wrapper
+
+
+def _csv(kind):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not a comma-separated list") from None
+
+    return convert
 
 
 def _finite(ctx, param, value):
@@ -457,6 +471,13 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 @click.option("--opt-level", type=int, default=3, show_default=True, help="TensorRT builder optimisation level, 0 to 5.")
 @click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT <= 10.x).")
 @click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere or newer GPU (desktop).")
+@click.option("--target", type=click.Choice(ENGINE_TARGETS), default="tensorrt", show_default=True,
+              help="tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for "
+              "RTX, for desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
+              "(pip install 'sk-edge[rtx]').")
+@click.option("--rtx-sm", "rtx_sms", default=None, callback=_csv(str), metavar="SM,...",
+              help=f"--target rtx: the compute capabilities to build for, among {', '.join(RTX_SMS)} (75 = Turing, only "
+              "on request) [default: NVIDIA's default set, 80,86,89,120 and later].")
 @click.option(
     "--from",
     "from_dir",
@@ -478,7 +499,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 @click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
 @click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
 def build(model_name, weights, num_classes, input_size, model_args, class_names, preprocess, precision, images, labels, num_images, method, mixed,
-          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, from_dir, workdir, eval_images, eval_labels,
+          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, target, rtx_sms, from_dir, workdir, eval_images, eval_labels,
           min_agreement, max_top1_drop, max_float_share, min_speedup, no_verify, force):
     """Run every stage up to a TensorRT engine, and judge it: WORKDIR/model.<precision>.engine.
 
@@ -497,7 +518,7 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
         input_size=input_size, model_args=parse_model_args(model_args), class_names=class_names,
         images=images, labels=labels, num_images=num_images, method=method, mixed=mixed, dynamic_batch=dynamic_batch,
         workspace_mib=workspace, opt_level=opt_level, dla_core=dla_core, hardware_compatible=hardware_compatible,
-        from_dir=from_dir, eval_images=eval_images, eval_labels=eval_labels, min_agreement=min_agreement,
+        target=target, rtx_sms=rtx_sms, from_dir=from_dir, eval_images=eval_images, eval_labels=eval_labels, min_agreement=min_agreement,
         max_top1_drop=max_top1_drop, max_float_share=max_float_share, min_speedup=min_speedup, verify=not no_verify,
         force=force, preprocess=preprocess)
     outcome = run_build(request, log=_log, progress=_Progress)
@@ -534,18 +555,6 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
     _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
                                        min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl,
                                        min_images=min_images))
-
-
-def _csv(kind):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
-        except ValueError:
-            raise click.BadParameter(f"'{value}' is not a comma-separated list") from None
-
-    return convert
 
 
 @cli.command()
@@ -632,7 +641,7 @@ def export_deepstream(workdir, out, precision):
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(as_json: bool) -> None:
-    """Show Python, torch, ONNX, ONNX Runtime, TensorRT, the CUDA device and the Jetson."""
+    """Show Python, torch, ONNX, ONNX Runtime, TensorRT, TensorRT-RTX, the CUDA device and the Jetson."""
     from .environment import describe
 
     env = describe()
@@ -640,7 +649,7 @@ def info(as_json: bool) -> None:
         click.echo(json.dumps(env, indent=2))
         return
     libs = env["libraries"]
-    trt = env["tensorrt"]
+    trt, rtx = env["tensorrt"], env["tensorrt_rtx"]
     rows = [
         ("sk-edge", libs["sk-edge"]),
         ("python", f"{env['python']} ({env['platform']})"),
@@ -650,6 +659,8 @@ def info(as_json: bool) -> None:
         ("onnx-graphsurgeon", libs["onnx-graphsurgeon"] or "not installed"),
         ("timm", libs["timm"] or "not installed (pip install 'sk-edge[timm]' for timm models)"),
         ("tensorrt", trt["version"] if trt["installed"] else trt["detail"]),
+        ("tensorrt-rtx", f"{rtx['version']} ({rtx['module']}; builds --target rtx engines here, GPU or not)"
+         if rtx["installed"] else rtx["detail"]),
         ("pycuda", libs["pycuda"] or "not installed"),
     ]
     dev = env["cuda_device"]

@@ -23,11 +23,10 @@ from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
 from .sidecars import ExportInfo
-from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, load_export, read_view
+from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, layers_name, load_export, read_view
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE_SCRIPT = "on_device.sh"
-LAYERS_JSON = "layers.json"
 DLA_JSON = "dla.json"
 DLA_GRAPH = "model.fp32.dla.onnx"
 
@@ -46,7 +45,8 @@ class BuildResult:
     backend: str  # "tensorrt" or "onnxruntime"
     engine: Path | None = None
     fallback_reason: str | None = None
-    layers: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)  # the engine plan's summary (layer_plan.summarize)
+    cannot_run: str | None = None  # why this machine cannot run the engine (verify and bench then cannot judge it here)
 
 
 def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptions) -> list[str]:
@@ -92,15 +92,20 @@ def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptio
         flags.append(f"--dla-core {options.dla_core}")
     if options.hardware_compatible:
         flags.append("--hardware-compatible")
+    if options.target == "rtx":
+        flags.append("--target rtx" + (f" --rtx-sm {','.join(options.rtx_sms)}" if options.rtx_sms else ""))
     flags += list(verdict_flags)
-    return "\n".join([
-        "#!/bin/sh",
-        "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
-        "# Jetson or GPU machine (with sk-edge and TensorRT installed) and run this script there.",
-        "set -e",
-        'cd "$(dirname "$0")"',
-        f"sk-edge build --from . {' '.join(flags)}",
-        "",
+    head = ["#!/bin/sh",
+            "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
+            "# Jetson or GPU machine (with sk-edge and TensorRT installed) and run this script there.",
+            "set -e",
+            'cd "$(dirname "$0")"',
+            f"sk-edge build --from . {' '.join(flags)}",
+            ""]
+    if options.target == "rtx":  # TensorRT-RTX builds on any machine: no trtexec lines per release
+        return "\n".join(head + ["# TensorRT-RTX: pip install 'sk-edge[rtx]' builds this engine on any machine, GPU or not;",
+                                 "# the RTX machine then runs it (sk-edge verify / bench, or the C++ runtime).", ""])
+    return "\n".join(head + [
         "# The same engine with NVIDIA's trtexec, for devices without Python (no sidecar, no",
         "# stale-engine check, no layer summary). Pick the line of the TensorRT on the device:",
         *trtexec_lines(workdir, precision, options),
@@ -162,19 +167,20 @@ def build_engine_stage(
     gpu: dict | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> BuildResult:
-    """Build ``model.<precision>.engine`` (+ sidecar, layers.json) from the work directory.
+    """Build ``model.<precision>[.dla|.rtx].engine`` (+ its sidecar and layer plan) from the work directory.
 
-    ``trt`` and ``gpu`` default to the installed TensorRT and CUDA device 0.
+    ``trt`` and ``gpu`` default to the installed TensorRT (TensorRT-RTX for ``options.target ==
+    "rtx"``) and CUDA device 0. A TensorRT-RTX build needs no GPU: it targets compute capabilities.
 
     Raises :class:`~sk_edge.backends.tensorrt.TensorRTUnavailable` when TensorRT cannot be
     imported; every other failure is an :class:`SkEdgeError` with the fix in its message.
     """
-    trt = trt or trt_backend.import_tensorrt()
     options.validate()
+    trt = trt or trt_backend.import_tensorrt(options.target)
     # Which path is the running TensorRT's call (TrtFeatures): for the DLA, weakly typed up to
     # 10.7 and strongly typed (the precision graph itself) from 11.4.1, build_engine refusing the
     # releases between; for the GPU, weakly typed on 8.5/8.6 (JetPack 5.1/6.0), which have no
-    # strongly typed networks, and the main path from 10.3.
+    # strongly typed networks, and the main path from 10.3 and on TensorRT-RTX.
     features = trt_backend.TrtFeatures.of(trt)
     legacy = features.dla_legacy if options.dla_core is not None else not features.strongly_typed
     export = load_export(workdir)
@@ -191,67 +197,119 @@ def build_engine_stage(
     if legacy and precision == "int8":
         calib_cache = legacy_calib_cache(workdir, dla_pooling, log)
     gpu = gpu or trt_backend.gpu_identity()
-    if gpu is None:
+    if gpu is None and features.needs_gpu_to_build:
         raise trt_backend.TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible")
-    from .environment import jetson_info
-
-    jetson = jetson_info()
-    input_name = export.input.name
-    shape = tuple(export.input.shape)
-    engine_path = workdir / engine_name(precision, options.dla_core)
+    engine_path = workdir / engine_name(precision, options.dla_core, options.target)
     sidecar_path = trt_backend.engine_sidecar_path(engine_path)
     inputs = {
         "onnx": {"name": graph.name, "sha256": artifacts.sha256_file(graph)},
         "calib_cache_sha256": artifacts.sha256_file(workdir / CALIB_CACHE) if calib_cache else None,
     }
     settings = {"precision": precision, "legacy_weakly_typed": legacy, **options.settings()}
-    key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__, "gpu": gpu})
+    # A TensorRT-RTX engine is made for its targets, not for the GPU (if any) of the machine that builds it.
+    built_for = gpu if features.needs_gpu_to_build else {"compute_capabilities": list(options.compute_capabilities)}
+    key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__,
+                               "flavour": features.flavour, "gpu": built_for})
     if not force and artifacts.is_up_to_date(sidecar_path, key):
         log(f"{engine_path} is up to date; --force rebuilds it")
-        return BuildResult(precision, graph, "tensorrt", engine_path, layers=read_view(workdir, sidecar_path.name).layers_summary)
+        view = read_view(workdir, sidecar_path.name)
+        return BuildResult(precision, graph, "tensorrt", engine_path, layers=view.layers_summary,
+                           cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu))
     if engine_path.is_file():
         log(f"rebuilding {engine_path.name}: {_why_stale(engine_path, sidecar_path, inputs, trt.__version__, gpu)}")
 
-    cache_path = options.timing_cache or timing_cache_path(trt.__version__, gpu)
-    options.timing_cache = cache_path
-    built = trt_backend.build_engine(graph, input_name, shape, options, calib_cache, legacy, trt=trt, log=log,
-                                     precision=precision)
+    if features.timing_cache:
+        options.timing_cache = options.timing_cache or timing_cache_path(trt.__version__, gpu)
+    built = trt_backend.build_engine(graph, export.input.name, tuple(export.input.shape), options, calib_cache, legacy,
+                                     trt=trt, log=log, precision=precision)
+    for warning in built.warnings[:5]:
+        log(f"  {features.name}: {warning}")
+    plan_summary = check_plan(workdir, engine_path, built, graph, graph_info, precision, legacy)
     with artifacts.atomic_output(engine_path) as tmp:
         tmp.write_bytes(built.plan)
     # build_engine has written the timing cache itself, merged under a lock with concurrent builds.
-    artifacts.write_json(workdir / LAYERS_JSON, built.layers)
-    dla_summary = None
-    if built.dla_layers:
-        on_dla = [l for l in built.dla_layers if l["dla"]]
-        dla_summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla),
-                       "gpu_fallback": [l["layer"] for l in built.dla_layers if not l["dla"]], "pooling": dla_pooling}
-        artifacts.write_json(workdir / DLA_JSON, {"summary": dla_summary, "layers": built.dla_layers})
-        log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(dla_summary['gpu_fallback'])} fall back to the GPU (dla.json)")
+    dla_summary = _write_dla_report(workdir, built, dla_pooling, log)
+    record = _engine_sidecar(workdir, engine_path, key, inputs, settings, built, features, options, gpu, export,
+                             plan_summary, dla_summary)
+    artifacts.write_json(sidecar_path, record)
+    view = read_view(workdir, sidecar_path.name)
+    return BuildResult(precision, graph, "tensorrt", engine_path, layers=plan_summary,
+                       cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu))
+
+
+def check_plan(workdir: Path, engine_path: Path, built: trt_backend.BuiltEngine, graph: Path, graph_info,
+               precision: str, legacy: bool) -> dict:
+    """Write the engine's layer plan beside it and hold it to the graph's claims; returns its summary.
+
+    For a strongly typed build every Conv/Gemm must be computed in the precision the graph gives it
+    (a layer the Q/DQ graph quantized: INT8 inputs and INT8 weights), or the build fails naming the
+    layers (the engine is not written). A plan without ONNX metadata (TensorRT before 10.x) cannot
+    be checked, and its summary says so (``mapped_to_onnx: false``).
+    """
+    import onnx
+
+    from .backends import layer_plan
+    from .quantize.macs import graph_facts
+
+    facts = graph_facts(onnx.load(str(graph)))
     # The Q/DQ plan's float layers describe the strongly typed engine only: a weakly typed build
     # runs every layer calib.cache has ranges for in INT8.
     float_nodes = getattr(graph_info, "float_nodes", {}) if not legacy else {}
-    summary = trt_backend.summarize_layers(built.layers, float_nodes)
-    artifacts.write_json(
-        sidecar_path,
-        artifacts.sidecar(
-            "engine",
-            key,
-            {engine_path.name: engine_path},
-            inputs=inputs,
-            settings=settings,
-            tensorrt={"version": built.trt_version},
-            gpu=gpu,
-            jetson=jetson,
-            platform=trt_backend.host_platform(),
-            model={"input": export.input.to_dict(), "output": export.output.to_dict()},
-            preprocess=export.preprocess_record,
-            class_names=export.class_names,
-            timing_cache=str(cache_path),
-            layers_summary=summary,
-            dla=dla_summary,
-        ),
+    summary = layer_plan.summarize(built.layers, facts, float_nodes)
+    # A weakly typed build takes its precisions from calib.cache and TensorRT's choices: nothing to hold it to.
+    summary["precision_checked"] = not legacy and summary["mapped_to_onnx"]
+    layers_path = workdir / layers_name(engine_path.name)
+    artifacts.write_json(layers_path, {
+        "engine": engine_path.name, "graph": graph.name,
+        "source": "engine inspector" if built.flavour == "tensorrt" else "TensorRT-RTX builder log (Layers:)",
+        "tensorrt": {"version": built.trt_version, "flavour": built.flavour}, "summary": summary,
+        "layers": [{**layer.as_dict(), "sk_units": sorted({layer_plan.sk_unit(n) for n in layer.onnx_nodes if "/sk/" in n})}
+                   for layer in built.layers],
+        "report": built.report,
+    })
+    if summary["precision_checked"]:
+        wrong = layer_plan.precision_violations(built.layers, facts)
+        if wrong:
+            raise SkEdgeError(
+                f"the engine computes {len(wrong)} of the {len(facts.macs)} Conv/Gemm layers of {graph.name} in another "
+                f"precision than the graph gives them: {'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} "
+                f"(all in {layers_path}); no engine written"
+                + (f"; {built.int8_hint}" if built.int8_hint else ""))
+    return summary
+
+
+def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling: dict | None,
+                      log: Callable[[str], None]) -> dict | None:
+    if not built.dla_layers:
+        return None
+    on_dla = [l for l in built.dla_layers if l["dla"]]
+    summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla),
+               "gpu_fallback": [l["layer"] for l in built.dla_layers if not l["dla"]], "pooling": dla_pooling}
+    artifacts.write_json(workdir / DLA_JSON, {"summary": summary, "layers": built.dla_layers})
+    log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(summary['gpu_fallback'])} fall back to the GPU (dla.json)")
+    return summary
+
+
+def _engine_sidecar(workdir: Path, engine_path: Path, key: str, inputs: dict, settings: dict,
+                    built: trt_backend.BuiltEngine, features: trt_backend.TrtFeatures, options: trt_backend.BuildOptions,
+                    gpu: dict | None, export: ExportInfo, plan_summary: dict, dla_summary: dict | None) -> dict:
+    from .environment import jetson_info
+
+    layers_path = workdir / layers_name(engine_path.name)
+    rtx = None
+    if features.rtx:
+        rtx = {"compute_capabilities": list(options.compute_capabilities), "default_targets": not options.rtx_sms,
+               "engine_header": trt_backend.rtx_engine_header(built.plan, built.trt_version)}
+    return artifacts.sidecar(
+        "engine", key, {engine_path.name: engine_path}, inputs=inputs, settings=settings,
+        tensorrt={"version": built.trt_version, "flavour": built.flavour},
+        gpu=gpu if features.needs_gpu_to_build else None, jetson=jetson_info(), platform=trt_backend.host_platform(),
+        model={"input": export.input.to_dict(), "output": export.output.to_dict()},
+        preprocess=export.preprocess_record, class_names=export.class_names,
+        timing_cache=str(options.timing_cache) if options.timing_cache else None,
+        layers={"name": layers_path.name, "sha256": artifacts.sha256_file(layers_path)},
+        layers_summary=plan_summary, dla=dla_summary, rtx=rtx,
     )
-    return BuildResult(precision, graph, "tensorrt", engine_path, layers=summary)
 
 
 def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[str], None]) -> bytes:
@@ -284,7 +342,7 @@ def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[s
     return data.rstrip(b"\n") + b"".join(b"\n" + line.encode() for line in extra) + b"\n"
 
 
-def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version: str, gpu: dict) -> str:
+def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version: str, gpu: dict | None) -> str:
     """Why an existing engine cannot stand for this build, in words for the log."""
     try:
         old = read_view(engine_path.parent, sidecar_path.name)
@@ -292,8 +350,8 @@ def _why_stale(engine_path: Path, sidecar_path: Path, inputs: dict, trt_version:
         return "it has no readable sidecar"
     if old.tensorrt_version != trt_version:
         return f"it was built by TensorRT {old.tensorrt_version}, this is {trt_version}"
-    if (old.gpu or {}).get("name") != gpu.get("name"):
-        return f"it was built for {(old.gpu or {}).get('name')}, this GPU is {gpu.get('name')}"
+    if old.gpu and gpu and old.gpu.get("name") != gpu.get("name"):
+        return f"it was built for {old.gpu.get('name')}, this GPU is {gpu.get('name')}"
     if {"name": old.onnx_name, "sha256": old.onnx_sha256} != inputs["onnx"]:
         return f"it was built from another {inputs['onnx']['name']}"
     return "its settings or bytes differ from this build's"
@@ -311,12 +369,12 @@ def build_without_tensorrt(
     """What ``build`` does when TensorRT is absent: leave the device script (verify follows)."""
     graph = workdir / GRAPH_NAMES[precision]
     log(f"no engine built: {reason}.")
-    engine = workdir / engine_name(precision, options.dla_core)
+    engine = workdir / engine_name(precision, options.dla_core, options.target)
     if engine.is_file():
         from .workdir import load_engine
 
         try:
-            load_engine(workdir, precision, options.dla_core)
+            load_engine(workdir, precision, name=engine.name)
         except SkEdgeError as exc:
             log(f"  {engine.name} here is stale and will be refused by verify and bench until on_device.sh rebuilds it ({exc})")
     if legacy:  # the trtexec line in on_device.sh reads it

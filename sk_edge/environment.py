@@ -32,15 +32,16 @@ TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
 
-def tensorrt_status() -> dict:
-    """TensorRT's version when its Python bindings import, or why they do not."""
+def tensorrt_status(target: str = "tensorrt") -> dict:
+    """The version of TensorRT (``target`` "tensorrt") or TensorRT-RTX ("rtx") when its Python bindings import,
+    or why they do not."""
+    from .backends.tensorrt import TensorRTUnavailable, import_tensorrt
+
     try:
-        import tensorrt
-    except ImportError:
-        return {"installed": False, "detail": "not installed"}
-    except OSError as exc:  # bindings present, native libraries missing
-        return {"installed": False, "detail": f"bindings found but libraries failed to load: {exc}"}
-    return {"installed": True, "version": getattr(tensorrt, "__version__", "unknown")}
+        module = import_tensorrt(target)
+    except TensorRTUnavailable as exc:
+        return {"installed": False, "detail": str(exc)}
+    return {"installed": True, "version": getattr(module, "__version__", "unknown"), "module": module.__name__}
 
 
 def cuda_device() -> dict | None:
@@ -111,6 +112,7 @@ def describe() -> dict:
         "libraries": library_versions(),
         "onnxruntime_providers": onnxruntime_providers(),
         "tensorrt": tensorrt_status(),
+        "tensorrt_rtx": tensorrt_status("rtx"),
         "cuda_device": cuda_device(),
         "jetson": jetson_info(),
     }

@@ -56,6 +56,8 @@ class BuildRequest:
     opt_level: int = 3
     dla_core: int | None = None
     hardware_compatible: bool = False
+    target: str = "tensorrt"  # or "rtx": a TensorRT-RTX engine for desktop RTX GPUs, built with or without a GPU
+    rtx_sms: tuple[str, ...] | None = None  # TensorRT-RTX compute capabilities; None: NVIDIA's default set
     from_dir: str | Path | None = None
     # the verdict
     eval_images: str | Path | None = None
@@ -130,7 +132,8 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
 
     images = Path(r.images) if r.images is not None else None
     options = BuildOptions(workspace_mib=r.workspace_mib, opt_level=r.opt_level, dynamic_batch=r.dynamic_batch,
-                           dla_core=r.dla_core, hardware_compatible=r.hardware_compatible)
+                           dla_core=r.dla_core, hardware_compatible=r.hardware_compatible, target=r.target,
+                           rtx_sms=tuple(r.rtx_sms) if r.rtx_sms is not None else None)
     legacy = validate(r.precision, options)
     judging = dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
                    no_verify=not r.verify)
@@ -210,17 +213,25 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                                         verdict_flags=verdict_flags(r))
     if result.engine is not None:
         layers = result.layers
-        log(f"wrote {result.engine}: {layers.get('layers', '?')} layers, by precision {layers.get('by_precision', {})}")
+        share = f", INT8 for {layers['int8_mac_share']:.1%} of the MACs as planned" if r.precision == "int8" and "int8_mac_share" in layers else ""
+        log(f"wrote {result.engine}: {layers.get('layers', '?')} layers{share}")
         if layers.get("float_sk_units"):
             log(f"  SK attention kept in floating point in {len(layers['float_sk_units'])} SK units")
     failure, verdict = None, None
     if not plan.skip:
-        log("verify" + ("" if result.engine else f" ({result.graph.name} on ONNX Runtime, as there is no engine)"))
+        judge_engine = result.engine is not None and result.cannot_run is None
+        if result.engine is None:
+            log(f"verify ({result.graph.name} on ONNX Runtime, as there is no engine)")
+        elif not judge_engine:
+            log(f"verify ({result.graph.name} on ONNX Runtime: {result.engine.name} cannot run here, {result.cannot_run})")
+        else:
+            log("verify")
         judged = plan.images
         try:
             with _bar(progress, "  images") as bar:
                 verdict = verify(workdir, VerifyOptions(
-                    candidate="engine" if result.engine else r.precision, min_agreement=r.min_agreement,
+                    candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
+                    min_agreement=r.min_agreement,
                     max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
                     labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None),
                     log=log, progress=bar)
@@ -366,14 +377,45 @@ def precision_line(precision: str, mix: dict | None) -> str:
     return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
 
 
+def engine_rows(workdir: Path, result: EngineResult) -> list[tuple[str, str]]:
+    """The summary's rows on the engine: what built it, for which GPUs, and its own layer plan."""
+    from .workdir import read_view
+
+    engine = read_view(workdir, result.engine.name + ".json")
+    made = f"TensorRT-RTX {engine.tensorrt_version}" if engine.flavour == "rtx" else f"TensorRT {engine.tensorrt_version}"
+    if engine.flavour == "rtx":
+        made += f", for compute capabilities {', '.join(engine.compute_capabilities or ())}"
+        made += " (NVIDIA's default set, and later GPUs)" if engine.default_targets else ""
+    elif engine.gpu:
+        made += f", for {engine.gpu.get('name')}"
+    rows = [("engine", f"{result.engine.name} ({made})" + (f"; not run here: {result.cannot_run}" if result.cannot_run else ""))]
+    plan = result.layers
+    if plan.get("mapped_to_onnx") and "mac_share_by_precision" in plan:
+        shares = sorted(plan["mac_share_by_precision"].items(), key=lambda kv: -kv[1])
+        mix = ", ".join(f"{p.upper()} {share:.1%}" for p, share in shares if share >= 0.0005)
+        int8 = f"; {plan['int8_layers']} of {plan['weighted_layers']} with INT8 inputs and weights" if precision_is_int8(plan) else ""
+        checked = "each Conv/Gemm checked to run in the graph's precision" if plan.get("precision_checked") else \
+            "not held to the graph's precisions: a weakly typed build"
+        rows.append(("engine plan", f"{mix} of the MACs as the engine plans it ({checked}{int8}); "
+                                    f"{plan['convert_only_layers']} of {plan['layers']} layers only convert precision"))
+    elif plan:
+        rows.append(("engine plan", f"{plan.get('layers', '?')} layers; not mapped to ONNX nodes (this TensorRT's "
+                                    "inspector gives no layer metadata), so the INT8 share above is the graph's alone"))
+    return rows
+
+
+def precision_is_int8(plan: dict) -> bool:
+    return plan.get("int8_layers", 0) > 0
+
+
 def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | None,
                     log: Callable[[str], None] = lambda msg: None) -> tuple[str, str | None]:
     """(line, failure) for the summary: the engine against PyTorch FP32 on this GPU, when there is an engine."""
-    if result.engine is None:
+    if result.engine is None or result.cannot_run:
         ask = f" --min-speedup {min_speedup:g}" if min_speedup else " --min-speedup 2"
-        reason = (result.fallback_reason or "TensorRT is absent").split(" (")[0]
-        return (f"not measured: no engine here ({reason}); on the device: "
-                f"sk-edge bench -w DIR{ask}", None)
+        reason = f"{result.engine.name} cannot run here: {result.cannot_run}" if result.engine is not None else \
+            "no engine here (" + (result.fallback_reason or "TensorRT is absent").split(" (")[0] + ")"
+        return (f"not measured: {reason}; on the device: sk-edge bench -w DIR{ask}", None)
     from .bench import BenchFailed, BenchOptions, bench
 
     options = BenchOptions(backends=("torch", "tensorrt"), precisions=(result.precision,), batches=(1,), warmup=10,
@@ -412,12 +454,17 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict
     else:
         rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
     rows.append(("precision", precision_line(precision, mix)))
+    if result.engine is not None:
+        rows += engine_rows(workdir, result)
     latency, failed = latency_verdict(workdir, result, min_speedup, log)
     rows.append(("latency", latency))
     if failed and verdict == "PASS":
         verdict = "FAIL"
     width = max(len(k) for k, _ in rows)
     title = f"sk-edge build {precision.upper()}: {verdict}"
+    if judged and doc and result.engine is not None and result.cannot_run:
+        # The verdict is about the graph the engine was built from, never to be read as the engine's.
+        title += f" ({result.graph.name} on ONNX Runtime; {result.engine.name} built, not run here)"
     lines = ["", f"== {title} " + "=" * max(0, 72 - len(title))]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     return BuildReport("\n".join(lines), failed, latency)

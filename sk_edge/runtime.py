@@ -1,9 +1,13 @@
-"""Run an sk-edge TensorRT engine from numpy: small enough to paste into a camera loop.
+"""Run an sk-edge TensorRT or TensorRT-RTX engine from numpy: small enough to paste into a camera loop.
 
     from sk_edge.runtime import Engine
 
     engine = Engine("workdir/model.int8.engine")      # refuses an engine built elsewhere
     logits = engine(batch)                            # float32 NCHW in, float32 logits out
+
+A TensorRT-RTX engine (``model.int8.rtx.engine``) loads the same way: its header is checked
+against this machine first (``Runtime.get_engine_validity``), and the kernels TensorRT-RTX
+compiles for this GPU are kept in ``model.int8.rtx.runtime.cache`` beside it for the next start.
 
 One CUDA stream; pinned host buffers and device buffers allocated once per input shape
 (never in the call); host-to-device copy, ``execute_async_v3`` and device-to-host copy
@@ -12,18 +16,22 @@ from the engine, never from constants. ``cuda_graph=True`` captures the enqueue 
 shape and replays it (through cuda-python's driver bindings: pycuda has no stream capture),
 which saves CPU launch overhead on small Jetson CPUs.
 
-Needs TensorRT and pycuda (``pip install 'sk-edge[tensorrt]'``, or JetPack's bindings).
+Needs TensorRT and pycuda (``pip install 'sk-edge[tensorrt]'``, or JetPack's bindings), or for
+TensorRT-RTX engines ``pip install 'sk-edge[rtx]'`` and pycuda.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from .backends.tensorrt import TensorRTUnavailable, engine_mismatch, engine_sidecar_path, gpu_identity, import_tensorrt
+from .backends.tensorrt import (TensorRTUnavailable, TrtFeatures, engine_mismatch, engine_sidecar_path, gpu_identity,
+                                import_tensorrt, rtx_header_version, same_tensorrt_version)
 from .errors import SkEdgeError, UsageError
 from .sidecars import EngineInfo
+from .workdir import engine_target, runtime_cache_name
 
 
 def import_pycuda():
@@ -56,24 +64,38 @@ class Engine:
         path = Path(path)
         if not path.is_file():
             raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
-        self.trt = trt or import_tensorrt()
-        self.cuda = cuda or import_pycuda()
         self._closed = True  # until everything below exists
-        sidecar = self._check_sidecar(path, gpu or gpu_identity()) if check_sidecar else _sidecar_if_readable(path)
+        self._runtime_cache = None
+        sidecar = read_sidecar(path) if check_sidecar else _sidecar_if_readable(path)
+        # The sidecar says which TensorRT made the engine (TensorRT or TensorRT-RTX); without one, the file name.
+        self.trt = trt or import_tensorrt(sidecar.target if sidecar is not None else engine_target(path.name))
+        features = TrtFeatures.of(self.trt)
+        if check_sidecar:
+            self._check_sidecar(path, sidecar, gpu or gpu_identity())
+        plan = path.read_bytes()
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
+        if features.rtx:  # before any CUDA work: a foreign or damaged engine is refused in one line
+            why = rtx_engine_invalid(self.trt, self.runtime, plan)
+            if why:
+                raise SkEdgeError(f"'{path}' cannot run here: {why}")
+        self.cuda = cuda or import_pycuda()
         # Device 0's primary context, shared with any other CUDA user in the process.
         self._context = self.cuda.Device(0).retain_primary_context()
         self._context.push()
         try:
-            self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-            self.runtime = self.trt.Runtime(self.logger)
             if sidecar is not None and sidecar.dla_core is not None:
                 # Must be set before deserializing: the engine runs on the core the runtime names,
                 # so an engine built for core 1 would otherwise run on core 0.
                 self.runtime.DLA_core = sidecar.dla_core
-            self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            self.engine = self.runtime.deserialize_cuda_engine(plan)
             if self.engine is None:
-                raise SkEdgeError(f"TensorRT could not load '{path}' (see its messages above); rebuild it")
-            self.context = self.engine.create_execution_context()
+                raise SkEdgeError(f"{features.name} could not load '{path}' (see its messages above); rebuild it")
+            if features.runtime_cache:
+                self._runtime_cache = RuntimeCache(self.engine, path.with_name(runtime_cache_name(path.name)))
+                self.context = self.engine.create_execution_context(self._runtime_cache.config)
+            else:
+                self.context = self.engine.create_execution_context()
             self.stream = self.cuda.Stream()
             self.inputs, self.outputs = [], []
             mode = self.trt.TensorIOMode
@@ -89,12 +111,10 @@ class Engine:
         self._device: dict = {}
         self._closed = False
 
-    def _check_sidecar(self, path: Path, gpu: dict | None) -> EngineInfo:
-        sidecar = read_sidecar(path)
+    def _check_sidecar(self, path: Path, sidecar: EngineInfo, gpu: dict | None) -> None:
         why = engine_mismatch(sidecar, self.trt.__version__, gpu)
         if why:
             raise SkEdgeError(refusal_message(path, sidecar, why))
-        return sidecar
 
     def close(self) -> None:
         """Free the engine's GPU resources; the Engine cannot run afterwards. Safe to call twice."""
@@ -111,8 +131,10 @@ class Engine:
                 if free is not None:
                     free()
             self._device, self._host = {}, {}
+            if self._runtime_cache is not None:  # the kernels compiled for this GPU, for the next run
+                self._runtime_cache.save()
             # TensorRT objects release their memory when the last reference goes, context first.
-            del self.context, self.engine, self.runtime
+            del self.context, self._runtime_cache, self.engine, self.runtime
             self.stream = None
         finally:
             self._context.pop()
@@ -189,10 +211,65 @@ class Engine:
         _check(driver.cuGraphLaunch(self._graph, stream))
 
 
+class RuntimeCache:
+    """TensorRT-RTX's runtime cache: the kernels it compiles for this GPU when an engine loads (JIT), kept in a
+    file beside the engine so that the next run starts without compiling them again.
+
+    A cache made for another GPU, TensorRT-RTX or CUDA release is not used by TensorRT-RTX and is
+    replaced on :meth:`save` ("Working with Runtime Cache"). Saving is atomic; a folder that
+    cannot be written keeps the old file and costs only the compile time of the next start.
+    """
+
+    def __init__(self, engine, path: Path):
+        self.path = path
+        self.config = engine.create_runtime_config()
+        self.cache = self.config.create_runtime_cache()
+        if path.is_file():
+            self.cache.deserialize(path.read_bytes())
+        self.config.set_runtime_cache(self.cache)
+
+    def save(self) -> None:
+        from .artifacts import atomic_output
+
+        try:
+            with atomic_output(self.path) as tmp:
+                tmp.write_bytes(bytes(self.cache.serialize()))
+        except OSError as exc:
+            print(f"sk-edge: warning: the TensorRT-RTX runtime cache was not saved to '{self.path}': {exc.strerror}",
+                  file=sys.stderr)
+
+
+# The bits of EngineInvalidityDiagnostics (TensorRT-RTX 1.1 on), in the C++ runtime's order and words.
+_INVALIDITY_DIAGNOSTICS = ("VERSION_MISMATCH", "UNSUPPORTED_CC", "OLD_CUDA_DRIVER", "OLD_CUDA_RUNTIME",
+                           "INSUFFICIENT_GPU_MEMORY", "MALFORMED_ENGINE", "CUDA_ERROR")
+
+
+def rtx_engine_invalid(trt, runtime, plan: bytes) -> str | None:
+    """Why TensorRT-RTX cannot load ``plan`` on this machine, or None.
+
+    The header's own release is compared first (an engine is tied to the TensorRT-RTX release that
+    built it, and a machine without a driver cannot ask the runtime), then
+    ``Runtime.get_engine_validity`` reads the header against this GPU, driver and release.
+    """
+    made_by = rtx_header_version(plan)
+    if made_by is None:
+        return "it is not a TensorRT-RTX engine (its header is not one); rebuild it with `sk-edge build --target rtx`"
+    if not same_tensorrt_version(made_by, trt.__version__):
+        return f"it was built by TensorRT-RTX {made_by} and this is TensorRT-RTX {trt.__version__}; rebuild it with this release"
+    validity, diagnostics = runtime.get_engine_validity(plan[:runtime.engine_header_size])
+    if validity == trt.EngineValidity.INVALID:
+        reasons = [name.lower().replace("_", " ") for name in _INVALIDITY_DIAGNOSTICS
+                   if int(diagnostics) & int(getattr(trt.EngineInvalidityDiagnostics, name))]
+        return ("TensorRT-RTX says the engine is invalid on this machine ("
+                + (", ".join(reasons) if reasons else "no usable CUDA driver or GPU") + ")")
+    return None
+
+
 def refusal_message(path: Path, sidecar: EngineInfo, why: str) -> str:
     """Why the engine at ``path`` is refused, and the command that rebuilds it (the C++ runtime words it the same)."""
+    target = " --target rtx" if sidecar.target == "rtx" else ""
     return (f"'{path}' cannot run here: {why}; rebuild it on this device with "
-            f"`sk-edge build --from {path.parent} --precision {sidecar.precision}`")
+            f"`sk-edge build --from {path.parent} --precision {sidecar.precision}{target}`")
 
 
 def read_sidecar(path: Path) -> EngineInfo:

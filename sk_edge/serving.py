@@ -17,21 +17,27 @@ import numpy as np
 
 from . import artifacts
 from .errors import SkEdgeError, UsageError
-from .workdir import GRAPH_NAMES, built_engines, engine_name, load_engine, load_export, load_graph
+from .workdir import GRAPH_NAMES, built_engines, engine_name, engine_target, load_engine, load_export, load_graph
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 # nvinfer's network-mode values.
 _NVINFER_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 
+def _tensorrt_engines(workdir: Path, precision: str) -> list[tuple[str, str]]:
+    """``precision``'s TensorRT engines: Triton's TensorRT backend and DeepStream's nvinfer run TensorRT, not
+    TensorRT-RTX, so a ``.rtx.engine`` is never published to them."""
+    return [(p, name) for p, name in built_engines(workdir, (precision,)) if engine_target(name) == "tensorrt"]
+
+
 def _pick_precision(workdir: Path, precision: str | None) -> str:
-    built = (p for p, graph in GRAPH_NAMES.items() if built_engines(workdir, (p,)) or (workdir / graph).is_file())
+    built = (p for p, graph in GRAPH_NAMES.items() if _tensorrt_engines(workdir, p) or (workdir / graph).is_file())
     return precision or next(built, "fp32")
 
 
 def _engine(workdir: Path, precision: str):
     """The checked sidecar (EngineInfo) of ``precision``'s engine, the GPU one before a DLA one; None without."""
-    engines = built_engines(workdir, (precision,))
+    engines = _tensorrt_engines(workdir, precision)
     if not engines:
         return None
     return load_engine(workdir, precision, name=engines[0][1])  # a stale engine is never published

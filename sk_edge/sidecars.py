@@ -239,6 +239,14 @@ class EngineInfo:
     layers_summary: dict
     dla: dict | None
     doc: dict = field(repr=False, compare=False)
+    flavour: str = "tensorrt"  # "rtx": built by TensorRT for RTX
+    compute_capabilities: tuple[str, ...] | None = None  # TensorRT-RTX: the targets ("86", "120")
+    default_targets: bool = False  # TensorRT-RTX: NVIDIA's default set (which also covers later GPUs)
+
+    @property
+    def target(self) -> str:
+        """The engine target that runs it: "tensorrt" or "rtx"."""
+        return "rtx" if self.flavour == "rtx" else "tensorrt"
 
     @property
     def preprocess(self) -> Preprocess | None:
@@ -252,6 +260,7 @@ class EngineInfo:
             name, sha = _only_output(doc)
             settings, inputs, model = doc["settings"], doc["inputs"], doc.get("model") or {}
             dla_core = settings.get("dla_core")
+            rtx = doc.get("rtx")
             return cls(
                 precision=settings["precision"], key=doc["key"], engine_name=name, engine_sha256=sha,
                 onnx_name=inputs["onnx"]["name"], onnx_sha256=inputs["onnx"]["sha256"],
@@ -264,6 +273,9 @@ class EngineInfo:
                 output=TensorSpec.from_doc(model["output"]) if "output" in model else None,
                 preprocess_record=doc.get("preprocess"), class_names=doc.get("class_names"),
                 layers_summary=doc.get("layers_summary") or {}, dla=doc.get("dla"), doc=doc,
+                flavour=str(doc["tensorrt"].get("flavour") or "tensorrt"),
+                compute_capabilities=tuple(str(c) for c in rtx["compute_capabilities"]) if rtx else None,
+                default_targets=bool(rtx and rtx.get("default_targets")),
             )
 
 

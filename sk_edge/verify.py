@@ -26,10 +26,12 @@ from .images import ImageStream
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
 from .versions import torch_installed
-from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, first_built, load_export,
+from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, engine_target, first_built, load_export,
                       read_view)
 
-CANDIDATES = ("engine", "int8", "fp16", "fp32")
+# "engine": the TensorRT engine (GPU or DLA); "rtx-engine": the TensorRT-RTX engine; else a graph on ONNX Runtime.
+CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")
+ENGINE_CANDIDATES = {"engine": "tensorrt", "rtx-engine": "rtx"}
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
 EVAL_DIR, EVAL_COUNT = "eval_images", 1000
 SELECTION_IMAGES = 256  # images for the selection drift (mean |SK gate difference|)
@@ -125,30 +127,38 @@ def reference_runner(workdir: Path, export) -> tuple[Callable[[np.ndarray], np.n
     return TorchRunner(built.module), f"{export.model} FP32 in PyTorch (CPU)"
 
 
-def _tensorrt_here() -> bool:
-    from .backends.tensorrt import TensorRTUnavailable, import_tensorrt
+def _runtime_here(target: str) -> bool:
+    """Whether this machine has the runtime of ``target`` ("tensorrt" or "rtx") and a GPU for it."""
+    from .backends.tensorrt import TensorRTUnavailable, gpu_identity, import_tensorrt
 
     try:
-        import_tensorrt()
+        import_tensorrt(target)
     except TensorRTUnavailable:
         return False
-    return True
+    return target == "tensorrt" or gpu_identity() is not None
+
+
+def engines_of(workdir: Path, candidate: str) -> list[tuple[str, str]]:
+    """(precision, file) of the engines an engine candidate ("engine", "rtx-engine") names, best first."""
+    return [(p, name) for p, name in built_engines(workdir) if engine_target(name) == ENGINE_CANDIDATES[candidate]]
 
 
 def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], None] = lambda msg: None) -> str:
-    """What ``--candidate`` names, or when it is left out: the engine where TensorRT can run it, else the first graph.
+    """What ``--candidate`` names, or when it is left out: an engine whose runtime is here, else the first graph.
 
     Only the default is chosen here; a named candidate is judged as named or not at all.
     """
     if candidate is not None:
         return candidate
-    engines = built_engines(workdir)
     graph = first_built(workdir)
-    if engines and _tensorrt_here():
-        return "engine"
-    if engines:
-        log(f"{engines[0][1]} cannot run here (no TensorRT); judging {GRAPH_NAMES[graph]} on ONNX Runtime "
-            "(pass --candidate engine on the device)")
+    present = [c for c in ENGINE_CANDIDATES if engines_of(workdir, c)]
+    for engine_candidate in present:
+        if _runtime_here(ENGINE_CANDIDATES[engine_candidate]):
+            return engine_candidate
+    if present:
+        name = engines_of(workdir, present[0])[0][1]
+        log(f"{name} cannot run here (no {'TensorRT-RTX and RTX GPU' if present[0] == 'rtx-engine' else 'TensorRT'}); "
+            f"judging {GRAPH_NAMES[graph]} on ONNX Runtime (pass --candidate {present[0]} on the device)")
     return graph
 
 
@@ -160,18 +170,20 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
     """
     from .workdir import load_engine, load_graph
 
-    if candidate == "engine":
-        engines = built_engines(workdir)
+    if candidate in ENGINE_CANDIDATES:
+        engines = engines_of(workdir, candidate)
         if not engines:
+            what = "TensorRT-RTX engine" if candidate == "rtx-engine" else "TensorRT engine"
             raise SkEdgeError(
-                f"--candidate engine, but there is no engine in '{workdir}' (built without TensorRT?); run its "
+                f"--candidate {candidate}, but there is no {what} in '{workdir}' (built without TensorRT?); run its "
                 f"on_device.sh on the device, or pass --candidate {first_built(workdir)} to judge the graph on ONNX Runtime"
             )
         precision, name = engines[0]
         engine = load_engine(workdir, precision, name=name)
         from .runtime import Engine
 
-        return Engine(workdir / name), f"TensorRT engine {name}", precision, engine
+        label = "TensorRT-RTX engine" if engine.flavour == "rtx" else "TensorRT engine"
+        return Engine(workdir / name), f"{label} {name}", precision, engine
     load_graph(workdir, candidate)
     path = workdir / GRAPH_NAMES[candidate]
     from .backends.onnxruntime import judging_runner
@@ -333,6 +345,12 @@ def markdown(doc: dict) -> str:
         mix = doc["precision_mix"]
         rows.append(("precision mix", f"{mix['int8_mac_share']:.1%} of the MACs in INT8 ({mix['int8_layers']} of "
                      f"{mix['weighted_layers']} Conv/Gemm layers), the rest in floating point"))
+    plan = doc.get("engine_plan") or {}
+    if plan.get("mac_share_by_precision"):
+        shares = ", ".join(f"{p.upper()} {v:.1%}" for p, v in sorted(plan["mac_share_by_precision"].items(), key=lambda kv: -kv[1]))
+        rows.append(("precision mix as the engine plans it", f"{shares} of the MACs ({plan.get('int8_layers', 0)} Conv/Gemm layers "
+                     f"with INT8 inputs and weights); {plan.get('convert_only_layers', 0)} of {plan.get('layers', 0)} layers only "
+                     "convert precision"))
     if m.get("selection_drift") is not None:
         rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
     if "accuracy_reference" in m:
@@ -510,6 +528,8 @@ def verify(
         "class_names": export.class_names,
         "chain": _chain(workdir, precision, engine),
         "precision_mix": candidate_precision_mix(workdir, precision, engine.onnx_name if engine else GRAPH_NAMES[precision]),
+        # An engine's own layer plan, as its build checked it against the graph (layer_plan.summarize).
+        "engine_plan": engine.layers_summary if engine else None,
         "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl,
                        "min_images": options.min_images},
         "metrics": metrics,

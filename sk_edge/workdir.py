@@ -28,14 +28,30 @@ REFERENCE_NPZ = "reference.npz"
 REFERENCE_JSON = "reference.json"
 
 
-def engine_name(precision: str, dla_core: int | None = None) -> str:
-    """``model.int8.engine``; ``model.int8.dla.engine`` for a DLA build."""
-    return f"model.{precision}{'.dla' if dla_core is not None else ''}.engine"
+def engine_name(precision: str, dla_core: int | None = None, target: str = "tensorrt") -> str:
+    """``model.int8.engine``; ``model.int8.dla.engine`` for a DLA build; ``model.int8.rtx.engine`` for TensorRT-RTX."""
+    suffix = ".dla" if dla_core is not None else ".rtx" if target == "rtx" else ""
+    return f"model.{precision}{suffix}.engine"
 
 
-def engine_names(precision: str) -> tuple[str, str]:
-    """The engines a precision can have: built for the GPU, and for a DLA core."""
-    return engine_name(precision), engine_name(precision, dla_core=0)
+def engine_names(precision: str) -> tuple[str, str, str]:
+    """The engines a precision can have: built for the GPU, for a DLA core, and by TensorRT-RTX."""
+    return engine_name(precision), engine_name(precision, dla_core=0), engine_name(precision, target="rtx")
+
+
+def engine_target(name: str) -> str:
+    """"rtx" for an engine file TensorRT-RTX built (by its name), else "tensorrt"."""
+    return "rtx" if name.endswith(".rtx.engine") else "tensorrt"
+
+
+def layers_name(engine: str) -> str:
+    """The fused layer plan of an engine: ``model.int8.engine`` -> ``model.int8.layers.json``."""
+    return engine.removesuffix(".engine") + ".layers.json"
+
+
+def runtime_cache_name(engine: str) -> str:
+    """TensorRT-RTX's runtime cache (kernels compiled on the user's GPU) kept beside its engine."""
+    return engine.removesuffix(".engine") + ".runtime.cache"
 
 
 def built_engines(workdir: Path, precisions=tuple(GRAPH_NAMES)) -> list[tuple[str, str]]:

@@ -44,6 +44,20 @@ def cases() -> list[dict]:
         ("an older sidecar without platform", variant(platform=None), "10.3.0", ORIN, ORIN_HERE, "work/model.int8.engine"),
         ("fp16 engine, another GPU", variant(settings__precision="fp16"), "10.3.0", {"name": "Xavier", "compute_capability": "7.2"},
          ORIN_HERE, "work/model.fp16.engine"),
+        # TensorRT-RTX engines: tied to their release and to the compute capabilities they target, not to a GPU.
+        ("TensorRT-RTX, default targets, on Ada", rtx_variant(), "1.7.1.116", rtx, desktop, "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX, default targets, on a later Blackwell", rtx_variant(), "1.7.1",
+         {"name": "NVIDIA RTX PRO 6000", "compute_capability": "12.1"}, desktop, "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX, another release", rtx_variant(), "1.6.1.120", rtx, desktop, "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX, no GPU here", rtx_variant(), "1.7.1.116", None, desktop, "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX, Turing not targeted", rtx_variant(), "1.7.1.116", {"name": "NVIDIA GeForce RTX 2080", "compute_capability": "7.5"},
+         desktop, "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX on Hopper", rtx_variant(), "1.7.1.116", {"name": "NVIDIA H200", "compute_capability": "9.0"}, desktop,
+         "work/model.int8.rtx.engine"),
+        ("TensorRT-RTX, targets named, another generation", rtx_variant(["86", "120"]), "1.7.1.116", rtx, desktop,
+         "work/model.fp16.rtx.engine"),
+        ("TensorRT-RTX, targets named, on one of them", rtx_variant(["86", "120"]), "1.7.1.116",
+         {"name": "NVIDIA RTX A2000", "compute_capability": "8.6"}, desktop, "work/model.fp16.rtx.engine"),
     ]
     out = []
     for name, sidecar, version, gpu, here, path in table:
@@ -52,6 +66,12 @@ def cases() -> list[dict]:
         out.append({"name": name, "sidecar": sidecar, "tensorrt_version": version, "gpu": gpu, "here": here,
                     "engine_path": path, "why": why, "message": refusal_message(Path(path), info, why) if why else None})
     return out
+
+
+def rtx_variant(targets: list[str] | None = None) -> dict:
+    """An engine sidecar as `sk-edge build --target rtx` writes it: no GPU recorded, the targets instead."""
+    return variant(tensorrt={"version": "1.7.1.116", "flavour": "rtx"}, gpu=None, platform={"machine": "x86_64", "jetson": False},
+                   rtx={"compute_capabilities": targets or ["80", "86", "89", "120"], "default_targets": targets is None})
 
 
 def unreadable() -> list[dict]:
@@ -79,7 +99,7 @@ def test_the_cases_file_is_what_the_python_runtime_says():
         CASES.write_text(json.dumps(computed, indent=1) + "\n")
     assert json.loads(CASES.read_text()) == computed, "regenerate with SK_EDGE_WRITE_CASES=1 after a deliberate change"
     whys = [c["why"] for c in computed["cases"]]
-    assert whys.count(None) == 5 and len(set(w for w in whys if w)) == len([w for w in whys if w])  # every refusal differs
+    assert whys.count(None) == 8 and len(set(w for w in whys if w)) == len([w for w in whys if w])  # every refusal differs
 
 
 def test_tensorrt_versions_compare_by_the_components_both_give():

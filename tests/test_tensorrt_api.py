@@ -16,7 +16,8 @@ import pytest
 from sk_edge import cli
 from sk_edge import engine_stage as pipeline
 from sk_edge.backends.tensorrt import (DEVICE_TARGETS, BuildOptions, TrtFeatures, build_engine, engine_mismatch,
-                                      engine_sidecar_path, retarget_calib_cache, summarize_layers, trtexec_command)
+                                      engine_sidecar_path, retarget_calib_cache, trtexec_command)
+from sk_edge.backends.layer_plan import parse_inspector_layers, summarize
 from sk_edge.errors import SkEdgeError
 from sk_edge.export import ExportOptions, export_model
 from sk_edge.models import build_model
@@ -24,7 +25,8 @@ from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.runtime import Engine
 
 from conftest import CALIB, calibration_subset
-from trt_standin import ORIN, VERSIONS, FakeCuda, inspector_report, parse_signature, scenario, standin_module
+from trt_standin import (ORIN, RTX_VERSION, VERSIONS, FakeCuda, Scenario, inspector_report, inspector_report_of, parse_signature,
+                         scenario, standin_module)
 
 
 
@@ -78,16 +80,28 @@ def test_build_load_and_run_use_only_names_the_release_has(workdir, static_workd
         with Engine(result.engine, trt=trt, cuda=FakeCuda(), gpu=ORIN) as engine:
             assert engine(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 10)
     else:
+        # An inspector report that does not honour the graph's INT8 for one layer fails the build, naming it.
+        holder["report"] = inspector_report_of(workdir / "model.int8.onnx", downgrade="/stem/stem.0/Conv")
+        (workdir / "model.int8.engine").unlink(missing_ok=True)
+        with pytest.raises(SkEdgeError, match=r"computes 1 of the 54 Conv/Gemm layers .*/stem/stem.0/Conv \(int8 in the graph; "
+                                              r"engine layer '/stem/stem.0/Conv': fp16 input, fp16 weights\).*no engine written"):
+            pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
+        assert not (workdir / "model.int8.engine").exists()
+        holder["report"] = inspector_report_of(workdir / "model.int8.onnx")
         result = pipeline.build_engine_stage(workdir, "int8", options, trt=trt, gpu=ORIN, force=True)
         assert result.engine.read_bytes() == b"serialized plan"
         assert (tmp_path / "timing.cache").read_bytes() == b"timing cache"
         sidecar = json.loads(engine_sidecar_path(result.engine).read_text())
-        assert sidecar["tensorrt"]["version"] == trt.__version__ and sidecar["gpu"] == ORIN
+        assert sidecar["tensorrt"] == {"version": trt.__version__, "flavour": "tensorrt"} and sidecar["gpu"] == ORIN
         assert sidecar["inputs"]["onnx"]["name"] == "model.int8.onnx"
         assert sidecar["settings"]["dynamic_batch"] == 8
-        assert sidecar["layers_summary"]["by_precision"] == {"int8": 1, "fp16": 1, "fp32": 1}
-        assert len(sidecar["layers_summary"]["float_sk_units"]) == 8  # every SK unit of the SKNet-26
-        assert json.loads((workdir / "layers.json").read_text())["Layers"]
+        plan_summary = sidecar["layers_summary"]
+        assert plan_summary["by_precision"] == {"int8": 38, "fp16": 17} and plan_summary["convert_only_layers"] == 1
+        graph_mix = json.loads((workdir / "model.int8.json").read_text())["precision_mix"]
+        assert plan_summary["precision_checked"] and plan_summary["int8_mac_share"] == pytest.approx(graph_mix["int8_mac_share"])
+        assert len(plan_summary["float_sk_units"]) == 8  # every SK unit of the SKNet-26
+        layers = json.loads((workdir / "model.int8.layers.json").read_text())
+        assert layers["source"] == "engine inspector" and len(layers["layers"]) == 55
         assert {"IBuilderConfig.builder_optimization_level", "IOptimizationProfile.set_shape",
                 "EngineInspector.execution_context", "IBuilderConfig.hardware_compatibility_level"} <= trt.touched
         assert ("NetworkDefinitionCreationFlag.STRONGLY_TYPED" in trt.touched) == (features.version < (11,))
@@ -284,9 +298,10 @@ def test_trtexec_line_matches_the_build():
 
 def test_layer_summary_counts_precisions():
     report = json.loads(inspector_report("/stages/stages.1/stages.1.0/sk/Sigmoid"))
-    summary = summarize_layers(report, {"/stages/stages.1/stages.1.0/sk/Sigmoid": "SK attention path"})
+    summary = summarize(parse_inspector_layers(report), None, {"/stages/stages.1/stages.1.0/sk/Sigmoid": "SK attention path"})
     assert summary["by_precision"] == {"int8": 1, "fp16": 1, "fp32": 1}
     assert summary["float_sk_units"] == ["stages/stages.1/stages.1.0"]
+    assert not summary["mapped_to_onnx"]  # no Metadata (TensorRT before 10.x): the plan cannot be held to the graph
 
 
 def test_cli_build_precisions_match_the_library():
@@ -398,3 +413,50 @@ def test_dla_layer_verdicts_are_asked_after_the_precision_flags(static_workdir, 
     pipeline.build_engine_stage(wd, "int8", BuildOptions(dla_core=0, timing_cache=tmp_path / "t.cache"), legacy=True,
                                 trt=trt, gpu=ORIN, force=True)
     assert {"FP16", "INT8"} <= set(events[: events.index("can_run_on_DLA")])
+
+
+def test_tensorrt_rtx_engines_load_and_run_with_only_names_tensorrt_rtx_has(tmp_path):
+    """The load-and-run path of a TensorRT-RTX engine (it needs an RTX GPU) against the real 1.7.1.116 surface:
+    the header's validity checked before any CUDA work, the runtime cache read into the execution context's
+    runtime config and written back beside the engine on close."""
+    from sk_edge.workdir import runtime_cache_name
+
+    holder: dict = {}
+    validity: dict = {}
+    base = scenario(holder)
+    rtx = Scenario(returns={
+        **base.returns,
+        "Runtime.get_engine_validity": lambda self, header: validity["answer"],
+        "ICudaEngine.create_runtime_config": lambda self: holder.setdefault("config", holder["trt"].IRuntimeConfig()),
+        "IRuntimeConfig.create_runtime_cache": lambda self: holder["trt"].IRuntimeCache(),
+        "IRuntimeCache.serialize": lambda self: holder["trt"].IHostMemory(b"kernels for this GPU"),
+        "IRuntimeCache.deserialize": lambda self, blob: holder.setdefault("read", bytes(blob)) is not None,
+    }, properties={**base.properties, "Runtime.engine_header_size": 64})
+    trt = holder["trt"] = standin_module(RTX_VERSION, rtx)
+    assert TrtFeatures.of(trt).rtx and trt.__version__ == "1.7.1.116"
+    # An engine whose header names TensorRT-RTX 1.7.1.116 (the layout of the engines its builder writes here) and its sidecar.
+    engine = tmp_path / "model.int8.rtx.engine"
+    engine.write_bytes(b"vtrt" + bytes(20) + bytes([1, 7, 1, 116]) + bytes(200))
+    sidecar = {"kind": "sk-edge/engine", "schema": 1, "key": "0" * 64,
+               "outputs": {engine.name: {"sha256": "0" * 64, "bytes": 1}},
+               "inputs": {"onnx": {"name": "model.int8.onnx", "sha256": "0" * 64}}, "settings": {"precision": "int8"},
+               "tensorrt": {"version": "1.7.1.116", "flavour": "rtx"}, "gpu": None,
+               "rtx": {"compute_capabilities": ["80", "86", "89", "120"], "default_targets": True}}
+    engine_sidecar_path(engine).write_text(json.dumps(sidecar))
+    validity["answer"] = (trt.EngineValidity.VALID, 0)
+    ada = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}
+    cache = tmp_path / runtime_cache_name(engine.name)
+    cache.write_bytes(b"an earlier run's kernels")
+    with Engine(engine, trt=trt, cuda=FakeCuda(), gpu=ada) as loaded:
+        assert loaded(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 10)
+    assert holder["read"] == b"an earlier run's kernels" and cache.read_bytes() == b"kernels for this GPU"
+    assert {"Runtime.get_engine_validity", "Runtime.engine_header_size", "ICudaEngine.create_runtime_config",
+            "IRuntimeConfig.create_runtime_cache", "IRuntimeConfig.set_runtime_cache", "IRuntimeCache.serialize",
+            "IExecutionContext.execute_async_v3"} <= trt.touched
+    # A GPU the engine does not target, and an engine the runtime calls invalid: one line each, before any CUDA work.
+    with pytest.raises(SkEdgeError, match=r"built for compute capabilities 80, 86, 89, 120 and this T4 is 7.5; rebuild "
+                                          r"with --rtx-sm 75; rebuild it on this device with `sk-edge build .* --target rtx`"):
+        Engine(engine, trt=trt, cuda=FakeCuda(), gpu={"name": "T4", "compute_capability": "7.5"})
+    validity["answer"] = (trt.EngineValidity.INVALID, 0)
+    with pytest.raises(SkEdgeError, match="TensorRT-RTX says the engine is invalid on this machine"):
+        Engine(engine, trt=trt, cuda=None, gpu=ada)

@@ -31,6 +31,9 @@ SURFACES = Path(__file__).parent / "data" / "trt-api"
 # Every release a user meets: JetPack 5.1 (8.5, names from NVIDIA's binding sources), 6.0 (8.6),
 # 6.1/6.2 (10.3), the last 10.x with DLA (10.7), JetPack 7.0/7.1 (10.13), the newest 10.x and 11.x.
 VERSIONS = ("8.5-from-source", "8.6.1", "10.3.0", "10.7.0", "10.13.3.9", "10.16.1.11", "11.4.0.106")
+# TensorRT for RTX (--target rtx): its real builder runs here (tests/test_tensorrt_rtx.py); the stand-in
+# of its surface drives the load-and-run path, which needs an RTX GPU.
+RTX_VERSION = "rtx-1.7.1.116"
 # A surface derived from source has names only; signatures (argument counts, return types) are
 # borrowed from the nearest release dumped from its wheel, for the names both have.
 _SIGNATURES_FROM = {"source": "8.6.1"}
@@ -99,7 +102,8 @@ def standin_module(version: str, scenario: Scenario | None = None) -> types.Modu
         for member in surface["enums"].get("Severity", []):
             surface["classes"]["Logger"].setdefault(member, {"kind": "value"})
     scenario = scenario or Scenario()
-    mod = types.ModuleType("tensorrt")
+    # TensorRT-RTX's bindings are another module (sk_edge tells the flavour by the module's name).
+    mod = types.ModuleType("tensorrt_rtx" if version.startswith("rtx-") else "tensorrt")
     mod.__version__ = surface["version"]
     mod.touched = set()
     classes: dict[str, type] = {}
@@ -208,6 +212,30 @@ def inspector_report(float_node: str) -> str:
     ]})
 
 
+def inspector_report_of(graph: Path, downgrade: str | None = None) -> str:
+    """An inspector report shaped like TensorRT 10.x's with DETAILED verbosity for a strongly typed build of ``graph``:
+    one layer per Conv/Gemm, in the precision the graph gives it, with its ONNX node in ``Metadata``.
+    ``downgrade`` names one node the "engine" runs in FP16 instead (a plan that does not honour the graph)."""
+    import onnx
+
+    from sk_edge.quantize.macs import graph_facts
+
+    spelled = {"int8": "Channel major INT8 format where channel % 32 == 0", "fp16": "Row major linear FP16 format",
+               "fp32": "Row major linear FP32 format"}
+    weights = {"int8": "Int8", "fp16": "Half", "fp32": "Float"}
+    layers = []
+    for node, precision in graph_facts(onnx.load(str(graph))).precisions.items():
+        precision = "fp16" if node == downgrade else precision
+        layers.append({"Name": node, "LayerType": "CaskGemm" if "Gemm" in node else "CaskConvolution",
+                       "Inputs": [{"Name": "x", "Format/Datatype": spelled[precision]}],
+                       "Outputs": [{"Name": "y", "Format/Datatype": spelled[precision]}],
+                       "Weights": {"Type": weights[precision], "Count": 64}, "Metadata": f"[ONNX Layer: {node}]"})
+    layers.append({"Name": "Reformatting CopyNode for Input Tensor 0", "LayerType": "Reformat",
+                   "Inputs": [{"Name": "x", "Format/Datatype": spelled["fp32"]}],
+                   "Outputs": [{"Name": "y", "Format/Datatype": spelled["fp16"]}], "Metadata": ""})
+    return json.dumps({"Layers": layers})
+
+
 def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> Scenario:
     shapes = {"input": (1, 3, input_size, input_size), "logits": (1, num_classes)}
     names = ["input", "logits"]
@@ -227,7 +255,8 @@ def scenario(mod_holder: dict, num_classes: int = 10, input_size: int = 64) -> S
             "ICudaEngine.create_execution_context": lambda self, *a: trt().IExecutionContext(),
             "ICudaEngine.create_engine_inspector": lambda self, *a: trt().EngineInspector(),
             "IExecutionContext.set_input_shape": lambda self, name, shape: tuple(shape) in ((1, 3, 64, 64), (8, 3, 64, 64)),
-            "EngineInspector.get_engine_information": lambda self, fmt: inspector_report(mod_holder["float_node"]),
+            "EngineInspector.get_engine_information": lambda self, fmt: mod_holder.get("report")
+            or inspector_report(mod_holder["float_node"]),
             "ICudaEngine.get_tensor_name": lambda self, i: names[i],
             "ICudaEngine.get_tensor_mode": lambda self, n: trt().TensorIOMode.INPUT if n == "input" else trt().TensorIOMode.OUTPUT,
             "ICudaEngine.get_tensor_dtype": lambda self, n: trt().DataType.FLOAT,

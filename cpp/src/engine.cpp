@@ -6,6 +6,12 @@
 // the 8-bit image (none with zero-copy mapped memory on an integrated GPU), two preprocessing
 // kernels, enqueueV3, one device-to-host copy of the logits, one synchronisation. With
 // cuda_graph=true the whole sequence is captured once per image size and replayed.
+//
+// Built against TensorRT-RTX's headers (TRT_MAJOR_RTX) and linked to libtensorrt_rtx, the same class
+// runs TensorRT-RTX engines: the engine file's header is checked against this machine before it is
+// deserialized (IRuntime::getEngineValidity), and the kernels TensorRT-RTX compiles for this GPU are
+// kept in a runtime cache file beside the engine (model.int8.rtx.runtime.cache), read when the engine
+// loads and written back when it is destroyed.
 #include <cuda_runtime_api.h>
 
 #include <NvInfer.h>
@@ -70,6 +76,14 @@ std::string linked_tensorrt_version() {
     return text;
 }
 
+std::string linked_tensorrt_flavour() {
+#if defined(TRT_MAJOR_RTX)
+    return "rtx";
+#else
+    return "tensorrt";
+#endif
+}
+
 std::optional<GpuIdentity> current_gpu() {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -107,6 +121,29 @@ struct Engine::Impl {
     Owned<CUgraphExec_st, GraphExecDestroy> graph;
     int graph_width = -1, graph_height = -1;
     size_t image_capacity = 0;
+#if defined(TRT_MAJOR_RTX)
+    std::unique_ptr<nvinfer1::IRuntimeConfig> runtime_config;
+    std::unique_ptr<nvinfer1::IRuntimeCache> runtime_cache;
+    std::string runtime_cache_path;
+
+    // The kernels compiled for this GPU, kept for the next start; a folder that cannot be written
+    // costs only that start's compile time.
+    ~Impl() {
+        if (!runtime_cache) return;
+        std::unique_ptr<nvinfer1::IHostMemory> data(runtime_cache->serialize());
+        if (!data) return;
+        const std::string tmp = runtime_cache_path + ".tmp";
+        std::ofstream out(tmp, std::ios::binary);
+        out.write(static_cast<const char*>(data->data()), static_cast<std::streamsize>(data->size()));
+        out.close();
+        std::error_code ec;
+        if (out) std::filesystem::rename(tmp, runtime_cache_path, ec);
+        if (!out || ec) {
+            std::filesystem::remove(tmp, ec);
+            std::cerr << "sk-edge: warning: the TensorRT-RTX runtime cache was not saved to '" << runtime_cache_path << "'\n";
+        }
+    }
+#endif
 
     void enqueue_frame(const ImageView& device_image) {
         preprocess_cuda(device_image, sidecar.preprocess, static_cast<float*>(d_input.get()), *scratch, stream);
@@ -124,18 +161,43 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
         throw Error("engine file '" + engine_path + "' does not exist; build it with `sk-edge build`");
     m.sidecar = read_sidecar(engine_path);
     if (options.check_sidecar) {
-        const std::string why = engine_mismatch(m.sidecar, linked_tensorrt_version(), current_gpu(), current_platform());
+        std::string why = flavour_mismatch(m.sidecar, linked_tensorrt_flavour(), linked_tensorrt_version());
+        if (why.empty()) why = engine_mismatch(m.sidecar, linked_tensorrt_version(), current_gpu(), current_platform());
         if (!why.empty()) throw Error(refusal_message(engine_path, m.sidecar, why));
     }
     std::ifstream in(engine_path, std::ios::binary);
     const std::vector<char> blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     m.runtime.reset(nvinfer1::createInferRuntime(m.logger));
-    if (!m.runtime) throw Error("TensorRT could not create a runtime (libnvinfer " + linked_tensorrt_version() + ")");
+    if (!m.runtime) throw Error("TensorRT could not create a runtime (" + linked_tensorrt_version() + ")");
+#if defined(TRT_MAJOR_RTX)
+    // Before any CUDA work: a foreign or damaged engine, or a machine it cannot run on, is one line.
+    std::string invalid = rtx_header_mismatch(blob.data(), blob.size(), linked_tensorrt_version());
+    if (invalid.empty() && static_cast<int64_t>(blob.size()) >= m.runtime->getEngineHeaderSize()) {
+        uint64_t diagnostics = 0;
+        if (m.runtime->getEngineValidity(blob.data(), m.runtime->getEngineHeaderSize(), &diagnostics) ==
+            nvinfer1::EngineValidity::kINVALID)
+            invalid = rtx_invalidity(diagnostics);
+    }
+    if (!invalid.empty()) throw Error("'" + engine_path + "' cannot run here: " + invalid);
+#endif
     const std::optional<int> dla = options.dla_core ? options.dla_core : m.sidecar.dla_core;
     if (dla) m.runtime->setDLACore(*dla);  // before deserializing, or the engine runs on core 0
     m.engine.reset(m.runtime->deserializeCudaEngine(blob.data(), blob.size()));
     if (!m.engine) throw Error("TensorRT could not load '" + engine_path + "' (see its messages above); rebuild it");
+#if defined(TRT_MAJOR_RTX)
+    m.runtime_config.reset(m.engine->createRuntimeConfig());
+    if (!m.runtime_config) throw Error("TensorRT-RTX could not create a runtime configuration for '" + engine_path + "'");
+    m.runtime_cache.reset(m.runtime_config->createRuntimeCache());
+    m.runtime_cache_path = rtx_runtime_cache_path(engine_path);
+    std::ifstream cached(m.runtime_cache_path, std::ios::binary);
+    const std::vector<char> cache_blob((std::istreambuf_iterator<char>(cached)), std::istreambuf_iterator<char>());
+    // A cache from another GPU or release is not used by TensorRT-RTX and is replaced on save.
+    if (m.runtime_cache && !cache_blob.empty()) m.runtime_cache->deserialize(cache_blob.data(), cache_blob.size());
+    if (m.runtime_cache) m.runtime_config->setRuntimeCache(*m.runtime_cache);
+    m.context.reset(m.engine->createExecutionContext(m.runtime_config.get()));
+#else
     m.context.reset(m.engine->createExecutionContext());
+#endif
     if (!m.context) throw Error("TensorRT could not create an execution context for '" + engine_path + "'");
     for (int32_t i = 0; i < m.engine->getNbIOTensors(); ++i) {
         const char* name = m.engine->getIOTensorName(i);

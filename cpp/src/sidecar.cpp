@@ -5,6 +5,7 @@
 // message each must give, and both the Python tests and the C++ tests check them against it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -127,6 +128,11 @@ EngineSidecar parse_sidecar(const std::string& text, const std::string& source) 
         p.channel_order = order == "BGR" ? ChannelOrder::BGR : ChannelOrder::RGB;
         if (doc.contains("class_names") && doc["class_names"].is_array())
             for (const auto& n : doc["class_names"]) s.class_names.push_back(n.get<std::string>());
+        s.flavour = str_or(doc.value("tensorrt", json::object()), "flavour", "tensorrt");
+        if (doc.contains("rtx") && doc["rtx"].is_object()) {
+            for (const auto& c : doc["rtx"].value("compute_capabilities", json::array())) s.compute_capabilities.push_back(c.get<std::string>());
+            s.default_targets = doc["rtx"].value("default_targets", false);
+        }
         return s;
     } catch (const json::exception& e) {
         throw Error("'" + source + "' is not a readable engine sidecar (" + std::string(e.what()) +
@@ -146,10 +152,42 @@ EngineSidecar read_sidecar(const std::string& engine_path) {
     return parse_sidecar(buffer.str(), path);
 }
 
+namespace {
+
+std::string joined(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+    return out;
+}
+
+bool contains(const std::vector<std::string>& items, const std::string& item) {
+    return std::find(items.begin(), items.end(), item) != items.end();
+}
+
+// sk_edge.backends.tensorrt.rtx_mismatch: the GPU's compute capability must be one the engine targets.
+std::string rtx_mismatch(const EngineSidecar& s, const std::optional<GpuIdentity>& gpu) {
+    if (!gpu) return "there is no CUDA GPU here (it runs on an RTX GPU)";
+    std::string sm = gpu->compute_capability;
+    sm.erase(std::remove(sm.begin(), sm.end(), '.'), sm.end());
+    const std::vector<std::string> targets = s.compute_capabilities.empty() ? rtx_default_sms() : s.compute_capabilities;
+    const bool digits = !sm.empty() && std::all_of(sm.begin(), sm.end(), ::isdigit);
+    const bool later = s.default_targets && digits && std::stoi(sm) >= 120;  // NVIDIA's default: "12.0 and later"
+    if (contains(targets, sm) || later) return "";
+    if (!contains(rtx_sms(), sm))
+        return "TensorRT-RTX has no kernels for this " + gpu->name + " (compute capability " + gpu->compute_capability +
+               "); it targets RTX GPUs (" + joined(rtx_sms()) + "): use --target tensorrt here";
+    return "it is built for compute capabilities " + joined(targets) + " and this " + gpu->name + " is " +
+           gpu->compute_capability + "; rebuild with --rtx-sm " + sm;
+}
+
+}  // namespace
+
 std::string engine_mismatch(const EngineSidecar& s, const std::string& trt_version, const std::optional<GpuIdentity>& gpu,
                             const Platform& here) {
+    const std::string name = s.flavour == "rtx" ? "TensorRT-RTX" : "TensorRT";
     if (!same_tensorrt_version(s.tensorrt_version, trt_version))
-        return "it was built with TensorRT " + s.tensorrt_version + " and this is TensorRT " + trt_version;
+        return "it was built with " + name + " " + s.tensorrt_version + " and this is " + name + " " + trt_version;
+    if (s.flavour == "rtx") return rtx_mismatch(s, gpu);
     if (!gpu) return "there is no CUDA GPU here";
     if (s.platform && (s.platform->machine != here.machine || s.platform->jetson != here.jetson))
         return "it was built on " + where(*s.platform) + " and this is " + where(here);
@@ -164,11 +202,55 @@ std::string engine_mismatch(const EngineSidecar& s, const std::string& trt_versi
     return "";
 }
 
+std::string flavour_mismatch(const EngineSidecar& s, const std::string& linked_flavour, const std::string& linked_version) {
+    if (s.flavour == linked_flavour) return "";
+    auto name = [](const std::string& flavour) { return flavour == "rtx" ? std::string("TensorRT-RTX") : std::string("TensorRT"); };
+    return "it was built with " + name(s.flavour) + " " + s.tensorrt_version + " and this runtime is linked to " +
+           name(linked_flavour) + " " + linked_version;
+}
+
+std::string rtx_header_version(const void* data, size_t size) {
+    // As sk_edge.backends.tensorrt.rtx_header_version: the magic, then major, minor, patch, build at 0x18.
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    if (size < 0x1C || std::memcmp(bytes, "vtrt", 4) != 0) return "";
+    return std::to_string(bytes[0x18]) + "." + std::to_string(bytes[0x19]) + "." + std::to_string(bytes[0x1A]) + "." +
+           std::to_string(bytes[0x1B]);
+}
+
+std::string rtx_header_mismatch(const void* data, size_t size, const std::string& linked_version) {
+    const std::string made_by = rtx_header_version(data, size);
+    if (made_by.empty())
+        return "it is not a TensorRT-RTX engine (its header is not one); rebuild it with `sk-edge build --target rtx`";
+    if (!same_tensorrt_version(made_by, linked_version))
+        return "it was built by TensorRT-RTX " + made_by + " and this is TensorRT-RTX " + linked_version +
+               "; rebuild it with this release";
+    return "";
+}
+
+std::string rtx_invalidity(uint64_t diagnostics) {
+    // The names of EngineInvalidityDiagnostics' bits, lowercased as the Python runtime prints them.
+    static const char* names[] = {"version mismatch", "unsupported cc", "old cuda driver", "old cuda runtime",
+                                  "insufficient gpu memory", "malformed engine", "cuda error"};
+    std::string reasons;
+    for (int bit = 0; bit < 7; ++bit)
+        if (diagnostics & (1ULL << bit)) reasons += (reasons.empty() ? "" : ", ") + std::string(names[bit]);
+    return "TensorRT-RTX says the engine is invalid on this machine (" +
+           (reasons.empty() ? std::string("no usable CUDA driver or GPU") : reasons) + ")";
+}
+
+std::string rtx_runtime_cache_path(const std::string& engine_path) {
+    // sk_edge.workdir.runtime_cache_name: model.int8.rtx.engine -> model.int8.rtx.runtime.cache
+    const std::string suffix = ".engine";
+    const bool ends = engine_path.size() >= suffix.size() &&
+                      engine_path.compare(engine_path.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return (ends ? engine_path.substr(0, engine_path.size() - suffix.size()) : engine_path) + ".runtime.cache";
+}
+
 std::string refusal_message(const std::string& engine_path, const EngineSidecar& s, const std::string& why) {
     std::string parent = std::filesystem::path(engine_path).parent_path().string();
     if (parent.empty()) parent = ".";  // Python's Path("x.engine").parent
     return "'" + engine_path + "' cannot run here: " + why + "; rebuild it on this device with `sk-edge build --from " +
-           parent + " --precision " + s.precision + "`";
+           parent + " --precision " + s.precision + (s.flavour == "rtx" ? " --target rtx" : "") + "`";
 }
 
 std::vector<Prediction> top_k(const float* logits, int n, int k, const std::vector<std::string>& names) {

@@ -119,7 +119,10 @@ TEST(Engine, AnEngineFromAnotherTensorRTIsRefusedBeforeAnythingLoads) {
         sk_edge::Engine e(engine);
         FAIL() << "an engine from TensorRT 7.0.0 was accepted";
     } catch (const sk_edge::Error& e) {
-        EXPECT_EQ(std::string(e.what()), "'" + engine + "' cannot run here: it was built with TensorRT 7.0.0 and this is TensorRT " +
+        // Linked to TensorRT-RTX, the flavour differs before the version does.
+        const std::string linked = sk_edge::linked_tensorrt_flavour() == "rtx" ? "this runtime is linked to TensorRT-RTX "
+                                                                               : "this is TensorRT ";
+        EXPECT_EQ(std::string(e.what()), "'" + engine + "' cannot run here: it was built with TensorRT 7.0.0 and " + linked +
                                              sk_edge::linked_tensorrt_version() + "; rebuild it on this device with `sk-edge build "
                                              "--from " + dir.string() + " --precision int8`");
     }

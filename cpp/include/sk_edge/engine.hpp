@@ -52,7 +52,20 @@ struct EngineSidecar {
     std::vector<int64_t> input_shape, output_shape;
     Preprocess preprocess;
     std::vector<std::string> class_names;  // empty when the work directory has none
+    std::string flavour = "tensorrt";      // "rtx": built by TensorRT for RTX (--target rtx)
+    std::vector<std::string> compute_capabilities;  // TensorRT-RTX: the targets ("86", "120")
+    bool default_targets = false;                    // TensorRT-RTX: NVIDIA's default set (and later GPUs)
 };
+
+// The TensorRT-RTX compute capabilities, as sk_edge.backends.tensorrt.RTX_SMS and RTX_DEFAULT_SMS.
+inline const std::vector<std::string>& rtx_sms() {
+    static const std::vector<std::string> sms{"75", "80", "86", "89", "120", "121"};
+    return sms;
+}
+inline const std::vector<std::string>& rtx_default_sms() {
+    static const std::vector<std::string> sms{"80", "86", "89", "120"};
+    return sms;
+}
 
 // Reads `<engine>.json`; throws Error naming the file when it is missing or malformed, of another
 // sidecar schema, or not an engine's sidecar.
@@ -64,6 +77,19 @@ EngineSidecar parse_sidecar(const std::string& json_text, const std::string& sou
 std::string engine_mismatch(const EngineSidecar& sidecar, const std::string& tensorrt_version,
                             const std::optional<GpuIdentity>& gpu, const Platform& here);
 
+// An engine built by the other flavour (TensorRT-RTX vs TensorRT) than the library this runtime links:
+// why it cannot run, or an empty string. (Python imports the flavour the sidecar names instead.)
+std::string flavour_mismatch(const EngineSidecar& sidecar, const std::string& linked_flavour, const std::string& linked_version);
+
+// TensorRT-RTX engine files: the release an engine's header names ("1.7.1.116"), or empty when the
+// bytes are no TensorRT-RTX header; why the header cannot be loaded by `linked_version`, or empty
+// (sk_edge.runtime.rtx_engine_invalid's first checks, in its words); the words for
+// IRuntime::getEngineValidity's diagnostics; the runtime cache file kept beside an engine.
+std::string rtx_header_version(const void* data, size_t size);
+std::string rtx_header_mismatch(const void* data, size_t size, const std::string& linked_version);
+std::string rtx_invalidity(uint64_t diagnostics);
+std::string rtx_runtime_cache_path(const std::string& engine_path);
+
 // The whole refusal, with the rebuild command: as sk_edge.runtime.Engine words it.
 std::string refusal_message(const std::string& engine_path, const EngineSidecar& sidecar, const std::string& why);
 
@@ -71,8 +97,10 @@ std::string refusal_message(const std::string& engine_path, const EngineSidecar&
 // components both give must agree, and there must be at least three).
 bool same_tensorrt_version(const std::string& a, const std::string& b);
 
-// This process: the linked TensorRT's version, CUDA device 0, the CPU architecture and Jetson-ness.
+// This process: the linked TensorRT's version and flavour ("tensorrt", or "rtx" when built against
+// TensorRT-RTX's headers and libtensorrt_rtx), CUDA device 0, the CPU architecture and Jetson-ness.
 std::string linked_tensorrt_version();
+std::string linked_tensorrt_flavour();
 std::optional<GpuIdentity> current_gpu();
 Platform current_platform();
 
