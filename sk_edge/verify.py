@@ -173,7 +173,7 @@ def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) 
     if candidate in ENGINE_CANDIDATES:
         engines = engines_of(workdir, candidate)
         if not engines:
-            what = "TensorRT-RTX engine" if candidate == "rtx-engine" else "TensorRT engine"
+            what = "TensorRT-RTX engine" if candidate == "rtx-engine" else "engine"
             raise SkEdgeError(
                 f"--candidate {candidate}, but there is no {what} in '{workdir}' (built without TensorRT?); run its "
                 f"on_device.sh on the device, or pass --candidate {first_built(workdir)} to judge the graph on ONNX Runtime"
