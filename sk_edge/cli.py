@@ -513,6 +513,10 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
     """
     from .pipeline import BuildRequest, build as run_build
 
+    given = click.get_current_context().get_parameter_source("workdir") is not click.core.ParameterSource.DEFAULT
+    if from_dir is not None and given and Path(workdir).resolve() != Path(from_dir).resolve():
+        # --from builds in its own folder: a second folder would be silently ignored.
+        raise UsageError(f"--from {from_dir} builds in '{from_dir}' itself; drop -w {workdir} (or pass the same folder)")
     request = BuildRequest(
         precision=precision, workdir=workdir, model=model_name, weights=weights, num_classes=num_classes,
         input_size=input_size, model_args=parse_model_args(model_args), class_names=class_names,

@@ -365,8 +365,12 @@ def build_without_tensorrt(
     legacy: bool = False,
     log: Callable[[str], None] = lambda msg: None,
     verdict_flags: tuple[str, ...] = (),
+    on_device: bool = False,
 ) -> BuildResult:
-    """What ``build`` does when TensorRT is absent: leave the device script (verify follows)."""
+    """What ``build`` does when TensorRT is absent: leave the device script (verify follows).
+
+    ``on_device`` (``build --from``): this is the device, so no script that would run this same command.
+    """
     graph = workdir / GRAPH_NAMES[precision]
     log(f"no engine built: {reason}.")
     engine = workdir / engine_name(precision, options.dla_core, options.target)
@@ -377,6 +381,8 @@ def build_without_tensorrt(
             load_engine(workdir, precision, name=engine.name)
         except SkEdgeError as exc:
             log(f"  {engine.name} here is stale and will be refused by verify and bench until on_device.sh rebuilds it ({exc})")
+    if on_device:
+        return BuildResult(precision, graph, "onnxruntime", fallback_reason=reason)
     if legacy:  # the trtexec line in on_device.sh reads it
         write_dla_graph(workdir)
     script = write_device_script(workdir, device_script(workdir, precision, options, legacy, verdict_flags))

@@ -117,6 +117,8 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
         request = BuildRequest(**fields)
     elif fields:
         request = dataclasses.replace(request, **fields)
+    if request.from_dir is not None and Path(request.workdir) not in (Path(BuildRequest.workdir), Path(request.from_dir)):
+        raise UsageError(f"from_dir='{request.from_dir}' builds in that folder itself; leave workdir out (or give the same folder)")
     workdir = Path(request.from_dir if request.from_dir is not None else request.workdir)
     # Held for the whole build, as every command holds its work directory (a second build fails at once).
     with locked(workdir, log):
@@ -210,7 +212,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
     except TensorRTUnavailable as exc:
         result = build_without_tensorrt(workdir, r.precision, options, str(exc), legacy, log=log,
-                                        verdict_flags=verdict_flags(r))
+                                        verdict_flags=verdict_flags(r), on_device=r.from_dir is not None)
     if result.engine is not None:
         layers = result.layers
         share = f", INT8 for {layers['int8_mac_share']:.1%} of the MACs as planned" if r.precision == "int8" and "int8_mac_share" in layers else ""
@@ -239,7 +241,8 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
             failure, verdict = str(exc), exc.report
     mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
     report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
-                           log=log, searched=searched)
+                           log=log, searched=searched, max_float_share=r.max_float_share / 100,
+                           require_engine=r.from_dir is not None)
     failure = failure or report.failed
     return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
                         summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
@@ -377,6 +380,16 @@ def precision_line(precision: str, mix: dict | None) -> str:
     return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
 
 
+def what_was_judged(result: EngineResult) -> str:
+    """The verdict's subject for the banner, so that it cannot be pasted as another artifact's."""
+    if result.engine is None:
+        return f"{result.graph.name} on ONNX Runtime; no engine built"
+    if result.cannot_run:
+        # The verdict is about the graph the engine was built from, never to be read as the engine's.
+        return f"{result.graph.name} on ONNX Runtime; {result.engine.name} built, not run here"
+    return f"{result.engine.name} on this GPU"
+
+
 def engine_rows(workdir: Path, result: EngineResult) -> list[tuple[str, str]]:
     """The summary's rows on the engine: what built it, for which GPUs, and its own layer plan."""
     from .workdir import read_view
@@ -415,7 +428,11 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
         ask = f" --min-speedup {min_speedup:g}" if min_speedup else " --min-speedup 2"
         reason = f"{result.engine.name} cannot run here: {result.cannot_run}" if result.engine is not None else \
             "no engine here (" + (result.fallback_reason or "TensorRT is absent").split(" (")[0] + ")"
-        return (f"not measured: {reason}; on the device: sk-edge bench -w DIR{ask}", None)
+        line = f"not measured: {reason}; on the device: sk-edge bench -w {workdir}{ask}"
+        if min_speedup is None:
+            return line, None
+        # A gate that was asked for and not applied is not a pass: on_device.sh carries it to the device.
+        return line, f"--min-speedup {min_speedup:g} was not applied ({reason}); the device applies it (on_device.sh)"
     from .bench import BenchFailed, BenchOptions, bench
 
     options = BenchOptions(backends=("torch", "tensorrt"), precisions=(result.precision,), batches=(1,), warmup=10,
@@ -430,10 +447,14 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
 
 def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict | None, mix: dict | None,
                   judged: bool, min_speedup: float | None = None, log: Callable[[str], None] = lambda msg: None,
-                  searched: str | None = None) -> BuildReport:
+                  searched: str | None = None, max_float_share: float = 0.25, require_engine: bool = False) -> BuildReport:
     """The summary block: what a user reads last, and what decides whether the build is safe to ship.
 
-    ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix.
+    ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix of the graph judged.
+    The title says what the verdict is about (an engine, or a graph on ONNX Runtime); a gate that was
+    asked for and could not be applied (``min_speedup`` without a runnable engine), an INT8 graph
+    that keeps more than ``max_float_share`` of its MACs in floating point, or no engine where one is
+    the product (``require_engine``: ``build --from`` on the device), fails it.
     """
     from .verify import images_line, summary_line
 
@@ -454,17 +475,25 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict
     else:
         rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
     rows.append(("precision", precision_line(precision, mix)))
+    failed = None
+    if mix is not None and mix["float_mac_share"] > max_float_share:
+        failed = (f"{result.graph.name} runs {mix['float_mac_share']:.1%} of its MACs in floating point, above "
+                  f"--max-float-share {max_float_share:.0%}: it is not an INT8 model")
+        rows.append(("precision gate", f"FAIL: {failed}"))
+    elif require_engine and result.engine is None:
+        # On the device the engine is the product: a graph judged instead is no build.
+        failed = f"no engine was built on this device: {result.fallback_reason}"
     if result.engine is not None:
         rows += engine_rows(workdir, result)
-    latency, failed = latency_verdict(workdir, result, min_speedup, log)
+    latency, slow = latency_verdict(workdir, result, min_speedup, log)
     rows.append(("latency", latency))
+    failed = failed or slow
     if failed and verdict == "PASS":
         verdict = "FAIL"
     width = max(len(k) for k, _ in rows)
     title = f"sk-edge build {precision.upper()}: {verdict}"
-    if judged and doc and result.engine is not None and result.cannot_run:
-        # The verdict is about the graph the engine was built from, never to be read as the engine's.
-        title += f" ({result.graph.name} on ONNX Runtime; {result.engine.name} built, not run here)"
+    if judged and doc:
+        title += f" ({what_was_judged(result)})"
     lines = ["", f"== {title} " + "=" * max(0, 72 - len(title))]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     return BuildReport("\n".join(lines), failed, latency)

@@ -26,8 +26,7 @@ from .images import ImageStream
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
 from .versions import torch_installed
-from .workdir import (FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, built_engines, engine_target, first_built, load_export,
-                      read_view)
+from .workdir import FP32_ONNX, GRAPH_NAMES, REFERENCE_NPZ, built_engines, engine_target, first_built, load_export
 
 # "engine": the TensorRT engine (GPU or DLA); "rtx-engine": the TensorRT-RTX engine; else a graph on ONNX Runtime.
 CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")
@@ -400,16 +399,21 @@ def _chain(workdir: Path, precision: str, engine: EngineInfo | None = None) -> d
 
 
 def candidate_precision_mix(workdir: Path, precision: str, graph: str) -> dict | None:
-    """The share of the MACs the candidate runs in INT8, as the INT8 graph's sidecar records it.
+    """The share of the MACs the candidate runs in INT8, read from the INT8 graph itself (never from its sidecar,
+    which a copied or edited graph would not change).
 
     ``graph`` is the graph the candidate is, or the engine was built from. None unless that is the
     INT8 Q/DQ graph: a weakly typed engine (TensorRT 8.5/8.6, the DLA) is built from the FP32 graph
     and takes its precisions from calib.cache and TensorRT's choices, not from the graph's plan, so
     the plan's share would be a claim about another artifact.
     """
+    import onnx
+
+    from .quantize.macs import graph_precision_mix
+
     if precision != "int8" or graph != GRAPH_NAMES["int8"]:
         return None
-    return read_view(workdir, GRAPH_SIDECARS["int8"]).precision_mix
+    return graph_precision_mix(onnx.load(str(Path(workdir) / graph)))
 
 
 def _judged_images(workdir: Path, export: ExportInfo, options: VerifyOptions, log) -> JudgeImages:

@@ -62,9 +62,16 @@ def test_nothing_on_the_device_path_imports_torch():
 
 def test_build_from_verify_bench_and_the_serving_exports(workdir, tmp_path):
     built = sk_edge("build", "--from", str(workdir), "--precision", "int8")
-    assert built.returncode == 0, built.stderr
-    assert "no engine built" in built.stderr and (workdir / "on_device.sh").is_file()
-    assert "verify PASSED" in built.stderr and "sk-edge build INT8: PASS" in built.stderr
+    # On the device the engine is the product: without TensorRT the build fails, in one line with the install
+    # hint, after judging the graph (never "PASS", and never "run on_device.sh", which is this very command).
+    assert built.returncode == 1, built.stderr
+    errors = [line for line in built.stderr.splitlines() if line.startswith("sk-edge: error:")]
+    assert errors == ["sk-edge: error: no engine was built on this device: TensorRT is not installed here (pip install "
+                      "'sk-edge[tensorrt]' on a desktop; on a Jetson, JetPack's bindings in a virtualenv made with "
+                      "--system-site-packages)"], built.stderr
+    assert "run " + str(workdir / "on_device.sh") not in built.stderr and "Traceback" not in built.stderr
+    assert "verify PASSED" in built.stderr
+    assert "sk-edge build INT8: FAIL (model.int8.onnx on ONNX Runtime; no engine built)" in built.stderr
     doc = json.loads((workdir / "verify.json").read_text())
     # The reference is the PyTorch model's outputs, computed on the host and stored, not the FP32 graph.
     assert doc["reference_kind"] == "pytorch-stored" and "run on the host (torch " in doc["reference"]

@@ -148,7 +148,7 @@ def test_an_engine_that_is_missing_or_stale_is_refused(wd, held_out, stale):
     unchanged(wd, before)
     if stale:  # a build on a machine without TensorRT says so instead of leaving it silently
         build = run_cli("build", "--from", str(wd), "--precision", "int8", "--no-verify")
-        assert build.returncode == 0, build.stderr
+        one_line_error(build, 1, "no engine was built on this device")
         assert "model.int8.engine here is stale and will be refused" in build.stderr
 
 
@@ -446,3 +446,49 @@ def test_export_json_is_read_through_one_typed_view_that_checks_its_schema(tmp_p
     (wd / "export.json").write_text(_json.dumps({**doc, "schema": 99}))
     out = run_cli("quantize", "-w", str(wd), "--precision", "fp16")
     one_line_error(out, 1, "has sidecar schema 99", "sk-edge export --force")
+
+
+# --- verdicts that name what they judged (issue 21) ----------------------------------------
+
+
+def banner(out: subprocess.CompletedProcess) -> str:
+    return next(line for line in out.stderr.splitlines() if line.startswith("== sk-edge build"))
+
+
+def test_the_banner_names_what_passed_and_a_gate_not_applied_is_no_pass(wd, tmp_path):
+    out = run_cli("build", "--precision", "int8", "--num-images", "64", "-w", str(wd))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert banner(out).startswith("== sk-edge build INT8: PASS (model.int8.onnx on ONNX Runtime; no engine built)")
+    # The summary's next step names the real folder, not a placeholder.
+    assert f"sk-edge bench -w {wd} --min-speedup 2" in out.stderr and "-w DIR" not in out.stderr
+    # --min-speedup asked for, and no engine to time: not a pass.
+    slow = run_cli("build", "--precision", "int8", "--num-images", "64", "--min-speedup", "100", "-w", str(wd))
+    one_line_error(slow, 1, "--min-speedup 100 was not applied", "on_device.sh")
+    assert banner(slow).startswith("== sk-edge build INT8: FAIL (model.int8.onnx on ONNX Runtime; no engine built)")
+    # On the device (build --from), no engine is a failed build with the install hint, never "run on_device.sh".
+    device = run_cli("build", "--from", str(wd), "--precision", "int8")
+    one_line_error(device, 1, "no engine was built on this device: TensorRT is not installed here (pip install")
+    assert f"run {wd / 'on_device.sh'}" not in device.stderr and "FAIL (model.int8.onnx" in banner(device)
+    # --from builds in its own folder: a second folder would be ignored without a word.
+    other = run_cli("build", "--from", str(wd), "--precision", "int8", "-w", str(tmp_path / "elsewhere"))
+    one_line_error(other, 2, f"--from {wd} builds in '{wd}' itself")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_int8_share_is_read_from_the_graph_judged_not_from_its_sidecar(wd, held_out):
+    quantize = run_cli("quantize", "-w", str(wd), "--precision", "fp16")
+    assert quantize.returncode == 0, quantize.stderr
+    # The FP16 graph copied over the INT8 one, its hash written into model.int8.json: every check of the chain holds.
+    doc = json.loads((wd / "model.int8.json").read_text())
+    data = (wd / "model.fp16.onnx").read_bytes()
+    (wd / "model.int8.onnx").write_bytes(data)
+    doc["outputs"]["model.int8.onnx"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (wd / "model.int8.json").write_text(json.dumps(doc))
+    verify = run_cli("verify", "-w", str(wd), "--candidate", "int8")
+    assert verify.returncode == 0, verify.stderr  # FP16 is accurate: the accuracy gates hold
+    assert json.loads((wd / "verify.json").read_text())["precision_mix"]["int8_mac_share"] == 0.0
+    assert "0.0% of the MACs in INT8" in (wd / "verify.md").read_text()
+    folder, labels = held_out
+    out = run_cli("build", "--from", str(wd), "--precision", "int8", "--eval-images", str(folder), "--eval-labels", str(labels))
+    one_line_error(out, 1, "model.int8.onnx runs 100.0% of its MACs in floating point", "it is not an INT8 model")
+    assert banner(out).startswith("== sk-edge build INT8: FAIL") and "INT8 for 0.0% of the MACs" in out.stderr

@@ -131,3 +131,14 @@ def precision_mix(macs: dict[str, float], plan: QuantPlan) -> dict:
     share = int8 / total if total else 0.0
     return {"macs": total, "int8_mac_share": share, "float_mac_share": 1.0 - share,
             "int8_layers": len(int8_nodes(plan)), "weighted_layers": len(macs)}
+
+
+def graph_precision_mix(model: onnx.ModelProto) -> dict:
+    """The INT8 and floating-point shares of the MACs of ``model`` as the graph itself types them (the keys of
+    :func:`precision_mix`): what a verdict reports, read from the graph it judged, never from a sidecar."""
+    macs = macs_by_node(model)
+    int8 = graph_int8_nodes(model) & set(macs)
+    total = sum(macs.values())
+    share = sum(macs[n] for n in int8) / total if total else 0.0
+    return {"macs": total, "int8_mac_share": share, "float_mac_share": 1.0 - share, "int8_layers": len(int8),
+            "weighted_layers": len(macs)}
