@@ -543,7 +543,10 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
 @click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
 @click.option("--min-images", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
               help="Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).")
-def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl, min_images):
+@click.option("--store-reference", is_flag=True,
+              help="Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with "
+              "this run's [default: stored only where there are none for this export].")
+def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl, min_images, store_reference):
     """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
 
     \b
@@ -558,7 +561,7 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
 
     _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
                                        min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl,
-                                       min_images=min_images))
+                                       min_images=min_images, store_reference=store_reference))
 
 
 @cli.command()

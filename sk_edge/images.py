@@ -160,6 +160,15 @@ def load_image(path: str | Path, pre: Preprocess) -> np.ndarray:
         return to_tensor(image, pre)
 
 
+# An image's identity by content, whatever its name or folder: the first 64 bits of its file's sha256
+# (a chance collision in a few thousand images is about 1e-12).
+CONTENT_ID_CHARS = 16
+
+
+def content_id(path: Path) -> str:
+    return artifacts.sha256_file(path)[:CONTENT_ID_CHARS]
+
+
 @dataclass
 class ImageStream:
     """Batches of preprocessed images, read lazily so memory does not grow with their number.
@@ -180,6 +189,7 @@ class ImageStream:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     pixels: list[np.ndarray] = field(default_factory=list, repr=False)
     used: list[str] = field(default_factory=list)
+    content_ids: list[str] = field(default_factory=list, repr=False)  # content_id() of each image used
     _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     def _name(self, path: Path) -> str:
@@ -232,6 +242,7 @@ class ImageStream:
                 continue
             self._hash.update(name.encode() + b"\0" + bytes.fromhex(digest))
             self.used.append(name)
+            self.content_ids.append(digest[:CONTENT_ID_CHARS])
             batch.append(normalize(pixels, self.pre))
             if self.keep_pixels:
                 self.pixels.append(pixels)

@@ -235,7 +235,9 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                     candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
                     min_agreement=r.min_agreement,
                     max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
-                    labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None),
+                    labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None,
+                    # The build's own judging images are the ones its device is to be judged on.
+                    store_reference=r.from_dir is None),
                     log=log, progress=bar)
         except VerifyFailed as exc:
             failure, verdict = str(exc), exc.report
@@ -308,7 +310,6 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
 
 DEFAULT_CALIBRATION_IMAGES = 512
 CHECKOUT_IMAGES = Path("calib_data") / "skdigits"  # the bundled sample images, in a checkout
-CALIB_DIR = "calib_images"
 
 
 def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambda msg: None) -> Path:
@@ -317,6 +318,7 @@ def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambd
     if CHECKOUT_IMAGES.is_dir():
         return CHECKOUT_IMAGES
     from .reference.digits import write_split_once
+    from .workdir import CALIB_DIR
 
     return write_split_once(workdir, CALIB_DIR, "calib", DEFAULT_CALIBRATION_IMAGES, "SK-Digits calibration", log)
 

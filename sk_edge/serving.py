@@ -9,6 +9,7 @@ engine file the device build will write (``on_device.sh``).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -92,21 +93,45 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
         load_graph(workdir, precision)
         log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
             "rerun after building the engine on the device for the TensorRT backend")
-    model_dir = repo / name
-    if model_dir.exists() and not (model_dir / "config.pbtxt").is_file():
-        raise UsageError(f"'{model_dir}' exists and is not a Triton model directory; pass another --repo or --name")
-    with artifacts.atomic_output(model_dir / "1" / target) as tmp:
+    model_dir = repo / _model_name(name)
+    version = _next_version(model_dir)
+    with artifacts.atomic_output(model_dir / str(version) / target) as tmp:
         shutil.copyfile(source, tmp)
-    for stale in ("model.plan", "model.onnx"):
-        if stale != target and (model_dir / "1" / stale).exists():
-            (model_dir / "1" / stale).unlink()
     if export.class_names:
         with artifacts.atomic_output(model_dir / LABELS_FILE) as tmp:
             tmp.write_text("\n".join(export.class_names) + "\n")
     with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
         tmp.write_text(triton_config(name, platform, export))
-    log(f"wrote {model_dir}: {platform} from {source.name}" + (f", class names in {LABELS_FILE}" if export.class_names else ""))
+    artifacts.write_json(model_dir / TRITON_MARKER, {"written_by": "sk-edge", "workdir": str(workdir.resolve()),
+                                                     "latest_version": version, "source": source.name})
+    log(f"wrote {model_dir} version {version}: {platform} from {source.name}"
+        + (f", class names in {LABELS_FILE}" if export.class_names else "")
+        + ("" if version == 1 else f" (Triton's default version policy serves the newest: {version})"))
     return model_dir
+
+
+# Marks a Triton model directory sk-edge wrote: only such a directory gets a new version from it.
+TRITON_MARKER = ".sk-edge-model.json"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _model_name(name: str) -> str:
+    """A Triton model name that is one folder inside the repository (never "..", a path or a separator)."""
+    if not _MODEL_NAME.match(name) or name in (".", ".."):
+        raise UsageError(f"--name '{name}' is not a model name (letters, digits, '_', '-', '.'; one folder inside --repo)")
+    return name
+
+
+def _next_version(model_dir: Path) -> int:
+    """1 for a new model directory; the next version in one sk-edge wrote before, so no earlier version (which
+    Triton may be serving) is overwritten. Another tool's or the user's model directory is refused."""
+    if not model_dir.exists():
+        return 1
+    if not (model_dir / TRITON_MARKER).is_file():
+        raise UsageError(f"'{model_dir}' exists and sk-edge did not write it (no {TRITON_MARKER}): it is left as it is; "
+                         "pass another --name or --repo")
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
 
 
 def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:

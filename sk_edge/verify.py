@@ -22,17 +22,17 @@ import numpy as np
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages, too_few_images
-from .images import ImageStream
+from .images import ImageStream, content_id
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
 from .versions import torch_installed
-from .workdir import FP32_ONNX, GRAPH_NAMES, REFERENCE_NPZ, built_engines, engine_target, first_built, load_export
+from .workdir import EVAL_DIR, FP32_ONNX, GRAPH_NAMES, REFERENCE_NPZ, built_engines, engine_target, first_built, load_export
 
 # "engine": the TensorRT engine (GPU or DLA); "rtx-engine": the TensorRT-RTX engine; else a graph on ONNX Runtime.
 CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")
 ENGINE_CANDIDATES = {"engine": "tensorrt", "rtx-engine": "rtx"}
 VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
-EVAL_DIR, EVAL_COUNT = "eval_images", 1000
+EVAL_COUNT = 1000  # the reference model's held-out images, rendered into WORKDIR/eval_images (workdir.EVAL_DIR)
 SELECTION_IMAGES = 256  # images for the selection drift (mean |SK gate difference|)
 # The runtime cross-check: the first images run again through a session with ONNX Runtime's
 # default optimizations. When those change the top-1 class of more than 1 % of them (2 of 100:
@@ -67,6 +67,9 @@ class VerifyOptions:
     # calibration folder's hold-out part (sk_edge.evaluation); None: every image judges.
     holdout: float | None = None
     min_images: int = MIN_JUDGE_IMAGES  # fewer judged images is an error, not a verdict
+    # Replace reference.npz (what a device without PyTorch is judged against) with this run's PyTorch outputs.
+    # Without it, outputs are stored only where none are, or the stored ones are for another export.
+    store_reference: bool = False
 
     def validate(self) -> None:
         if self.candidate is not None and self.candidate not in CANDIDATES:
@@ -416,6 +419,35 @@ def candidate_precision_mix(workdir: Path, precision: str, graph: str) -> dict |
     return graph_precision_mix(onnx.load(str(Path(workdir) / graph)))
 
 
+def refuse_calibration_overlap(workdir: Path, judged: dict[str, str], where: str) -> None:
+    """An INT8 candidate judged on images it was calibrated on is graded on its own homework: refused.
+
+    ``judged`` maps each judged image's :func:`~sk_edge.images.content_id` to its name: images are
+    compared by content (calib.json records each calibration image's), so a copy under another name
+    or folder counts too.
+    """
+    from .workdir import CALIB_JSON
+
+    calib = ((artifacts.read_json(workdir / CALIB_JSON) or {}).get("inputs") or {}).get("images") or {}
+    overlap = [cid for cid in judged if cid in set(calib.get("content_ids") or ())]
+    if overlap:
+        example = judged[overlap[0]]
+        raise UsageError(
+            f"{len(overlap)} of the {len(judged)} images in {where} are images the INT8 graph was calibrated on (same "
+            f"content as in {calib.get('dir')}{'; e.g. ' + example if example != '?' else ''}): a verdict on them says "
+            "nothing about new images; judge on images calibration never saw (--eval-images DIR), or calibrate on others")
+
+
+def _stored_reference_valid(workdir: Path, export: ExportInfo) -> bool:
+    """Whether the work directory holds intact stored PyTorch outputs made for this export."""
+    from . import stored_reference
+
+    try:
+        return stored_reference.stored_for(workdir, export) is not None
+    except SkEdgeError:  # damaged, or for another export: replacing it loses nothing usable
+        return False
+
+
 def _judged_images(workdir: Path, export: ExportInfo, options: VerifyOptions, log) -> JudgeImages:
     if options.images is not None:
         return JudgeImages(Path(options.images), options.labels, options.holdout)
@@ -472,10 +504,15 @@ def verify(
         batches = stored.batches(pre, options.batch)
         stream = None
         images_doc = {**stored.info.images, "used": total, "reference": REFERENCE_NPZ}
+        if precision == "int8":  # stored outputs made since sk-edge records each image's content
+            refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
+                                       f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()
         labels, labels_source = judge.labels(export.num_classes)  # bad labels first: input errors
+        if precision == "int8":
+            refuse_calibration_overlap(workdir, {content_id(p): p.name for p in paths}, judge.describe())
         if len(paths) < options.min_images:
             raise _too_few(len(paths), judge, options)
         if labels_source:
@@ -503,11 +540,15 @@ def verify(
         if len(names) < options.min_images:
             raise _too_few(len(names), judge, options)
         images_doc = {**judge.to_dict(), "used": len(names), "skipped": [n for n, _ in stream.skipped],
-                      "sha256": stream.digest}
+                      "sha256": stream.digest, "content_ids": sorted(stream.content_ids)}
     images_doc["labels_source"] = labels_source
     ref_all, cand_out_all = np.concatenate(ref_out), np.concatenate(cand_out)
     if ref_kind == "pytorch":
-        stored_reference.store(workdir, export, names, stream.pixels, ref_all, labels, images_doc, ref_desc)
+        if options.store_reference or not _stored_reference_valid(workdir, export):
+            stored_reference.store(workdir, export, names, stream.pixels, ref_all, labels, images_doc, ref_desc)
+        else:
+            log(f"kept {REFERENCE_NPZ} (the outputs the device is judged against); --store-reference replaces it with "
+                "these images' outputs")
     metrics = compare(ref_all, cand_out_all, names, labels)
     cross_check = None
     if candidate != "engine":  # an engine hides its gates; a graph shows them

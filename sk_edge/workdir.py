@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,20 @@ GRAPH_SIDECARS = {"int8": "model.int8.json", "fp16": "model.fp16.json", "fp32": 
 # host so that a device without PyTorch judges against the real reference (sk_edge.stored_reference).
 REFERENCE_NPZ = "reference.npz"
 REFERENCE_JSON = "reference.json"
+# The reference model's SK-Digits images, rendered into the work directory once (held-out, calibration).
+EVAL_DIR = "eval_images"
+CALIB_DIR = "calib_images"
+
+
+def render_temporary(folder: str) -> str:
+    """The folder a render is written into before it is renamed to ``folder`` (atomic)."""
+    return f".{folder}.tmp"
+
+
+# What sk-edge's own writes leave when killed inside their write window, and nothing else: a file from
+# artifacts.atomic_output (tempfile.mkstemp: ".NAME." + 8 random characters + ".tmp"), or a render folder.
+_ATOMIC_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_RENDER_TEMPORARIES = frozenset(render_temporary(f) for f in (EVAL_DIR, CALIB_DIR))
 
 
 def engine_name(precision: str, dla_core: int | None = None, target: str = "tensorrt") -> str:
@@ -244,12 +259,13 @@ def remove_stale_temporaries(workdir: Path) -> list[str]:
     removed = []
     for path in workdir.iterdir():
         name = path.name
-        if name.startswith(".") and name.endswith(".tmp"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(name)
+        if _ATOMIC_TEMPORARY.match(name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+        elif name in _RENDER_TEMPORARIES and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue  # a user's own ".something.tmp" is never touched
+        removed.append(name)
     return removed
 
 
@@ -339,6 +355,23 @@ class ModelRequest:
             and self.input_size is None and not self.args and self.preprocess is None
 
 
+# Files whose presence says a folder already holds an sk-edge build (its graphs, calibration, engines).
+_ARTIFACT_PATTERNS = ("model.*.onnx", "model.*.json", "calib.json", "calib.cache", "*.engine", "verify.json", "reference.npz")
+
+
+def refuse_unowned_artifacts(workdir: Path) -> None:
+    """A work directory holding artifacts but no readable export.json is not taken over: without it nothing says
+    what those artifacts are, and a new export would overwrite them."""
+    if not workdir.is_dir():
+        return
+    found = sorted({p.name for pattern in _ARTIFACT_PATTERNS for p in workdir.glob(pattern)})
+    if found:
+        raise SkEdgeError(
+            f"'{workdir}' holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no readable {EXPORT_JSON} "
+            "(deleted or damaged), so what they were made from is unknown: pass another -w, or --force to export "
+            "again over them")
+
+
 def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force: bool = False) -> ModelRequest:
     """The model a command works on: the user's, else the work directory's own, else ``default_name``.
 
@@ -357,6 +390,8 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
         except SkEdgeError:
             if not force:
                 raise
+    if export is None and not force:
+        refuse_unowned_artifacts(Path(workdir))
     if export is None:
         return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args,
                             request.preprocess)

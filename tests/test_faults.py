@@ -266,7 +266,7 @@ def test_two_commands_on_one_workdir_do_not_interleave(wd):
 
 
 def test_temporaries_left_by_a_kill_are_removed_on_the_next_run(wd):
-    (wd / ".model.int8.onnx.k3j2h1.tmp").write_bytes(b"half a graph")
+    (wd / ".model.int8.onnx.k3j2h1ab.tmp").write_bytes(b"half a graph")  # tempfile.mkstemp's 8 random characters
     out = run_cli("quantize", "-w", str(wd), "--precision", "int8")
     assert out.returncode == 0, out.stderr
     assert "removed 1 temporary file(s) left by an interrupted run" in out.stderr
@@ -492,3 +492,105 @@ def test_the_int8_share_is_read_from_the_graph_judged_not_from_its_sidecar(wd, h
     out = run_cli("build", "--from", str(wd), "--precision", "int8", "--eval-images", str(folder), "--eval-labels", str(labels))
     one_line_error(out, 1, "model.int8.onnx runs 100.0% of its MACs in floating point", "it is not an INT8 model")
     assert banner(out).startswith("== sk-edge build INT8: FAIL") and "INT8 for 0.0% of the MACs" in out.stderr
+
+
+def calibration_folder(wd: Path) -> Path:
+    return Path(json.loads((wd / "calib.json").read_text())["inputs"]["images"]["dir"])
+
+
+def test_judging_on_calibration_images_is_refused_by_content(wd, held_out, tmp_path):
+    before = snapshot(wd)
+    same = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(calibration_folder(wd)))
+    one_line_error(same, 2, "64 of the 64 images", "the INT8 graph was calibrated on")
+    # One calibration image renamed among held-out ones is found by its content.
+    folder, labels = held_out
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    shutil.copy(sorted(calibration_folder(wd).iterdir())[0], mixed / "renamed.png")
+    renamed = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(mixed))
+    one_line_error(renamed, 2, "1 of the 201 images", "e.g. renamed.png")
+    unchanged(wd, before)
+    # FP32 does not use the calibration: nothing to refuse there.
+    fp32 = run_cli("verify", "-w", str(wd), "--candidate", "fp32", "--images", str(calibration_folder(wd)), "--min-images", "50")
+    assert fp32.returncode == 0, fp32.stderr
+
+
+def test_the_stored_reference_is_replaced_only_when_asked(wd, held_out):
+    folder, labels = held_out
+    first = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--labels", str(labels))
+    assert first.returncode in (0, 1) and (wd / "reference.npz").is_file(), first.stderr
+    stored = (wd / "reference.npz").read_bytes()
+    other = run_cli("verify", "-w", str(wd), "--candidate", "fp32", "--images", str(calibration_folder(wd)), "--min-images", "50")
+    assert other.returncode == 0, other.stderr
+    assert "kept reference.npz" in other.stderr and (wd / "reference.npz").read_bytes() == stored
+    asked = run_cli("verify", "-w", str(wd), "--candidate", "fp32", "--images", str(calibration_folder(wd)), "--min-images", "50",
+                    "--store-reference")
+    assert asked.returncode == 0 and (wd / "reference.npz").read_bytes() != stored
+
+
+def test_preprocessing_is_part_of_the_calibration_key(wd):
+    again = run_cli("calibrate", "-w", str(wd), "--images", str(calibration_folder(wd)), "--num-images", "64")
+    assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+    graph = (wd / "model.fp32.onnx").read_bytes()
+    export = run_cli("export", "-w", str(wd), "--force", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5")
+    assert export.returncode == 0, export.stderr
+    assert (wd / "model.fp32.onnx").read_bytes() == graph  # the graph does not change; the pixels it sees do
+    recal = run_cli("calibrate", "-w", str(wd), "--images", str(calibration_folder(wd)), "--num-images", "64")
+    assert recal.returncode == 0 and "is up to date" not in recal.stderr and "calibrating" in recal.stderr, recal.stderr
+
+
+# --- nothing of the user's is touched (issue 21) --------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["missing", "unparsable"])
+def test_a_workdir_with_artifacts_but_no_readable_export_json_is_not_taken_over(wd, damage):
+    if damage == "missing":
+        (wd / "export.json").unlink()
+    else:
+        (wd / "export.json").write_text("{not json")
+    before = snapshot(wd)
+    out = run_cli("build", "--precision", "int8", "-w", str(wd))
+    one_line_error(out, 1, "but no readable export.json", "--force")
+    unchanged(wd, before)
+
+
+def test_a_users_folder_where_sk_edge_renders_is_never_removed(wd):
+    mine = wd / "eval_images"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"my photo")
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8")
+    one_line_error(out, 1, f"'{mine}' is not the 1000 held-out SK-Digits evaluation images", "never overwrites it")
+    assert (mine / "holiday.jpg").read_bytes() == b"my photo" and len(list(mine.iterdir())) == 1
+
+
+def test_only_what_sk_edge_names_is_removed_as_a_temporary(wd):
+    (wd / ".notes.tmp").write_text("mine")
+    (wd / ".drafts.tmp").mkdir()
+    (wd / ".drafts.tmp" / "a.txt").write_text("mine too")
+    (wd / ".model.int8.onnx.abcd1234.tmp").write_bytes(b"half a graph")
+    (wd / ".eval_images.tmp").mkdir()  # an interrupted render: sk-edge's own name
+    out = run_cli("quantize", "-w", str(wd), "--precision", "int8")
+    assert out.returncode == 0 and "removed 2 temporary file(s)" in out.stderr, out.stderr
+    assert (wd / ".notes.tmp").read_text() == "mine" and (wd / ".drafts.tmp" / "a.txt").read_text() == "mine too"
+    assert not (wd / ".model.int8.onnx.abcd1234.tmp").exists() and not (wd / ".eval_images.tmp").exists()
+
+
+def test_triton_exports_take_a_new_version_and_never_write_outside_the_repository(wd, tmp_path):
+    repo = tmp_path / "repo"
+    assert run_cli("export-triton", "-w", str(wd), "--repo", str(repo)).returncode == 0
+    again = run_cli("export-triton", "-w", str(wd), "--repo", str(repo))
+    assert again.returncode == 0 and "version 2" in again.stderr, again.stderr
+    model = repo / "sknet26-digits"
+    assert (model / "1" / "model.onnx").is_file() and (model / "2" / "model.onnx").is_file()
+    # A model folder sk-edge did not write is left as it is.
+    theirs = repo / "theirs"
+    (theirs / "2").mkdir(parents=True)
+    (theirs / "config.pbtxt").write_text('name: "theirs"')
+    before = snapshot(repo)
+    out = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--name", "theirs")
+    one_line_error(out, 2, "sk-edge did not write it", "pass another --name")
+    unchanged(repo, before)
+    for name in ("../escape", "a/b", ".."):
+        bad = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--name", name)
+        one_line_error(bad, 2, "is not a model name")
+    assert not (tmp_path / "escape").exists()

@@ -206,6 +206,9 @@ def calibrate(
         {
             "stage": "calibration-histograms",
             "model_sha256": export.fp32_sha256,
+            # The pixels the ranges are measured on depend on the preprocessing as much as on the graph: a
+            # re-export with another mean/std leaves the graph byte-identical and must still recalibrate.
+            "preprocess": export.preprocess_record,
             "images": _images_fingerprint(paths, images_dir),
             "num_images": options.num_images,
             "bins": options.bins,
@@ -247,6 +250,8 @@ def calibrate(
             "found": len(paths),
             "used": len(stream.used),
             "content_sha256": stream.digest,
+            # Each image by content, so that verify can refuse to judge on an image calibration saw.
+            "content_ids": sorted(stream.content_ids),
             "skipped": [{"file": n, "reason": why} for n, why in stream.skipped],
         }
         if options.holdout is not None:

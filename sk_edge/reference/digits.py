@@ -134,22 +134,27 @@ def write_split_once(workdir: Path, name: str, split: str, count: int, what: str
     """``WORKDIR/name``: ``count`` images of the SK-Digits ``split``, rendered from the bundled sources once.
 
     Rendering is deterministic (the same bytes as calib_data/ in a checkout), and atomic: a
-    temporary folder renamed into place, so an interrupted render is redone, never half used.
+    temporary folder renamed into place, so an interrupted render is redone, never half used. A
+    ``WORKDIR/name`` that is not that set (a user's own folder) is never removed or written into.
     """
     import shutil
 
+    from ..errors import SkEdgeError
     from ..images import find_images
+    from ..workdir import render_temporary
 
     folder = Path(workdir) / name
-    if (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
-        return folder
+    if folder.exists() or folder.is_symlink():
+        if folder.is_dir() and (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
+            return folder
+        raise SkEdgeError(f"'{folder}' is not the {count} {what} images sk-edge renders there (labels.csv and {count} "
+                          "images), and sk-edge never overwrites it: move it away, or pass your own images "
+                          "(--eval-images DIR / --images DIR)")
     log(f"rendering the {count} {what} images into {folder} ...")
-    tmp = Path(workdir) / f".{name}.tmp"
-    if tmp.exists():
+    tmp = Path(workdir) / render_temporary(name)
+    if tmp.is_dir() and not tmp.is_symlink():  # an interrupted render of ours (this exact name)
         shutil.rmtree(tmp)
     write_split(split, tmp, count)
-    if folder.exists():
-        shutil.rmtree(folder)
     tmp.rename(folder)
     return folder
 
