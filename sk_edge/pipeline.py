@@ -69,6 +69,27 @@ class BuildRequest:
     verify: bool = True
     force: bool = False
 
+    def validate(self) -> None:
+        """Every field a caller sets, checked before any work (the Python API gets the command line's errors)."""
+        import math
+
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name, low, high in (("min_agreement", 0, 100), ("max_top1_drop", 0, math.inf), ("max_float_share", 0, 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                bound = f"0 to {high:g}" if math.isfinite(high) else "0 or more"
+                raise UsageError(f"{name} must be a finite number, {bound}, got {value!r}")
+        if self.min_speedup is not None and (isinstance(self.min_speedup, bool) or not isinstance(self.min_speedup, (int, float))
+                                             or not math.isfinite(self.min_speedup) or self.min_speedup <= 0):
+            raise UsageError(f"min_speedup must be a finite number above 0, got {self.min_speedup!r}")
+        if self.num_images is not None and (isinstance(self.num_images, bool) or not isinstance(self.num_images, int)
+                                            or self.num_images < 1):
+            raise UsageError(f"num_images must be a whole number of 1 or more, got {self.num_images!r}")
+        if not isinstance(self.model_args, dict):
+            raise UsageError(f"model_args must be a dict of name: value (as --model-arg name=value), got {self.model_args!r}")
+
     def preprocess_requests(self):
         from .preprocess import requests_from
 
@@ -113,10 +134,15 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
     """
     from .workdir import locked
 
+    known = {f.name for f in dataclasses.fields(BuildRequest)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UsageError(f"sk_edge.build() has no field {unknown[0]!r}; its fields are BuildRequest's: {', '.join(sorted(known))}")
     if request is None:
         request = BuildRequest(**fields)
     elif fields:
         request = dataclasses.replace(request, **fields)
+    request.validate()
     if request.from_dir is not None and Path(request.workdir) not in (Path(BuildRequest.workdir), Path(request.from_dir)):
         raise UsageError(f"from_dir='{request.from_dir}' builds in that folder itself; leave workdir out (or give the same folder)")
     workdir = Path(request.from_dir if request.from_dir is not None else request.workdir)

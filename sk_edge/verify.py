@@ -286,6 +286,10 @@ def cross_check_line(check: dict) -> str:
             f"the verdict is for the graph as written, which is what TensorRT receives")
 
 
+# A labelled reference under this many times chance accuracy is taken as broken (wrong preprocessing, wrong labels).
+CHANCE_FACTOR = 2.0
+
+
 def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     """The broken thresholds, as short phrases; empty when the candidate passes."""
     broken = []
@@ -301,6 +305,12 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     # argmax): a KL bound catches that when the application uses the scores.
     if options.max_kl is not None and metrics["kl_mean"] > options.max_kl:
         broken.append(f"mean KL {metrics['kl_mean']:.3g} > {options.max_kl:.3g}")
+    classes = metrics.get("num_classes") or 0
+    if "accuracy_reference" in metrics and classes >= 2 and metrics["accuracy_reference"] < CHANCE_FACTOR / classes:
+        # Agreement with a reference that is itself wrong proves nothing: a PASS there is a false one.
+        broken.append(f"the FP32 reference itself is at chance ({metrics['accuracy_reference']:.2%} on {classes} classes, "
+                      "chance {:.2%}): the preprocessing (input size, resize, mean/std) or the labels are likely not "
+                      "the model's".format(1 / classes))
     return broken
 
 
@@ -558,6 +568,7 @@ def verify(
         metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], first[:SELECTION_IMAGES])
         count = min(CROSS_CHECK_IMAGES, len(first))
         cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], first[:count], cand_out_all[:count])
+    metrics["num_classes"] = export.num_classes
     broken = verdict(metrics, options)
     doc = {
         "kind": "sk-edge/verify",

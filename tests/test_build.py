@@ -44,7 +44,8 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     [
         (["--opt-level", "9"], 2, "--opt-level must be 0 to 5"),
         (["--workspace", "1"], 2, "--workspace must be at least 16 MiB"),
-        (["--from", "nowhere"], 1, "no model.fp32.onnx in 'nowhere'"),
+        # -w wd beside --from: refused, since --from builds in its own folder (issue 21)
+        (["--from", "nowhere"], 2, "--from nowhere builds in 'nowhere' itself; drop -w wd"),
         (["--precision", "int4"], 2, "Invalid value for '--precision'"),
         (["--dla-core", "0", "--hardware-compatible"], 2, "exclude each other"),
         (["--dla-core", "0", "--precision", "fp32"], 2, "the DLA computes in FP16 or INT8"),

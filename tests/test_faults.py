@@ -594,3 +594,53 @@ def test_triton_exports_take_a_new_version_and_never_write_outside_the_repositor
         bad = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--name", name)
         one_line_error(bad, 2, "is not a model name")
     assert not (tmp_path / "escape").exists()
+
+
+def test_integer_weights_are_named_at_load(tmp_path):
+    from safetensors.torch import save_file
+
+    from sk_edge.models.sknet import sknet26
+
+    state = {k: (v * 100).to(torch.int32) if v.is_floating_point() else v
+             for k, v in sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict().items()}
+    save_file(state, str(tmp_path / "int.safetensors"))
+    out = run_cli("export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64",
+                  "--weights", str(tmp_path / "int.safetensors"), "-w", str(tmp_path / "wd"))
+    one_line_error(out, 1, "as int32", "needs floating-point weights (float32)")
+    assert not (tmp_path / "wd" / "model.fp32.onnx").exists()
+
+
+def test_a_reference_at_chance_is_no_pass(wd, held_out, tmp_path):
+    """Labels that are not the model's (here: every label moved to the next class, as a CSV off by one would): the
+    INT8 graph agrees with the FP32 reference, and the reference is at chance, so the agreement proves nothing."""
+    folder, labels = held_out
+    rows = [line.split(",") for line in labels.read_text().splitlines()]
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("\n".join(f"{r[0]},{(int(r[1]) + 1) % 10}" if r[1].strip().isdigit() else ",".join(r) for r in rows) + "\n")
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--labels", str(shifted),
+                  "--max-top1-drop", "100")
+    one_line_error(out, 1, "the FP32 reference itself is at chance", "preprocessing")
+    assert json.loads((wd / "verify.json").read_text())["passed"] is False
+    good = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--labels", str(labels))
+    assert "at chance" not in good.stderr
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses_before_any_work(tmp_path):
+    import sk_edge
+    from sk_edge.errors import UsageError
+
+    wd = tmp_path / "wd"
+    for fields, message in (({"max_float_share": float("nan")}, "max_float_share must be a finite number, 0 to 100"),
+                            ({"max_float_share": 250}, "max_float_share must be a finite number, 0 to 100"),
+                            ({"min_agreement": "99"}, "min_agreement must be a finite number"),
+                            ({"max_top1_drop": -1}, "max_top1_drop must be a finite number, 0 or more"),
+                            ({"num_images": 0}, "num_images must be a whole number of 1 or more"),
+                            ({"model_args": "groups=8"}, "model_args must be a dict"),
+                            ({"precision": "int4"}, "precision must be one of"),
+                            ({"workspace": 512}, "sk_edge.build() has no field 'workspace'")):
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            sk_edge.build(workdir=wd, **fields)
+    assert not wd.exists()
+    cli = run_cli("build", "--max-top1-drop", "-1", "-w", str(wd))
+    one_line_error(cli, 2, "--max-top1-drop")
+    assert not wd.exists()

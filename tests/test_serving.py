@@ -66,4 +66,6 @@ def test_triton_refuses_a_folder_that_is_not_a_model(workdir, tmp_path):
     (tmp_path / "repo" / "sknet26-digits").mkdir(parents=True)
     (tmp_path / "repo" / "sknet26-digits" / "notes.txt").write_text("mine")
     out = run("export-triton", "-w", str(workdir), "--repo", str(tmp_path / "repo"))
-    assert out.returncode == 2 and "is not a Triton model directory" in out.stderr
+    assert out.returncode == 2 and "exists and sk-edge did not write it" in out.stderr
+    assert (tmp_path / "repo" / "sknet26-digits" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "repo" / "sknet26-digits").iterdir()) == ["notes.txt"]

@@ -174,6 +174,12 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     """
     expected = model.state_dict()
     for key, tensor in expected.items():
+        if key in state and tensor.is_floating_point() and not state[key].is_floating_point():
+            # load_state_dict would cast it silently, and quantize would then fail far from the cause.
+            raise WeightsError(
+                f"weights '{source}' hold '{key}' as {str(state[key].dtype).removeprefix('torch.')}, and {model_name} "
+                f"needs floating-point weights ({str(tensor.dtype).removeprefix('torch.')}): save the trained float "
+                "weights, not a quantized or integer copy")
         if key in state and state[key].shape != tensor.shape:
             hint = ""
             if key.endswith(("fc.weight", "fc.bias", "classifier.weight", "head.weight")):
