@@ -199,8 +199,8 @@ def workdir_option(command):
 def verify_options(command):
     """Thresholds shared by `verify` and `build`."""
 
-    @click.option("--min-agreement", type=click.FloatRange(0, 100), default=99.0, show_default=True, metavar="PCT",
-                  callback=_finite, help="Fail below this top-1 agreement with the FP32 reference (percent).")
+    @click.option("--min-agreement", type=float, default=99.0, show_default=True, metavar="PCT", callback=_finite,
+                  help="Fail below this top-1 agreement with the FP32 reference (percent).")
     @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="PTS", callback=_finite,
                   help="Fail when labelled accuracy drops by more than this many points.")
     @functools.wraps(command)
