@@ -44,8 +44,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: $(VENV)/.installed
 	$(BIN)/sk-edge build --precision int8 -w workdir
 
+# The suite in parallel, one worker per core of a 2-core machine (pytest-xdist); PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) device-test
 	$(MAKE) cpp-test
 
