@@ -269,11 +269,42 @@ def run_config(config: Config, workdir: Path, options: BenchOptions) -> dict:
 PRECISION_ORDER = ("int8", "fp16", "fp32")  # the candidate is the lowest precision measured
 
 
+def _baseline(ok: list[dict], backend: str, device: str, precision: str, batch: int) -> dict | None:
+    """PyTorch FP32 on ``device`` at ``batch``; where PyTorch is absent (a torch-free Jetson), the FP32 graph on the
+    candidate's own backend (the FP32 engine, or the FP32 graph on ONNX Runtime), named as such."""
+    torch_row = next((b for b in ok if b["config"]["backend"] == "torch" and b["config"]["device"] == device
+                      and b["config"]["batch"] == batch), None)
+    if torch_row is not None or torch_installed() or precision == "fp32":
+        return torch_row
+    return next((b for b in ok if b["config"]["backend"] == backend and b["config"]["precision"] == "fp32"
+                 and b["config"]["batch"] == batch), None)
+
+
+def _baseline_name(row: dict, device: str) -> str:
+    if row["config"]["backend"] == "torch":
+        return f"PyTorch FP32 on {device.upper()}"
+    if row["config"]["backend"] == "tensorrt":
+        return "the FP32 graph built as a TensorRT engine (PyTorch is not installed here)"
+    return "the FP32 graph on ONNX Runtime (PyTorch is not installed here)"
+
+
+def _no_baseline_fix(backend: str, device: str) -> str:
+    if not torch_installed():
+        if backend == "tensorrt":
+            return (" (PyTorch is not installed here: `sk-edge build --from DIR --precision fp32` builds the FP32 engine "
+                    "to compare with)")
+        return " (PyTorch is not installed here, and the FP32 graph was not timed: include fp32 in --precisions)"
+    if device == "cuda" and not _torch_cuda():
+        return " (PyTorch's CUDA build is not installed here)"
+    return " (PyTorch FP32 was not timed: include torch in --backends)"
+
+
 def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | None:
-    """The candidate (the engine, or the graph when no engine ran) against PyTorch FP32 on the same device and batch.
+    """The candidate (the engine, or the graph when no engine ran) against FP32 on the same device and batch.
 
     The candidate is the lowest precision measured on TensorRT, else on ONNX Runtime; its
-    baseline is PyTorch FP32 on CUDA for an engine, on the CPU for a graph on ONNX Runtime.
+    baseline is PyTorch FP32 on CUDA for an engine, on the CPU for a graph on ONNX Runtime, and
+    without PyTorch the FP32 graph on the candidate's backend (:func:`_baseline`).
     None when nothing was measured that could be a candidate.
     """
     ok = [r for r in results if "stats" in r]
@@ -286,33 +317,35 @@ def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | No
     precision = next(p for p in PRECISION_ORDER if any(r["config"]["precision"] == p for r in rows))
     rows = [r for r in rows if r["config"]["precision"] == precision]
     what = f"{'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'} {precision.upper()}"
-    comparisons = []
+    comparisons, bases = [], []
     for r in rows:
         batch = r["config"]["batch"]
-        base = next((b for b in ok if b["config"]["backend"] == "torch" and b["config"]["device"] == device
-                     and b["config"]["batch"] == batch), None)
+        base = _baseline(ok, backend, device, precision, batch)
+        bases.append(base)
         entry = {"batch": batch, "device": r["config"]["device"], "candidate_ms": r["stats"]["mean_ms"],
-                 "baseline_ms": base["stats"]["mean_ms"] if base else None}
+                 "baseline_ms": base["stats"]["mean_ms"] if base else None,
+                 "baseline": _baseline_name(base, device) if base else None}
         entry["speedup"] = entry["baseline_ms"] / entry["candidate_ms"] if base else None
         comparisons.append(entry)
     missing = [c["batch"] for c in comparisons if c["speedup"] is None]
     if missing:
         timed = "; ".join(f"{c['candidate_ms']:.2f} ms at batch {c['batch']}" for c in comparisons)
-        line = (f"{what}: {timed}; no PyTorch FP32 measurement on {device.upper()} at batch "
-                f"{', '.join(map(str, missing))} to compare it with"
-                + (" (PyTorch, or its CUDA build, is not installed here)" if device == "cuda" else
-                   " (PyTorch is not installed here)"))
+        fix = _no_baseline_fix(backend, device)
+        line = f"{what}: {timed}; no FP32 measurement on {device.upper()} at batch {', '.join(map(str, missing))} to compare it with{fix}"
         passed = min_speedup is None
     else:
         parts = [f"{c['speedup']:.2f}x at batch {c['batch']} ({c['candidate_ms']:.2f} ms vs {c['baseline_ms']:.2f} ms)"
                  for c in comparisons]
-        line = f"{what} is {'; '.join(parts)} against PyTorch FP32 on {device.upper()}"
+        line = f"{what} is {'; '.join(parts)} against {comparisons[0]['baseline']}"
         worst = min(c["speedup"] for c in comparisons)
         passed = min_speedup is None or worst >= min_speedup
         if min_speedup is not None:
             line += f": {'meets' if passed else 'misses'} --min-speedup {min_speedup:g}"
-    return {"candidate": {"backend": backend, "precision": precision}, "baseline": {"backend": "torch", "precision": "fp32",
-            "device": device}, "comparisons": comparisons, "min_speedup": min_speedup, "passed": passed, "line": line}
+    first = next((b for b in bases if b), None)
+    baseline = dict(backend=first["config"]["backend"], precision="fp32", device=first["config"]["device"]) if first \
+        else {"backend": "torch", "precision": "fp32", "device": device}
+    return {"candidate": {"backend": backend, "precision": precision}, "baseline": baseline, "comparisons": comparisons,
+            "min_speedup": min_speedup, "passed": passed, "line": line}
 
 
 def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list[str]:
@@ -355,6 +388,8 @@ def statistics(latencies_ms: list[float], batch: int) -> dict:
 def markdown(doc: dict) -> str:
     lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
              f"Speed-up: against PyTorch FP32 on the CPU at the same batch.", "",
+             *([f"Latency verdict baseline: {doc['speedup_verdict']['comparisons'][0]['baseline']}.", ""]
+               if (doc.get("speedup_verdict") or {}).get("comparisons", [{}])[0].get("baseline") else []),
              "| backend | precision | device | batch | mean ms | p50 | p90 | p95 | p99 | min | max | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in doc["results"]:

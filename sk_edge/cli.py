@@ -143,17 +143,21 @@ def model_options(command):
     @click.option("--interpolation", type=click.Choice(("bilinear", "bicubic", "nearest")), default=None)
     @click.option("--channel-order", type=click.Choice(("RGB", "BGR"), case_sensitive=False), default=None,
                   help="The channel order the model was trained on.")
+    @click.option("--exif-orientation", type=click.Choice(("ignore", "apply")), default=None,
+                  help="ignore: the pixels as stored, as torchvision and timm load photos; apply: turned upright by "
+                  "their EXIF tag, as OpenCV's imread does [default: ignore].")
     @click.option("--class-names", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
                   help="One class name per line, in class order [default for build: the names of --images' class "
                   "folders]: in export.json, verify.md, the engine sidecar, the Triton and DeepStream label files.")
     @click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   metavar="FILE.json", help="The same fields as JSON (input_size, mean, std, resize, crop_pct, "
-                  "interpolation, channel_order); options given here win.")
+                  "interpolation, channel_order, exif_orientation); options given here win.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .preprocess import requests_from
 
-        fields = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order")}
+        fields = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order",
+                                             "exif_orientation")}
         given = {k: v for k, v in fields.items() if v is not None}
         kwargs["preprocess"] = requests_from(given, kwargs.pop("preprocess_file"), "the command line")
         return command(*args, **kwargs)
@@ -626,11 +630,16 @@ def analyze(workdir, candidate, images, num_images):
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True, help="Triton model repository folder.")
 @click.option("--name", default=None, help="Model name in the repository [default: the model's].")
 @click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: int8, fp16, fp32 - the first built].")
-def export_triton(workdir, repo, name, precision):
-    """Write a Triton model repository entry: config.pbtxt and 1/model.plan (or model.onnx)."""
+@click.option("--unverified", is_flag=True, help="Publish a file that has no passing verdict of its own (said in the "
+              "repository's .sk-edge-model.json).")
+def export_triton(workdir, repo, name, precision, unverified):
+    """Write a Triton model repository entry: config.pbtxt and N/model.plan (or model.onnx).
+
+    Only what verify.json judged and passed (that very file, or the graph an engine was built from) is published.
+    """
     from .serving import export_triton as run
 
-    run(workdir, repo, name, precision, log=_log)
+    run(workdir, repo, name, precision, log=_log, unverified=unverified)
 
 
 @cli.command("export-deepstream")
@@ -638,11 +647,16 @@ def export_triton(workdir, repo, name, precision):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Config file [default: WORKDIR/deepstream_nvinfer.txt].")
 @click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: the first built].")
-def export_deepstream(workdir, out, precision):
-    """Write a DeepStream nvinfer classifier config (engine, scaling, offsets, colour, batch)."""
+@click.option("--unverified", is_flag=True, help="Write it for a file that has no passing verdict of its own (said "
+              "in the config's first line).")
+def export_deepstream(workdir, out, precision, unverified):
+    """Write a DeepStream nvinfer classifier config (engine, scaling, offsets, colour, batch).
+
+    Only for what verify.json judged and passed (that very file, or the graph an engine was built from).
+    """
     from .serving import export_deepstream as run
 
-    run(workdir, out, precision, log=_log)
+    run(workdir, out, precision, log=_log, unverified=unverified)
 
 
 @cli.command()

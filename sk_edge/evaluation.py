@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .images import display_name, find_images
+from .images import FORMATS, display_name, find_images
 
 # The share of --images held out from calibration to judge a build, when no --eval-images is given.
 HOLDOUT_FRACTION = 0.2
@@ -52,23 +55,93 @@ def split_paths(paths: list[Path], root: Path, fraction: float) -> tuple[list[Pa
     return calibration, held_out
 
 
-def read_labels_csv(path: Path) -> dict[str, int]:
-    """``file,label`` CSV (a header row is optional; further columns are ignored)."""
+def _label_key(raw: str, root: Path, labels_dir: Path) -> str | None:
+    """A labels row's file as the judged images are named: '/'-separated, relative to ``root``.
+
+    The forms a user writes resolve: ``./a.png``, ``sub\\a.png``, an absolute path inside ``root``, a path
+    relative to the labels file's own folder. None for an absolute path outside ``root``.
+    """
+    name = raw.strip().replace("\\", "/")
+    if os.path.isabs(name):
+        try:
+            return Path(name).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return None
+    name = posixpath.normpath(name)
+    if not (root / name).is_file() and (labels_dir / name).is_file():
+        try:
+            return (labels_dir / name).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return name
+
+
+def _label_values(path: Path, rows: dict[str, tuple[int, int]], num_classes: int | None) -> None:
+    """Class indices a model can have: 0 .. num_classes - 1 (a 1-based file is named as such)."""
+    values = [v for v, _ in rows.values()]
+    for name, (value, line) in rows.items():
+        if value < 0:
+            raise UsageError(f"labels file '{path}' line {line}: label {value} for '{name}' is negative; labels are "
+                             "class indices 0 .. N-1")
+    if num_classes is not None and max(values) >= num_classes:
+        name, (value, line) = max(rows.items(), key=lambda kv: kv[1][0])
+        hint = (f"; its labels run 1 .. {num_classes}: a 1-based file, write each label minus 1"
+                if min(values) == 1 and max(values) == num_classes else "")
+        raise UsageError(f"labels file '{path}' line {line}: label {value} for '{name}' is not a class of this "
+                         f"{num_classes}-class model (0 .. {num_classes - 1}){hint}")
+
+
+def read_labels_csv(path: Path, root: Path | None = None, num_classes: int | None = None) -> dict[str, int]:
+    """``file,label`` CSV (a header row is optional; further columns are ignored; a UTF-8 BOM is read as Excel
+    writes it). Files are keyed as the images below ``root`` are named; labels are checked against ``num_classes``;
+    one file given two labels is refused."""
     try:
-        rows = list(csv.reader(path.read_text().splitlines()))
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read labels file '{path}': {exc}; pass a CSV of file,label rows") from None
-    labels = {}
+        raise UsageError(f"cannot read labels file '{path}': {getattr(exc, 'strerror', None) or exc}; pass a CSV of "
+                         "file,label rows (UTF-8)") from None
+    found: dict[str, tuple[int, int]] = {}
     for n, row in enumerate(rows, 1):
-        if not row:
+        if not row or not "".join(row).strip():
             continue
-        if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
-            labels[row[0].strip()] = int(row[1])
-        elif n > 1:  # the first row may be a header
-            raise UsageError(f"labels file '{path}' line {n} is not 'file,label' (got {','.join(row)[:60]!r})")
-    if not labels:
+        if len(row) < 2 or not re.fullmatch(r"-?[0-9]+", row[1].strip()):
+            if n == 1:  # the first row may be a header
+                continue
+            raise UsageError(f"labels file '{path}' line {n} is not 'file,label' with a whole-number label "
+                             f"(got {','.join(row)[:60]!r})")
+        key = row[0].strip().replace("\\", "/") if root is None else _label_key(row[0], root, path.parent)
+        if key is None:
+            raise UsageError(f"labels file '{path}' line {n} names '{row[0].strip()}', which is outside '{root}'; "
+                             "name the images there, relative to it")
+        value = int(row[1])
+        if key in found and found[key][0] != value:
+            raise UsageError(f"labels file '{path}' gives '{key}' two labels: {found[key][0]} (line {found[key][1]}) "
+                             f"and {value} (line {n}); keep one row per image")
+        found.setdefault(key, (value, n))
+    if not found:
         raise UsageError(f"labels file '{path}' has no 'file,label' rows")
-    return labels
+    _label_values(path, found, num_classes)
+    return {k: v for k, (v, _) in found.items()}
+
+
+def check_label_coverage(labels: dict[str, int], names: list[str], source: str, where: str, min_images: int) -> int:
+    """How many of the judged ``names`` have a label; an error when none do, or too few for an accuracy figure.
+
+    A labels file that names other files (a wrong folder, another naming) would otherwise turn the
+    accuracy gate off without a word; a few labelled images would make a figure one image can move
+    by whole points.
+    """
+    labelled = sum(name in labels for name in names)
+    if labelled == 0:
+        raise UsageError(f"the {source} names none of the {len(names)} images judged in {where} (its rows name e.g. "
+                         f"'{next(iter(labels))}'; the images are named by their path below the folder, e.g. "
+                         f"'{names[0]}'): pass the labels of these images")
+    if labelled < len(names) and labelled < min_images:
+        missing = next(n for n in names if n not in labels)
+        raise UsageError(f"only {labelled} of the {len(names)} images judged in {where} have a label in the {source} "
+                         f"(e.g. '{missing}' has none): an accuracy figure needs at least {min_images}; label them, "
+                         f"or pass --min-images {labelled}")
+    return labelled
 
 
 def read_class_names(path: Path, num_classes: int | None = None) -> list[str]:
@@ -88,19 +161,34 @@ def read_class_names(path: Path, num_classes: int | None = None) -> list[str]:
     return names
 
 
-def class_folders(root: Path, paths: list[Path]) -> list[str] | None:
-    """The class names of an ImageFolder layout (sorted sub-folder names), or None when ``root`` is not one.
+def class_folders(root: Path, paths: list[Path]) -> tuple[list[str] | None, str]:
+    """The class names of an ImageFolder layout, or None and why ``root`` is not one.
 
-    It is one when every image sits exactly one folder below ``root`` and there are at least two
-    such folders: a flat folder, or one with deeper nesting, holds no labels.
+    As torchvision's ``ImageFolder``: the classes are the sorted sub-folders of ``root`` (symlinked
+    ones too), an image anywhere below one belongs to it, and a class folder without an image is
+    refused (it would renumber every later class). Unlike it, images directly in ``root`` beside
+    class folders are refused (ImageFolder would skip them; here they would be judged unlabelled),
+    and a single sub-folder is taken as a folder of images, not one class, and said so.
     """
-    folders = set()
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not folders:
+        return None, f"'{root}' holds no class folders and no --labels file was given"
+    loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
+    if loose:
+        raise UsageError(f"{len(loose)} images lie directly in '{root}' beside its {len(folders)} class folders (e.g. "
+                         f"'{display_name(loose[0].name)}'): move them into their class folder, or pass --labels FILE")
+    if len(folders) == 1:
+        return None, (f"'{root}' has one sub-folder, '{display_name(folders[0])}': taken as a folder of images, not "
+                      "a class (class folders need one per class)")
+    counts = dict.fromkeys(folders, 0)
     for path in paths:
-        parts = path.relative_to(root).parts
-        if len(parts) != 2:
-            return None
-        folders.add(parts[0])
-    return sorted(folders) if len(folders) >= 2 else None
+        counts[path.relative_to(root).parts[0]] += 1
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        index = folders.index(empty[0])
+        raise UsageError(f"class folder '{root / empty[0]}' (class {index} of {len(folders)}) holds no image sk-edge "
+                         f"reads ({FORMATS}): every later class would be renumbered; add its images or remove it")
+    return folders, ""
 
 
 @dataclass(frozen=True)
@@ -122,9 +210,9 @@ class JudgeImages:
     def labels(self, num_classes: int | None = None) -> tuple[dict[str, int] | None, str | None]:
         """(file name -> class index, where they came from), or (None, None) without labels."""
         if self.labels_file is not None:
-            return read_labels_csv(self.labels_file), f"labels file {self.labels_file}"
+            return read_labels_csv(self.labels_file, self.root, num_classes), f"labels file {self.labels_file}"
         every = find_images(self.root)
-        classes = class_folders(self.root, every)
+        classes, _ = class_folders(self.root, every)
         if classes is None:
             return None, None
         if num_classes is not None and len(classes) > num_classes:
@@ -133,16 +221,32 @@ class JudgeImages:
                 "--labels FILE (a file,label CSV) if the folders are not classes, or the model's --num-classes"
             )
         index = {name: i for i, name in enumerate(classes)}
-        table = {display_name(p.relative_to(self.root).as_posix()): index[p.relative_to(self.root).parts[0]]
-                 for p in every}
+        table = {self.name_of(p): index[p.relative_to(self.root).parts[0]] for p in every}
         shown = ", ".join(f"{i} '{n}'" for i, n in enumerate(classes[:4])) + (", ..." if len(classes) > 4 else "")
         return table, f"class folders in {self.root} ({len(classes)} classes: {shown})"
+
+    def checked_labels(self, num_classes: int | None, min_images: int = MIN_JUDGE_IMAGES
+                       ) -> tuple[dict[str, int] | None, str | None]:
+        """:meth:`labels`, refused when they name none of the judged images or too few of them."""
+        table, source = self.labels(num_classes)
+        if table is not None:
+            names = [self.name_of(p) for p in self.paths()]
+            check_label_coverage(table, names, source or "labels", self.describe(), min_images)
+        return table, source
+
+    def name_of(self, path: Path) -> str:
+        """An image's name in labels, verify.json and the stream: its '/'-separated path below ``root``."""
+        return display_name(path.relative_to(self.root).as_posix())
+
+    def unlabelled_reason(self) -> str:
+        """Why these images have no labels (for a verdict that applies no accuracy gate)."""
+        return class_folders(self.root, find_images(self.root))[1] if self.labels_file is None else ""
 
     def class_names(self) -> list[str] | None:
         """The sorted class-folder names, when the folder is in ImageFolder layout."""
         if self.labels_file is not None:
             return None
-        return class_folders(self.root, find_images(self.root))
+        return class_folders(self.root, find_images(self.root))[0]
 
     def describe(self) -> str:
         if self.holdout is None:

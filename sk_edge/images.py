@@ -1,7 +1,8 @@
 """Image loading shared by every stage: calibration, verification, analysis, the runtime.
 
-Files are decoded with Pillow (JPEG, PNG, BMP, WebP), EXIF orientation applied, converted
-to RGB, resized the way the model's :class:`~sk_edge.preprocess.Preprocess` says, scaled
+Files are decoded with Pillow (the extensions torchvision's ImageFolder reads: JPEG, PNG, BMP,
+WebP, TIFF, PPM, PGM), converted to RGB (EXIF orientation ignored, as torchvision's and timm's
+loaders do, unless the preprocessing says ``exif_orientation="apply"``), resized the way the model's :class:`~sk_edge.preprocess.Preprocess` says, scaled
 to [0, 1], normalised with mean/std and laid out NCHW float32. Unreadable or corrupt
 files are skipped and reported by name, never fatal on their own; too few readable
 images is an error that says how many were found.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +25,12 @@ from . import artifacts
 from .errors import SkEdgeError, UsageError
 from .preprocess import Preprocess
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# torchvision's IMG_EXTENSIONS: a class stored as .tif must not be an empty class that renumbers the rest.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+FORMATS = "JPEG, PNG, BMP, WebP, TIFF, PPM or PGM"
+# What Pillow raises on a file it cannot decode: a damaged file is skipped and named, never a traceback.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+                 UnidentifiedImageError, Image.DecompressionBombError)
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -34,12 +41,28 @@ _RESAMPLING = {
 }
 
 
+def _walk_images(directory: Path) -> Iterator[Path]:
+    """Image files below ``directory``, following symlinked folders as ImageFolder does (each real folder once,
+    so a link to a parent cannot loop)."""
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(directory, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        for name in files:
+            path = Path(top) / name
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                yield path
+
+
 def find_images(directory: str | Path) -> list[Path]:
-    """Every image file below ``directory`` (recursively), in a stable sorted order."""
+    """Every image file below ``directory`` (recursively, symlinked folders followed), in a stable sorted order."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"image directory '{directory}' does not exist or is not a directory")
-    paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    paths = sorted(_walk_images(directory))
     if not paths:
         raise SkEdgeError(
             f"no images in '{directory}': sk-edge reads {', '.join(IMAGE_EXTENSIONS)} files (searched recursively)"
@@ -118,9 +141,24 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+def _oriented(image: Image.Image, pre: Preprocess) -> Image.Image:
+    """The image turned as its EXIF orientation says, when the preprocessing applies it.
+
+    Off by default: torchvision's and timm's loaders (``Image.open(f).convert("RGB")``) ignore the
+    tag, so a model trained with them saw rotated photos as stored. Damaged metadata is not the
+    pixels' fault: the image is then used as stored.
+    """
+    if pre.exif_orientation != "apply":
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on malformed EXIF; the pixels are still good
+        return image
+
+
 def to_pixels(image: Image.Image, pre: Preprocess) -> np.ndarray:
     """A decoded image resized as the model expects: (S, S, 3) uint8 RGB, before normalisation."""
-    return np.asarray(_resize(_to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), pre), dtype=np.uint8)
+    return np.asarray(_resize(_to_8bit(_oriented(image, pre)).convert("RGB"), pre), dtype=np.uint8)
 
 
 def normalize(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -148,7 +186,7 @@ def display_name(name: str) -> str:
 
 def _skip_reason(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
-        return "not an image Pillow can read (JPEG, PNG, BMP, WebP)"
+        return f"not an image Pillow can read ({FORMATS})"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:120]
 
@@ -190,10 +228,11 @@ class ImageStream:
     pixels: list[np.ndarray] = field(default_factory=list, repr=False)
     used: list[str] = field(default_factory=list)
     content_ids: list[str] = field(default_factory=list, repr=False)  # content_id() of each image used
+    short_sides: list[int] = field(default_factory=list, repr=False)  # each used image's short side, as stored
     _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     def _name(self, path: Path) -> str:
-        return display_name(str(path.relative_to(self.root)) if self.root else path.name)
+        return display_name(path.relative_to(self.root).as_posix() if self.root else path.name)
 
     @property
     def digest(self) -> str:
@@ -207,7 +246,7 @@ class ImageStream:
                 with Image.open(path) as image:
                     image.load()
                 found += 1
-            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            except DECODE_ERRORS as exc:
                 self.skipped.append((self._name(path), _skip_reason(exc)))
         skipped = ""
         if self.skipped:
@@ -215,7 +254,7 @@ class ImageStream:
             more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
             skipped = f"; {len(self.skipped)} unreadable skipped: {names}{more}"
         if found == 0:
-            return SkEdgeError(f"no readable image in {where}{skipped}; add JPEG, PNG, BMP or WebP images there")
+            return SkEdgeError(f"no readable image in {where}{skipped}; add {FORMATS} images there")
         return SkEdgeError(
             f"only {found} readable images in {where}, {self.count} asked for{skipped}; "
             f"add images or pass --num-images {found}"
@@ -234,8 +273,9 @@ class ImageStream:
                 with Image.open(path) as image:
                     image.load()
                     pixels = to_pixels(image, self.pre)
+                    short_side = min(image.size)
                 digest = artifacts.sha256_file(path)
-            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            except DECODE_ERRORS as exc:
                 self.skipped.append((name, _skip_reason(exc)))
                 if self.count is not None and len(self.used) + len(self.paths) - i - 1 < self.count:
                     raise self._not_enough(self.paths[i + 1 :]) from None
@@ -243,6 +283,7 @@ class ImageStream:
             self._hash.update(name.encode() + b"\0" + bytes.fromhex(digest))
             self.used.append(name)
             self.content_ids.append(digest[:CONTENT_ID_CHARS])
+            self.short_sides.append(short_side)
             batch.append(normalize(pixels, self.pre))
             if self.keep_pixels:
                 self.pixels.append(pixels)

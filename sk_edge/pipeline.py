@@ -87,6 +87,9 @@ class BuildRequest:
         if self.num_images is not None and (isinstance(self.num_images, bool) or not isinstance(self.num_images, int)
                                             or self.num_images < 1):
             raise UsageError(f"num_images must be a whole number of 1 or more, got {self.num_images!r}")
+        if self.preprocess is not None and not isinstance(self.preprocess, (dict, list)):
+            raise UsageError(f"preprocess must be a dict of fields as in --preprocess FILE.json (e.g. "
+                             f"{{'resize': 'stretch'}}), got {self.preprocess!r}")
         if not isinstance(self.model_args, dict):
             raise UsageError(f"model_args must be a dict of name: value (as --model-arg name=value), got {self.model_args!r}")
 
@@ -374,7 +377,7 @@ def accuracy_budget(export, judge, max_top1_drop: float, min_agreement: float):
 
     if judge is None:
         return None
-    table, _ = judge.labels(export.num_classes)
+    table, _ = judge.checked_labels(export.num_classes)
     return Budget(max_top1_drop if table is not None else None, min_agreement)
 
 
@@ -463,7 +466,11 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
         return line, f"--min-speedup {min_speedup:g} was not applied ({reason}); the device applies it (on_device.sh)"
     from .bench import BenchFailed, BenchOptions, bench
 
-    options = BenchOptions(backends=("torch", "tensorrt"), precisions=(result.precision,), batches=(1,), warmup=10,
+    from .versions import torch_installed
+
+    # Without PyTorch (a torch-free Jetson) an FP32 engine, where one was built, is the baseline.
+    precisions = (result.precision,) if torch_installed() or result.precision == "fp32" else (result.precision, "fp32")
+    options = BenchOptions(backends=("torch", "tensorrt"), precisions=precisions, batches=(1,), warmup=10,
                            iterations=50, min_speedup=min_speedup)
     try:
         doc = bench(workdir, options, log=log)
@@ -495,6 +502,7 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict
             if doc["broken"]:
                 accuracy += f" (broken: {'; '.join(doc['broken'])})"
             rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"]))]
+            rows += [("caution", c) for c in doc.get("cautions") or ()]
             if searched:
                 # The layer search fitted the graph to these images: an independent set judges without that bias.
                 rows.append(("caution", f"{searched}, so the figures above are optimistic; --eval-images DIR (images "

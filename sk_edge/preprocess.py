@@ -28,7 +28,16 @@ RESIZE_MODES = ("crop", "resize", "letterbox")
 CLI_RESIZE = {"crop": "crop", "stretch": "resize", "letterbox": "letterbox"}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 CHANNEL_ORDERS = ("RGB", "BGR")
-FIELDS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "channel_order")
+# "ignore": the pixels as stored, as torchvision's and timm's loaders read them; "apply": turned upright
+# as the EXIF orientation tag says (what a photo viewer shows, and what OpenCV's imread does).
+EXIF_ORIENTATIONS = ("ignore", "apply")
+FIELDS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "channel_order", "exif_orientation")
+# Sides beyond this are no network input (TensorRT's and ONNX Runtime's tensors, and the memory of a
+# batch, give out first): refused as a typo (224000 for 224) before any work.
+MAX_SIDE = 8192
+# The resize before a centre crop is side / crop_pct: below this share the image is resized to over
+# 20x its input side, which no eval transform does (timm's lowest is about 0.8).
+MIN_CROP_PCT = 0.05
 
 
 def parse_size(value) -> int | tuple[int, int]:
@@ -39,10 +48,12 @@ def parse_size(value) -> int | tuple[int, int]:
             numbers = [int(p) for p in parts]
         except ValueError:
             raise UsageError(f"input size '{value}' is not N or HxW (for example 224 or 224x320)") from None
-    elif isinstance(value, (list, tuple)):
-        numbers = [int(v) for v in value][-2:] if len(value) == 3 else [int(v) for v in value]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        numbers = list(value)[-2:] if len(value) == 3 else list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        numbers = [value]
     else:
-        numbers = [int(value)]
+        raise UsageError(f"input size {value!r} is not N or HxW (for example 224, \"224x320\" or [224, 320])")
     if len(numbers) not in (1, 2) or min(numbers) < 1:
         raise UsageError(f"input size {value!r} is not N or HxW with positive sides")
     if len(numbers) == 2 and numbers[0] != numbers[1]:
@@ -63,6 +74,8 @@ class Preprocess:
             ratio, and pads with the mean colour.
         interpolation: Pillow resampling filter name (``"bilinear"``, ``"bicubic"``, ``"nearest"``).
         channel_order: the channel order the network was trained on (``"BGR"`` for OpenCV-trained models).
+        exif_orientation: ``"ignore"`` (default: the stored pixels, as torchvision and timm load them)
+            or ``"apply"`` (turn photos upright by their EXIF tag, as OpenCV's ``imread`` does).
     """
 
     input_size: int | tuple[int, int] = 224
@@ -72,6 +85,7 @@ class Preprocess:
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
     channel_order: str = "RGB"
+    exif_orientation: str = "ignore"
 
     @property
     def height(self) -> int:
@@ -88,8 +102,13 @@ class Preprocess:
             raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{self.interpolation}'")
         if self.channel_order not in CHANNEL_ORDERS:
             raise UsageError(f"channel order must be RGB or BGR, got '{self.channel_order}'")
-        if not (0 < self.crop_pct <= 1) or not math.isfinite(self.crop_pct):
-            raise UsageError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.exif_orientation not in EXIF_ORIENTATIONS:
+            raise UsageError(f"exif_orientation must be ignore or apply, got '{self.exif_orientation}'")
+        if not isinstance(self.crop_pct, (int, float)) or not (MIN_CROP_PCT <= self.crop_pct <= 1):
+            raise UsageError(f"crop_pct must be a number from {MIN_CROP_PCT} to 1 (timm's are 0.8 to 1), got {self.crop_pct!r}")
+        if max(self.height, self.width) > MAX_SIDE:
+            raise UsageError(f"input size {self.height}x{self.width} is over {MAX_SIDE} pixels a side; a network input is "
+                             "a few hundred (224, 384): check the number")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != 3 or not all(math.isfinite(v) for v in values):
                 raise UsageError(f"{name} must be three finite numbers (R,G,B), got {values}")
@@ -98,8 +117,9 @@ class Preprocess:
 
     def describe(self) -> str:
         resize = {"resize": "stretch", "crop": f"crop {self.crop_pct:g}", "letterbox": "letterbox"}[self.resize]
+        exif = ", EXIF orientation applied" if self.exif_orientation == "apply" else ""
         return (f"{self.height}x{self.width}, {resize}, {self.interpolation}, mean ({', '.join(f'{v:g}' for v in self.mean)}), "
-                f"std ({', '.join(f'{v:g}' for v in self.std)}), {self.channel_order}")
+                f"std ({', '.join(f'{v:g}' for v in self.std)}), {self.channel_order}{exif}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -117,6 +137,15 @@ class Preprocess:
         if "input_size" in kwargs:
             kwargs["input_size"] = parse_size(kwargs["input_size"])
         return cls(**kwargs)
+
+
+def _number(value, what: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"{what} from {source} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{what} from {source} must be a number, got {value!r}") from None
 
 
 def _triple(value, what: str, source: str) -> tuple[float, float, float]:
@@ -143,6 +172,7 @@ class PreprocessRequest:
     crop_pct: float | None = None
     interpolation: str | None = None
     channel_order: str | None = None
+    exif_orientation: str | None = None
 
     def given(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS if getattr(self, f) is not None}
@@ -163,11 +193,16 @@ class PreprocessRequest:
             mode = str(fields["resize"])
             kw["resize"] = CLI_RESIZE.get(mode, mode)
         if fields.get("crop_pct") is not None:
-            kw["crop_pct"] = float(fields["crop_pct"])
+            kw["crop_pct"] = _number(fields["crop_pct"], "crop_pct", source)
+        for name in ("resize", "interpolation", "channel_order", "exif_orientation"):
+            if fields.get(name) is not None and not isinstance(fields[name], str):
+                raise UsageError(f"{name} from {source} must be a string, got {fields[name]!r}")
         if fields.get("interpolation") is not None:
-            kw["interpolation"] = str(fields["interpolation"])
+            kw["interpolation"] = fields["interpolation"]
         if fields.get("channel_order") is not None:
-            kw["channel_order"] = str(fields["channel_order"]).upper()
+            kw["channel_order"] = fields["channel_order"].upper()
+        if fields.get("exif_orientation") is not None:
+            kw["exif_orientation"] = fields["exif_orientation"]
         return cls(source=source, **kw)
 
     @classmethod
@@ -228,3 +263,36 @@ def sources_line(sources: dict) -> str:
     for field, source in sources.items():
         by_source.setdefault(source, []).append(field)
     return "; ".join(f"{source}: {', '.join(fields)}" for source, fields in by_source.items())
+
+
+# Where a field's value is not the user's or the checkpoint's (models.registry names these sources).
+DEFAULT_SOURCES = ("the model's defaults", "timm's pretrained config")
+# The fields a model's accuracy depends on (channel order and EXIF orientation defaults are nearly always right).
+ACCURACY_FIELDS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation")
+
+
+def defaulted_caution(sources: dict | None, trained_checkpoint: bool) -> str | None:
+    """A caution when a user's trained checkpoint is run with preprocessing nobody gave: a model fine-tuned at
+    64x64 with mean/std 0.5 judged at timm's 224 ImageNet settings agrees with itself and is wrong."""
+    if not trained_checkpoint or not sources:
+        return None
+    defaulted = [f for f in ACCURACY_FIELDS if sources.get(f) in DEFAULT_SOURCES]
+    if not defaulted:
+        return None
+    where = sources[defaulted[0]]
+    return (f"preprocessing {', '.join(defaulted)} came from {where}, not from the checkpoint or you: if the model "
+            "was trained otherwise, every figure here is for the wrong inputs; pass them (--input-size, --mean, --std, "
+            "--resize, --crop-pct, --interpolation, or --preprocess FILE.json)")
+
+
+def upsampling_caution(short_sides: list[int], pre: Preprocess, what: str) -> str | None:
+    """A caution when the images are much smaller than the input (median short side under half of it): a model
+    trained on such images wants their size as its input size."""
+    if not short_sides:
+        return None
+    median = sorted(short_sides)[len(short_sides) // 2]
+    side = min(pre.height, pre.width)
+    if 2 * median >= side:
+        return None
+    return (f"the {what} are upsampled: their median short side is {median} px for a {pre.height}x{pre.width} input; "
+            f"a model trained on {median} px images wants --input-size {median}")

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, shipped_verdict
 from .errors import SkEdgeError, UsageError
 from .workdir import GRAPH_NAMES, built_engines, engine_name, engine_target, load_engine, load_export, load_graph
 
@@ -76,16 +76,21 @@ def triton_config(name: str, platform: str, export) -> str:
 
 
 def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None, precision: str | None = None,
-                  log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Write ``repo/<name>/config.pbtxt`` and ``repo/<name>/1/model.plan`` (or ``model.onnx``)."""
+                  log: Callable[[str], None] = lambda msg: None, unverified: bool = False) -> Path:
+    """Write ``repo/<name>/config.pbtxt`` and ``repo/<name>/<version>/model.plan`` (or ``model.onnx``).
+
+    Only a file with a passing verdict of its own (or an engine built from a graph that passed) is
+    published, unless ``unverified`` (sk_edge.shipped_verdict)."""
     workdir, repo = Path(workdir), Path(repo)
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
     name = name or export.model.replace(":", "_")
     engine = workdir / engine_name(precision)
+    built_from = None
     if engine.is_file():
-        load_engine(workdir, precision)  # a stale engine is never published
+        info = load_engine(workdir, precision)  # a stale engine is never published
         source, platform, target = engine, "tensorrt_plan", "model.plan"
+        built_from = (info.onnx_name, info.onnx_sha256)
     else:
         source, platform, target = workdir / GRAPH_NAMES[precision], "onnxruntime_onnx", "model.onnx"
         if not source.is_file():
@@ -93,6 +98,7 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
         load_graph(workdir, precision)
         log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
             "rerun after building the engine on the device for the TensorRT backend")
+    verdict = shipped_verdict.check(workdir, source, built_from, unverified)
     model_dir = repo / _model_name(name)
     version = _next_version(model_dir)
     with artifacts.atomic_output(model_dir / str(version) / target) as tmp:
@@ -103,8 +109,9 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
         tmp.write_text(triton_config(name, platform, export))
     artifacts.write_json(model_dir / TRITON_MARKER, {"written_by": "sk-edge", "workdir": str(workdir.resolve()),
-                                                     "latest_version": version, "source": source.name})
-    log(f"wrote {model_dir} version {version}: {platform} from {source.name}"
+                                                     "latest_version": version, "source": source.name,
+                                                     "verdict": verdict.to_dict()})
+    log(f"wrote {model_dir} version {version}: {platform} from {source.name}; {verdict.line}"
         + (f", class names in {LABELS_FILE}" if export.class_names else "")
         + ("" if version == 1 else f" (Triton's default version policy serves the newest: {version})"))
     return model_dir
@@ -197,7 +204,9 @@ def deepstream_config(workdir: Path, export, precision: str, batch: int,
 
 
 def export_deepstream(workdir: str | Path, out: str | Path | None = None, precision: str | None = None,
-                      log: Callable[[str], None] = lambda msg: None) -> Path:
+                      log: Callable[[str], None] = lambda msg: None, unverified: bool = False) -> Path:
+    """nvinfer's config for the engine (or the graph nvinfer builds one from); only for a file with a passing
+    verdict, unless ``unverified`` (sk_edge.shipped_verdict)."""
     workdir = Path(workdir)
     export = load_export(workdir)
     precision = _pick_precision(workdir, precision)
@@ -205,7 +214,12 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
     engine = _engine(workdir, precision)
     if engine is None:
         load_graph(workdir, precision)
+        verdict = shipped_verdict.check(workdir, workdir / GRAPH_NAMES[precision], None, unverified)
+    else:
+        verdict = shipped_verdict.check(workdir, workdir / engine.engine_name, (engine.onnx_name, engine.onnx_sha256),
+                                        unverified)
     text, worst = deepstream_config(workdir, export, precision, batch, engine)
+    text = f"# {verdict.line}\n" + text
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"
     if export.class_names:
         # nvinfer's classifier label file: one line per output layer, the class names separated by ';'.
@@ -215,5 +229,5 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
         tmp.write_text(text)
     if engine is None:
         log(f"note: model.{precision}.engine is not built yet; run on_device.sh on the device first")
-    log(f"wrote {path} (per-channel std approximated: worst error {worst:.2%})")
+    log(f"wrote {path} (per-channel std approximated: worst error {worst:.2%}); {verdict.line}")
     return path

@@ -288,6 +288,20 @@ def cross_check_line(check: dict) -> str:
 
 # A labelled reference under this many times chance accuracy is taken as broken (wrong preprocessing, wrong labels).
 CHANCE_FACTOR = 2.0
+AT_CHANCE = "the FP32 reference itself is at chance"
+
+
+def judging_cautions(export: ExportInfo, stream: ImageStream | None) -> list[str]:
+    """What may make a verdict about the wrong inputs although nothing broke: preprocessing nobody gave for a
+    user's checkpoint, judging images far smaller than the input."""
+    from .preprocess import defaulted_caution, upsampling_caution
+    from .reference import WEIGHTS as REFERENCE_WEIGHTS
+
+    trained = export.weights_path is not None and Path(export.weights_path).name != REFERENCE_WEIGHTS.name
+    cautions = [defaulted_caution(export.doc.get("preprocess_sources"), trained)]
+    if stream is not None:
+        cautions.append(upsampling_caution(stream.short_sides, export.preprocess, "judging images"))
+    return [c for c in cautions if c]
 
 
 def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
@@ -308,7 +322,7 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     classes = metrics.get("num_classes") or 0
     if "accuracy_reference" in metrics and classes >= 2 and metrics["accuracy_reference"] < CHANCE_FACTOR / classes:
         # Agreement with a reference that is itself wrong proves nothing: a PASS there is a false one.
-        broken.append(f"the FP32 reference itself is at chance ({metrics['accuracy_reference']:.2%} on {classes} classes, "
+        broken.append(f"{AT_CHANCE} ({metrics['accuracy_reference']:.2%} on {classes} classes, "
                       "chance {:.2%}): the preprocessing (input size, resize, mean/std) or the labels are likely not "
                       "the model's".format(1 / classes))
     return broken
@@ -318,9 +332,23 @@ def summary_line(metrics: dict) -> str:
     line = (f"top-1 agreement {metrics['top1_agreement']:.2%}, top-5 {metrics['top5_agreement']:.2%}, "
             f"mean KL {metrics['kl_mean']:.2e}, worst cosine {metrics['cosine_worst']:.4f}")
     if "accuracy_reference" in metrics:
-        line += (f", accuracy {metrics['accuracy_reference']:.2%} -> {metrics['accuracy_candidate']:.2%} "
+        labelled = metrics["labelled_images"]
+        on = f" on {labelled} labelled" if labelled != metrics["images"] else ""
+        line += (f", accuracy {metrics['accuracy_reference']:.2%} -> {metrics['accuracy_candidate']:.2%}{on} "
                  f"(drop {metrics['top1_drop_points']:.2f} points)")
     return line + f" on {metrics['images']} images"
+
+
+def gates_applied(metrics: dict, thresholds: dict) -> str:
+    """The gates a verdict applied, in words: the accuracy drop only where there were labels."""
+    gates = [f"top-1 agreement >= {thresholds['min_agreement']}%"]
+    if "accuracy_reference" in metrics:
+        gates.append(f"top-1 drop <= {thresholds['max_top1_drop']} points on {metrics['labelled_images']} labelled images")
+    else:
+        gates.append("no accuracy gate: no labels")
+    if thresholds.get("max_kl") is not None:
+        gates.append(f"mean KL <= {thresholds['max_kl']}")
+    return ", ".join(gates)
 
 
 REFERENCE_KINDS = {
@@ -366,15 +394,15 @@ def markdown(doc: dict) -> str:
     if m.get("selection_drift") is not None:
         rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
     if "accuracy_reference" in m:
-        rows += [("accuracy, reference / candidate", f"{m['accuracy_reference']:.2%} / {m['accuracy_candidate']:.2%}"),
+        rows += [(f"accuracy, reference / candidate ({m['labelled_images']} labelled images)",
+                  f"{m['accuracy_reference']:.2%} / {m['accuracy_candidate']:.2%}"),
                  ("top-1 drop", f"{m['top1_drop_points']:.2f} points")]
     lines = [f"# sk-edge verify: {'PASS' if doc['passed'] else 'FAIL'}", "", "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]
-    th = doc["thresholds"]
-    lines += ["", f"Thresholds: top-1 agreement >= {th['min_agreement']}%, top-1 drop <= {th['max_top1_drop']} points"
-              + (f", mean KL <= {th['max_kl']}." if th.get("max_kl") is not None else ".")]
+    lines += ["", f"Gates applied: {gates_applied(m, doc['thresholds'])}."]
     if doc["broken"]:
         lines += ["", "Broken: " + "; ".join(doc["broken"]) + "."]
+    lines += [f"\n**Caution**: {c}." for c in doc.get("cautions") or ()]
     session = doc["candidate"].get("session")
     if session:
         lines += ["", f"ONNX Runtime {session['onnxruntime']} judged the graph with its QDQ transformers off "
@@ -520,13 +548,15 @@ def verify(
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()
-        labels, labels_source = judge.labels(export.num_classes)  # bad labels first: input errors
+        labels, labels_source = judge.checked_labels(export.num_classes, options.min_images)  # input errors first
         if precision == "int8":
             refuse_calibration_overlap(workdir, {content_id(p): p.name for p in paths}, judge.describe())
         if len(paths) < options.min_images:
             raise _too_few(len(paths), judge, options)
         if labels_source:
             log(f"labels: {labels_source}")
+        else:
+            log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
         ref_run, ref_desc = reference_runner(workdir, export)
         ref_kind = "pytorch" if torch_installed() else "fp32-graph"
         stream = ImageStream(paths, pre, options.batch, None, root=judge.root, keep_pixels=ref_kind == "pytorch")
@@ -569,7 +599,8 @@ def verify(
         count = min(CROSS_CHECK_IMAGES, len(first))
         cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], first[:count], cand_out_all[:count])
     metrics["num_classes"] = export.num_classes
-    broken = verdict(metrics, options)
+    cautions = judging_cautions(export, stream)
+    broken = [f"{b}; {cautions[0]}" if b.startswith(AT_CHANCE) and cautions else b for b in verdict(metrics, options)]
     doc = {
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},
@@ -591,14 +622,17 @@ def verify(
         "metrics": metrics,
         "passed": not broken,
         "broken": broken,
+        "cautions": cautions,
     }
     artifacts.write_json(workdir / VERIFY_JSON, doc)
     with artifacts.atomic_output(workdir / VERIFY_MD) as tmp:
         tmp.write_text(markdown(doc))
     log(f"{cand_desc} vs {ref_desc}: {summary_line(metrics)}")
+    for caution in cautions:
+        log(f"caution: {caution}")
     if cross_check and cross_check["optimizer_changes_results"]:
         log(f"warning: {cross_check_line(cross_check)}")
     if broken:
         raise VerifyFailed(f"verify FAILED: {'; '.join(broken)} ({workdir / VERIFY_MD})", doc)
-    log(f"verify PASSED (top-1 agreement >= {options.min_agreement}%, drop <= {options.max_top1_drop} points); wrote {workdir / VERIFY_JSON}")
+    log(f"verify PASSED ({gates_applied(metrics, doc['thresholds'])}); wrote {workdir / VERIFY_JSON}")
     return doc

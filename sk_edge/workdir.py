@@ -143,6 +143,8 @@ def load_graph(workdir: Path, precision: str):
     """
     from .sidecars import GraphInfo
 
+    if precision not in GRAPH_NAMES:
+        raise UsageError(f"precision must be one of {', '.join(GRAPH_NAMES)}, got {precision!r}")
     workdir = Path(workdir)
     export = load_export(workdir)
     if precision == "fp32":

@@ -575,8 +575,8 @@ def test_only_what_sk_edge_names_is_removed_as_a_temporary(wd):
 
 def test_triton_exports_take_a_new_version_and_never_write_outside_the_repository(wd, tmp_path):
     repo = tmp_path / "repo"
-    assert run_cli("export-triton", "-w", str(wd), "--repo", str(repo)).returncode == 0
-    again = run_cli("export-triton", "-w", str(wd), "--repo", str(repo))
+    assert run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--unverified").returncode == 0
+    again = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--unverified")
     assert again.returncode == 0 and "version 2" in again.stderr, again.stderr
     model = repo / "sknet26-digits"
     assert (model / "1" / "model.onnx").is_file() and (model / "2" / "model.onnx").is_file()
@@ -585,11 +585,11 @@ def test_triton_exports_take_a_new_version_and_never_write_outside_the_repositor
     (theirs / "2").mkdir(parents=True)
     (theirs / "config.pbtxt").write_text('name: "theirs"')
     before = snapshot(repo)
-    out = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--name", "theirs")
+    out = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--unverified", "--name", "theirs")
     one_line_error(out, 2, "sk-edge did not write it", "pass another --name")
     unchanged(repo, before)
     for name in ("../escape", "a/b", ".."):
-        bad = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--name", name)
+        bad = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--unverified", "--name", name)
         one_line_error(bad, 2, "is not a model name")
     assert not (tmp_path / "escape").exists()
 
@@ -642,3 +642,160 @@ def test_the_python_api_refuses_what_the_command_line_refuses_before_any_work(tm
     cli = run_cli("build", "--max-top1-drop", "-1", "-w", str(wd))
     one_line_error(cli, 2, "--max-top1-drop")
     assert not wd.exists()
+
+
+# --- round two: labels, class folders, stale verdicts, fields (issue 21: 1, 5, 6, 7, 14, 16) ---------------
+
+
+def _label_rows(labels: Path) -> list[tuple[str, int]]:
+    return [(r[0], int(r[1])) for r in (line.split(",") for line in labels.read_text().splitlines()[1:])]
+
+
+def test_labels_in_the_forms_a_user_writes_resolve_and_a_verdict_lists_only_its_gates(wd, held_out, tmp_path):
+    folder, labels = held_out
+    rows = _label_rows(labels)
+    # No header, a UTF-8 BOM (as Excel writes), './name', an absolute path, a path relative to the CSV's own folder.
+    forms = [f"./{n}" if i % 3 == 0 else str(folder / n) if i % 3 == 1 else f"{folder.name}/{n}" for i, (n, _) in enumerate(rows)]
+    written = tmp_path / "labels.csv"
+    shutil.copytree(folder, tmp_path / folder.name)
+    written.write_text("\ufeff" + "".join(f"{f.replace(str(folder), str(tmp_path / folder.name))},{y}\n"
+                                          for f, (_, y) in zip(forms, rows)), encoding="utf-8")
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(tmp_path / folder.name),
+                  "--labels", str(written))
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((wd / "verify.json").read_text())["metrics"]
+    assert metrics["labelled_images"] == metrics["images"] == 200 and metrics["accuracy_reference"] > 0.9
+    assert "drop <= 0.5 points on 200 labelled images" in out.stderr
+    bare = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder))  # no labels: no drop gate
+    assert bare.returncode == 0 and "no accuracy gate: no labels" in bare.stderr and "drop <=" not in bare.stderr
+    assert "Gates applied: top-1 agreement >= 99.0%, no accuracy gate: no labels." in (wd / "verify.md").read_text()
+
+
+def test_labels_that_cannot_be_the_images_are_refused_in_one_line(wd, held_out, tmp_path):
+    folder, labels = held_out
+    rows = _label_rows(labels)
+    cases = {
+        "elsewhere": ("".join(f"other/{n},{y}\n" for n, y in rows), "names none of the 200 images"),
+        "partial": ("".join(f"{n},{y}\n" for n, y in rows[:10]), "only 10 of the 200 images"),
+        "negative": (f"{rows[0][0]},-1\n", "is negative"),
+        "one-based": ("".join(f"{n},{y + 1}\n" for n, y in rows), "a 1-based file"),
+        "conflict": (f"{rows[0][0]},1\n{rows[0][0]},2\n", "two labels: 1 (line 1) and 2 (line 2)"),
+        "superscript": (f"file,label\n{rows[0][0]},\u00b2\n", "line 2 is not 'file,label' with a whole-number label"),
+        "outside": (f"/etc/{rows[0][0]},1\n", "which is outside"),
+    }
+    before = snapshot(wd)
+    for name, (text, message) in cases.items():
+        (tmp_path / f"{name}.csv").write_text(text, encoding="utf-8")
+        out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--labels",
+                      str(tmp_path / f"{name}.csv"))
+        one_line_error(out, 2, message)
+    unchanged(wd, before)
+
+
+def test_class_folders_follow_imagefolder_or_are_refused_with_the_reason(wd, tmp_path):
+    """torchvision's ImageFolder rules: symlinked class folders followed, its extensions read (.tif), an image in a
+    sub-folder of its class labelled; an empty class refused (it would renumber every later class)."""
+    from conftest import write_class_folders
+
+    source = write_class_folders(tmp_path / "source", 200)
+    mine = tmp_path / "mine"
+    shutil.copytree(source, mine)
+    shutil.rmtree(mine / "2")
+    (mine / "2").symlink_to(source / "2", target_is_directory=True)  # a class folder that is a symlink
+    for png in (mine / "5").glob("*.png"):  # a class stored as TIFF
+        Image.open(png).save(png.with_suffix(".tif"))
+        png.unlink()
+    deeper = mine / "7" / "session-1"  # one folder deeper
+    deeper.mkdir()
+    for png in list((mine / "7").glob("*.png")):
+        png.rename(deeper / png.name)
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(mine))
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((wd / "verify.json").read_text())["metrics"]
+    assert metrics["labelled_images"] == 200 and metrics["accuracy_reference"] > 0.9  # no class renumbered
+
+    before = snapshot(wd)
+    (mine / "3_extra").mkdir()  # an empty class folder sorts between 3 and 4
+    one_line_error(run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(mine)), 2,
+                   "3_extra' (class 4 of 11) holds no image", "every later class would be renumbered")
+    (mine / "3_extra").rmdir()
+    Image.open(next((mine / "1").glob("*.png"))).save(mine / "loose.png")
+    one_line_error(run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(mine)), 2,
+                   "1 images lie directly in", "beside its 10 class folders")
+    unchanged(wd, before)
+    single = tmp_path / "single"
+    shutil.copytree(source / "4", single / "only")
+    out = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(single), "--min-images", "10")
+    assert out.returncode == 0 and "one sub-folder, 'only': taken as a folder of images, not a class" in out.stderr
+
+
+def test_serving_exports_ship_only_what_the_verdict_judged(wd, held_out, tmp_path):
+    """After a PASS the graph changes (a new calibration): the verdict still says passed, about the old graph.
+    Triton and DeepStream exports refuse it, and a failed verdict, and no verdict; --unverified ships and says so."""
+    folder, labels = held_out
+    repo = tmp_path / "repo"
+    one_line_error(run_cli("export-triton", "-w", str(wd), "--repo", str(repo)), 1, "has no verdict", "--unverified")
+    assert run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--labels", str(labels)).returncode == 0
+    first = run_cli("export-triton", "-w", str(wd), "--repo", str(repo))
+    assert first.returncode == 0 and "verdict PASS on model.int8.onnx" in first.stderr, first.stderr
+    marker = json.loads((repo / "sknet26-digits" / ".sk-edge-model.json").read_text())
+    assert marker["verdict"]["status"] == "pass"
+    recal = run_cli("calibrate", "-w", str(wd), "--images", str(CALIB), "--num-images", "64", "--method", "percentile",
+                    "--percentile", "90")
+    assert recal.returncode == 0, recal.stderr[-2000:]
+    assert run_cli("quantize", "-w", str(wd), "--precision", "int8").returncode == 0
+    assert json.loads((wd / "verify.json").read_text())["passed"] is True  # still about the old graph
+    before = snapshot(repo)
+    one_line_error(run_cli("export-triton", "-w", str(wd), "--repo", str(repo)), 1, "judged an earlier model.int8.onnx",
+                   "the verdict is stale")
+    one_line_error(run_cli("export-deepstream", "-w", str(wd)), 1, "the verdict is stale")
+    unchanged(repo, before)
+    failed = run_cli("verify", "-w", str(wd), "--candidate", "int8", "--images", str(folder), "--max-kl", "0")
+    assert failed.returncode == 1
+    one_line_error(run_cli("export-deepstream", "-w", str(wd)), 1, "the verdict on model.int8.onnx FAILED", "mean KL")
+    shipped = run_cli("export-triton", "-w", str(wd), "--repo", str(repo), "--unverified")
+    assert shipped.returncode == 0 and "shipped without a verdict (--unverified)" in shipped.stderr
+    assert json.loads((repo / "sknet26-digits" / ".sk-edge-model.json").read_text())["verdict"]["status"] == "unverified"
+
+
+def test_fields_of_the_wrong_type_or_size_are_one_line_errors(wd, tmp_path):
+    from sk_edge.errors import UsageError
+    from sk_edge.workdir import load_graph
+
+    base = ["export", "--model", "sknet26", *TINY, "--num-classes", "10", "-w", str(tmp_path / "x")]
+    (tmp_path / "crop.json").write_text('{"crop_pct": "abc"}')
+    (tmp_path / "size.json").write_text('{"input_size": [64, "a"]}')
+    (tmp_path / "mode.json").write_text('{"resize": 5}')
+    for extra, message in ((["--model-arg", "groups=0"], "groups must be a whole number of 1 or more, got 0"),
+                           (["--input-size", "100000x100000"], "is over 8192 pixels a side"),
+                           (["--crop-pct", "0.0001"], "crop_pct must be a number from 0.05 to 1"),
+                           (["--preprocess", str(tmp_path / "crop.json")], "crop_pct from --preprocess"),
+                           (["--preprocess", str(tmp_path / "size.json")], "input size [64, 'a'] is not N or HxW"),
+                           (["--preprocess", str(tmp_path / "mode.json")], "resize from --preprocess")):
+        one_line_error(run_cli(*base, *extra), 2, message)
+    assert not (tmp_path / "x" / "model.fp32.onnx").exists()
+    import sk_edge
+
+    with pytest.raises(UsageError, match="preprocess must be a dict of fields"):
+        sk_edge.build(workdir=tmp_path / "y", preprocess="stretch")
+    with pytest.raises(UsageError, match="precision must be one of int8, fp16, fp32, got 'int4'"):
+        load_graph(wd, "int4")
+
+
+def test_defaulted_preprocessing_of_a_users_checkpoint_is_a_caution_and_small_images_too(tmp_path):
+    """A user's trained checkpoint exported with no preprocessing: the fields come from the model's defaults, which
+    export and the verdict say; judging images far smaller than the input are said too."""
+    from safetensors.torch import save_file
+
+    from sk_edge.models.sknet import sknet26
+
+    torch.manual_seed(0)
+    save_file(sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict(), str(tmp_path / "mine.safetensors"))
+    out = run_cli("build", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "160", "--precision",
+                  "fp32", "--weights", str(tmp_path / "mine.safetensors"), "--eval-images", str(CALIB),
+                  "-w", str(tmp_path / "wd"))
+    assert "caution: preprocessing mean, std, resize, crop_pct, interpolation came from the model's defaults" in out.stderr
+    doc = json.loads((tmp_path / "wd" / "verify.json").read_text())
+    assert any("the judging images are upsampled: their median short side is 64 px for a 160x160 input" in c
+               for c in doc["cautions"]), doc["cautions"]
+    assert "  caution " in out.stderr  # in the verdict block

@@ -1,5 +1,6 @@
 """The shared image loader on real image files, including broken ones."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sk_edge.errors import SkEdgeError, UsageError
-from sk_edge.images import ImageStream, find_images, load_image, sample_paths
+from sk_edge.images import ImageStream, find_images, load_image, sample_paths, to_tensor
 from sk_edge.preprocess import Preprocess
 from sk_edge.reference.digits import ASSETS
 
@@ -54,7 +55,11 @@ def test_crop_and_resize_modes_and_normalisation(tmp_path):
     assert cropped[0, 16, 0] == pytest.approx(-2.0) and cropped[0, 16, -1] == pytest.approx(2.0)
 
 
-def test_exif_orientation_is_applied(tmp_path):
+def test_exif_orientation_is_ignored_as_torchvision_does_and_applied_when_asked(tmp_path):
+    """A photo stored sideways with an EXIF "rotate" tag: by default sk-edge sees what torchvision's loader sees
+    (the stored pixels, exactly); with exif_orientation="apply" it sees the upright photo."""
+    from torchvision.datasets.folder import pil_loader
+
     arr = np.zeros((20, 40, 3), np.uint8)
     arr[:, :20] = 255  # white left half
     upright = tmp_path / "upright.png"
@@ -64,7 +69,37 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 8  # "rotate 90 CW to view": stored sideways, shown upright
     Image.fromarray(np.rot90(arr, k=-1)).save(rotated, exif=exif, quality=100)
     pre = Preprocess(input_size=16, resize="resize")
-    assert np.abs(load_image(rotated, pre) - load_image(upright, pre)).max() < 0.2
+    as_torchvision = to_tensor(pil_loader(str(rotated)), pre)
+    assert np.array_equal(load_image(rotated, pre), as_torchvision)
+    assert np.abs(load_image(rotated, pre) - load_image(upright, pre)).max() > 2  # sideways, as stored
+    applied = dataclasses.replace(pre, exif_orientation="apply")
+    assert np.abs(load_image(rotated, applied) - load_image(upright, applied)).max() < 0.2
+
+
+def test_damaged_exif_does_not_abort_a_run(tmp_path):
+    """EXIF whose directory claims 65535 entries in a few bytes, and one whose orientation entry has the wrong
+    type (as some firmware writes): the pixels decode, so each image is used, whether or not orientation is applied."""
+    import io
+    import warnings
+
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(buf, "JPEG", exif=exif)
+    data = bytearray(buf.getvalue())
+    tiff = data.index(b"Exif\x00\x00") + 6  # the TIFF header: byte order, 42, the first directory's offset (8)
+    entries, wrong_type = bytearray(data), bytearray(data)
+    entries[tiff + 8:tiff + 10] = b"\xff\xff"
+    wrong_type[tiff + 12:tiff + 14] = b"\x00\x0c"  # DOUBLE instead of SHORT
+    for name, damaged in (("entries.jpg", entries), ("type.jpg", wrong_type)):
+        (tmp_path / name).write_bytes(bytes(damaged))
+    for mode in ("ignore", "apply"):
+        pre = Preprocess(input_size=16, resize="resize", exif_orientation=mode)
+        stream = ImageStream(find_images(tmp_path), pre, batch=2, count=2, root=tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data"
+            (x, names), = list(stream)
+        assert names == ["entries.jpg", "type.jpg"] and not stream.skipped and np.isfinite(x).all()
 
 
 def _folder_with_broken_files(tmp_path, good: int) -> Path:

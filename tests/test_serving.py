@@ -26,7 +26,7 @@ def workdir(tmp_path_factory):
 
 def test_triton_repository_serves_the_graph_it_describes(workdir, tmp_path):
     repo = tmp_path / "repo"
-    out = run("export-triton", "-w", str(workdir), "--repo", str(repo))
+    out = run("export-triton", "-w", str(workdir), "--repo", str(repo), "--unverified")
     assert out.returncode == 0, out.stderr
     assert "Triton's ONNX Runtime backend" in out.stderr  # no engine here
     config = (repo / "sknet26-digits" / "config.pbtxt").read_text()
@@ -43,7 +43,7 @@ def test_triton_repository_serves_the_graph_it_describes(workdir, tmp_path):
 
 
 def test_deepstream_config_matches_the_preprocessing(workdir):
-    out = run("export-deepstream", "-w", str(workdir), "--precision", "fp16")
+    out = run("export-deepstream", "-w", str(workdir), "--precision", "fp16", "--unverified")
     assert out.returncode == 0, out.stderr
     parser = configparser.ConfigParser()
     parser.read(workdir / "deepstream_nvinfer.txt")
@@ -65,7 +65,7 @@ def test_deepstream_config_matches_the_preprocessing(workdir):
 def test_triton_refuses_a_folder_that_is_not_a_model(workdir, tmp_path):
     (tmp_path / "repo" / "sknet26-digits").mkdir(parents=True)
     (tmp_path / "repo" / "sknet26-digits" / "notes.txt").write_text("mine")
-    out = run("export-triton", "-w", str(workdir), "--repo", str(tmp_path / "repo"))
+    out = run("export-triton", "-w", str(workdir), "--repo", str(tmp_path / "repo"), "--unverified")
     assert out.returncode == 2 and "exists and sk-edge did not write it" in out.stderr
     assert (tmp_path / "repo" / "sknet26-digits" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "repo" / "sknet26-digits").iterdir()) == ["notes.txt"]

@@ -155,6 +155,14 @@ def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _trained_checkpoint(built) -> bool:
+    """Whether the model's weights are a user's checkpoint (the bundled reference model's are its own)."""
+    from ..reference import WEIGHTS as REFERENCE_WEIGHTS
+
+    weights = getattr(built, "weights", None)
+    return weights is not None and Path(weights).name != REFERENCE_WEIGHTS.name
+
+
 def export_model(
     built: BuiltModel,
     workdir: str | Path,
@@ -204,10 +212,13 @@ def export_model(
         return ExportResult(onnx_path, sidecar_path, artifacts.read_json(sidecar_path), skipped=True)
 
     t0 = time.perf_counter()
-    from ..preprocess import sources_line
+    from ..preprocess import defaulted_caution, sources_line
 
     log(f"preprocessing: {built.preprocess.describe()}"
         + (f" (from {sources_line(built.preprocess_sources)})" if getattr(built, "preprocess_sources", None) else ""))
+    caution = defaulted_caution(getattr(built, "preprocess_sources", None), _trained_checkpoint(built))
+    if caution:
+        log(f"caution: {caution}")
     log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")
     model, rewrite, passes, exporter_warnings = to_onnx(module, input_shape, options)
     if rewrite.count == 0:

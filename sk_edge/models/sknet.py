@@ -173,6 +173,11 @@ class SKNet(nn.Module):
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must be four positive block counts, got {tuple(layers)}")
+        sizes = dict(num_classes=num_classes, groups=groups, reduction=reduction, min_dim=min_dim,
+                     base_width=base_width, stem_width=stem_width, in_chans=in_chans)
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of 1 or more, got {value!r}")
         self.num_classes = num_classes
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False),

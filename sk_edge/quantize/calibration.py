@@ -243,6 +243,11 @@ def calibrate(
         tick = progress(count) if progress else (lambda n: None)
         maxima = dict.fromkeys(legacy, 0.0)
         histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima)
+        from ..preprocess import upsampling_caution
+
+        caution = upsampling_caution(stream.short_sides, export.preprocess, "calibration images")
+        if caution:
+            log(f"  caution: {caution}")
         for name, why in stream.skipped:
             log(f"  skipped unreadable image {name}: {why}")
         images_doc = {
