@@ -31,7 +31,7 @@ RTX_HEADERS := rtx-1.6.1
 RTX_LIBS := tensorrt-rtx-cu13-libs==1.6.1.120
 RTX_LIB_DIR := build/tensorrt-rtx-1.6.1
 
-.PHONY: run test device-test cpp-test clean
+.PHONY: run test lint device-test cpp-test docs clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: $(VENV)/.installed
 	$(BIN)/sk-edge build --precision int8 -w workdir
 
+# pyflakes, pycodestyle's error classes and bugbear (pyproject.toml's [tool.ruff]).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check sk_edge tests benchmarks examples cpp/tests
+
+# The documentation site in site/, strict: a broken link or a reference that does not resolve fails it.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # The suite in parallel, one worker per core of a 2-core machine (pytest-xdist); PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+test: $(VENV)/.installed lint docs
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 	$(MAKE) device-test
 	$(MAKE) cpp-test
 

@@ -34,7 +34,7 @@ def main() -> int:
     model = build_model("sknet26-digits").module.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     batches = digits.sample("train", args.steps * 32, seed=11)
-    for step in range(args.steps):
+    for _step in range(args.steps):
         chunk = [next(batches) for _ in range(32)]
         x = torch.from_numpy(np.stack([to_tensor(Image.fromarray(img), PREPROCESS) for img, _, _ in chunk]))
         y = torch.tensor([label for _, label, _ in chunk])

@@ -174,7 +174,7 @@ def selection_plot(doc: dict, path: Path) -> None:
         d.text((width - right + 15, top + 20 * k), f"object {s}x", fill=c)
     for v in np.linspace(lo, hi, 5):
         d.text((5, xy(0, v)[1] - 6), f"{v:+.3f}", fill="black")
-    for i, u in enumerate(units):
+    for i, _u in enumerate(units):
         d.text((xy(i, lo)[0] - 8, height - bottom + 10), str(i + 1), fill="black")
     d.text((left, height - 25), "SK unit (input side -> output side)", fill="black")
     with artifacts.atomic_output(path) as tmp:

@@ -257,7 +257,7 @@ def run_config(config: Config, workdir: Path, options: BenchOptions) -> dict:
     spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
             "iterations": options.iterations, "duration": options.duration, "threads": options.threads}
     proc = subprocess.run([sys.executable, "-m", "sk_edge.bench", "--worker", json.dumps(spec)], capture_output=True, text=True)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("SKEDGE-BENCH ")), None)
+    line = next((out for out in proc.stdout.splitlines() if out.startswith("SKEDGE-BENCH ")), None)
     if proc.returncode != 0 or line is None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": tail[:300]}
@@ -308,7 +308,7 @@ def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | No
     None when nothing was measured that could be a candidate.
     """
     ok = [r for r in results if "stats" in r]
-    for backend, device in (("tensorrt", "cuda"), ("onnxruntime", "cpu")):
+    for backend, device in (("tensorrt", "cuda"), ("onnxruntime", "cpu")):  # noqa: B007 - used after the loop
         rows = [r for r in ok if r["config"]["backend"] == backend]
         if rows:
             break
@@ -457,8 +457,8 @@ def machine_description() -> str:
     from .environment import jetson_info
 
     jetson = jetson_info()
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    cpu = next((row.split(":", 1)[1].strip() for row in Path("/proc/cpuinfo").read_text().splitlines()
+                if row.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
     text = f"{cpu}, {os.cpu_count()} CPUs"
     if jetson:
         text += f"; Jetson {jetson.get('model')}, JetPack {jetson.get('jetpack')}"

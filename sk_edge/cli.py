@@ -305,8 +305,13 @@ def export(model_name, weights, num_classes, input_size, model_args, class_names
     options.validate()
     request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess)
     if request.reuse_export:
-        _log(f"{workdir / 'model.fp32.onnx'} is up to date (the work directory's own {request.name}); --force re-exports")
-        return
+        from .workdir import load_export
+
+        changed = options.differences(ExportOptions.recorded(load_export(workdir).doc["settings"]))
+        if not changed and not force:
+            _log(f"{workdir / 'model.fp32.onnx'} is up to date (the work directory's own {request.name}); --force re-exports")
+            return
+        _log(f"exporting the work directory's own {request.name} again" + (f": {', '.join(changed)}" if changed else ""))
     _log(f"building {request.name} ...")
     built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
                         request.preprocess)
@@ -473,7 +478,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 @click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
 @click.option("--workspace", type=int, default=1024, show_default=True, metavar="MiB", help="TensorRT workspace memory pool limit.")
 @click.option("--opt-level", type=int, default=3, show_default=True, help="TensorRT builder optimisation level, 0 to 5.")
-@click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT <= 10.x).")
+@click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).")
 @click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere or newer GPU (desktop).")
 @click.option("--target", type=click.Choice(ENGINE_TARGETS), default="tensorrt", show_default=True,
               help="tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for "
@@ -597,7 +602,7 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
                            min_speedup=min_speedup)
     bar = _Progress("  configurations")
     try:
-        doc = run_bench(workdir, options, log=_log, progress=bar)
+        run_bench(workdir, options, log=_log, progress=bar)
     finally:
         bar.close()
     click.echo((workdir / BENCH_MD).read_text())

@@ -282,9 +282,9 @@ def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling
                       log: Callable[[str], None]) -> dict | None:
     if not built.dla_layers:
         return None
-    on_dla = [l for l in built.dla_layers if l["dla"]]
+    on_dla = [layer for layer in built.dla_layers if layer["dla"]]
     summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla),
-               "gpu_fallback": [l["layer"] for l in built.dla_layers if not l["dla"]], "pooling": dla_pooling}
+               "gpu_fallback": [layer["layer"] for layer in built.dla_layers if not layer["dla"]], "pooling": dla_pooling}
     artifacts.write_json(workdir / DLA_JSON, {"summary": summary, "layers": built.dla_layers})
     log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(summary['gpu_fallback'])} fall back to the GPU (dla.json)")
     return summary

@@ -30,7 +30,47 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @dataclass
 class BuildRequest:
-    """Everything ``sk-edge build`` takes; the defaults are the command line's."""
+    """Everything ``sk-edge build`` takes; the defaults are the command line's (a test keeps them equal).
+
+    Each field is the option of the same name with dashes (``num_classes`` is ``--num-classes``);
+    where the names differ the option is given.
+
+    Attributes:
+        precision: ``int8``, ``fp16`` or ``fp32``.
+        workdir: the work directory (``-w``).
+        model: ``sknet26``/``sknet50``/``sknet101``, ``sknet26-digits`` or ``timm:NAME``; None: the work
+            directory's own model, else the bundled reference model.
+        weights: a state dict, checkpoint or ``.safetensors`` file (read with ``weights_only=True``).
+        num_classes: the classifier's outputs (the checkpoint's classifier shape is checked against it).
+        input_size: ``N``, ``"HxW"`` or ``(H, W)``.
+        model_args: constructor arguments (``--model-arg KEY=VALUE``), e.g. ``{"branches": 3}``.
+        preprocess: preprocessing fields as in ``--preprocess FILE.json`` (``mean``, ``std``, ``resize``,
+            ``crop_pct``, ``interpolation``, ``channel_order``, ``exif_orientation``); they win over the file.
+        preprocess_file: ``--preprocess FILE.json``.
+        class_names: a file with one name per line, or a list.
+        images: calibration images (class folders or flat); 20 % are held out to judge the build when
+            ``eval_images`` is not given.
+        labels: a ``file,label`` CSV for ``images``.
+        num_images: calibration images to use [512, or all there are].
+        method: the range method (``entropy``, ``percentile``, ``max``, ``mse``) [entropy].
+        mixed: the precision of layers kept out of INT8 (``fp16`` or ``fp32``).
+        dynamic_batch: a dynamic batch dimension 1..MAX.
+        workspace_mib: the builder's workspace (``--workspace``, MiB).
+        opt_level: TensorRT's builder optimisation level (0-5).
+        dla_core: build for this DLA core (Jetson; weakly typed TensorRT 8.5-10.7, strongly typed 11.4.1+).
+        hardware_compatible: an engine for every Ampere+ GPU (desktop TensorRT).
+        target: ``tensorrt`` or ``rtx`` (TensorRT-RTX, desktop RTX GPUs; builds without a GPU).
+        rtx_sms: TensorRT-RTX compute capabilities (``--rtx-sm``); None: NVIDIA's default set.
+        from_dir: ``--from DIR``: build the engine from a work directory as it is (on the device).
+        eval_images: images that judge the build, never calibrated on.
+        eval_labels: a ``file,label`` CSV for ``eval_images``.
+        min_agreement: the verdict's top-1 agreement gate, percent.
+        max_top1_drop: the verdict's accuracy-drop gate, points (applied where there are labels).
+        max_float_share: an INT8 build fails when more of its MACs than this (percent) stay in floating point.
+        min_speedup: a latency gate against FP32 (applied only where an engine runs).
+        verify: False is ``--no-verify``: a build with no verdict.
+        force: redo every stage, and take over a work directory made for another model.
+    """
 
     precision: str = "int8"
     workdir: str | Path = "workdir"
@@ -183,12 +223,12 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         from .export import ExportOptions, export_model
         from .models import build_model
 
-        export_options = ExportOptions(dynamic_batch=r.dynamic_batch)
+        export_options = ExportOptions(dynamic_batch=r.dynamic_batch)  # build takes no other export option
         export_options.validate()
         model = resolve_model(workdir, ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size,
                                                     dict(r.model_args), preprocess), DEFAULT_MODEL, r.force)
         plan = plan_judging(model.name, r.precision, images=images, **judging)  # before any heavy work
-        if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL and not CHECKOUT_IMAGES.is_dir():
+        if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL:
             raise UsageError(f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
                              "(the bundled SK-Digits images calibrate only the reference model)")
         if not plan.skip and model.weights is None and model.name != DEFAULT_MODEL:  # the bundled model has its weights
@@ -197,9 +237,18 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                 "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
             )
         log(f"[1/4] export {model.name}")
-        if model.reuse_export and not r.dynamic_batch:
+        changed = []
+        if model.reuse_export:
+            # The export's own options (its opset, select form) stay; only what build takes can change them.
+            recorded = ExportOptions.recorded(load_export(workdir).doc["settings"])
+            if r.dynamic_batch is not None:
+                export_options = dataclasses.replace(recorded, dynamic_batch=r.dynamic_batch)
+                changed = export_options.differences(recorded)
+        if model.reuse_export and not changed:
             log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
         else:
+            if changed:
+                log(f"  exporting the work directory's own {model.name} again: {', '.join(changed)}")
             built = build_model(model.name, model.num_classes, model.input_size, model.weights, model.args, model.preprocess)
             name_classes(built, r.class_names, plan.images, log)
             export_model(built, workdir, export_options, force=r.force, log=log)
@@ -280,6 +329,23 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                         precision_mix=mix, latency=report.latency, failure=failure)
 
 
+
+def _signature_from_request() -> None:
+    """Give :func:`build` the keyword parameters of :class:`BuildRequest` (names, defaults, types), so that
+    ``help(sk_edge.build)``, IPython and inspect-based tools show them; the dataclass stays the one place
+    that owns them."""
+    import inspect
+
+    own = inspect.signature(build)
+    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
+                                default=f.default if f.default is not dataclasses.MISSING else f.default_factory())
+              for f in dataclasses.fields(BuildRequest)]
+    params = [own.parameters["request"], *fields, own.parameters["log"], own.parameters["progress"]]
+    build.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+
+
+_signature_from_request()
+
 def verdict_flags(r: BuildRequest) -> tuple[str, ...]:
     """The host build's gates, for on_device.sh: the device judges its engine by the same thresholds."""
     if not r.verify:
@@ -338,7 +404,8 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
 
 
 DEFAULT_CALIBRATION_IMAGES = 512
-CHECKOUT_IMAGES = Path("calib_data") / "skdigits"  # the bundled sample images, in a checkout
+# The bundled sample images beside the package in a checkout (never relative to the current directory).
+CHECKOUT_IMAGES = Path(__file__).resolve().parent.parent / "calib_data" / "skdigits"
 
 
 def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambda msg: None) -> Path:

@@ -134,7 +134,7 @@ def test_python_and_the_command_line_share_every_default():
     checked = 0
     for param in build.params:
         if param.name in ("model_args", "preprocess_file", "mean", "std", "resize", "crop_pct", "interpolation",
-                          "channel_order", "help"):
+                          "channel_order", "exif_orientation", "help"):
             continue
         name = renamed.get(param.name, param.name)
         assert name in fields, f"--{param.name} has no BuildRequest field"

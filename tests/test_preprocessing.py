@@ -50,7 +50,7 @@ def test_crop_is_torchvisions_resize_and_center_crop(size, crop_pct, interpolati
     mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}[interpolation]
     theirs = T.Compose([T.Resize(math.floor(size / crop_pct), mode), T.CenterCrop(size), T.ToTensor(),
                         T.Normalize(pre.mean, pre.std)])
-    for name, im in photos():
+    for _name, im in photos():
         compare(to_tensor(im, pre), theirs(im).numpy(), pre)
 
 
@@ -64,7 +64,7 @@ def test_crop_is_timms_eval_transform_square_and_not():
         theirs = create_transform(**config)
         pre = Preprocess(input_size=size[1] if size[1] == size[2] else size[1:], mean=config["mean"], std=config["std"],
                          crop_pct=config["crop_pct"], interpolation=config["interpolation"])
-        for name, im in photos():
+        for _name, im in photos():
             compare(to_tensor(im, pre), theirs(im).numpy(), pre)
 
 
@@ -74,12 +74,12 @@ def test_stretch_and_letterbox_are_the_torchvision_compositions():
     for size in (64, (48, 80)):
         pre = Preprocess(input_size=size, resize="resize", interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
         theirs = T.Compose([T.Resize((pre.height, pre.width)), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
-        for name, im in photos():
+        for _name, im in photos():
             compare(to_tensor(im, pre), theirs(im).numpy(), pre)
     pre = Preprocess(input_size=(96, 128), resize="letterbox", interpolation="bicubic")
     fill = tuple(int(round(m * 255)) for m in pre.mean)
     padded = 0
-    for name, im in photos():
+    for _name, im in photos():
         w, h = resized_size(im.width, im.height, pre)
         left, top = (pre.width - w) // 2, (pre.height - h) // 2
         theirs = T.Compose([T.Resize((h, w), T.InterpolationMode.BICUBIC),

@@ -55,7 +55,7 @@ def test_calibration_covers_exactly_the_planned_tensors(workdir):
     plan = plan_quantization(onnx.load(str(workdir / "model.fp32.onnx")))
     assert set(calib["tensors"]) == set(plan.activations)
     assert calib["inputs"]["images"]["used"] == 64
-    for name, t in calib["tensors"].items():
+    for t in calib["tensors"].values():
         assert set(t["amax_by_method"]) == set(METHODS)
         assert 0 < t["amax"] <= t["amax_by_method"]["max"] * (1 + 1e-6)
         assert t["amax"] == t["amax_by_method"][calib["method"]]

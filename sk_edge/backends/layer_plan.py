@@ -254,7 +254,7 @@ def summarize(layers: list[PlanLayer], facts: GraphFacts | None, float_nodes: It
         counts[layer.precision] = counts.get(layer.precision, 0) + 1
     summary: dict = {
         "layers": len(layers), "by_precision": counts,
-        "dla_layers": sum(1 for l in layers if "dla" in l.layer_type.lower() or "dla" in l.name.lower()),
+        "dla_layers": sum(1 for layer in layers if "dla" in layer.layer_type.lower() or "dla" in layer.name.lower()),
         "float_sk_units": sorted({sk_unit(n) for n in float_nodes}),
         "mapped_to_onnx": mapped(layers),
     }

@@ -108,7 +108,7 @@ def _fold_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool
         return False
     if c is not None and not isinstance(c, gs.Constant):
         return False
-    alpha, beta = float(gemm.attrs.get("alpha", 1.0)), float(gemm.attrs.get("beta", 1.0))
+    beta = float(gemm.attrs.get("beta", 1.0))  # alpha stays as it is: it scales A @ op(W) alone
     n = scale.shape[0]
     w = weight.values if gemm.attrs.get("transB", 0) else weight.values.T  # (N, K)
     if c is not None and c.values.size not in (1, n):

@@ -21,6 +21,7 @@ import hashlib
 import io
 import time
 import warnings
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,6 +68,22 @@ class ExportOptions:
     dynamic_batch: int | None = None
     opset: int = 17
     select_form: str = "auto"
+
+    @classmethod
+    def recorded(cls, settings: dict) -> "ExportOptions":
+        """The options an export.json's ``settings`` were made with."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+    def differences(self, recorded: "ExportOptions") -> list[str]:
+        """The options that differ from an earlier export's, as ``--opset 18 (it has 17)`` (empty: up to date).
+
+        One rule for ``export`` and ``build``: the same model with other options is exported again,
+        never "up to date"."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(recorded)
+        if self.dynamic_batch is not None or recorded.dynamic_batch is not None:
+            mine.pop("batch"), theirs.pop("batch")  # a dynamic export has no static batch
+        return [f"--{k.replace('_', '-')} {mine[k]} (it has {theirs[k]})" for k in mine if mine[k] != theirs[k]]
 
     def validate(self) -> None:
         if self.batch < 1:

@@ -174,7 +174,7 @@ def convert_float_precision(
             elif _is_float(t.dtype) and np.dtype(t.dtype) != np.dtype(want):
                 node.inputs[i] = cast(t, want)
     # Graph outputs back to FP32 under their original names.
-    for k, out in enumerate(list(graph.outputs)):
+    for _k, out in enumerate(list(graph.outputs)):
         if _is_float(out.dtype) and np.dtype(out.dtype) != np.float32:
             producer = out.inputs[0]
             inner = gs.Variable(f"{out.name}_fp16", dtype=out.dtype, shape=out.shape)
