@@ -83,6 +83,11 @@ cpp-test: $(VENV)/.installed
 		cmake --build build/cpp-$$v -j2 > build/cpp-$$v.build.log 2>&1 || { tail -30 build/cpp-$$v.build.log; exit 1; }; \
 		echo "TensorRT $$v headers:"; ctest --test-dir build/cpp-$$v --output-on-failure; \
 	done
+	@echo "add_subdirectory embedding (no GTest, no OpenCV needed):"
+	cmake -S cpp/tests/embed -B build/cpp-embed -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/11.1.0 \
+		-DSK_EDGE_STANDIN_NVINFER=ON -DCMAKE_CUDA_ARCHITECTURES=87 -DCMAKE_BUILD_TYPE=Release > build/cpp-embed.configure.log
+	grep -q "SK_EDGE_BUILD_TESTS:BOOL=OFF" build/cpp-embed/CMakeCache.txt && ! grep -q "GTest" build/cpp-embed.configure.log
+	cmake --build build/cpp-embed -j2 --target embed_app > build/cpp-embed.build.log 2>&1 || { tail -30 build/cpp-embed.build.log; exit 1; }
 	test -f $(RTX_LIB_DIR)/tensorrt_rtx_libs/libtensorrt_rtx.so.1 || \
 		$(BIN)/python -m pip install --quiet --no-deps --target $(RTX_LIB_DIR) '$(RTX_LIBS)'
 	cmake -S cpp -B build/cpp-$(RTX_HEADERS) -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$(RTX_HEADERS) \

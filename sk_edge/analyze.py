@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from PIL import Image
 
-from . import artifacts
+from . import artifacts, plots
 from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import find_images, to_tensor
@@ -120,7 +120,7 @@ def analyze_selection(
         "selection_drift": drift, "units": units,
     }
     artifacts.write_json(workdir / SELECTION_JSON, doc)
-    selection_plot(doc, workdir / SELECTION_PNG)
+    plots.draw_figure(plots.selection_plot, doc, workdir / SELECTION_PNG, log)
     log(f"{len(units)} SK units, {len(pil)} images x {len(scales)} scales; selection drift (mean |g_ref - g_cand|) {drift:.4f}")
     return doc
 
@@ -133,49 +133,3 @@ def selection_drift(workdir: Path, candidate_path: Path, x: np.ndarray) -> float
         return None
     ref, cand = GateRunner(workdir / FP32_ONNX, names)(x), GateRunner(candidate_path, names)(x)
     return float(np.mean([np.mean(np.abs(r - c)) for r, c in zip(ref, cand)]))
-
-
-def selection_plot(doc: dict, path: Path) -> None:
-    """Attention difference per SK unit, one line per scale; reference solid, candidate dashed."""
-    from PIL import ImageDraw
-
-    units, scales = doc["units"], [f"{s:g}" for s in doc["scales"]]
-    width, height, left, right, top, bottom = 820, 420, 70, 150, 40, 60
-    values = [u[side][s] for u in units for side in ("reference", "candidate") for s in scales]
-    lo, hi = min(values + [0.0]), max(values + [0.0])
-    pad = (hi - lo) * 0.1 or 0.1
-    lo, hi = lo - pad, hi + pad
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-
-    def xy(i, v):
-        x = left + (width - left - right) * (i / max(len(units) - 1, 1))
-        y = top + (height - top - bottom) * (hi - v) / (hi - lo)
-        return x, y
-
-    d.text((10, 10), f"SK kernel selection: attention(large) - attention(small), {doc['model']} "
-                     f"(solid FP32, dashed {doc['candidate']})", fill="black")
-    d.line([xy(0, 0.0), xy(len(units) - 1, 0.0)], fill=(200, 200, 200))
-    for k, s in enumerate(scales):
-        c = colors[k % len(colors)]
-        for side, dash in (("reference", False), ("candidate", True)):
-            pts = [xy(i, u[side][s]) for i, u in enumerate(units)]
-            for a, b in zip(pts, pts[1:]):
-                if dash:
-                    for t in np.linspace(0, 1, 8)[::2]:
-                        p = (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
-                        q = (a[0] + (b[0] - a[0]) * (t + 1 / 7), a[1] + (b[1] - a[1]) * (t + 1 / 7))
-                        d.line([p, q], fill=c, width=2)
-                else:
-                    d.line([a, b], fill=c, width=2)
-            for p in pts:
-                d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], outline=c)
-        d.text((width - right + 15, top + 20 * k), f"object {s}x", fill=c)
-    for v in np.linspace(lo, hi, 5):
-        d.text((5, xy(0, v)[1] - 6), f"{v:+.3f}", fill="black")
-    for i, _u in enumerate(units):
-        d.text((xy(i, lo)[0] - 8, height - bottom + 10), str(i + 1), fill="black")
-    d.text((left, height - 25), "SK unit (input side -> output side)", fill="black")
-    with artifacts.atomic_output(path) as tmp:
-        img.save(tmp, format="PNG")

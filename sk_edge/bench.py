@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, artifacts
+from . import __version__, artifacts, plots
 from .errors import SkEdgeError, UsageError
 from .versions import torch_installed
 from .workdir import GRAPH_NAMES, built_engines, load_export
@@ -56,6 +56,15 @@ class BenchOptions:
     # The latency verdict: the candidate must be this many times faster than PyTorch FP32 on
     # the same device and batch, or bench fails.
     min_speedup: float | None = None
+    # Each configuration is measured in this many rounds, the configurations interleaved (round 1 of
+    # every one, then round 2...), so that a load spike hits every candidate, not one; fewer rounds when
+    # the iterations cannot give each round 5.
+    repeats: int = 3
+
+    def rounds(self) -> int:
+        if self.iterations is None:
+            return self.repeats
+        return max(1, min(self.repeats, self.iterations // 5))
 
     def validate(self) -> None:
         for name, values, allowed in (("--backends", self.backends, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
@@ -74,6 +83,8 @@ class BenchOptions:
             raise UsageError(f"--duration must be positive, got {self.duration}")
         if self.min_speedup is not None and not (self.min_speedup > 0 and np.isfinite(self.min_speedup)):
             raise UsageError(f"--min-speedup must be a positive number, got {self.min_speedup}")
+        if self.repeats < 1:
+            raise UsageError(f"--repeats must be at least 1, got {self.repeats}")
 
 
 @dataclass
@@ -253,9 +264,12 @@ def _worker() -> int:
     return 0
 
 
-def run_config(config: Config, workdir: Path, options: BenchOptions) -> dict:
+def run_config(config: Config, workdir: Path, options: BenchOptions, rounds: int = 1) -> dict:
+    """One round of ``config`` in its own process: 1/``rounds`` of the iterations (or of the duration)."""
+    iterations = -(-options.iterations // rounds) if options.iterations else None
+    duration = options.duration / rounds if options.duration else None
     spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
-            "iterations": options.iterations, "duration": options.duration, "threads": options.threads}
+            "iterations": iterations, "duration": duration, "threads": options.threads}
     proc = subprocess.run([sys.executable, "-m", "sk_edge.bench", "--worker", json.dumps(spec)], capture_output=True, text=True)
     line = next((out for out in proc.stdout.splitlines() if out.startswith("SKEDGE-BENCH ")), None)
     if proc.returncode != 0 or line is None:
@@ -322,8 +336,8 @@ def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | No
         batch = r["config"]["batch"]
         base = _baseline(ok, backend, device, precision, batch)
         bases.append(base)
-        entry = {"batch": batch, "device": r["config"]["device"], "candidate_ms": r["stats"]["mean_ms"],
-                 "baseline_ms": base["stats"]["mean_ms"] if base else None,
+        entry = {"batch": batch, "device": r["config"]["device"], "candidate_ms": r["stats"]["p50_ms"],
+                 "baseline_ms": base["stats"]["p50_ms"] if base else None,
                  "baseline": _baseline_name(base, device) if base else None}
         entry["speedup"] = entry["baseline_ms"] / entry["candidate_ms"] if base else None
         comparisons.append(entry)
@@ -355,7 +369,7 @@ def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list
     #1409), and SKNet is built of them: an INT8 engine that does not beat the FP16 one costs
     accuracy for nothing.
     """
-    ok = {(r["config"]["precision"], r["config"]["device"], r["config"]["batch"]): r["stats"]["mean_ms"]
+    ok = {(r["config"]["precision"], r["config"]["device"], r["config"]["batch"]): r["stats"]["p50_ms"]
           for r in results if "stats" in r and r["config"]["backend"] == backend}
     lines = []
     for (precision, device, batch), int8_ms in sorted(ok.items()):
@@ -377,21 +391,90 @@ def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list
 # --- statistics and reports --------------------------------------------------------------
 
 
-def statistics(latencies_ms: list[float], batch: int) -> dict:
+def measure_interleaved(configs: list[Config], workdir: Path, options: BenchOptions, log: Callable[[str], None],
+                        progress) -> list[dict]:
+    """Every configuration in ``options.rounds()`` interleaved rounds; latencies pooled, each round's median kept."""
+    rounds = options.rounds()
+    tick = progress(len(configs) * rounds) if progress else (lambda n: None)
+    entries = [{"config": asdict(c), "latencies_ms": [], "round_medians_ms": []} for c in configs]
+    for _ in range(rounds):
+        for config, entry in zip(configs, entries):
+            if "error" not in entry:
+                r = run_config(config, workdir, options, rounds)
+                if "error" in r:
+                    entry["error"] = r["error"]
+                    log(f"  {config.label} failed: {r['error']}")
+                else:
+                    this_round = r.pop("latencies_ms")
+                    entry["latencies_ms"] += this_round
+                    entry["round_medians_ms"].append(float(np.median(this_round)))
+                    entry.update({k: v for k, v in r.items() if v is not None or k not in entry})
+            tick(1)
+    for config, entry in zip(configs, entries):
+        if "error" in entry:
+            entry.pop("latencies_ms"), entry.pop("round_medians_ms")
+            continue
+        entry["stats"] = statistics(entry["latencies_ms"], config.batch, entry["round_medians_ms"])
+        if entry.get("watts"):
+            entry["images_per_second_per_watt"] = entry["stats"]["throughput_ips"] / entry["watts"]
+    return entries
+
+
+def statistics(latencies_ms: list[float], batch: int, round_medians_ms: list[float] | None = None) -> dict:
+    """Percentiles of the pooled latencies; ``spread``: how far the rounds' medians lie apart, relative to the
+    median (None with one round). Throughput from the median, like every speed-up."""
     a = np.asarray(latencies_ms, dtype=np.float64)
     p = np.percentile(a, [50, 90, 95, 99])
+    rounds = list(round_medians_ms or [])
+    spread = (max(rounds) - min(rounds)) / float(p[0]) if len(rounds) > 1 and p[0] > 0 else None
     return {"runs": int(a.size), "mean_ms": float(a.mean()), "p50_ms": float(p[0]), "p90_ms": float(p[1]), "p95_ms": float(p[2]),
             "p99_ms": float(p[3]), "min_ms": float(a.min()), "max_ms": float(a.max()),
-            "throughput_ips": float(batch * 1000.0 / a.mean())}
+            "round_medians_ms": rounds, "spread": spread, "throughput_ips": float(batch * 1000.0 / p[0])}
+
+
+# A speed-up is not to be trusted when the rounds of a compared row lie more than this far apart (relative
+# to its median), or when the machine was loaded by other work before bench began (1-minute load average
+# per CPU above this share).
+MAX_TRUSTED_SPREAD = 0.15
+MAX_IDLE_LOAD = 0.5
+
+
+def machine_load() -> dict | None:
+    """The 1-minute load average and CPU count, where the OS says them."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return {"load_1min": round(load, 2), "cpus": os.cpu_count() or 1}
+
+
+def trust(results: list[dict], load_before: dict | None) -> dict:
+    """Whether the figures can be trusted: every row's spread within MAX_TRUSTED_SPREAD, the machine idle first."""
+    reasons = []
+    noisy = [(r["config"], r["stats"]["spread"]) for r in results
+             if "stats" in r and r["stats"].get("spread") is not None and r["stats"]["spread"] > MAX_TRUSTED_SPREAD]
+    if noisy:
+        (c, spread), more = noisy[0], len(noisy) - 1
+        reasons.append(f"the rounds of {c['backend']} {c['precision']} b{c['batch']} lie {spread:.0%} apart"
+                       + (f" (and {more} more rows)" if more else ""))
+    if load_before and load_before["load_1min"] > MAX_IDLE_LOAD * load_before["cpus"]:
+        reasons.append(f"the machine was busy before bench began (load average {load_before['load_1min']:g} on "
+                       f"{load_before['cpus']} CPUs)")
+    rounds = max((len(r["stats"]["round_medians_ms"]) for r in results if "stats" in r), default=0)
+    return {"trustworthy": not reasons, "reasons": reasons, "rounds": rounds, "load_before": load_before,
+            "max_spread": MAX_TRUSTED_SPREAD}
 
 
 def markdown(doc: dict) -> str:
     lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
-             f"Speed-up: against PyTorch FP32 on the CPU at the same batch.", "",
+             "Speed-up: the median against PyTorch FP32's median on the CPU at the same batch. Spread: how far the "
+             "medians of the interleaved rounds lie apart, relative to the median.", "",
+             *([f"**Not trustworthy**: {'; '.join(doc['trust']['reasons'])}.", ""]
+               if doc.get("trust") and not doc["trust"]["trustworthy"] else []),
              *([f"Latency verdict baseline: {doc['speedup_verdict']['comparisons'][0]['baseline']}.", ""]
                if (doc.get("speedup_verdict") or {}).get("comparisons", [{}])[0].get("baseline") else []),
-             "| backend | precision | device | batch | mean ms | p50 | p90 | p95 | p99 | min | max | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| backend | precision | device | batch | p50 ms | mean | p90 | p95 | p99 | min | max | spread | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in doc["results"]:
         c = r["config"]
         if "error" in r:
@@ -403,8 +486,9 @@ def markdown(doc: dict) -> str:
         rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
         gpu = f"{r['gpu_memory_mb']:.0f}" if r.get("gpu_memory_mb") else ""
         lines.append(
-            f"| {c['backend']} | {c['precision']} | {c['device']} | {c['batch']} | {s['mean_ms']:.2f} | {s['p50_ms']:.2f} | "
+            f"| {c['backend']} | {c['precision']} | {c['device']} | {c['batch']} | {s['p50_ms']:.2f} | {s['mean_ms']:.2f} | "
             f"{s['p90_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['min_ms']:.2f} | {s['max_ms']:.2f} | "
+            f"{'' if s.get('spread') is None else format(s['spread'], '.0%')} | "
             f"{s['throughput_ips']:.1f} | {speed} | {rss} | {gpu} | {ppw} |"
         )
     if doc.get("notes"):
@@ -416,41 +500,6 @@ def markdown(doc: dict) -> str:
         mark = "" if speed["min_speedup"] is None else ("PASS: " if speed["passed"] else "FAIL: ")
         lines += ["", f"Latency verdict: {mark}{speed['line']}."]
     return "\n".join(lines) + "\n"
-
-
-def latency_plot(doc: dict, path: Path) -> None:
-    """Box plots of the latency distribution per configuration (p5-p95 box, median, min/max whiskers)."""
-    from PIL import Image, ImageDraw
-
-    rows = [r for r in doc["results"] if "latencies_ms" in r]
-    if not rows:
-        return
-    width, row_h, left, right, top = 900, 34, 260, 30, 40
-    height = top + row_h * len(rows) + 40
-    hi = max(max(r["latencies_ms"]) for r in rows) * 1.05
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    scale = (width - left - right) / hi
-    draw.text((10, 10), f"sk-edge bench: latency per batch, ms ({doc['model']})", fill="black")
-    for i, r in enumerate(rows):
-        c, a = r["config"], np.asarray(r["latencies_ms"])
-        y = top + i * row_h + row_h // 2
-        p5, p50, p95 = np.percentile(a, [5, 50, 95])
-        xs = [left + v * scale for v in (a.min(), p5, p50, p95, a.max())]
-        draw.text((10, y - 6), f"{c['backend']} {c['precision']} {c['device']} b{c['batch']}", fill="black")
-        draw.line([(xs[0], y), (xs[4], y)], fill="gray")
-        draw.rectangle([xs[1], y - 9, xs[3], y + 9], outline="black", fill=(120, 170, 220))
-        draw.line([(xs[2], y - 11), (xs[2], y + 11)], fill="black", width=2)
-        draw.text((xs[4] + 4, y - 6), f"{p50:.2f}", fill="black")
-    axis_y = top + row_h * len(rows) + 5
-    draw.line([(left, axis_y), (width - right, axis_y)], fill="black")
-    for k in range(6):
-        v = hi * k / 5
-        xv = left + v * scale
-        draw.line([(xv, axis_y), (xv, axis_y + 4)], fill="black")
-        draw.text((xv - 10, axis_y + 8), f"{v:.1f}", fill="black")
-    with artifacts.atomic_output(path) as tmp:
-        img.save(tmp, format="PNG")
 
 
 def machine_description() -> str:
@@ -478,24 +527,13 @@ def bench(
     configs = plan_configs(workdir, options, log)
     if not configs:
         raise SkEdgeError(f"nothing to benchmark in '{workdir}' with backends {','.join(options.backends)}")
-    tick = progress(len(configs)) if progress else (lambda n: None)
-    results = []
-    for config in configs:
-        r = run_config(config, workdir, options)
-        entry = {"config": asdict(config), **r}
-        if "latencies_ms" in r:
-            entry["stats"] = statistics(r["latencies_ms"], config.batch)
-            if r.get("watts"):
-                entry["images_per_second_per_watt"] = entry["stats"]["throughput_ips"] / r["watts"]
-        else:
-            log(f"  {config.label} failed: {r['error']}")
-        results.append(entry)
-        tick(1)
+    load_before = machine_load()
+    results = measure_interleaved(configs, workdir, options, log, progress)
     for entry in results:
         base = next((b for b in results if "stats" in b and b["config"]["backend"] == "torch" and b["config"]["device"] == "cpu"
                      and b["config"]["batch"] == entry["config"]["batch"]), None)
         if base and "stats" in entry:
-            entry["speedup"] = base["stats"]["mean_ms"] / entry["stats"]["mean_ms"]
+            entry["speedup"] = base["stats"]["p50_ms"] / entry["stats"]["p50_ms"]  # medians: outliers do not move it
     notes = []
     if not PowerSampler.available():
         notes.append("no tegrastats here: power not measured (Jetson only)")
@@ -506,12 +544,17 @@ def bench(
         "timing": "warm-up first; per-call wall clock (perf_counter) for synchronous CPU and TensorRT calls, CUDA events for PyTorch on CUDA",
         "results": results, "notes": notes,
         "speedup_verdict": speedup_verdict(results, options.min_speedup),
+        "trust": trust(results, load_before),
         "int8_vs_fp16": precision_comparison(results, "tensorrt"),
     }
+    if not doc["trust"]["trustworthy"]:
+        log(f"warning: these timings are not trustworthy: {'; '.join(doc['trust']['reasons'])}")
+        if doc["speedup_verdict"]:
+            doc["speedup_verdict"]["line"] += f" (not trustworthy: {'; '.join(doc['trust']['reasons'])})"
     artifacts.write_json(workdir / BENCH_JSON, doc)
     with artifacts.atomic_output(workdir / BENCH_MD) as tmp:
         tmp.write_text(markdown(doc))
-    latency_plot(doc, workdir / BENCH_PNG)
+    plots.draw_figure(plots.latency_plot, doc, workdir / BENCH_PNG, log)
     measured = {e["config"]["backend"] for e in results if "stats" in e}
     unmeasured = [b for b in (options.required or options.backends) if b not in measured]
     if not measured or (options.required and unmeasured):

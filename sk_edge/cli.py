@@ -586,12 +586,17 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
 @click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
 @click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
               help="Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX "
-              "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch.")
-def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup):
+              "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds per configuration, interleaved across configurations (fewer when --iterations cannot "
+              "give each round 5).")
+def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup, repeats):
     """Benchmark the model on every backend: WORKDIR/bench.json, bench.md and bench.png.
 
     PyTorch FP32 (CPU, and CUDA when present), ONNX Runtime on each precision graph, and
-    the TensorRT engine through sk_edge.runtime. Each configuration runs in its own process.
+    the TensorRT engine through sk_edge.runtime. Each configuration runs in its own process, in
+    interleaved rounds; speed-ups are from medians, and a run whose rounds disagree or whose
+    machine was busy is flagged as not trustworthy.
     """
     from .bench import BACKENDS, BENCH_MD, BenchOptions, bench as run_bench
 
@@ -599,7 +604,7 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
         iterations = 100
     options = BenchOptions(backends=backends or BACKENDS, precisions=precisions, batches=batches, warmup=warmup,
                            iterations=iterations, duration=duration, threads=threads, required=backends or (),
-                           min_speedup=min_speedup)
+                           min_speedup=min_speedup, repeats=repeats)
     bar = _Progress("  configurations")
     try:
         run_bench(workdir, options, log=_log, progress=bar)
@@ -627,7 +632,8 @@ def analyze(workdir, candidate, images, num_images):
         ref = ", ".join(f"{k}x {v:+.3f}" for k, v in u["reference"].items())
         cand = ", ".join(f"{v:+.3f}" for v in u["candidate"].values())
         _log(f"  {u['unit']}: FP32 {ref} | {candidate.upper()} {cand}")
-    _log(f"wrote {workdir / 'selection.json'} and {workdir / 'selection.png'}")
+    png = workdir / "selection.png"
+    _log(f"wrote {workdir / 'selection.json'}" + (f" and {png}" if png.is_file() else ""))
 
 
 @cli.command("export-triton")

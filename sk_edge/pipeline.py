@@ -157,6 +157,27 @@ class BuildOutcome:
     failure: str | None = None  # the one-line reason a verdict failed
 
 
+class StageClock:
+    """Wall time per stage, for the summary: each :meth:`start` ends the stage before it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._stage: str | None = None
+        self._t0 = 0.0
+
+    def start(self, stage: str) -> None:
+        import time
+
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._t0
+        self._stage, self._t0 = stage, now
+
+    def line(self) -> str:
+        self.start("done")
+        return ", ".join(f"{stage} {s:.1f} s" for stage, s in self.seconds.items())
+
+
 @contextlib.contextmanager
 def _bar(progress, label: str):
     bar = progress(label) if progress else None
@@ -195,6 +216,8 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
 
 
 def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress) -> BuildOutcome:
+    clock = StageClock()
+    clock.start("plan")
     from .backends.tensorrt import BuildOptions, TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
     from .evaluation import plan_judging
@@ -236,6 +259,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                 f"'{model.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
                 "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
             )
+        clock.start("export")
         log(f"[1/4] export {model.name}")
         changed = []
         if model.reuse_export:
@@ -260,6 +284,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         if r.precision == "int8":
             from .quantize import CalibrationOptions, calibrate
 
+            clock.start("calibrate")
             log("[2/4] calibrate")
             holdout = plan.images.holdout if plan.images else None
             if holdout is not None:
@@ -273,6 +298,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         if r.precision != "fp32":
             from .quantize import quantize_model
 
+            clock.start("quantize")
             log(f"[3/4] quantize to {r.precision}")
             keep = []
             if r.precision == "int8" and not r.force and budget is not None:
@@ -282,9 +308,11 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
             quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
         if r.precision == "int8" and budget is not None:
             # The layers kept in floating point: a new search's, else the earlier one's that still meets the budget.
+            clock.start("accuracy budget")
             chosen = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress) or keep
             if chosen:
                 searched = f"{len(chosen)} layers kept in floating point were chosen on these same images"
+    clock.start("engine")
     log("[4/4] engine")
     try:
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
@@ -299,6 +327,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
             log(f"  SK attention kept in floating point in {len(layers['float_sk_units'])} SK units")
     failure, verdict = None, None
     if not plan.skip:
+        clock.start("verify")
         judge_engine = result.engine is not None and result.cannot_run is None
         if result.engine is None:
             log(f"verify ({result.graph.name} on ONNX Runtime, as there is no engine)")
@@ -315,14 +344,14 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                     max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
                     labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None,
                     # The build's own judging images are the ones its device is to be judged on.
-                    store_reference=r.from_dir is None),
+                    store_reference=r.from_dir is None, reuse=not r.force),
                     log=log, progress=bar)
         except VerifyFailed as exc:
             failure, verdict = str(exc), exc.report
     mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
     report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
                            log=log, searched=searched, max_float_share=r.max_float_share / 100,
-                           require_engine=r.from_dir is not None)
+                           require_engine=r.from_dir is not None, clock=clock)
     failure = failure or report.failed
     return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
                         summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
@@ -388,6 +417,10 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
 
     # The judging images through the FP32 graph once, for the check and, when it fails, the search.
     evalset = load_eval_set(workdir, judge)
+    if evalset.reference_at_chance():
+        # No choice of layers can make a verdict pass whose reference is wrong: minutes of search saved.
+        log("  the FP32 reference is at chance on these labels: no layer search (the verdict says why)")
+        return []
     over, score = needs_budget(workdir, judge, None, budget, evalset=evalset)
     if not over:
         log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
@@ -404,15 +437,12 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
 
 
 DEFAULT_CALIBRATION_IMAGES = 512
-# The bundled sample images beside the package in a checkout (never relative to the current directory).
-CHECKOUT_IMAGES = Path(__file__).resolve().parent.parent / "calib_data" / "skdigits"
 
 
 def default_calibration_images(workdir: Path, log: Callable[[str], None] = lambda msg: None) -> Path:
-    """The reference model's calibration images: calib_data/skdigits in a checkout, else the same 512
-    images rendered from the sources the package bundles into WORKDIR/calib_images (once)."""
-    if CHECKOUT_IMAGES.is_dir():
-        return CHECKOUT_IMAGES
+    """The reference model's 512 calibration images, rendered from the sources the package bundles into
+    WORKDIR/calib_images (once): the very bytes of a checkout's calib_data/skdigits, wherever sk-edge runs and
+    whatever the current directory."""
     from .reference.digits import write_split_once
     from .workdir import CALIB_DIR
 
@@ -549,7 +579,8 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
 
 def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict | None, mix: dict | None,
                   judged: bool, min_speedup: float | None = None, log: Callable[[str], None] = lambda msg: None,
-                  searched: str | None = None, max_float_share: float = 0.25, require_engine: bool = False) -> BuildReport:
+                  searched: str | None = None, max_float_share: float = 0.25, require_engine: bool = False,
+                  clock: StageClock | None = None) -> BuildReport:
     """The summary block: what a user reads last, and what decides whether the build is safe to ship.
 
     ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix of the graph judged.
@@ -588,8 +619,12 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict
         failed = f"no engine was built on this device: {result.fallback_reason}"
     if result.engine is not None:
         rows += engine_rows(workdir, result)
+    if clock is not None:
+        clock.start("latency")
     latency, slow = latency_verdict(workdir, result, min_speedup, log)
     rows.append(("latency", latency))
+    if clock is not None:
+        rows.append(("time", clock.line()))
     failed = failed or slow
     if failed and verdict == "PASS":
         verdict = "FAIL"

@@ -271,12 +271,13 @@ DEFAULT_SOURCES = ("the model's defaults", "timm's pretrained config")
 ACCURACY_FIELDS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation")
 
 
-def defaulted_caution(sources: dict | None, trained_checkpoint: bool) -> str | None:
+def defaulted_caution(sources: dict | None, trained_checkpoint: bool, resize: str = "crop") -> str | None:
     """A caution when a user's trained checkpoint is run with preprocessing nobody gave: a model fine-tuned at
-    64x64 with mean/std 0.5 judged at timm's 224 ImageNet settings agrees with itself and is wrong."""
+    64x64 with mean/std 0.5 judged at timm's 224 ImageNet settings agrees with itself and is wrong.
+    (crop_pct counts only for the crop resize.)"""
     if not trained_checkpoint or not sources:
         return None
-    defaulted = [f for f in ACCURACY_FIELDS if sources.get(f) in DEFAULT_SOURCES]
+    defaulted = [f for f in ACCURACY_FIELDS if sources.get(f) in DEFAULT_SOURCES and (f != "crop_pct" or resize == "crop")]
     if not defaulted:
         return None
     where = sources[defaulted[0]]

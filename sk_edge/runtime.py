@@ -106,6 +106,7 @@ class Engine:
         finally:
             self._context.pop()
         self.cuda_graph = cuda_graph
+        self.preprocess = sidecar.preprocess if sidecar is not None else None  # for infer_frames
         self._shape = None
         self._graph = None
         self._device: dict = {}
@@ -195,6 +196,17 @@ class Engine:
             self._context.pop()
         return self._host[self.outputs[0][0]].copy()
 
+    def infer_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
+        """Camera frames (numpy, in pixel format ``fmt``: sk_edge.pixels) to logits, one row per frame.
+
+        Converted and preprocessed on the CPU exactly as the host judged the model (the sidecar's
+        preprocessing), then run as one batch (an engine with a dynamic batch takes up to its
+        maximum). For frames already in GPU memory, the C++ runtime converts on the GPU.
+        """
+        if self.preprocess is None:
+            raise UsageError("this engine has no sidecar, so its preprocessing is unknown: pass NCHW tensors to engine(x)")
+        return self(frames_to_batch(frames, self.preprocess, fmt, matrix, full_range))
+
     def _replay_graph(self) -> None:
         # pycuda (2026.1 checked) has no stream capture, so the graph goes through NVIDIA's
         # cuda-python driver bindings on pycuda's stream handle. TensorRT asks for one plain
@@ -242,6 +254,19 @@ class RuntimeCache:
 # The bits of EngineInvalidityDiagnostics (TensorRT-RTX 1.1 on), in the C++ runtime's order and words.
 _INVALIDITY_DIAGNOSTICS = ("VERSION_MISMATCH", "UNSUPPORTED_CC", "OLD_CUDA_DRIVER", "OLD_CUDA_RUNTIME",
                            "INSUFFICIENT_GPU_MEMORY", "MALFORMED_ENGINE", "CUDA_ERROR")
+
+
+def frames_to_batch(frames, pre, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
+    """(N, 3, H, W) float32: each frame converted to RGB (sk_edge.pixels.to_rgb) and preprocessed (sk_edge.images)."""
+    from PIL import Image
+
+    from .images import to_tensor
+    from .pixels import to_rgb
+
+    frames = [frames] if isinstance(frames, np.ndarray) else list(frames)
+    if not frames:
+        raise UsageError("no frames given")
+    return np.stack([to_tensor(Image.fromarray(to_rgb(f, fmt, matrix, full_range)), pre) for f in frames])
 
 
 def rtx_engine_invalid(trt, runtime, plan: bytes) -> str | None:

@@ -46,6 +46,15 @@ class EvalSet:
     labels: np.ndarray | None
     reference: np.ndarray  # FP32 graph logits
 
+    def reference_at_chance(self) -> bool:
+        """Whether the labelled FP32 reference is under verify's chance bound (a model or labels that are wrong)."""
+        from .verify import CHANCE_FACTOR
+
+        classes = self.reference.shape[1]
+        if self.labels is None or classes < 2:
+            return False
+        return float((self.reference.argmax(1) == self.labels).mean()) < CHANCE_FACTOR / classes
+
     def head(self, count: int | None) -> "EvalSet":
         """The first ``count`` images (all when None)."""
         if count is None:

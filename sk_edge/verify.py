@@ -67,6 +67,8 @@ class VerifyOptions:
     # calibration folder's hold-out part (sk_edge.evaluation); None: every image judges.
     holdout: float | None = None
     min_images: int = MIN_JUDGE_IMAGES  # fewer judged images is an error, not a verdict
+    # The recorded verdict stands when nothing it judged changed (a no-op build); False judges again.
+    reuse: bool = False
     # Replace reference.npz (what a device without PyTorch is judged against) with this run's PyTorch outputs.
     # Without it, outputs are stored only where none are, or the stored ones are for another export.
     store_reference: bool = False
@@ -298,7 +300,7 @@ def judging_cautions(export: ExportInfo, stream: ImageStream | None) -> list[str
     from .reference import WEIGHTS as REFERENCE_WEIGHTS
 
     trained = export.weights_path is not None and Path(export.weights_path).name != REFERENCE_WEIGHTS.name
-    cautions = [defaulted_caution(export.doc.get("preprocess_sources"), trained)]
+    cautions = [defaulted_caution(export.doc.get("preprocess_sources"), trained, export.preprocess.resize)]
     if stream is not None:
         cautions.append(upsampling_caution(stream.short_sides, export.preprocess, "judging images"))
     return [c for c in cautions if c]
@@ -476,6 +478,44 @@ def refuse_calibration_overlap(workdir: Path, judged: dict[str, str], where: str
             "nothing about new images; judge on images calibration never saw (--eval-images DIR), or calibrate on others")
 
 
+def verdict_key(workdir: Path, options: VerifyOptions, candidate: str, precision: str, engine: EngineInfo | None,
+                export: ExportInfo, images_digest: str, labels: dict[str, int] | None, ref_kind: str) -> str:
+    """What a verdict depends on: the candidate's sha256 chain, the images (names and bytes) and labels, the
+    reference, the thresholds, the preprocessing and this sk-edge. The same key is the same verdict."""
+    import hashlib
+    import json
+
+    record = {"tool": __version__, "candidate": candidate, "precision": precision,
+              "chain": _chain(workdir, precision, engine), "images": images_digest, "holdout": options.holdout,
+              "labels": sorted(labels.items()) if labels else None, "reference": ref_kind,
+              "preprocess": export.preprocess_record, "thresholds": [options.min_agreement, options.max_top1_drop,
+                                                                      options.max_kl, options.min_images]}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def paths_digest(names: list[str], paths: list[Path]) -> str:
+    """The images by name and content, as :attr:`ImageStream.digest` computes it when every file reads."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, path in zip(names, paths):
+        digest.update(name.encode() + b"\0" + bytes.fromhex(artifacts.sha256_file(path)))
+    return digest.hexdigest()
+
+
+def reused_verdict(workdir: Path, key: str, log: Callable[[str], None]) -> dict | None:
+    """verify.json when it was made with ``key`` (raising VerifyFailed again for a failed one), else None."""
+    previous = artifacts.read_json(workdir / VERIFY_JSON)
+    if not previous or previous.get("key") != key or not (workdir / VERIFY_MD).is_file():
+        return None
+    log(f"verdict reused: {VERIFY_JSON} judged this very candidate on the same images, labels, reference and "
+        "thresholds (--force judges again)")
+    if previous.get("broken"):
+        raise VerifyFailed(f"verify FAILED: {'; '.join(previous['broken'])} ({workdir / VERIFY_MD})", previous)
+    log(f"verify PASSED ({gates_applied(previous['metrics'], previous['thresholds'])}); {workdir / VERIFY_JSON} as it was")
+    return previous
+
+
 def _stored_reference_valid(workdir: Path, export: ExportInfo) -> bool:
     """Whether the work directory holds intact stored PyTorch outputs made for this export."""
     from . import stored_reference
@@ -512,12 +552,24 @@ def verify(
     when no ``images`` are named and they were made for this export; else the PyTorch model,
     run live (its outputs are then stored); else, without PyTorch, the FP32 graph.
     """
-    from . import stored_reference
-
     options.validate()
     workdir = Path(workdir)
     export = load_export(workdir)
-    pre = export.preprocess
+    stored = _stored_or_none(workdir, export, options, log)
+    candidate = choose_candidate(workdir, options.candidate, log)
+    cand_run, cand_desc, precision, engine = candidate_runner(workdir, candidate, log)
+    try:
+        return _judge(workdir, options, export, stored, (candidate, cand_run, cand_desc, precision, engine), log, progress)
+    finally:  # an engine holds GPU memory and a CUDA context: closed whatever happens
+        close = getattr(cand_run, "close", None)
+        if close is not None:
+            close()
+
+
+def _stored_or_none(workdir: Path, export: ExportInfo, options: VerifyOptions, log: Callable[[str], None]):
+    """The PyTorch outputs stored for this export, when no images are named and they are current."""
+    from . import stored_reference
+
     stored = None
     if options.images is None:
         try:
@@ -531,8 +583,16 @@ def verify(
             if export.model != REFERENCE:
                 raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
             log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
-    candidate = choose_candidate(workdir, options.candidate, log)
-    cand_run, cand_desc, precision, engine = candidate_runner(workdir, candidate, log)
+    return stored
+
+
+def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, chosen: tuple, log: Callable[[str], None],
+           progress) -> dict:
+    """The comparison itself, for the candidate ``chosen`` (kind, runner, description, precision, engine sidecar)."""
+    from . import stored_reference
+
+    candidate, cand_run, cand_desc, precision, engine = chosen
+    pre = export.preprocess
     if stored is not None:
         judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
         ref_kind, ref_desc = "pytorch-stored", stored.description
@@ -545,6 +605,8 @@ def verify(
         if precision == "int8":  # stored outputs made since sk-edge records each image's content
             refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
                                        f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
+        key = verdict_key(workdir, options, candidate, precision, engine, export,
+                          artifacts.sha256_file(workdir / REFERENCE_NPZ), labels, ref_kind)
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()
@@ -557,8 +619,14 @@ def verify(
             log(f"labels: {labels_source}")
         else:
             log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
-        ref_run, ref_desc = reference_runner(workdir, export)
         ref_kind = "pytorch" if torch_installed() else "fp32-graph"
+        key = verdict_key(workdir, options, candidate, precision, engine, export,
+                          paths_digest([judge.name_of(p) for p in paths], paths), labels, ref_kind)
+    previous = reused_verdict(workdir, key, log) if options.reuse else None
+    if previous is not None:
+        return previous
+    if stored is None:
+        ref_run, ref_desc = reference_runner(workdir, export)
         stream = ImageStream(paths, pre, options.batch, None, root=judge.root, keep_pixels=ref_kind == "pytorch")
         total = len(paths)
         batches = ((x, n, ref_run(x)) for x, n in stream)
@@ -623,6 +691,7 @@ def verify(
         "passed": not broken,
         "broken": broken,
         "cautions": cautions,
+        "key": key,  # what the verdict depends on (verdict_key): a build reuses it while nothing changed
     }
     artifacts.write_json(workdir / VERIFY_JSON, doc)
     with artifacts.atomic_output(workdir / VERIFY_MD) as tmp:

@@ -29,6 +29,16 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     assert "#   trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped" in script  # 10.x
     assert "#   trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --memPoolSize" in script  # 11.x
     assert os.access(wd / "on_device.sh", os.X_OK)
+    assert "  time " in out.stdout + out.stderr  # per-stage times in the verdict block
+
+    # Nothing changed: the recorded verdict stands and says so; --force, or another threshold, judges again.
+    before = (wd / "verify.json").read_bytes()
+    same = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd))
+    assert same.returncode == 0 and "verdict reused: verify.json judged this very candidate" in same.stderr, same.stderr
+    assert (wd / "verify.json").read_bytes() == before and "== sk-edge build INT8: PASS" in same.stdout + same.stderr
+    stricter = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd),
+                   "--min-agreement", "99.5")
+    assert "verdict reused" not in stricter.stderr and "judging on 1000 images" in stricter.stderr
 
     # On the device: --from uses the work directory as it is (no export, no calibration).
     again = run("build", "--from", str(wd), "--precision", "int8", "--no-verify")

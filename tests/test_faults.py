@@ -83,14 +83,17 @@ def unchanged(folder: Path, before: dict[str, str], ignore: tuple[str, ...] = ()
 # --- false verdicts ------------------------------------------------------------------------
 
 
-def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_path):
-    """Calibration on faint noise (narrow ranges, so real images clip): the budget would move the MACs to float."""
+def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_path, held_out):
+    """Calibration on faint noise (narrow ranges, so real images clip): the budget would move the MACs to float.
+    Judged on 200 labelled held-out images (the layer ranking's cost grows with them)."""
+    folder, labels = held_out
     noise = tmp_path / "noise"
     noise.mkdir()
     rng = np.random.default_rng(0)
     for i in range(48):
         Image.fromarray(np.clip(rng.normal(128, 6, (64, 64, 3)), 0, 255).astype(np.uint8)).save(noise / f"n{i:02d}.png")
-    out = run_cli("build", "--precision", "int8", "--images", str(noise), "--num-images", "48", "-w", str(tmp_path / "wd"))
+    out = run_cli("build", "--precision", "int8", "--images", str(noise), "--num-images", "48", "-w", str(tmp_path / "wd"),
+                  "--eval-images", str(folder), "--eval-labels", str(labels))
     line = one_line_error(out, 1, "above --max-float-share 25%", "Likely cause: the calibration images are unlike",
                           "--max-float-share 100")
     assert "evaluation max" in line
@@ -799,3 +802,18 @@ def test_defaulted_preprocessing_of_a_users_checkpoint_is_a_caution_and_small_im
     assert any("the judging images are upsampled: their median short side is 64 px for a 160x160 input" in c
                for c in doc["cautions"]), doc["cautions"]
     assert "  caution " in out.stderr  # in the verdict block
+
+
+def test_export_and_build_share_one_up_to_date_rule(tmp_path):
+    """`export --opset 18` on a work directory exported at 17 exports again (it used to say "up to date"); a build
+    that gives no opset keeps the export's; a user's model without --images is refused wherever it is run."""
+    wd = tmp_path / "wd"
+    base = ["export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64", "-w", str(wd)]
+    assert run_cli(*base).returncode == 0
+    again = run_cli("export", "-w", str(wd), "--opset", "18")
+    assert again.returncode == 0 and "exporting the work directory's own sknet26 again: --opset 18 (it has 17)" in again.stderr
+    assert json.loads((wd / "export.json").read_text())["settings"]["opset"] == 18
+    same = run_cli("export", "-w", str(wd), "--opset", "18")
+    assert same.returncode == 0 and "is up to date" in same.stderr
+    out = run_cli("build", "-w", str(wd), "--precision", "int8", "--no-verify", cwd=Path(__file__).resolve().parents[1])
+    one_line_error(out, 2, "no --images given")

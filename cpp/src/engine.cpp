@@ -51,6 +51,9 @@ struct StreamDestroy {
 struct GraphExecDestroy {
     void operator()(CUgraphExec_st* g) const noexcept { cudaGraphExecDestroy(g); }
 };
+struct EventDestroy {
+    void operator()(CUevent_st* e) const noexcept { cudaEventDestroy(e); }
+};
 
 template <typename T, typename D>
 using Owned = std::unique_ptr<T, D>;
@@ -120,7 +123,12 @@ struct Engine::Impl {
     std::unique_ptr<CudaScratch, CudaScratchDeleter> scratch{new_cuda_scratch()};
     Owned<CUgraphExec_st, GraphExecDestroy> graph;
     int graph_width = -1, graph_height = -1;
-    size_t image_capacity = 0;
+    PixelFormat graph_format = PixelFormat::RGB;
+    size_t image_capacity = 0, staged_bytes = 0;
+    Owned<CUevent_st, EventDestroy> staging_free;  // recorded after each upload of the staging buffer
+
+    ImageView stage(const ImageView& image);
+    void run_frame(const ImageView& image, const ImageView& device_image);
 #if defined(TRT_MAJOR_RTX)
     std::unique_ptr<nvinfer1::IRuntimeConfig> runtime_config;
     std::unique_ptr<nvinfer1::IRuntimeCache> runtime_cache;
@@ -230,7 +238,12 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
     m.d_output.reset(p);
     check(cudaMallocHost(&p, m.output_count * sizeof(float)), "cudaMallocHost (output)");
     m.h_output.reset(p);
-    m.image_capacity = static_cast<size_t>(options.max_image_width) * options.max_image_height * 3;
+    // 4 bytes a pixel: the largest format (RGBA, BGRx); NV12 and I420 take 1.5, YUYV 2.
+    m.image_capacity = static_cast<size_t>(options.max_image_width) * options.max_image_height * 4;
+    cudaEvent_t staged = nullptr;
+    check(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming), "cudaEventCreate");
+    m.staging_free.reset(staged);
+    check(cudaEventRecord(staged, m.stream), "cudaEventRecord (staging)");
     if (options.zero_copy) {
         // Integrated GPUs (Jetson) share DRAM with the CPU: the kernels read the pinned page directly.
         check(cudaHostAlloc(&p, m.image_capacity, cudaHostAllocMapped), "cudaHostAlloc (mapped image)");
@@ -257,45 +270,103 @@ Engine& Engine::operator=(Engine&&) noexcept = default;
 const EngineSidecar& Engine::sidecar() const { return impl_->sidecar; }
 int Engine::num_classes() const { return static_cast<int>(impl_->output_count); }
 
+// A host frame's planes packed into the pinned staging buffer, one after the other, each row
+// without the caller's padding; the view of that copy on the device. Bytes needed: `staged_size`.
+static size_t plane_rows_bytes(const ImageView& f, int plane, size_t* rows) {
+    const int half_w = (f.width + 1) / 2, half_h = (f.height + 1) / 2;
+    if (plane == 0) return *rows = f.height, static_cast<size_t>(f.width) * bytes_per_pixel(f.format);
+    if (f.format == PixelFormat::NV12) return *rows = plane == 1 ? half_h : 0, static_cast<size_t>(2 * half_w);
+    if (f.format == PixelFormat::I420) return *rows = half_h, static_cast<size_t>(half_w);
+    return *rows = 0, 0;
+}
+
+static size_t staged_size(const ImageView& f) {
+    size_t total = 0;
+    for (int plane = 0; plane < 3; ++plane) {
+        size_t rows = 0;
+        const size_t row = plane_rows_bytes(f, plane, &rows);
+        total += row * rows;
+    }
+    return total;
+}
+
+ImageView Engine::Impl::stage(const ImageView& image) {
+    if (image.on_device) return image;  // already where the kernels read it: no copy
+    if (staged_size(image) > image_capacity)
+        throw Error("a " + std::to_string(image.width) + "x" + std::to_string(image.height) + " " + format_name(image.format) +
+                    " frame is larger than EngineOptions::max_image_width/height");
+    // The previous frame's upload must be done before its staging bytes are overwritten.
+    check(cudaEventSynchronize(staging_free.get()), "cudaEventSynchronize (staging)");
+    auto* staging = static_cast<uint8_t*>(h_image.get());
+    const uint8_t* planes[3] = {image.data, image.chroma, image.chroma2};
+    const size_t strides[3] = {image.stride, image.chroma_stride, image.chroma2_stride};
+    uint8_t* device_planes[3] = {nullptr, nullptr, nullptr};
+    size_t packed[3] = {0, 0, 0}, offset = 0;
+    for (int plane = 0; plane < 3; ++plane) {
+        size_t rows = 0;
+        const size_t row = plane_rows_bytes(image, plane, &rows);
+        if (rows == 0) continue;
+        for (size_t y = 0; y < rows; ++y) std::memcpy(staging + offset + y * row, planes[plane] + y * strides[plane], row);
+        device_planes[plane] = image_device_view + offset;
+        packed[plane] = row;
+        offset += row * rows;
+    }
+    staged_bytes = offset;
+    ImageView view = image;
+    view.data = device_planes[0], view.chroma = device_planes[1], view.chroma2 = device_planes[2];
+    view.stride = packed[0], view.chroma_stride = packed[1], view.chroma2_stride = packed[2];
+    view.on_device = true;
+    return view;
+}
+
+void Engine::Impl::run_frame(const ImageView& image, const ImageView& device_image) {
+    auto run_once = [&] {
+        if (!image.on_device && d_image) {
+            check(cudaMemcpyAsync(d_image.get(), h_image.get(), staged_bytes, cudaMemcpyHostToDevice, stream),
+                  "cudaMemcpyAsync (image)");
+            check(cudaEventRecord(staging_free.get(), stream), "cudaEventRecord (staging)");  // uploaded: free again
+        }
+        enqueue_frame(device_image);
+        if (!image.on_device && !d_image)  // zero-copy: the kernels read the staging pages themselves
+            check(cudaEventRecord(staging_free.get(), stream), "cudaEventRecord (staging)");
+    };
+    // A CUDA graph replays the pointers it captured: only for host frames, whose staging buffer is fixed.
+    if (!options.cuda_graph || image.on_device) {
+        run_once();
+        return;
+    }
+    if (!graph || image.width != graph_width || image.height != graph_height || image.format != graph_format) {
+        // TensorRT asks for one plain enqueue after a shape change before capturing; it also
+        // uploads the resampling coefficients for this size outside the capture.
+        run_once();
+        check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        cudaGraph_t g = nullptr;
+        check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        run_once();
+        check(cudaStreamEndCapture(stream, &g), "cudaStreamEndCapture");
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t made = cudaGraphInstantiate(&exec, g, 0);
+        cudaGraphDestroy(g);
+        check(made, "cudaGraphInstantiate");
+        graph.reset(exec);
+        graph_width = image.width, graph_height = image.height, graph_format = image.format;
+    }
+    check(cudaGraphLaunch(graph.get(), stream), "cudaGraphLaunch");
+}
+
+void Engine::enqueue(const ImageView& image, float* logits, void* done) {
+    Impl& m = *impl_;
+    if (const std::string why = image_problem(image); !why.empty()) throw Error(why);
+    m.run_frame(image, m.stage(image));
+    if (logits != nullptr)
+        check(cudaMemcpyAsync(logits, m.h_output.get(), m.output_count * sizeof(float), cudaMemcpyHostToHost, m.stream),
+              "cudaMemcpyAsync (logits to the caller)");
+    if (done != nullptr) check(cudaEventRecord(static_cast<cudaEvent_t>(done), m.stream), "cudaEventRecord (done)");
+}
+
 std::vector<float> Engine::infer(const ImageView& image) {
     Impl& m = *impl_;
-    if (image.data == nullptr || image.width <= 0 || image.height <= 0) throw Error("the image is empty");
-    const size_t row = static_cast<size_t>(image.width) * 3;
-    if (row * image.height > m.image_capacity)
-        throw Error("a " + std::to_string(image.width) + "x" + std::to_string(image.height) +
-                    " image is larger than EngineOptions::max_image_width/height");
-    // Pack the rows into the pinned staging buffer (the caller's stride may pad them).
-    auto* staging = static_cast<uint8_t*>(m.h_image.get());
-    for (int y = 0; y < image.height; ++y) std::memcpy(staging + y * row, image.data + y * image.stride, row);
-    const ImageView device_image{m.image_device_view, image.width, image.height, row, image.order};
-    auto run_once = [&] {
-        if (m.d_image)
-            check(cudaMemcpyAsync(m.d_image.get(), staging, row * image.height, cudaMemcpyHostToDevice, m.stream),
-                  "cudaMemcpyAsync (image)");
-        m.enqueue_frame(device_image);
-    };
-    if (!m.options.cuda_graph) {
-        run_once();
-    } else {
-        if (!m.graph || image.width != m.graph_width || image.height != m.graph_height) {
-            // TensorRT asks for one plain enqueue after a shape change before capturing; it also
-            // uploads the resampling coefficients for this size outside the capture.
-            run_once();
-            check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
-            cudaGraph_t g = nullptr;
-            check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-            run_once();
-            check(cudaStreamEndCapture(m.stream, &g), "cudaStreamEndCapture");
-            cudaGraphExec_t exec = nullptr;
-            const cudaError_t made = cudaGraphInstantiate(&exec, g, 0);
-            cudaGraphDestroy(g);
-            check(made, "cudaGraphInstantiate");
-            m.graph.reset(exec);
-            m.graph_width = image.width;
-            m.graph_height = image.height;
-        }
-        check(cudaGraphLaunch(m.graph.get(), m.stream), "cudaGraphLaunch");
-    }
+    enqueue(image, nullptr, nullptr);
     check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
     const float* out = static_cast<const float*>(m.h_output.get());
     return std::vector<float>(out, out + m.output_count);

@@ -137,23 +137,70 @@ ResizePlan plan_resize(int width, int height, const Preprocess& pre) {
     return p;
 }
 
+const char* format_name(PixelFormat f) {
+    switch (f) {
+        case PixelFormat::RGB: return "RGB";
+        case PixelFormat::BGR: return "BGR";
+        case PixelFormat::RGBA: return "RGBA";
+        case PixelFormat::BGRA: return "BGRA";
+        case PixelFormat::BGRX: return "BGRx";
+        case PixelFormat::GRAY8: return "GRAY8";
+        case PixelFormat::NV12: return "NV12";
+        case PixelFormat::I420: return "I420";
+        case PixelFormat::YUYV: return "YUYV";
+        case PixelFormat::UYVY: return "UYVY";
+    }
+    return "unknown";
+}
+
+std::string image_problem(const ImageView& image) {
+    const std::string name = format_name(image.format);
+    if (image.data == nullptr) return "the image has no pixels (data is null)";
+    if (image.width <= 0 || image.height <= 0)
+        return "the image is empty (" + std::to_string(image.width) + "x" + std::to_string(image.height) + ")";
+    if (image.stride < static_cast<size_t>(image.width) * bytes_per_pixel(image.format))
+        return "the " + name + " stride " + std::to_string(image.stride) + " is shorter than a row of " +
+               std::to_string(image.width) + " pixels";
+    const bool planar = image.format == PixelFormat::NV12 || image.format == PixelFormat::I420;
+    if (planar && (image.chroma == nullptr || (image.format == PixelFormat::I420 && image.chroma2 == nullptr)))
+        return "an " + name + " frame needs its chroma plane" + std::string(image.format == PixelFormat::I420 ? "s (U and V)" : " (UV)");
+    const size_t half = static_cast<size_t>((image.width + 1) / 2);
+    if (image.format == PixelFormat::NV12 && image.chroma_stride < 2 * half)
+        return "the NV12 UV stride " + std::to_string(image.chroma_stride) + " is shorter than a row of chroma";
+    if (image.format == PixelFormat::I420 && (image.chroma_stride < half || image.chroma2_stride < half))
+        return "the I420 U or V stride is shorter than a row of chroma";
+    if ((image.format == PixelFormat::YUYV || image.format == PixelFormat::UYVY) && image.width % 2)
+        return "a " + name + " frame has an even width (two pixels share their chroma), got " + std::to_string(image.width);
+    return "";
+}
+
+std::vector<uint8_t> to_rgb_cpu(const ImageView& image) {
+    if (const std::string why = image_problem(image); !why.empty()) throw Error(why);
+    const PixelSource src = image.source();
+    std::vector<uint8_t> rgb(static_cast<size_t>(image.width) * image.height * 3);
+    for (int y = 0; y < image.height; ++y)
+        for (int x = 0; x < image.width; ++x) load_rgb(src, x, y, &rgb[(static_cast<size_t>(y) * image.width + x) * 3]);
+    return rgb;
+}
+
 std::vector<uint8_t> resize_cpu(const ImageView& image, const Preprocess& pre) {
-    if (image.data == nullptr) throw Error("the image has no pixels (data is null)");
+    if (const std::string why = image_problem(image); !why.empty()) throw Error(why);
     const ResizePlan plan = plan_resize(image.width, image.height, pre);
     const AxisCoefficients hx = axis_coefficients(image.width, plan.resized_width, pre.interpolation);
     const AxisCoefficients vy = axis_coefficients(image.height, plan.resized_height, pre.interpolation);
-    const bool swap = image.order == ChannelOrder::BGR;  // the resampling works in RGB, as Pillow's image does
+    // The resampling works in RGB, as Pillow's image does: each pixel is converted as it is read.
+    const PixelSource src = image.source();
     // Horizontal pass over every input row, kept at 8 bits (only the rows the crop needs matter,
     // but every row gives the same bytes for those).
     std::vector<uint8_t> mid(static_cast<size_t>(image.height) * plan.resized_width * 3);
     for (int y = 0; y < image.height; ++y) {
-        const uint8_t* row = image.data + static_cast<size_t>(y) * image.stride;
         for (int xx = 0; xx < plan.resized_width; ++xx) {
             int32_t s[3] = {1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1)};
             const int32_t* w = &hx.weights[static_cast<size_t>(xx) * hx.taps];
             for (int t = 0; t < hx.count[xx]; ++t) {
-                const uint8_t* px = row + static_cast<size_t>(hx.first[xx] + t) * 3;
-                for (int ch = 0; ch < 3; ++ch) s[ch] += px[swap ? 2 - ch : ch] * w[t];
+                uint8_t px[3];
+                load_rgb(src, hx.first[xx] + t, y, px);
+                for (int ch = 0; ch < 3; ++ch) s[ch] += px[ch] * w[t];
             }
             uint8_t* out = &mid[(static_cast<size_t>(y) * plan.resized_width + xx) * 3];
             for (int ch = 0; ch < 3; ++ch) out[ch] = clip8(s[ch]);

@@ -44,19 +44,21 @@ __device__ inline uint8_t clip8(int32_t sum) {
     return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-__global__ void horizontal_pass(const uint8_t* image, size_t stride, int height, int out_width, bool swap,
+// Reads the frame in its own pixel format (load_rgb: the CPU reference's code), so the colour
+// conversion costs no pass and no buffer of its own.
+__global__ void horizontal_pass(PixelSource image, int height, int out_width,
                                 const int* first, const int* count, const int32_t* weights, int taps, uint8_t* mid) {
     const int xx = blockIdx.x * blockDim.x + threadIdx.x;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (xx >= out_width || y >= height) return;
-    const uint8_t* row = image + static_cast<size_t>(y) * stride;
     const int32_t* w = weights + static_cast<size_t>(xx) * taps;
     int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
     for (int t = 0; t < count[xx]; ++t) {
-        const uint8_t* px = row + static_cast<size_t>(first[xx] + t) * 3;
-        s0 += px[swap ? 2 : 0] * w[t];
+        uint8_t px[3];
+        load_rgb(image, first[xx] + t, y, px);
+        s0 += px[0] * w[t];
         s1 += px[1] * w[t];
-        s2 += px[swap ? 0 : 2] * w[t];
+        s2 += px[2] * w[t];
     }
     uint8_t* out = mid + (static_cast<size_t>(y) * out_width + xx) * 3;
     out[0] = clip8(s0);
@@ -127,7 +129,7 @@ static bool same_preprocess(const Preprocess& a, const Preprocess& b) {
 
 void preprocess_cuda(const ImageView& image, const Preprocess& pre, float* out, CudaScratch& sc, void* stream_handle) {
     cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-    if (image.data == nullptr) throw Error("the image has no pixels (data is null)");
+    if (const std::string why = image_problem(image); !why.empty()) throw Error(why);
     // The coefficients depend only on the image size and the preprocessing: computed and uploaded
     // once per size, so a camera loop (and a captured CUDA graph) uploads nothing per frame.
     if (image.width != sc.in_width || image.height != sc.in_height || !same_preprocess(pre, sc.pre)) {
@@ -157,9 +159,8 @@ void preprocess_cuda(const ImageView& image, const Preprocess& pre, float* out, 
     }
     const dim3 block(32, 8);
     const dim3 hgrid((sc.plan.resized_width + block.x - 1) / block.x, (image.height + block.y - 1) / block.y);
-    horizontal_pass<<<hgrid, block, 0, stream>>>(image.data, image.stride, image.height, sc.plan.resized_width,
-                                                 image.order == ChannelOrder::BGR, sc.hfirst.ptr, sc.hcount.ptr,
-                                                 sc.hweights.ptr, sc.htaps, sc.mid.ptr);
+    horizontal_pass<<<hgrid, block, 0, stream>>>(image.source(), image.height, sc.plan.resized_width, sc.hfirst.ptr,
+                                                 sc.hcount.ptr, sc.hweights.ptr, sc.htaps, sc.mid.ptr);
     check(cudaGetLastError(), "the horizontal resampling kernel");
     const dim3 vgrid((sc.plan.out_width + block.x - 1) / block.x, (sc.plan.out_height + block.y - 1) / block.y);
     vertical_pass_normalise<<<vgrid, block, 0, stream>>>(sc.mid.ptr, sc.plan.resized_width, sc.plan.resized_height,

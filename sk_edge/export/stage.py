@@ -233,7 +233,8 @@ def export_model(
 
     log(f"preprocessing: {built.preprocess.describe()}"
         + (f" (from {sources_line(built.preprocess_sources)})" if getattr(built, "preprocess_sources", None) else ""))
-    caution = defaulted_caution(getattr(built, "preprocess_sources", None), _trained_checkpoint(built))
+    caution = defaulted_caution(getattr(built, "preprocess_sources", None), _trained_checkpoint(built),
+                                built.preprocess.resize)
     if caution:
         log(f"caution: {caution}")
     log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")

@@ -134,9 +134,17 @@ public:
     const EngineSidecar& sidecar() const;
     int num_classes() const;
 
-    // Preprocess `image` on the GPU (the sidecar's size, resize mode, mean/std, channel order) and
-    // run the engine; returns the logits of batch element 0.
+    // Preprocess `image` on the GPU (the sidecar's size, resize mode, mean/std, channel order; the
+    // frame's pixel format converted in the same pass) and run the engine; returns the logits of
+    // batch element 0. Blocks until they are here.
     std::vector<float> infer(const ImageView& image);
+    // The same, asynchronous: queued on the engine's stream (EngineOptions::stream) and returned at
+    // once. The logits are copied into `logits` (num_classes() floats the caller owns; pinned memory
+    // keeps the copy asynchronous), then `done` (a cudaEvent_t the caller owns) is recorded: wait on
+    // it, or make another stream wait. A host frame is copied into the engine's staging buffer before
+    // the call returns (waiting only for the previous frame's upload), so the caller may reuse it; a
+    // device frame (ImageView::device()) must stay valid until `done`.
+    void enqueue(const ImageView& image, float* logits, void* done);
     // Run the engine on an already preprocessed NCHW float32 host tensor of the engine's input shape.
     std::vector<float> infer_tensor(const float* nchw, size_t count);
     std::vector<Prediction> classify(const ImageView& image, int k = 5);

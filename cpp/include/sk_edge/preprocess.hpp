@@ -10,20 +10,71 @@
 #include <string>
 #include <vector>
 
+#include "sk_edge/pixels.hpp"
+
 namespace sk_edge {
 
 enum class ChannelOrder { RGB, BGR };
 
-// An 8-bit, 3-channel, interleaved (HWC) image that the caller owns; `stride` in bytes per row.
+// A frame the caller owns, in host or device memory, in one of the camera pixel formats
+// (sk_edge/pixels.hpp); `stride` (and the chroma planes' strides) in bytes per row, so a pitched
+// buffer (cudaMallocPitch, an NvBufSurface plane, a V4L2 buffer with padding) is read as it is.
 struct ImageView {
-    const uint8_t* data = nullptr;
+    const uint8_t* data = nullptr;  // packed pixels, or the Y plane
     int width = 0, height = 0;
     size_t stride = 0;
-    ChannelOrder order = ChannelOrder::RGB;
+    ChannelOrder order = ChannelOrder::RGB;  // RGB/BGR frames only (kept for the rgb()/bgr() callers)
+    PixelFormat format = PixelFormat::RGB;
+    const uint8_t* chroma = nullptr;   // NV12: the interleaved UV plane; I420: the U plane
+    const uint8_t* chroma2 = nullptr;  // I420: the V plane
+    size_t chroma_stride = 0, chroma2_stride = 0;
+    YuvSpec yuv;                 // NV12, I420, YUYV, UYVY: the matrix and range the camera wrote
+    bool on_device = false;      // the bytes are GPU (or mapped/unified) memory: no copy to the device
 
-    static ImageView rgb(const uint8_t* d, int w, int h, size_t s = 0) { return {d, w, h, s ? s : size_t(w) * 3, ChannelOrder::RGB}; }
-    static ImageView bgr(const uint8_t* d, int w, int h, size_t s = 0) { return {d, w, h, s ? s : size_t(w) * 3, ChannelOrder::BGR}; }
+    static ImageView rgb(const uint8_t* d, int w, int h, size_t s = 0) { return packed(PixelFormat::RGB, d, w, h, s); }
+    static ImageView bgr(const uint8_t* d, int w, int h, size_t s = 0) { return packed(PixelFormat::BGR, d, w, h, s); }
+    // RGB, BGR, RGBA, BGRA, BGRX, GRAY8, YUYV, UYVY: one plane.
+    static ImageView packed(PixelFormat f, const uint8_t* d, int w, int h, size_t s = 0, YuvSpec spec = {}) {
+        ImageView v;
+        v.data = d, v.width = w, v.height = h, v.format = f, v.yuv = spec;
+        v.stride = s ? s : static_cast<size_t>(w) * bytes_per_pixel(f);
+        v.order = f == PixelFormat::BGR ? ChannelOrder::BGR : ChannelOrder::RGB;
+        return v;
+    }
+    static ImageView nv12(const uint8_t* y, const uint8_t* uv, int w, int h, size_t y_stride = 0, size_t uv_stride = 0,
+                          YuvSpec spec = {}) {
+        ImageView v = packed(PixelFormat::NV12, y, w, h, y_stride, spec);
+        v.chroma = uv, v.chroma_stride = uv_stride ? uv_stride : static_cast<size_t>((w + 1) / 2) * 2;
+        return v;
+    }
+    static ImageView i420(const uint8_t* y, const uint8_t* u, const uint8_t* v_plane, int w, int h, size_t y_stride = 0,
+                          size_t u_stride = 0, size_t v_stride = 0, YuvSpec spec = {}) {
+        ImageView v = packed(PixelFormat::I420, y, w, h, y_stride, spec);
+        v.chroma = u, v.chroma2 = v_plane;
+        v.chroma_stride = u_stride ? u_stride : static_cast<size_t>((w + 1) / 2);
+        v.chroma2_stride = v_stride ? v_stride : static_cast<size_t>((w + 1) / 2);
+        return v;
+    }
+    ImageView& device(bool yes = true) {
+        on_device = yes;
+        return *this;
+    }
+    // What the conversion code reads (sk_edge/pixels.hpp).
+    PixelSource source() const {
+        PixelSource s;
+        s.plane0 = data, s.plane1 = chroma, s.plane2 = chroma2;
+        s.pitch0 = stride, s.pitch1 = chroma_stride, s.pitch2 = chroma2_stride;
+        s.format = format == PixelFormat::RGB && order == ChannelOrder::BGR ? PixelFormat::BGR : format;
+        s.yuv = yuv_coefficients(yuv);
+        return s;
+    }
 };
+
+// Why `image` cannot be read (no pixels, a missing chroma plane, a stride shorter than a row, odd
+// sizes of a subsampled format), or an empty string.
+std::string image_problem(const ImageView& image);
+// The frame as (height, width, 3) 8-bit RGB: the reference of every format's conversion.
+std::vector<uint8_t> to_rgb_cpu(const ImageView& image);
 
 struct Preprocess {
     int height = 224, width = 224;
