@@ -56,7 +56,7 @@ docs: $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
 test: $(VENV)/.installed lint docs
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --durations=15
 	$(MAKE) device-test
 	$(MAKE) cpp-test
 

@@ -23,9 +23,10 @@ from .preprocess import CLI_RESIZE
 
 DEFAULT_WORKDIR = "workdir"
 DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
+from .export.options import SELECT_FORMS  # noqa: E402 - torch-free, the library's own list
+
 # Choices kept equal to the library's by a test; listed here so that the CLI can show
 # them without importing torch.
-SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
 CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quantize.methods.METHODS
 PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import artifacts
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
@@ -243,8 +244,7 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
                             stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
         log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     else:
-        from .export import ExportOptions, export_model
-        from .models import build_model
+        from .export.options import ExportOptions  # torch is imported only where a model is built and exported
 
         export_options = ExportOptions(dynamic_batch=r.dynamic_batch)  # build takes no other export option
         export_options.validate()
@@ -273,6 +273,9 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         else:
             if changed:
                 log(f"  exporting the work directory's own {model.name} again: {', '.join(changed)}")
+            from .export import export_model
+            from .models import build_model
+
             built = build_model(model.name, model.num_classes, model.input_size, model.weights, model.args, model.preprocess)
             name_classes(built, r.class_names, plan.images, log)
             export_model(built, workdir, export_options, force=r.force, log=log)
@@ -414,7 +417,13 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     """
     from .quantize import quantize_model
     from .sensitivity import analyze_sensitivity, load_eval_set, needs_budget
+    from .workdir import BUDGET_JSON
 
+    key = budget_key(workdir, judge, budget, mixed)
+    recorded = artifacts.read_json(workdir / BUDGET_JSON) or {}
+    if recorded.get("key") == key:
+        log(f"  INT8 within {budget} on {judge.describe()}, as measured before ({BUDGET_JSON}): {recorded['measured']}")
+        return []
     # The judging images through the FP32 graph once, for the check and, when it fails, the search.
     evalset = load_eval_set(workdir, judge)
     if evalset.reference_at_chance():
@@ -424,6 +433,7 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     over, score = needs_budget(workdir, judge, None, budget, evalset=evalset)
     if not over:
         log(f"  INT8 within {budget} on {judge.describe()}: {budget.measured(score)}")
+        artifacts.write_json(workdir / BUDGET_JSON, {"kind": "sk-edge/budget", "key": key, "measured": budget.measured(score)})
         return []
     log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
     with _bar(progress, "  sensitivity") as bar:
@@ -434,6 +444,23 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
     quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)
     return kept
+
+
+def budget_key(workdir: Path, judge, budget, mixed: str) -> str:
+    """What the budget check depends on: the INT8 and FP32 graphs, the judging images (names and bytes) and their
+    labels, the budget and the precision of what is kept out of INT8."""
+    import hashlib
+    import json
+
+    from .verify import paths_digest
+    from .workdir import FP32_ONNX, GRAPH_NAMES
+
+    paths = judge.paths()
+    table, _ = judge.labels()
+    record = {"int8": artifacts.sha256_file(workdir / GRAPH_NAMES["int8"]), "fp32": artifacts.sha256_file(workdir / FP32_ONNX),
+              "images": paths_digest([judge.name_of(p) for p in paths], paths), "holdout": judge.holdout,
+              "labels": sorted(table.items()) if table else None, "budget": budget.to_dict(), "mixed": mixed}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
 DEFAULT_CALIBRATION_IMAGES = 512

@@ -605,8 +605,11 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         if precision == "int8":  # stored outputs made since sk-edge records each image's content
             refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
                                        f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
+        # The stored outputs are PyTorch's, for this export and preprocessing (stored_for checked), on images
+        # named by the same digest a live run computes: the same verdict key as the run that stored them.
         key = verdict_key(workdir, options, candidate, precision, engine, export,
-                          artifacts.sha256_file(workdir / REFERENCE_NPZ), labels, ref_kind)
+                          stored.info.images.get("sha256") or artifacts.sha256_file(workdir / REFERENCE_NPZ), labels,
+                          "pytorch")
     else:
         judge = _judged_images(workdir, export, options, log)
         paths = judge.paths()

@@ -28,6 +28,9 @@ GRAPH_SIDECARS = {"int8": "model.int8.json", "fp16": "model.fp16.json", "fp32": 
 REFERENCE_NPZ = "reference.npz"
 REFERENCE_JSON = "reference.json"
 # The reference model's SK-Digits images, rendered into the work directory once (held-out, calibration).
+# The INT8 graph measured within the build's accuracy budget on its judging images (pipeline.fit_accuracy_budget):
+# a later build with the same graph, images and budget skips the measurement.
+BUDGET_JSON = "budget.json"
 EVAL_DIR = "eval_images"
 CALIB_DIR = "calib_images"
 

@@ -35,6 +35,7 @@ def test_build_int8_without_tensorrt_falls_back_and_leaves_the_device_script(tmp
     before = (wd / "verify.json").read_bytes()
     same = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd))
     assert same.returncode == 0 and "verdict reused: verify.json judged this very candidate" in same.stderr, same.stderr
+    assert "as measured before (budget.json)" in same.stderr  # the accuracy budget is not measured again either
     assert (wd / "verify.json").read_bytes() == before and "== sk-edge build INT8: PASS" in same.stdout + same.stderr
     stricter = run("build", "--precision", "int8", "--images", str(CALIB), "--num-images", "48", "-w", str(wd),
                    "--min-agreement", "99.5")

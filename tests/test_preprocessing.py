@@ -129,7 +129,7 @@ def test_a_users_model_exported_with_its_own_preprocessing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert ("preprocessing: 64x64, stretch, bicubic, mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25), RGB (from the checkpoint "
             "sknet26m3_digits.pth: input_size, mean, std; the command line: resize, interpolation; the model's defaults: "
-            "crop_pct, channel_order)") in out.stderr
+            "crop_pct, channel_order, exif_orientation)") in out.stderr
     export = json.loads((tmp_path / "wd" / "export.json").read_text())
     assert export["preprocess"]["input_size"] == 64 and export["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     assert export["preprocess"]["resize"] == "resize" and export["preprocess"]["interpolation"] == "bicubic"

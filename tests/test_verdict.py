@@ -211,7 +211,7 @@ def test_int8_against_fp16_says_which_is_faster(m3_build):
                   "--warmup", "1")
     assert out.returncode == 0, out.stderr
     rows = json.loads((wd / "bench.json").read_text())["results"]
-    ms = {r["config"]["precision"]: r["stats"]["mean_ms"] for r in rows}
+    ms = {r["config"]["precision"]: r["stats"]["p50_ms"] for r in rows}
     (line,) = precision_comparison(rows, "onnxruntime")
     ratio = ms["fp16"] / ms["int8"]
     assert line.startswith("ONNX Runtime on CPU, batch 1: INT8 is") and f"({ms['int8']:.2f} ms vs {ms['fp16']:.2f} ms)" in line

@@ -17,7 +17,12 @@ _STAGE_NAMES = (
 __all__ = list(_STAGE_NAMES)
 
 
+_OPTION_NAMES = ("ExportOptions", "MIN_OPSET", "MAX_OPSET", "SELECT_FORMS")
+
+
 def __getattr__(name: str):
+    if name in _OPTION_NAMES:  # no PyTorch needed
+        return getattr(import_module(".options", __name__), name)
     if name in _STAGE_NAMES:
         return getattr(import_module(".stage", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

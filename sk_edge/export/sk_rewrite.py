@@ -43,7 +43,7 @@ from ..errors import UnsupportedModelError, UsageError
 from ..models.sknet import SelectiveKernelConv
 from .batchnorm import fold_conv_bn
 
-SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
+from .options import SELECT_FORMS  # noqa: E402,F401 - the forms are named beside the export options
 # The general-M form used by "auto"; see benchmarks/export_speed.py and the README.
 GENERAL_FORM = "exp"
 

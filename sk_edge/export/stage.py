@@ -21,7 +21,6 @@ import hashlib
 import io
 import time
 import warnings
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,66 +38,15 @@ from ..versions import library_versions
 from .graph_passes import PassReport, clean_exported_graph
 from .hygiene import graph_problems
 from .parity import compare, parity_inputs
-from .sk_rewrite import SELECT_FORMS, RewriteReport, rewrite_sk_units
+from .options import MAX_OPSET, MIN_OPSET, ExportOptions  # noqa: F401 - re-exported
+from .sk_rewrite import RewriteReport, rewrite_sk_units
 
 ONNX_NAME = "model.fp32.onnx"
 SIDECAR_NAME = "export.json"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-# Split with a sizes input needs opset 13, as do per-channel Q/DQ for the INT8 stage;
-# TensorRT 10.3 (JetPack 6) parses opsets up to 20.
-MIN_OPSET, MAX_OPSET = 13, 20
 # torch's own deprecation notice for the TorchScript exporter, repeated on every call.
 _KNOWN_NOISE = ("legacy TorchScript-based ONNX export", "The feature will be removed")
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """How the graph is exported.
-
-    Attributes:
-        batch: static batch size (ignored when ``dynamic_batch`` is set).
-        dynamic_batch: make the batch dimension dynamic, up to this size (the TensorRT
-            optimisation profile's max).
-        opset: ONNX opset.
-        select_form: SK select form, see :mod:`sk_edge.export.sk_rewrite`.
-    """
-
-    batch: int = 1
-    dynamic_batch: int | None = None
-    opset: int = 17
-    select_form: str = "auto"
-
-    @classmethod
-    def recorded(cls, settings: dict) -> "ExportOptions":
-        """The options an export.json's ``settings`` were made with."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in settings.items() if k in names})
-
-    def differences(self, recorded: "ExportOptions") -> list[str]:
-        """The options that differ from an earlier export's, as ``--opset 18 (it has 17)`` (empty: up to date).
-
-        One rule for ``export`` and ``build``: the same model with other options is exported again,
-        never "up to date"."""
-        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(recorded)
-        if self.dynamic_batch is not None or recorded.dynamic_batch is not None:
-            mine.pop("batch"), theirs.pop("batch")  # a dynamic export has no static batch
-        return [f"--{k.replace('_', '-')} {mine[k]} (it has {theirs[k]})" for k in mine if mine[k] != theirs[k]]
-
-    def validate(self) -> None:
-        if self.batch < 1:
-            raise UsageError(f"--batch must be at least 1, got {self.batch}")
-        if self.dynamic_batch is not None and self.dynamic_batch < 1:
-            raise UsageError(f"--dynamic-batch must be at least 1, got {self.dynamic_batch}")
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise UsageError(f"--opset {self.opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (17 is the default)")
-        if self.select_form not in SELECT_FORMS:
-            raise UsageError(f"--select-form must be one of {', '.join(SELECT_FORMS)}")
-
-    @property
-    def trace_batch(self) -> int:
-        # A dynamic graph is traced at batch 2 so that nothing gets specialised to 1.
-        return min(2, self.dynamic_batch) if self.dynamic_batch else self.batch
 
 
 @dataclass
