@@ -291,6 +291,10 @@ def cross_check_line(check: dict) -> str:
 # A labelled reference under this many times chance accuracy is taken as broken (wrong preprocessing, wrong labels).
 CHANCE_FACTOR = 2.0
 AT_CHANCE = "the FP32 reference itself is at chance"
+# A labelled reference this many points under the accuracy its checkpoint records is taken as broken too
+# (another held-out set may differ by a few points; not by twenty).
+FAR_BELOW_POINTS = 20.0
+FAR_BELOW = "the FP32 reference is far below the accuracy its checkpoint records"
 
 
 def judging_cautions(export: ExportInfo, stream: ImageStream | None) -> list[str]:
@@ -327,6 +331,11 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
         broken.append(f"{AT_CHANCE} ({metrics['accuracy_reference']:.2%} on {classes} classes, "
                       "chance {:.2%}): the preprocessing (input size, resize, mean/std) or the labels are likely not "
                       "the model's".format(1 / classes))
+    recorded = metrics.get("checkpoint_accuracy")
+    if "accuracy_reference" in metrics and recorded and metrics["accuracy_reference"] < recorded["value"] - FAR_BELOW_POINTS / 100:
+        broken.append(f"{FAR_BELOW} ({metrics['accuracy_reference']:.2%} against the {recorded['value']:.2%} its "
+                      f"'{recorded['field']}' records): the preprocessing (input size, resize, mean/std) or the labels are "
+                      "likely not the model's")
     return broken
 
 
@@ -670,8 +679,10 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         count = min(CROSS_CHECK_IMAGES, len(first))
         cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], first[:count], cand_out_all[:count])
     metrics["num_classes"] = export.num_classes
+    metrics["checkpoint_accuracy"] = export.doc.get("checkpoint_accuracy")
     cautions = judging_cautions(export, stream)
-    broken = [f"{b}; {cautions[0]}" if b.startswith(AT_CHANCE) and cautions else b for b in verdict(metrics, options)]
+    broken = [f"{b}; {cautions[0]}" if b.startswith((AT_CHANCE, FAR_BELOW)) and cautions else b
+              for b in verdict(metrics, options)]
     doc = {
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},

@@ -817,3 +817,24 @@ def test_export_and_build_share_one_up_to_date_rule(tmp_path):
     assert same.returncode == 0 and "is up to date" in same.stderr
     out = run_cli("build", "-w", str(wd), "--precision", "int8", "--no-verify", cwd=Path(__file__).resolve().parents[1])
     one_line_error(out, 2, "no --images given")
+
+
+def test_a_reference_far_below_the_accuracy_its_checkpoint_records_is_no_pass(held_out, tmp_path):
+    """A checkpoint that records best_acc1 = 99 (as PyTorch's ImageNet example saves it), judged with labels of which
+    40 % are wrong: the reference is well above chance, and 40 points below what its training measured."""
+    from sk_edge.reference import WEIGHTS
+
+    folder, labels = held_out
+    state = torch.load(WEIGHTS, weights_only=True)
+    torch.save({"state_dict": state.get("state_dict", state), "best_acc1": 99.0}, tmp_path / "ckpt.pth")
+    rows = _label_rows(labels)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("".join(f"{n},{(y + 1) % 10 if i % 5 < 2 else y}\n" for i, (n, y) in enumerate(rows)))
+    wd = tmp_path / "wd"
+    assert run_cli("export", "--model", "sknet26-digits", "--weights", str(tmp_path / "ckpt.pth"), "-w", str(wd)).returncode == 0
+    assert json.loads((wd / "export.json").read_text())["checkpoint_accuracy"] == {"value": 0.99, "field": "best_acc1"}
+    out = run_cli("verify", "-w", str(wd), "--candidate", "fp32", "--images", str(folder), "--labels", str(wrong),
+                  "--max-top1-drop", "100")
+    one_line_error(out, 1, "far below the accuracy its checkpoint records", "its 'best_acc1' records")
+    good = run_cli("verify", "-w", str(wd), "--candidate", "fp32", "--images", str(folder), "--labels", str(labels))
+    assert good.returncode == 0 and "far below" not in good.stderr, good.stderr[-1500:]

@@ -231,6 +231,7 @@ def export_model(
         },
         preprocess=built.preprocess.to_dict(),
         preprocess_sources=getattr(built, "preprocess_sources", None) or None,
+        checkpoint_accuracy=getattr(built, "checkpoint_accuracy", None),
         class_names=getattr(built, "class_names", None),
         rewrite=rewrite.summary(),
         batchnorm=_batchnorm_accounting(module, model, rewrite, passes),

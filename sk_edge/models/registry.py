@@ -41,6 +41,7 @@ class BuiltModel:
     weights: Path | None = None  # the file the weights came from; None: random initialisation
     preprocess_sources: dict = field(default_factory=dict)  # field -> where its value came from
     class_names: list[str] | None = None  # class k's name, from --class-names or the class folders
+    checkpoint_accuracy: dict | None = None  # the top-1 accuracy the checkpoint records (weights.checkpoint_accuracy)
 
 
 def _own_model_args() -> set[str]:
@@ -144,5 +145,9 @@ def build_model(
     if weights is not None:
         apply_state_dict(built.module, load_state_dict(weights), weights, name)
         built.weights = Path(weights)
+        if Path(weights) != reference.WEIGHTS:
+            from .weights import checkpoint_accuracy
+
+            built.checkpoint_accuracy = checkpoint_accuracy(weights)
     built.module.eval()
     return built

@@ -86,6 +86,26 @@ def checkpoint_preprocess(path: str | Path):
     return PreprocessRequest.from_checkpoint(obj, path) if isinstance(obj, Mapping) else None
 
 
+# Where training scripts record a checkpoint's accuracy: sk-edge's own, PyTorch's ImageNet example
+# (best_acc1, percent), timm's CheckpointSaver (metric: its eval metric, top-1 percent by default).
+ACCURACY_KEYS = ("accuracy", "top1", "best_acc1", "acc1", "metric")
+
+
+def checkpoint_accuracy(path: str | Path) -> dict | None:
+    """``{"value": fraction, "field": key}``: the top-1 accuracy a checkpoint dict records, or None."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return None
+    obj = _read_file(path)
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ACCURACY_KEYS:
+        value = obj.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 100:
+            return {"value": float(value) / 100 if value > 1 else float(value), "field": key}
+    return None
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict, or the state dict inside a checkpoint dict, from ``path``."""
     path = Path(path)
