@@ -26,7 +26,7 @@ from typing import Iterator
 from .artifacts import SIDECAR_SCHEMA
 from .errors import SkEdgeError
 from .preprocess import Preprocess
-from .workdir import CALIB_CACHE, FP32_ONNX, REFERENCE_NPZ
+from .names import CALIB_CACHE, FP32_ONNX, REFERENCE_NPZ
 
 # The ``kind`` each view reads (artifacts.sidecar writes "sk-edge/<stage>").
 EXPORT_KIND = "sk-edge/export"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,62 +13,9 @@ from typing import Iterator
 from . import artifacts
 from .errors import SkEdgeError, UsageError
 
-EXPORT_JSON = "export.json"
-FP32_ONNX = "model.fp32.onnx"
-CALIB_JSON = "calib.json"
-CALIB_CACHE = "calib.cache"
-# The graph of each precision, as the quantize stage names them; the first that exists in
-# this order is what a command uses when none is named.
-GRAPH_NAMES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "fp32": FP32_ONNX}
-# The sidecar each graph is checked against.
-GRAPH_SIDECARS = {"int8": "model.int8.json", "fp16": "model.fp16.json", "fp32": EXPORT_JSON}
-# The FP32 PyTorch outputs on the images that judged the build, and their pixels, stored on the
-# host so that a device without PyTorch judges against the real reference (sk_edge.stored_reference).
-REFERENCE_NPZ = "reference.npz"
-REFERENCE_JSON = "reference.json"
-# The reference model's SK-Digits images, rendered into the work directory once (held-out, calibration).
-# The INT8 graph measured within the build's accuracy budget on its judging images (pipeline.fit_accuracy_budget):
-# a later build with the same graph, images and budget skips the measurement.
-BUDGET_JSON = "budget.json"
-EVAL_DIR = "eval_images"
-CALIB_DIR = "calib_images"
-
-
-def render_temporary(folder: str) -> str:
-    """The folder a render is written into before it is renamed to ``folder`` (atomic)."""
-    return f".{folder}.tmp"
-
-
-# What sk-edge's own writes leave when killed inside their write window, and nothing else: a file from
-# artifacts.atomic_output (tempfile.mkstemp: ".NAME." + 8 random characters + ".tmp"), or a render folder.
-_ATOMIC_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-_RENDER_TEMPORARIES = frozenset(render_temporary(f) for f in (EVAL_DIR, CALIB_DIR))
-
-
-def engine_name(precision: str, dla_core: int | None = None, target: str = "tensorrt") -> str:
-    """``model.int8.engine``; ``model.int8.dla.engine`` for a DLA build; ``model.int8.rtx.engine`` for TensorRT-RTX."""
-    suffix = ".dla" if dla_core is not None else ".rtx" if target == "rtx" else ""
-    return f"model.{precision}{suffix}.engine"
-
-
-def engine_names(precision: str) -> tuple[str, str, str]:
-    """The engines a precision can have: built for the GPU, for a DLA core, and by TensorRT-RTX."""
-    return engine_name(precision), engine_name(precision, dla_core=0), engine_name(precision, target="rtx")
-
-
-def engine_target(name: str) -> str:
-    """"rtx" for an engine file TensorRT-RTX built (by its name), else "tensorrt"."""
-    return "rtx" if name.endswith(".rtx.engine") else "tensorrt"
-
-
-def layers_name(engine: str) -> str:
-    """The fused layer plan of an engine: ``model.int8.engine`` -> ``model.int8.layers.json``."""
-    return engine.removesuffix(".engine") + ".layers.json"
-
-
-def runtime_cache_name(engine: str) -> str:
-    """TensorRT-RTX's runtime cache (kernels compiled on the user's GPU) kept beside its engine."""
-    return engine.removesuffix(".engine") + ".runtime.cache"
+from .names import (  # noqa: F401 - the name table, re-exported for every caller of sk_edge.workdir
+    EXPORT_JSON, FP32_ONNX, CALIB_JSON, CALIB_CACHE, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, REFERENCE_JSON, BUDGET_JSON, EVAL_DIR, CALIB_DIR, render_temporary, _ATOMIC_TEMPORARY, _RENDER_TEMPORARIES, engine_name, engine_names, engine_target, layers_name, runtime_cache_name,
+)
 
 
 def built_engines(workdir: Path, precisions=tuple(GRAPH_NAMES)) -> list[tuple[str, str]]:
