@@ -129,6 +129,20 @@ def run_modelopt(workdir: Path, method: str, count: int, batch: int) -> dict:
     return {"qdq_nodes": _count_qdq(out)}
 
 
+def run_floor(workdir: Path, method: str, count: int, batch: int) -> dict:
+    """The inference floor: the same images, decoded and preprocessed the same way, through a plain FP32
+    ONNX Runtime session of the same graph (its default memory arena, the graph's own output only); what
+    calibration adds to it is the tapped tensors and their histograms."""
+    from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from sk_edge.quantize.calibration import _providers
+
+    session = OnnxRuntimeRunner(workdir / "model.fp32.onnx", providers=_providers(), dynamic_batch=True).session
+    name = session.get_inputs()[0].name
+    for x, _ in batches_of_images(workdir, count, batch):
+        session.run(None, {name: x})
+    return {}
+
+
 def _count_qdq(path: Path) -> int:
     import onnx
 
@@ -136,7 +150,7 @@ def _count_qdq(path: Path) -> int:
 
 
 TOOLS = {"sk-edge": run_skedge, "sk-edge-legacy": run_skedge_legacy, "onnxruntime": run_onnxruntime,
-         "modelopt": run_modelopt}
+         "modelopt": run_modelopt, "floor": run_floor}
 
 
 def worker(args) -> int:
@@ -171,7 +185,7 @@ def main() -> int:
     parser.add_argument("--modelopt-images", type=int, default=None, help="images for ModelOpt [default: --images]")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=4, help="sk-edge's default")
-    parser.add_argument("--tools", default="sk-edge,sk-edge-legacy,onnxruntime,modelopt",
+    parser.add_argument("--tools", default="sk-edge,sk-edge-legacy,onnxruntime,modelopt",  # the floor runs with sk-edge
                         help="comma-separated; rows of tools left out are kept from an existing --out file")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--modelopt-python", help="interpreter of a virtual environment with nvidia-modelopt[onnx]")
@@ -198,7 +212,10 @@ def main() -> int:
         if "sk-edge" in tools:
             # One pass over the images (entropy, the default), then the other methods re-derived
             # from the histograms that calib.json keeps, as `sk-edge calibrate --method M` does.
-            rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch))
+            # The floor and the calibration pass interleaved twice, so that a load change hits both.
+            for _ in range(2):
+                rows.append(measure("floor", "fp32-pass", workdir, args.images, args.batch))
+                rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch))
             for method in ("max", "percentile", "mse"):
                 rows.append(measure("sk-edge", method, workdir, args.images, args.batch, reuse=True))
             rows.append(measure("sk-edge", "entropy", workdir, args.peer_images, args.batch))  # at ONNX Runtime's count
@@ -218,6 +235,13 @@ def main() -> int:
             for method in ("max", "entropy"):
                 rows.append(measure("modelopt", method, workdir, args.modelopt_images or args.images, args.batch, python))
     rows += kept
+    floor = [r["seconds_per_image"] for r in rows if r.get("tool") == "floor" and r.get("seconds_per_image")]
+    calib = [r["seconds_per_image"] for r in rows if r.get("tool") == "sk-edge" and r.get("method") == "entropy"
+             and r.get("images") == args.images and r.get("seconds_per_image")]
+    ratio = min(calib) / min(floor) if floor and calib else None
+    if ratio is not None:
+        print(f"calibration / inference floor: {min(calib):.3f} / {min(floor):.3f} s per image = {ratio:.2f}x "
+              f"(target <= 1.2x; best of two interleaved runs each)")
 
     print(f"\n{'tool':<14} {'method':<11} {'images':>6} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12}")
     for r in rows:
@@ -237,6 +261,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count()},
         "libraries": library_versions(),
         "results": rows,
+        "calibration_over_floor": ratio,
     })
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0

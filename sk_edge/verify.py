@@ -494,12 +494,28 @@ def verdict_key(workdir: Path, options: VerifyOptions, candidate: str, precision
     import hashlib
     import json
 
-    record = {"tool": __version__, "candidate": candidate, "precision": precision,
+    record = {"tool": __version__, "candidate": candidate, "precision": precision, "judged_by": judging_environment(),
               "chain": _chain(workdir, precision, engine), "images": images_digest, "holdout": options.holdout,
               "labels": sorted(labels.items()) if labels else None, "reference": ref_kind,
               "preprocess": export.preprocess_record, "thresholds": [options.min_agreement, options.max_top1_drop,
                                                                       options.max_kl, options.min_images]}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def judging_environment() -> dict:
+    """What computes the two sides here: this machine and the libraries that run the candidate and the reference.
+    A verdict made on the host is never reused on a device (or after an upgrade of either library)."""
+    import platform
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"host": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
+            "onnxruntime": version("onnxruntime"), "torch": version("torch") if torch_installed() else None}
 
 
 def paths_digest(names: list[str], paths: list[Path]) -> str:

@@ -795,8 +795,8 @@ def test_defaulted_preprocessing_of_a_users_checkpoint_is_a_caution_and_small_im
     torch.manual_seed(0)
     save_file(sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict(), str(tmp_path / "mine.safetensors"))
     out = run_cli("build", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "160", "--precision",
-                  "fp32", "--weights", str(tmp_path / "mine.safetensors"), "--eval-images", str(CALIB),
-                  "-w", str(tmp_path / "wd"))
+                  "fp32", "--weights", str(tmp_path / "mine.safetensors"),
+                  "--eval-images", str(calibration_subset(tmp_path / "small", 100)), "-w", str(tmp_path / "wd"))
     assert "caution: preprocessing mean, std, resize, crop_pct, interpolation came from the model's defaults" in out.stderr
     doc = json.loads((tmp_path / "wd" / "verify.json").read_text())
     assert any("the judging images are upsampled: their median short side is 64 px for a 160x160 input" in c

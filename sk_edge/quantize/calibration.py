@@ -124,7 +124,7 @@ def collect_histograms(
         for name in reversed(fetch):  # popping frees each tensor once it is counted
             out = outputs.pop()
             if name in histograms:
-                histograms[name].update(out)
+                histograms[name].update(out, consume=True)  # popped: nothing else reads it
             else:
                 maxima[name] = max(maxima[name], float(np.abs(out).max(initial=0.0)))
         if input_name in histograms:

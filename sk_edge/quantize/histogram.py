@@ -55,8 +55,12 @@ class StreamingHistogram:
         self.counts = merged
         self.range *= factor
 
-    def update(self, x: np.ndarray) -> None:
-        a = np.abs(np.asarray(x, dtype=np.float32)).ravel()
+    def update(self, x: np.ndarray, consume: bool = False) -> None:
+        """Count ``x``'s absolute values. ``consume``: ``x`` is a float32 array the caller is done with, used as
+        scratch (calibration's tapped outputs: the largest tensors are counted without a copy of them)."""
+        x = np.asarray(x, dtype=np.float32)
+        in_place = consume and x.flags.writeable and x.flags.c_contiguous
+        a = np.abs(x, out=x if in_place else None).ravel()
         if a.size == 0:
             return
         top = float(a.max())
@@ -71,7 +75,11 @@ class StreamingHistogram:
             self.range = top
         elif top > self.range:
             self._grow(top)
-        idx = np.minimum((a * (self.bins / self.range)).astype(np.int64), self.bins - 1)
+        # The same float32 product and truncation as ever (so the same bins), in place where it can be:
+        # calibration spends its time beside inference here.
+        np.multiply(a, self.bins / self.range, out=a)
+        idx = a.astype(np.int32)
+        np.minimum(idx, self.bins - 1, out=idx)
         self.counts += np.bincount(idx, minlength=self.bins)
         self.total += a.size
 
