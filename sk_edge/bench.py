@@ -408,7 +408,11 @@ def measure_interleaved(configs: list[Config], workdir: Path, options: BenchOpti
                     this_round = r.pop("latencies_ms")
                     entry["latencies_ms"] += this_round
                     entry["round_medians_ms"].append(float(np.median(this_round)))
-                    entry.update({k: v for k, v in r.items() if v is not None or k not in entry})
+                    # Peaks are the highest of the rounds; the clock and power are the same kind each round.
+                    for peak in ("peak_rss_mb", "gpu_memory_mb"):
+                        values = [v for v in (entry.get(peak), r.pop(peak, None)) if v is not None]
+                        entry[peak] = max(values) if values else None
+                    entry.update(r)
             tick(1)
     for config, entry in zip(configs, entries):
         if "error" in entry:

@@ -207,6 +207,19 @@ def content_id(path: Path) -> str:
     return artifacts.sha256_file(path)[:CONTENT_ID_CHARS]
 
 
+def _digest_entry(name: str, sha256: str) -> bytes:
+    """One image in a digest of images: its name and its content's sha256."""
+    return name.encode() + b"\0" + bytes.fromhex(sha256)
+
+
+def images_digest(names: list[str], paths: list[Path]) -> str:
+    """The images by name and content, as :attr:`ImageStream.digest` computes it when every file reads."""
+    digest = hashlib.sha256()
+    for name, path in zip(names, paths):
+        digest.update(_digest_entry(name, artifacts.sha256_file(path)))
+    return digest.hexdigest()
+
+
 @dataclass
 class ImageStream:
     """Batches of preprocessed images, read lazily so memory does not grow with their number.
@@ -280,7 +293,7 @@ class ImageStream:
                 if self.count is not None and len(self.used) + len(self.paths) - i - 1 < self.count:
                     raise self._not_enough(self.paths[i + 1 :]) from None
                 continue
-            self._hash.update(name.encode() + b"\0" + bytes.fromhex(digest))
+            self._hash.update(_digest_entry(name, digest))
             self.used.append(name)
             self.content_ids.append(digest[:CONTENT_ID_CHARS])
             self.short_sides.append(short_side)

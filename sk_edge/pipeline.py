@@ -449,18 +449,15 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
 def budget_key(workdir: Path, judge, budget, mixed: str) -> str:
     """What the budget check depends on: the INT8 and FP32 graphs, the judging images (names and bytes) and their
     labels, the budget and the precision of what is kept out of INT8."""
-    import hashlib
-    import json
-
-    from .verify import paths_digest
+    from .images import images_digest
     from .workdir import FP32_ONNX, GRAPH_NAMES
 
     paths = judge.paths()
     table, _ = judge.labels()
-    record = {"int8": artifacts.sha256_file(workdir / GRAPH_NAMES["int8"]), "fp32": artifacts.sha256_file(workdir / FP32_ONNX),
-              "images": paths_digest([judge.name_of(p) for p in paths], paths), "holdout": judge.holdout,
-              "labels": sorted(table.items()) if table else None, "budget": budget.to_dict(), "mixed": mixed}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+    return artifacts.stage_key({
+        "int8": artifacts.sha256_file(workdir / GRAPH_NAMES["int8"]), "fp32": artifacts.sha256_file(workdir / FP32_ONNX),
+        "images": images_digest([judge.name_of(p) for p in paths], paths), "holdout": judge.holdout,
+        "labels": sorted(table.items()) if table else None, "budget": budget.to_dict(), "mixed": mixed})
 
 
 DEFAULT_CALIBRATION_IMAGES = 512

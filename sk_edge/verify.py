@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__, artifacts
 from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages, too_few_images
-from .images import ImageStream, content_id
+from .images import ImageStream, content_id, images_digest
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
 from .versions import torch_installed
@@ -487,19 +487,17 @@ def refuse_calibration_overlap(workdir: Path, judged: dict[str, str], where: str
             "nothing about new images; judge on images calibration never saw (--eval-images DIR), or calibrate on others")
 
 
-def verdict_key(workdir: Path, options: VerifyOptions, candidate: str, precision: str, engine: EngineInfo | None,
-                export: ExportInfo, images_digest: str, labels: dict[str, int] | None, ref_kind: str) -> str:
-    """What a verdict depends on: the candidate's sha256 chain, the images (names and bytes) and labels, the
-    reference, the thresholds, the preprocessing and this sk-edge. The same key is the same verdict."""
-    import hashlib
-    import json
-
-    record = {"tool": __version__, "candidate": candidate, "precision": precision, "judged_by": judging_environment(),
-              "chain": _chain(workdir, precision, engine), "images": images_digest, "holdout": options.holdout,
-              "labels": sorted(labels.items()) if labels else None, "reference": ref_kind,
-              "preprocess": export.preprocess_record, "thresholds": [options.min_agreement, options.max_top1_drop,
-                                                                      options.max_kl, options.min_images]}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+def verdict_key(options: VerifyOptions, candidate: str, precision: str, chain: dict, export: ExportInfo,
+                images_digest: str, labels: dict[str, int] | None, ref_kind: str) -> str:
+    """What a verdict depends on: the candidate's sha256 ``chain``, the images (names and bytes) and labels, the
+    reference, the thresholds, the preprocessing and this sk-edge (artifacts.stage_key adds its version). The
+    same key is the same verdict."""
+    return artifacts.stage_key({"candidate": candidate, "precision": precision, "judged_by": judging_environment(),
+                                "chain": chain, "images": images_digest, "holdout": options.holdout,
+                                "labels": sorted(labels.items()) if labels else None, "reference": ref_kind,
+                                "preprocess": export.preprocess_record,
+                                "thresholds": [options.min_agreement, options.max_top1_drop, options.max_kl,
+                                               options.min_images]})
 
 
 def judging_environment() -> dict:
@@ -516,16 +514,6 @@ def judging_environment() -> dict:
 
     return {"host": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": version("onnxruntime"), "torch": version("torch") if torch_installed() else None}
-
-
-def paths_digest(names: list[str], paths: list[Path]) -> str:
-    """The images by name and content, as :attr:`ImageStream.digest` computes it when every file reads."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, path in zip(names, paths):
-        digest.update(name.encode() + b"\0" + bytes.fromhex(artifacts.sha256_file(path)))
-    return digest.hexdigest()
 
 
 def reused_verdict(workdir: Path, key: str, log: Callable[[str], None]) -> dict | None:
@@ -617,6 +605,7 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
     from . import stored_reference
 
     candidate, cand_run, cand_desc, precision, engine = chosen
+    chain = _chain(workdir, precision, engine)  # read once: the verdict's key and its record
     pre = export.preprocess
     if stored is not None:
         judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
@@ -632,7 +621,7 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
                                        f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
         # The stored outputs are PyTorch's, for this export and preprocessing (stored_for checked), on images
         # named by the same digest a live run computes: the same verdict key as the run that stored them.
-        key = verdict_key(workdir, options, candidate, precision, engine, export,
+        key = verdict_key(options, candidate, precision, chain, export,
                           stored.info.images.get("sha256") or artifacts.sha256_file(workdir / REFERENCE_NPZ), labels,
                           "pytorch")
     else:
@@ -648,8 +637,8 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         else:
             log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
         ref_kind = "pytorch" if torch_installed() else "fp32-graph"
-        key = verdict_key(workdir, options, candidate, precision, engine, export,
-                          paths_digest([judge.name_of(p) for p in paths], paths), labels, ref_kind)
+        key = verdict_key(options, candidate, precision, chain, export,
+                          images_digest([judge.name_of(p) for p in paths], paths), labels, ref_kind)
     previous = reused_verdict(workdir, key, log) if options.reuse else None
     if previous is not None:
         return previous
@@ -711,7 +700,7 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         "model": {"name": export.model, "export_sha256": export.fp32_sha256},
         "preprocess": export.preprocess_record,
         "class_names": export.class_names,
-        "chain": _chain(workdir, precision, engine),
+        "chain": chain,
         "precision_mix": candidate_precision_mix(workdir, precision, engine.onnx_name if engine else GRAPH_NAMES[precision]),
         # An engine's own layer plan, as its build checked it against the graph (layer_plan.summarize).
         "engine_plan": engine.layers_summary if engine else None,
