@@ -30,13 +30,18 @@ CPP_FIXTURES := build/cpp-fixtures
 RTX_HEADERS := rtx-1.6.1
 RTX_LIBS := tensorrt-rtx-cu13-libs==1.6.1.120
 RTX_LIB_DIR := build/tensorrt-rtx-1.6.1
+# Only engine.cpp (and the stand-in) include TensorRT's headers: with ccache (cpp/install-deps.sh installs it)
+# the five builds compile the other sources, the CUDA kernels among them, once.
+CPP_LAUNCHER := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 
 .PHONY: run test lint device-test cpp-test cpp-embed docs clean
 
+# --no-compile: pip would byte-compile every file of torch's 6 GB install (CI time); Python compiles
+# what it imports, on first import.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	touch $@
 
 # The main job on the bundled defaults: the trained reference model, calib_data/, INT8.
@@ -63,7 +68,7 @@ test: $(VENV)/.installed lint docs
 $(DEVICE_VENV)/.installed: pyproject.toml Makefile $(SOURCES)
 	rm -rf $(DEVICE_VENV)
 	$(PYTHON) -m venv $(DEVICE_VENV)
-	$(DEVICE_VENV)/bin/python -m pip install --quiet . pytest
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --no-compile . pytest
 	touch $@
 
 # Runs from inside build/ so that `import sk_edge` finds the installed package, not this checkout.
@@ -79,7 +84,7 @@ cpp-test: $(VENV)/.installed
 	set -e; for v in $(TRT_HEADERS); do \
 		cmake -S cpp -B build/cpp-$$v -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$$v \
 			-DSK_EDGE_STANDIN_NVINFER=ON -DCMAKE_CUDA_ARCHITECTURES=87 -DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) \
-			-DCMAKE_BUILD_TYPE=Release > build/cpp-$$v.configure.log; \
+			-DCMAKE_BUILD_TYPE=Release $(CPP_LAUNCHER) > build/cpp-$$v.configure.log; \
 		cmake --build build/cpp-$$v -j2 > build/cpp-$$v.build.log 2>&1 || { tail -30 build/cpp-$$v.build.log; exit 1; }; \
 		echo "TensorRT $$v headers:"; ctest --test-dir build/cpp-$$v --output-on-failure; \
 	done
@@ -92,7 +97,7 @@ cpp-test: $(VENV)/.installed
 		$(BIN)/python -m pip install --quiet --no-deps --target $(RTX_LIB_DIR) '$(RTX_LIBS)'
 	cmake -S cpp -B build/cpp-$(RTX_HEADERS) -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$(RTX_HEADERS) \
 		-DTENSORRT_LIBRARY_DIR=$(abspath $(RTX_LIB_DIR))/tensorrt_rtx_libs -DCMAKE_CUDA_ARCHITECTURES=86 \
-		-DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) -DCMAKE_BUILD_TYPE=Release > build/cpp-$(RTX_HEADERS).configure.log
+		-DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) -DCMAKE_BUILD_TYPE=Release $(CPP_LAUNCHER) > build/cpp-$(RTX_HEADERS).configure.log
 	cmake --build build/cpp-$(RTX_HEADERS) -j2 > build/cpp-$(RTX_HEADERS).build.log 2>&1 || { tail -30 build/cpp-$(RTX_HEADERS).build.log; exit 1; }
 	@echo "TensorRT-RTX $(RTX_HEADERS) headers, linked to the real libtensorrt_rtx:"
 	ctest --test-dir build/cpp-$(RTX_HEADERS) --output-on-failure

@@ -19,7 +19,12 @@ from . import __version__
 from .errors import SkEdgeError, UsageError
 from .backends.tensorrt import RTX_SMS
 from .backends.tensorrt import TARGETS as ENGINE_TARGETS
+from .bench import BenchOptions
+from .export.options import ExportOptions
+from .pipeline import BuildRequest
 from .preprocess import CLI_RESIZE
+from .quantize.options import CalibrationOptions
+from .verify import VerifyOptions
 
 DEFAULT_WORKDIR = "workdir"
 DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
@@ -34,6 +39,26 @@ BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.pipeline.PRECISIONS
 VERIFY_CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
+
+
+def _default(options: type, name: str):
+    """The default the library's options dataclass gives ``name``: its one copy, which the option shows.
+
+    Options take their defaults from here, never as literals, so that ``sk_edge.build(...)`` and
+    ``sk-edge build`` cannot disagree (and neither can verify, bench and export with theirs).
+    """
+    import dataclasses
+
+    for f in dataclasses.fields(options):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            return f.default
+    raise AttributeError(f"{options.__name__} has no field {name!r}")
+
+
+def _listed(values: tuple) -> str:
+    return ",".join(str(v) for v in values)
 
 
 class _ReportedError(click.ClickException):
@@ -204,9 +229,11 @@ def workdir_option(command):
 def verify_options(command):
     """Thresholds shared by `verify` and `build`."""
 
-    @click.option("--min-agreement", type=float, default=99.0, show_default=True, metavar="PCT", callback=_finite,
+    @click.option("--min-agreement", type=float, default=_default(VerifyOptions, "min_agreement"), show_default=True,
+                  metavar="PCT", callback=_finite,
                   help="Fail below this top-1 agreement with the FP32 reference (percent).")
-    @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="PTS", callback=_finite,
+    @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=_default(VerifyOptions, "max_top1_drop"),
+                  show_default=True, metavar="PTS", callback=_finite,
                   help="Fail when labelled accuracy drops by more than this many points.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -237,7 +264,8 @@ def _finite(ctx, param, value):
 
 
 max_float_share_option = click.option(
-    "--max-float-share", type=click.FloatRange(0, 100), default=25.0, show_default=True, metavar="PCT",
+    "--max-float-share", type=click.FloatRange(0, 100), default=_default(BuildRequest, "max_float_share"), show_default=True,
+    metavar="PCT",
     callback=_finite, help="INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.")
 
 
@@ -280,11 +308,11 @@ def cli() -> None:
 @model_options
 @click.option("--batch", type=int, default=None, help="Static batch size [default: 1].")
 @click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch dimension, 1..MAX.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13 to 20).")
+@click.option("--opset", type=int, default=_default(ExportOptions, "opset"), show_default=True, help="ONNX opset (13 to 20).")
 @click.option(
     "--select-form",
     type=click.Choice(SELECT_FORMS),
-    default="auto",
+    default=_default(ExportOptions, "select_form"),
     show_default=True,
     help="SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.",
 )
@@ -358,15 +386,18 @@ class _Progress:
     required=True,
     help="Folder of sample images from the model's domain (JPEG/PNG/BMP/WebP, searched recursively).",
 )
-@click.option("--num-images", type=int, default=512, show_default=True, help="Images to calibrate on.")
+@click.option("--num-images", type=int, default=_default(CalibrationOptions, "num_images"), show_default=True,
+              help="Images to calibrate on.")
 @click.option(
     "--method",
     type=click.Choice(CALIBRATION_METHODS),
     default=None,
     help="How each tensor's INT8 range is chosen [default: entropy].",
 )
-@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
-@click.option("--batch", type=int, default=4, show_default=True, help="Images per ONNX Runtime run (memory grows with it).")
+@click.option("--percentile", type=float, default=_default(CalibrationOptions, "percentile"), show_default=True,
+              help="For --method percentile.")
+@click.option("--batch", type=int, default=_default(CalibrationOptions, "batch"), show_default=True,
+              help="Images per ONNX Runtime run (memory grows with it).")
 @click.option("--legacy-ranges", is_flag=True,
               help="Also record every other activation's range in calib.cache, for weakly typed TensorRT builds "
               "(the DLA on JetPack 5.1-6.2, the GPU on 5.1/6.0); `build --dla-core` sets it.")
@@ -461,7 +492,7 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 
 @cli.command()
 @model_options
-@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=_default(BuildRequest, "precision"), show_default=True)
 @click.option(
     "--images",
     type=click.Path(path_type=Path),
@@ -475,13 +506,16 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 @click.option("--num-images", type=click.IntRange(min=1), default=None,
               help="Images to calibrate on [default: 512, or every image of the calibration part when fewer].")
 @click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help="Calibration method [default: entropy].")
-@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True, help="INT8: precision of the rest.")
+@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=_default(BuildRequest, "mixed"), show_default=True,
+              help="INT8: precision of the rest.")
 @click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
-@click.option("--workspace", type=int, default=1024, show_default=True, metavar="MiB", help="TensorRT workspace memory pool limit.")
-@click.option("--opt-level", type=int, default=3, show_default=True, help="TensorRT builder optimisation level, 0 to 5.")
+@click.option("--workspace", type=int, default=_default(BuildRequest, "workspace_mib"), show_default=True, metavar="MiB",
+              help="TensorRT workspace memory pool limit.")
+@click.option("--opt-level", type=int, default=_default(BuildRequest, "opt_level"), show_default=True,
+              help="TensorRT builder optimisation level, 0 to 5.")
 @click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).")
 @click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere or newer GPU (desktop).")
-@click.option("--target", type=click.Choice(ENGINE_TARGETS), default="tensorrt", show_default=True,
+@click.option("--target", type=click.Choice(ENGINE_TARGETS), default=_default(BuildRequest, "target"), show_default=True,
               help="tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for "
               "RTX, for desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
               "(pip install 'sk-edge[rtx]').")
@@ -551,7 +585,8 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
 @verify_options
 @click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
-@click.option("--min-images", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+@click.option("--min-images", type=click.IntRange(min=1), default=_default(VerifyOptions, "min_images"), show_default=True,
+              metavar="N",
               help="Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).")
 @click.option("--store-reference", is_flag=True,
               help="Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with "
@@ -579,16 +614,18 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
 @click.option("--backends", default=None, callback=_csv(str),
               help="Comma-separated: torch, onnxruntime, tensorrt [default: all three; what is absent is skipped "
               "and said]. A backend named here that produces no result fails the command (exit 1).")
-@click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv(str), help="Comma-separated.")
-@click.option("--batch", "batches", default="1", show_default=True, callback=_csv(int), help="Comma-separated batch sizes, e.g. 1,8.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--precisions", default=_listed(_default(BenchOptions, "precisions")), show_default=True, callback=_csv(str),
+              help="Comma-separated.")
+@click.option("--batch", "batches", default=_listed(_default(BenchOptions, "batches")), show_default=True, callback=_csv(int),
+              help="Comma-separated batch sizes, e.g. 1,8.")
+@click.option("--warmup", type=int, default=_default(BenchOptions, "warmup"), show_default=True, help="Untimed runs first.")
 @click.option("--iterations", type=int, default=None, help="Timed runs [default: 100].")
 @click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
 @click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
               help="Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX "
               "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=_default(BenchOptions, "repeats"), show_default=True,
               help="Rounds per configuration, interleaved across configurations (fewer when --iterations cannot "
               "give each round 5).")
 def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup, repeats):

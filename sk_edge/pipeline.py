@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import artifacts
+from .backends.tensorrt import BuildOptions
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
+from .verify import VerifyOptions
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
 class BuildRequest:
-    """Everything ``sk-edge build`` takes; the defaults are the command line's (a test keeps them equal).
+    """Everything ``sk-edge build`` takes; the command line reads its defaults from here (one copy of each).
 
     Each field is the option of the same name with dashes (``num_classes`` is ``--num-classes``);
     where the names differ the option is given.
@@ -93,19 +95,19 @@ class BuildRequest:
     mixed: str = "fp16"
     # the engine
     dynamic_batch: int | None = None
-    workspace_mib: int = 1024
-    opt_level: int = 3
+    workspace_mib: int = BuildOptions.workspace_mib
+    opt_level: int = BuildOptions.opt_level
     dla_core: int | None = None
-    hardware_compatible: bool = False
-    target: str = "tensorrt"  # or "rtx": a TensorRT-RTX engine for desktop RTX GPUs, built with or without a GPU
+    hardware_compatible: bool = BuildOptions.hardware_compatible
+    target: str = BuildOptions.target  # or "rtx": a TensorRT-RTX engine for desktop RTX GPUs, built with or without a GPU
     rtx_sms: tuple[str, ...] | None = None  # TensorRT-RTX compute capabilities; None: NVIDIA's default set
     from_dir: str | Path | None = None
     # the verdict
     eval_images: str | Path | None = None
     eval_labels: str | Path | None = None
-    min_agreement: float = 99.0
-    max_top1_drop: float = 0.5
-    max_float_share: float = 25.0  # percent
+    min_agreement: float = VerifyOptions.min_agreement
+    max_top1_drop: float = VerifyOptions.max_top1_drop
+    max_float_share: float = 25.0  # percent (the library's DEFAULT_MAX_FLOAT_SHARE, 0.25)
     min_speedup: float | None = None
     verify: bool = True
     force: bool = False
@@ -439,7 +441,7 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
     with _bar(progress, "  sensitivity") as bar:
         doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
                                   min_agreement=budget.min_agreement, log=log, progress=bar, max_float_share=max_float_share,
-                                  evalset=evalset)
+                                  evalset=evalset, alone=False)
     kept = doc["budget"]["kept_float"]
     log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
     quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)

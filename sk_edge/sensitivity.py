@@ -31,6 +31,8 @@ from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
 from .images import ImageStream
 from .quantize import build_int8_graph
+from .quantize.precision import ensure_opset
+from .quantize.stage import int8_opset
 from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.plan import QuantPlan, plan_quantization
 from .evaluation import JudgeImages
@@ -160,6 +162,8 @@ class Evaluator:
         self.calibration = load_calibration(workdir)
         self.amax = self.calibration.amax(self.calibration.tensors)
         self.evalset, self.mixed = evalset, mixed
+        # Converted to the INT8 graph's opset once, not for each of the ~2N graphs scored.
+        self.int8_base = ensure_opset(self.fp32, int8_opset(self.fp32, mixed))
 
     def on(self, evalset: EvalSet) -> "Evaluator":
         """The same graph, plan and ranges, scored on another evaluation set."""
@@ -168,12 +172,17 @@ class Evaluator:
         return other
 
     def score(self, plan: QuantPlan) -> dict:
-        model, _ = build_int8_graph(self.fp32, plan, {n: self.amax[n] for n in plan.activations}, self.mixed)
+        model, _ = build_int8_graph(self.int8_base, plan, {n: self.amax[n] for n in plan.activations}, self.mixed)
         return self.evalset.score(judging_runner(model.SerializeToString())(self.evalset.x))
 
 
-def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None) -> dict:
-    """Alone-drift and keep-in-float gain of every INT8 layer, ranked by gain."""
+def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None,
+                        alone: bool = True) -> dict:
+    """Keep-in-float gain of every INT8 layer, ranked by gain; with ``alone``, also each layer's drift alone.
+
+    The ranking needs only the gain: a build's layer search passes ``alone=False`` and measures half
+    as many graphs; ``sk-edge sensitivity`` reports both.
+    """
     plan = evaluator.plan
     layers = plan.layers()
     macs = evaluator.macs
@@ -182,16 +191,13 @@ def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = 
     progress(1)
     rows = []
     for layer in layers:
-        alone = evaluator.score(plan.without(set(layers) - {layer}))
         without = evaluator.score(plan.without({layer}))
+        row = {"layer": layer, "without": without, "gain_kl": full["kl_mean"] - without["kl_mean"],
+               "mac_share": macs.get(layer, 0.0) / total_macs}
+        if alone:
+            row["alone"] = evaluator.score(plan.without(set(layers) - {layer}))
         progress(1)
-        rows.append({
-            "layer": layer,
-            "alone": alone,
-            "without": without,
-            "gain_kl": full["kl_mean"] - without["kl_mean"],
-            "mac_share": macs.get(layer, 0.0) / total_macs,
-        })
+        rows.append(row)
     rows.sort(key=lambda r: -r["gain_kl"])
     return {"full_int8": full, "layers": rows}
 
@@ -287,8 +293,9 @@ def markdown(doc: dict) -> str:
              "| rank | layer | gain (KL) | alone: KL | alone: agreement | share of MACs |",
              "| ---: | --- | ---: | ---: | ---: | ---: |"]
     for i, r in enumerate(doc["layers"], 1):
-        lines.append(f"| {i} | `{r['layer']}` | {r['gain_kl']:.2e} | {r['alone']['kl_mean']:.2e} | "
-                     f"{r['alone']['top1_agreement']:.2%} | {r['mac_share']:.1%} |")
+        alone = (f"{r['alone']['kl_mean']:.2e} | {r['alone']['top1_agreement']:.2%}" if "alone" in r
+                 else "not measured | not measured")  # a build's search ranks by gain only
+        lines.append(f"| {i} | `{r['layer']}` | {r['gain_kl']:.2e} | {alone} | {r['mac_share']:.1%} |")
     if doc.get("budget"):
         b = doc["budget"]
         budget = Budget(b.get("max_top1_drop"), b.get("min_agreement"))
@@ -315,11 +322,14 @@ def analyze_sensitivity(
     max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
     min_agreement: float | None = None,
     evalset: EvalSet | None = None,
+    alone: bool = True,
 ) -> dict:
     """Rank every INT8 layer (sensitivity.json/.md); with a budget, also choose the layers to keep float.
 
     The budget is ``max_top1_drop`` (labelled images) or, when that is None, ``min_agreement``.
     ``evalset``: ``images`` already run through the FP32 graph (all of them), when the caller has it.
+    ``alone``: also measure each layer's drift when it alone is INT8 (for the report; the ranking
+    does not use it).
     """
     workdir = Path(workdir)
     judge = images if isinstance(images, JudgeImages) else JudgeImages(Path(images), labels)
@@ -330,11 +340,11 @@ def analyze_sensitivity(
     judging = Evaluator(workdir, full, mixed)
     evaluator = judging.on(full.head(count))
     n_layers = len(evaluator.plan.layers())
-    log(f"measuring {n_layers} INT8 layers, alone and left out, on {len(evaluator.evalset.x)} images ...")
+    log(f"measuring {n_layers} INT8 layers, {'alone and left out' if alone else 'left out one at a time'}, on {len(evaluator.evalset.x)} images ...")
     tick = progress(n_layers + 1) if progress else (lambda n: None)
     doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(judge.root),
            "judged_on": judge.to_dict(), "mixed": mixed,
-           "calibration_key": evaluator.calibration.key, **measure_sensitivity(evaluator, tick)}
+           "calibration_key": evaluator.calibration.key, **measure_sensitivity(evaluator, tick, alone)}
     if budget is not None:
         log(f"fitting {budget} on all {len(judging.evalset.x)} images ...")
         doc["budget"] = {**budget.to_dict(), "images": int(len(judging.evalset.x)),

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sk_edge.evaluation import MIN_JUDGE_IMAGES
 from sk_edge.export import export_model
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
@@ -83,10 +84,14 @@ def unchanged(folder: Path, before: dict[str, str], ignore: tuple[str, ...] = ()
 # --- false verdicts ------------------------------------------------------------------------
 
 
-def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_path, held_out):
+def test_int8_that_would_keep_its_layers_in_float_fails_and_names_the_cause(tmp_path):
     """Calibration on faint noise (narrow ranges, so real images clip): the budget would move the MACs to float.
-    Judged on 200 labelled held-out images (the layer ranking's cost grows with them)."""
-    folder, labels = held_out
+    Judged on the fewest labelled held-out images a verdict takes, 100 (the layer search's cost grows with them)."""
+    from sk_edge.reference import digits
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    labels = digits.write_split("eval", folder, MIN_JUDGE_IMAGES)
     noise = tmp_path / "noise"
     noise.mkdir()
     rng = np.random.default_rng(0)

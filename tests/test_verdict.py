@@ -168,7 +168,7 @@ def test_without_labels_the_agreement_budget_drives_the_layer_search(tmp_path):
     assert judge.labels() == (None, None)
     over, score = needs_budget(wd, judge, None, Budget(min_agreement=100.0))
     assert over and score["top1_agreement"] < 1.0  # INT8 changes at least one held-out image
-    doc = analyze_sensitivity(wd, judge, None, count=None, min_agreement=100.0, max_float_share=1.0)
+    doc = analyze_sensitivity(wd, judge, None, count=None, min_agreement=100.0, max_float_share=1.0, alone=False)
     budget = doc["budget"]
     assert budget["max_top1_drop"] is None and budget["min_agreement"] == 100.0
     assert budget["kept_float"] and budget["result"]["top1_agreement"] == 1.0

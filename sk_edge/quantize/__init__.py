@@ -5,8 +5,21 @@ TensorRT 11 no longer calibrates or picks precisions; the ONNX graph carries the
 package re-exports the stages' entry points; none of it needs PyTorch.
 """
 
-from .calibration import CalibrationOptions, calibrate
-from .stage import FP32_OPS, MIXED, OUTPUT_NAMES, PRECISIONS, SIDECAR_NAMES, build_fp16_graph, build_int8_graph, quantize_model
+from __future__ import annotations
+
+from importlib import import_module
+
+# Loaded on first use, so that the command line can read CalibrationOptions' defaults without onnx.
+_MODULE_OF = {"CalibrationOptions": ".options", "calibrate": ".calibration",
+              **{name: ".stage" for name in ("FP32_OPS", "MIXED", "OUTPUT_NAMES", "PRECISIONS", "SIDECAR_NAMES",
+                                             "build_fp16_graph", "build_int8_graph", "quantize_model")}}
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(import_module(_MODULE_OF[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "calibrate",

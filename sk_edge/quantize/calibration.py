@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -29,43 +29,12 @@ from ..errors import SkEdgeError, UsageError
 from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export, read_view
-from .cache import DEFAULT_TRT_VERSION, write_cache
-from .histogram import DEFAULT_BINS, StreamingHistogram
+from .cache import write_cache
+from .histogram import StreamingHistogram
 from .methods import METHODS, compute_amax
+from .options import DEFAULT_METHOD, CalibrationOptions  # noqa: F401 - re-exported
 from .plan import QuantPlan, plan_quantization
 
-# Chosen by measurement on the reference model: see the README, "Calibration methods".
-DEFAULT_METHOD = "entropy"
-
-
-@dataclass(frozen=True)
-class CalibrationOptions:
-    method: str = DEFAULT_METHOD
-    percentile: float = 99.99
-    num_images: int = 512
-    batch: int = 4  # peak memory grows with it; 4 runs as fast as 8 on 2 cores
-    bins: int = DEFAULT_BINS
-    trt_version: str = DEFAULT_TRT_VERSION
-    # Also the max |x| of every other activation, for TensorRT's weakly typed (implicit INT8)
-    # builds: the legacy DLA path and GPU builds on JetPack 5.1/6.0. Implicit INT8 falls back to
-    # floating point for every layer that produces or consumes a tensor without a range, and the
-    # Q/DQ plan quantizes only the tensors the strongly typed path needs (30 of 163 in SKNet-26).
-    legacy_ranges: bool = False
-    # The share of the folder held out to judge the build (sk_edge.evaluation): calibration
-    # takes only the other files. None: every file may be calibrated on.
-    holdout: float | None = None
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
-        if not 0 < self.percentile <= 100:
-            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
-        if self.num_images < 1:
-            raise UsageError(f"--num-images must be at least 1, got {self.num_images}")
-        if self.batch < 1:
-            raise UsageError(f"--batch must be at least 1, got {self.batch}")
-        if self.holdout is not None and not 0 < self.holdout < 1:
-            raise UsageError(f"the hold-out share must be between 0 and 1, got {self.holdout}")
 
 
 def _providers() -> list[str]:

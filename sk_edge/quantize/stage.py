@@ -59,6 +59,15 @@ def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def int8_opset(model: onnx.ModelProto, mixed: str = "fp16") -> int:
+    """The opset of ``model``'s INT8 graph: its own, or the first with the Q/DQ it needs (FP16 scales: 19).
+
+    A caller that builds many INT8 graphs from one model converts it once (``ensure_opset``), and
+    :func:`build_int8_graph` then has nothing to convert.
+    """
+    return max(_opset(model), FP16_QDQ_MIN_OPSET if mixed == "fp16" else QDQ_MIN_OPSET)
+
+
 def build_int8_graph(
     model: onnx.ModelProto,
     plan: QuantPlan,
@@ -69,7 +78,7 @@ def build_int8_graph(
     """``model`` with the Q/DQ of ``plan`` at the ranges ``amax``; the rest in ``mixed``."""
     report = PrecisionReport()
     low_precision = mixed == "fp16"
-    opset = max(_opset(model), FP16_QDQ_MIN_OPSET if low_precision else QDQ_MIN_OPSET)
+    opset = int8_opset(model, mixed)
     graph = gs.import_onnx(shape_inference.infer_shapes(ensure_opset(model, opset)))
     insert_qdq(graph, plan, amax, np.float16 if low_precision else np.float32, report)
     if low_precision:

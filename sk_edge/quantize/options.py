@@ -1,0 +1,46 @@
+"""The options of calibration (``sk-edge calibrate``, and the build's calibrate stage).
+
+Importable without onnx or torch: the command line reads its defaults from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from .cache import DEFAULT_TRT_VERSION
+from .histogram import DEFAULT_BINS
+from .methods import METHODS
+
+# Chosen by measurement on the reference model: see docs/accuracy.md, "Calibration methods".
+DEFAULT_METHOD = "entropy"
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    method: str = DEFAULT_METHOD
+    percentile: float = 99.99
+    num_images: int = 512
+    batch: int = 4  # peak memory grows with it; 4 runs as fast as 8 on 2 cores
+    bins: int = DEFAULT_BINS
+    trt_version: str = DEFAULT_TRT_VERSION
+    # Also the max |x| of every other activation, for TensorRT's weakly typed (implicit INT8)
+    # builds: the legacy DLA path and GPU builds on JetPack 5.1/6.0. Implicit INT8 falls back to
+    # floating point for every layer that produces or consumes a tensor without a range, and the
+    # Q/DQ plan quantizes only the tensors the strongly typed path needs (30 of 163 in SKNet-26).
+    legacy_ranges: bool = False
+    # The share of the folder held out to judge the build (sk_edge.evaluation): calibration
+    # takes only the other files. None: every file may be calibrated on.
+    holdout: float | None = None
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if not 0 < self.percentile <= 100:
+            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.num_images < 1:
+            raise UsageError(f"--num-images must be at least 1, got {self.num_images}")
+        if self.batch < 1:
+            raise UsageError(f"--batch must be at least 1, got {self.batch}")
+        if self.holdout is not None and not 0 < self.holdout < 1:
+            raise UsageError(f"the hold-out share must be between 0 and 1, got {self.holdout}")
