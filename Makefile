@@ -34,7 +34,7 @@ RTX_LIB_DIR := build/tensorrt-rtx-1.6.1
 # the five builds compile the other sources, the CUDA kernels among them, once.
 CPP_LAUNCHER := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 
-.PHONY: run test lint device-test cpp-test cpp-embed docs clean
+.PHONY: run test lint device-test cpp-test cpp-builds cpp-embed docs clean
 
 # --no-compile: pip would byte-compile every file of torch's 6 GB install (CI time); Python compiles
 # what it imports, on first import.
@@ -78,8 +78,13 @@ device-test: $(VENV)/.installed $(DEVICE_VENV)/.installed
 	cd $(dir $(DEVICE_WORKDIR)) && SK_EDGE_DEVICE_WORKDIR=$(abspath $(DEVICE_WORKDIR)) \
 		$(abspath $(DEVICE_VENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath tests/test_device_flow.py)
 
+# The packages first, then the builds in a second make: CPP_LAUNCHER is read when that one starts, after
+# install-deps.sh has installed ccache.
 cpp-test: $(VENV)/.installed
 	bash cpp/install-deps.sh
+	$(MAKE) cpp-builds
+
+cpp-builds: $(VENV)/.installed
 	$(BIN)/python cpp/tests/make_fixtures.py $(CPP_FIXTURES)
 	set -e; for v in $(TRT_HEADERS); do \
 		cmake -S cpp -B build/cpp-$$v -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$$v \
