@@ -179,3 +179,40 @@ def test_the_library_build_holds_its_work_directory(tmp_path):
     # In one process, the CLI's lock and the library's are one lock: a CLI build runs (tested throughout).
     with locked(tmp_path / "again") as held, locked(tmp_path / "again") as inner:
         assert held == inner
+
+
+def test_every_stage_command_takes_its_defaults_from_the_options_it_fills():
+    """export, calibrate, verify and bench: each option's default is the dataclass field's (one copy), as build's."""
+    import dataclasses
+
+    from sk_edge import cli
+    from sk_edge.bench import BenchOptions
+    from sk_edge.export.options import ExportOptions
+    from sk_edge.quantize.options import CalibrationOptions
+    from sk_edge.verify import VerifyOptions
+
+    def default(options, name):
+        f = {f.name: f for f in dataclasses.fields(options)}[name]
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+    listed = {"precisions", "batches"}  # comma-separated on the command line
+    owners = {cli.export: (ExportOptions, ("opset", "select_form")),
+              cli.calibrate: (CalibrationOptions, ("num_images", "percentile", "batch")),
+              cli.verify: (VerifyOptions, ("min_agreement", "max_top1_drop", "min_images")),
+              cli.bench: (BenchOptions, ("precisions", "batches", "warmup", "repeats"))}
+    for command, (options, names) in owners.items():
+        params = {p.name: p for p in command.params}
+        for name in names:
+            expected = default(options, name)
+            shown = params[name].default
+            if name in listed:
+                shown = tuple(type(expected[0])(v) for v in shown.split(","))
+            assert shown == expected, (command.name, name, shown, expected)
+    # And BuildRequest's own come from the options that own them.
+    from sk_edge import BuildRequest
+    from sk_edge.backends.tensorrt import BuildOptions
+
+    for name in ("workspace_mib", "opt_level", "target", "hardware_compatible"):
+        assert default(BuildRequest, name) == default(BuildOptions, name)
+    for name in ("min_agreement", "max_top1_drop"):
+        assert default(BuildRequest, name) == default(VerifyOptions, name)
