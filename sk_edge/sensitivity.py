@@ -162,7 +162,7 @@ class Evaluator:
         self.calibration = load_calibration(workdir)
         self.amax = self.calibration.amax(self.calibration.tensors)
         self.evalset, self.mixed = evalset, mixed
-        # Converted to the INT8 graph's opset once, not for each of the ~2N graphs scored.
+        # Converted to the INT8 graph's opset once, not again for every graph scored.
         self.int8_base = ensure_opset(self.fp32, int8_opset(self.fp32, mixed))
 
     def on(self, evalset: EvalSet) -> "Evaluator":
