@@ -21,22 +21,24 @@ from .backends.tensorrt import RTX_SMS
 from .backends.tensorrt import TARGETS as ENGINE_TARGETS
 from .bench import BenchOptions
 from .export.options import ExportOptions
+from .pipeline import PRECISIONS as PIPELINE_PRECISIONS
 from .pipeline import BuildRequest
 from .preprocess import CLI_RESIZE
-from .quantize.options import CalibrationOptions
-from .verify import VerifyOptions
+from .quantize.methods import METHODS
+from .quantize.options import DEFAULT_METHOD, CalibrationOptions
+from .verify import CANDIDATES, VerifyOptions
 
 DEFAULT_WORKDIR = "workdir"
 DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
 from .export.options import SELECT_FORMS  # noqa: E402 - torch-free, the library's own list
 
-# Choices kept equal to the library's by a test; listed here so that the CLI can show
-# them without importing torch.
-CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")  # = sk_edge.quantize.methods.METHODS
+# The library's own lists where their modules load without onnx; the two of sk_edge.quantize.stage
+# (which imports onnx) are copies, kept equal to it by a test.
+CALIBRATION_METHODS = METHODS
 PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
 MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
-BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # = sk_edge.pipeline.PRECISIONS
-VERIFY_CANDIDATES = ("engine", "rtx-engine", "int8", "fp16", "fp32")  # = sk_edge.verify.CANDIDATES
+BUILD_PRECISIONS = PIPELINE_PRECISIONS
+VERIFY_CANDIDATES = CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
 
@@ -392,7 +394,7 @@ class _Progress:
     "--method",
     type=click.Choice(CALIBRATION_METHODS),
     default=None,
-    help="How each tensor's INT8 range is chosen [default: entropy].",
+    help=f"How each tensor's INT8 range is chosen [default: {DEFAULT_METHOD}].",
 )
 @click.option("--percentile", type=float, default=_default(CalibrationOptions, "percentile"), show_default=True,
               help="For --method percentile.")
@@ -410,7 +412,7 @@ def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ran
     applied without running the images again. calib.cache is TensorRT's calibration-cache
     format, for trtexec --calib and the legacy calibrator API.
     """
-    from .quantize import CalibrationOptions, calibrate as run_calibration
+    from .quantize import calibrate as run_calibration
 
     options = CalibrationOptions(
         **({"method": method} if method else {}), percentile=percentile, num_images=num_images, batch=batch,
@@ -504,8 +506,9 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
               help="CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges "
               "accuracy and the --max-top1-drop budget.")
 @click.option("--num-images", type=click.IntRange(min=1), default=None,
-              help="Images to calibrate on [default: 512, or every image of the calibration part when fewer].")
-@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help="Calibration method [default: entropy].")
+              help=f"Images to calibrate on [default: {_default(CalibrationOptions, 'num_images')}, or every image of the "
+              "calibration part when fewer].")
+@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help=f"Calibration method [default: {DEFAULT_METHOD}].")
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=_default(BuildRequest, "mixed"), show_default=True,
               help="INT8: precision of the rest.")
 @click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
@@ -555,7 +558,7 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
     budget applies, without them --min-agreement. Without TensorRT the graph is judged on
     ONNX Runtime instead and WORKDIR/on_device.sh holds the commands to finish on the device.
     """
-    from .pipeline import BuildRequest, build as run_build
+    from .pipeline import build as run_build
 
     given = click.get_current_context().get_parameter_source("workdir") is not click.core.ParameterSource.DEFAULT
     if from_dir is not None and given and Path(workdir).resolve() != Path(from_dir).resolve():
@@ -602,8 +605,6 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
     Top-1/top-5 agreement, cosine similarity, KL divergence, max logit difference and, with
     labels, both accuracies. Exits 1 when a threshold is broken, so it can gate a CI job.
     """
-    from .verify import VerifyOptions
-
     _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
                                        min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl,
                                        min_images=min_images, store_reference=store_reference))
@@ -619,7 +620,7 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
 @click.option("--batch", "batches", default=_listed(_default(BenchOptions, "batches")), show_default=True, callback=_csv(int),
               help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--warmup", type=int, default=_default(BenchOptions, "warmup"), show_default=True, help="Untimed runs first.")
-@click.option("--iterations", type=int, default=None, help="Timed runs [default: 100].")
+@click.option("--iterations", type=int, default=None, help=f"Timed runs [default: {_default(BenchOptions, 'iterations')}].")
 @click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
 @click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,

@@ -25,6 +25,7 @@ from . import artifacts
 from .backends.tensorrt import BuildOptions
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
+from .quantize.options import DEFAULT_MAX_FLOAT_SHARE
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 from .verify import VerifyOptions
 
@@ -107,7 +108,7 @@ class BuildRequest:
     eval_labels: str | Path | None = None
     min_agreement: float = VerifyOptions.min_agreement
     max_top1_drop: float = VerifyOptions.max_top1_drop
-    max_float_share: float = 25.0  # percent (the library's DEFAULT_MAX_FLOAT_SHARE, 0.25)
+    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE * 100  # percent
     min_speedup: float | None = None
     verify: bool = True
     force: bool = False

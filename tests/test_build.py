@@ -134,6 +134,14 @@ def test_the_python_api_example_ends_with_a_verdict(tmp_path):
     assert verdict["passed"] and verdict["reference_kind"] == "pytorch"
 
 
+def field_default(options, name):
+    """The default of a dataclass field, read here independently of the CLI's own reader."""
+    import dataclasses
+
+    f = {f.name: f for f in dataclasses.fields(options)}[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def test_python_and_the_command_line_share_every_default():
     import dataclasses
 
@@ -149,7 +157,7 @@ def test_python_and_the_command_line_share_every_default():
             continue
         name = renamed.get(param.name, param.name)
         assert name in fields, f"--{param.name} has no BuildRequest field"
-        default = fields[name].default if fields[name].default is not dataclasses.MISSING else fields[name].default_factory()
+        default = field_default(BuildRequest, name)
         given = None if type(param.default).__name__ == "Sentinel" else param.default  # click >= 8.2: UNSET
         if param.is_flag and given is None:
             given = False
@@ -183,17 +191,11 @@ def test_the_library_build_holds_its_work_directory(tmp_path):
 
 def test_every_stage_command_takes_its_defaults_from_the_options_it_fills():
     """export, calibrate, verify and bench: each option's default is the dataclass field's (one copy), as build's."""
-    import dataclasses
-
     from sk_edge import cli
     from sk_edge.bench import BenchOptions
     from sk_edge.export.options import ExportOptions
     from sk_edge.quantize.options import CalibrationOptions
     from sk_edge.verify import VerifyOptions
-
-    def default(options, name):
-        f = {f.name: f for f in dataclasses.fields(options)}[name]
-        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
     listed = {"precisions", "batches"}  # comma-separated on the command line
     owners = {cli.export: (ExportOptions, ("opset", "select_form")),
@@ -203,7 +205,7 @@ def test_every_stage_command_takes_its_defaults_from_the_options_it_fills():
     for command, (options, names) in owners.items():
         params = {p.name: p for p in command.params}
         for name in names:
-            expected = default(options, name)
+            expected = field_default(options, name)
             shown = params[name].default
             if name in listed:
                 shown = tuple(type(expected[0])(v) for v in shown.split(","))
@@ -212,7 +214,10 @@ def test_every_stage_command_takes_its_defaults_from_the_options_it_fills():
     from sk_edge import BuildRequest
     from sk_edge.backends.tensorrt import BuildOptions
 
+    from sk_edge.quantize.macs import DEFAULT_MAX_FLOAT_SHARE
+
     for name in ("workspace_mib", "opt_level", "target", "hardware_compatible"):
-        assert default(BuildRequest, name) == default(BuildOptions, name)
+        assert field_default(BuildRequest, name) == field_default(BuildOptions, name)
     for name in ("min_agreement", "max_top1_drop"):
-        assert default(BuildRequest, name) == default(VerifyOptions, name)
+        assert field_default(BuildRequest, name) == field_default(VerifyOptions, name)
+    assert field_default(BuildRequest, "max_float_share") == 100 * DEFAULT_MAX_FLOAT_SHARE  # percent, the library's share

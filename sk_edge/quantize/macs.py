@@ -14,12 +14,9 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
+from .options import DEFAULT_MAX_FLOAT_SHARE  # noqa: F401 - re-exported
 from .plan import WEIGHTED_OPS, QuantPlan
 
-# The accuracy budget may keep at most this share of the MACs in floating point before the
-# build fails: past it the engine is mostly FP16, and the likely cause is calibration images
-# unlike the evaluation images, which more floating point only hides.
-DEFAULT_MAX_FLOAT_SHARE = 0.25
 
 
 # Nodes a constant weight passes through on its way to a Conv/Gemm in sk-edge's graphs:

@@ -1,4 +1,4 @@
-"""The options of calibration (``sk-edge calibrate``, and the build's calibrate stage).
+"""The options of calibration (``sk-edge calibrate``, and the build's calibrate stage), and the float-share bound.
 
 Importable without onnx or torch: the command line reads its defaults from here.
 """
@@ -11,6 +11,11 @@ from ..errors import UsageError
 from .cache import DEFAULT_TRT_VERSION
 from .histogram import DEFAULT_BINS
 from .methods import METHODS
+
+# The accuracy budget may keep at most this share of the MACs in floating point before the
+# build fails: past it the engine is mostly FP16, and the likely cause is calibration images
+# unlike the evaluation images, which more floating point only hides.
+DEFAULT_MAX_FLOAT_SHARE = 0.25
 
 # Chosen by measurement on the reference model: see docs/accuracy.md, "Calibration methods".
 DEFAULT_METHOD = "entropy"
