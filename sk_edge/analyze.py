@@ -25,6 +25,7 @@ from PIL import Image
 from . import artifacts, plots
 from .backends.onnxruntime import judging_runner
 from .errors import SkEdgeError
+from .evaluation import SELECTION_IMAGES
 from .images import find_images, to_tensor
 from .quantize.plan import plan_quantization
 from .workdir import FP32_ONNX, GRAPH_NAMES, load_export, load_graph
@@ -75,7 +76,7 @@ def analyze_selection(
     images: Path,
     candidate: str = "int8",
     scales: tuple[float, ...] = SCALES,
-    count: int = 200,
+    count: int = SELECTION_IMAGES,
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """Per SK unit and scale, mean attention difference (large - small kernel), reference vs candidate."""

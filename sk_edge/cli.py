@@ -20,23 +20,20 @@ from .errors import SkEdgeError, UsageError
 from .backends.tensorrt import RTX_SMS
 from .backends.tensorrt import TARGETS as ENGINE_TARGETS
 from .bench import BenchOptions
-from .export.options import ExportOptions
+from .evaluation import SELECTION_IMAGES, SENSITIVITY_IMAGES
+from .export.options import SELECT_FORMS, ExportOptions
 from .pipeline import PRECISIONS as PIPELINE_PRECISIONS
 from .pipeline import BuildRequest
 from .preprocess import CLI_RESIZE
 from .quantize.methods import METHODS
-from .quantize.options import DEFAULT_METHOD, CalibrationOptions
+from .quantize.options import DEFAULT_METHOD, DEFAULT_MIXED, CalibrationOptions
+from .quantize.options import MIXED as MIXED_PRECISIONS
+from .quantize.options import PRECISIONS
+from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 from .verify import CANDIDATES, VerifyOptions
 
-DEFAULT_WORKDIR = "workdir"
-DEFAULT_MODEL = "sknet26-digits"  # the bundled, trained reference model
-from .export.options import SELECT_FORMS  # noqa: E402 - torch-free, the library's own list
-
-# The library's own lists where their modules load without onnx; the two of sk_edge.quantize.stage
-# (which imports onnx) are copies, kept equal to it by a test.
+# The library's own lists (their modules load without onnx).
 CALIBRATION_METHODS = METHODS
-PRECISIONS = ("int8", "fp16")  # = sk_edge.quantize.PRECISIONS
-MIXED_PRECISIONS = ("fp16", "fp32")  # = sk_edge.quantize.MIXED
 BUILD_PRECISIONS = PIPELINE_PRECISIONS
 VERIFY_CANDIDATES = CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
@@ -214,7 +211,7 @@ def workdir_option(command):
         "-w",
         "--workdir",
         type=click.Path(path_type=Path),
-        default=DEFAULT_WORKDIR,
+        default=str(_default(BuildRequest, "workdir")),
         show_default=True,
         help="Work directory holding every stage's artifacts.",
     )
@@ -440,7 +437,7 @@ def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ran
 @click.option(
     "--mixed",
     type=click.Choice(MIXED_PRECISIONS),
-    default="fp16",
+    default=DEFAULT_MIXED,
     show_default=True,
     help="INT8 only: precision of everything not quantized.",
 )
@@ -462,8 +459,8 @@ def quantize(workdir, precision, mixed, force):
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Held-out images [default for the reference model: its evaluation set].")
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows.")
-@click.option("--num-images", type=int, default=500, show_default=True, help="Images per measurement.")
-@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default="fp16", show_default=True)
+@click.option("--num-images", type=int, default=SENSITIVITY_IMAGES, show_default=True, help="Images per measurement.")
+@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=DEFAULT_MIXED, show_default=True)
 @click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=_finite,
               help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PCT", callback=_finite,
@@ -657,7 +654,7 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
 @click.option("--candidate", type=click.Choice(("int8", "fp16")), default="int8", show_default=True)
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Images with objects near the centre [default for the reference model: its evaluation set].")
-@click.option("--num-images", type=int, default=200, show_default=True)
+@click.option("--num-images", type=int, default=SELECTION_IMAGES, show_default=True)
 def analyze(workdir, candidate, images, num_images):
     """Kernel selection per SK unit at object scales 1x/1.5x/2x: WORKDIR/selection.json and selection.png."""
     from .analyze import analyze_selection

@@ -32,6 +32,10 @@ HOLDOUT_RULE = "sha256(path relative to the folder) as a fraction of 2**64 < hol
 # Fewer images than this cannot make a top-1 agreement figure worth a verdict: below 100, one
 # image moves agreement by more than a point, the whole distance between the 99 % gate and 100 %.
 MIN_JUDGE_IMAGES = 100
+# Held-out images the two analyses measure on by default: sensitivity measures every INT8 layer
+# on each (its cost is layers x images), the kernel-selection analysis each image at three scales.
+SENSITIVITY_IMAGES = 500
+SELECTION_IMAGES = 200
 
 
 def too_few_images(count: int, where: str, min_images: int, fix: str, planned: bool = False) -> UsageError:

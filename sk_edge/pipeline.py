@@ -25,7 +25,7 @@ from . import artifacts
 from .backends.tensorrt import BuildOptions
 from .engine_stage import BuildResult as EngineResult
 from .errors import UsageError
-from .quantize.options import DEFAULT_MAX_FLOAT_SHARE
+from .quantize.options import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIXED
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 from .verify import VerifyOptions
 
@@ -93,7 +93,7 @@ class BuildRequest:
     labels: str | Path | None = None
     num_images: int | None = None
     method: str | None = None
-    mixed: str = "fp16"
+    mixed: str = DEFAULT_MIXED
     # the engine
     dynamic_batch: int | None = None
     workspace_mib: int = BuildOptions.workspace_mib

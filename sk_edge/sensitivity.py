@@ -34,8 +34,9 @@ from .quantize import build_int8_graph
 from .quantize.precision import ensure_opset
 from .quantize.stage import int8_opset
 from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
+from .quantize.options import DEFAULT_MIXED
 from .quantize.plan import QuantPlan, plan_quantization
-from .evaluation import JudgeImages
+from .evaluation import SENSITIVITY_IMAGES, JudgeImages
 from .verify import kl_divergence
 from .workdir import FP32_ONNX, GRAPH_NAMES, load_calibration, load_export, load_graph
 
@@ -155,7 +156,7 @@ def load_eval_set(workdir: Path, images: Path | JudgeImages, labels: Path | None
 class Evaluator:
     """Builds INT8 graphs for sub-plans and scores them on one evaluation set."""
 
-    def __init__(self, workdir: Path, evalset: EvalSet, mixed: str = "fp16"):
+    def __init__(self, workdir: Path, evalset: EvalSet, mixed: str = DEFAULT_MIXED):
         self.fp32 = onnx.load(str(workdir / FP32_ONNX))
         self.plan = plan_quantization(self.fp32)
         self.macs = macs_by_node(self.fp32)  # shape inference once, for every share computed below
@@ -314,8 +315,8 @@ def analyze_sensitivity(
     workdir: str | Path,
     images: Path | JudgeImages,
     labels: Path | None,
-    count: int | None = 500,
-    mixed: str = "fp16",
+    count: int | None = SENSITIVITY_IMAGES,
+    mixed: str = DEFAULT_MIXED,
     max_top1_drop: float | None = None,
     log: Callable[[str], None] = lambda msg: None,
     progress: Callable[[int], Callable[[int], None]] | None = None,

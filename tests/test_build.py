@@ -221,3 +221,23 @@ def test_every_stage_command_takes_its_defaults_from_the_options_it_fills():
     for name in ("min_agreement", "max_top1_drop"):
         assert field_default(BuildRequest, name) == field_default(VerifyOptions, name)
     assert field_default(BuildRequest, "max_float_share") == 100 * DEFAULT_MAX_FLOAT_SHARE  # percent, the library's share
+
+
+def test_quantize_sensitivity_and_analyze_take_the_library_functions_defaults():
+    """Commands that call one library function show that function's defaults, and build's --mixed is quantize's."""
+    import inspect
+
+    from sk_edge import BuildRequest, cli
+    from sk_edge.analyze import analyze_selection
+    from sk_edge.quantize import quantize_model
+    from sk_edge.sensitivity import analyze_sensitivity
+
+    owners = {cli.quantize: (quantize_model, {"mixed": "mixed"}),
+              cli.sensitivity: (analyze_sensitivity, {"num_images": "count", "mixed": "mixed"}),
+              cli.analyze: (analyze_selection, {"num_images": "count", "candidate": "candidate"})}
+    for command, (function, names) in owners.items():
+        params = {p.name: p for p in command.params}
+        arguments = inspect.signature(function).parameters
+        for option, argument in names.items():
+            assert params[option].default == arguments[argument].default, (command.name, option)
+    assert field_default(BuildRequest, "mixed") == inspect.signature(quantize_model).parameters["mixed"].default

@@ -26,6 +26,17 @@ def test_growing_histogram_equals_one_built_at_the_final_range():
     assert hist.counts.nbytes == 256 * 8  # the same size however many values it has seen
 
 
+def test_values_at_the_range_count_in_the_last_bin():
+    # The first batch sets the range to its largest |x|: that value (twice here, once negative) is at the
+    # upper edge, one past the last bin before it is folded back.
+    hist = StreamingHistogram(bins=128)
+    x = np.array([0.0, 0.25, 1.0, -3.0, 3.0, 2.999999], dtype=np.float32)
+    hist.update(x.copy(), consume=True)
+    assert hist.range == 3.0 and hist.counts[-1] == 3 and hist.counts.sum() == hist.total == x.size
+    clamped = np.minimum((np.abs(x) * np.float32(128 / 3.0)).astype(np.int64), 127)
+    assert np.array_equal(hist.counts, np.bincount(clamped, minlength=128))
+
+
 def test_histogram_round_trips_through_json():
     hist = StreamingHistogram()
     hist.update(np.maximum(rng.standard_normal(10000), 0))

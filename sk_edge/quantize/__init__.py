@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
-# Loaded on first use, so that the command line can read CalibrationOptions' defaults without onnx.
-_MODULE_OF = {"CalibrationOptions": ".options", "calibrate": ".calibration",
-              **{name: ".stage" for name in ("FP32_OPS", "MIXED", "OUTPUT_NAMES", "PRECISIONS", "SIDECAR_NAMES",
+# Loaded on first use, so that the command line can read the options and their defaults without onnx.
+_MODULE_OF = {"calibrate": ".calibration",
+              **{name: ".options" for name in ("CalibrationOptions", "DEFAULT_MIXED", "MIXED", "PRECISIONS")},
+              **{name: ".stage" for name in ("FP32_OPS", "OUTPUT_NAMES", "SIDECAR_NAMES",
                                              "build_fp16_graph", "build_int8_graph", "quantize_model")}}
 
 

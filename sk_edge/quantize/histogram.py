@@ -78,9 +78,12 @@ class StreamingHistogram:
         # The same float32 product and truncation as ever (so the same bins), in place where it can be:
         # calibration spends its time beside inference here.
         np.multiply(a, self.bins / self.range, out=a)
-        idx = a.astype(np.int32)
-        np.minimum(idx, self.bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.bins)
+        # intp indices: bincount converts any other integer type first, a second pass. An index at or past
+        # `bins` (a value equal to the range) is counted there and folded into the last bin: what clamping
+        # every index gives, without a pass over all of them.
+        counts = np.bincount(a.astype(np.intp), minlength=self.bins + 1)
+        counts[self.bins - 1] += counts[self.bins:].sum()
+        self.counts += counts[: self.bins]
         self.total += a.size
 
     def to_dict(self) -> dict:

@@ -20,6 +20,11 @@ DEFAULT_MAX_FLOAT_SHARE = 0.25
 # Chosen by measurement on the reference model: see docs/accuracy.md, "Calibration methods".
 DEFAULT_METHOD = "entropy"
 
+# What `sk-edge quantize` writes, and the precision of every layer an INT8 graph keeps out of INT8.
+PRECISIONS = ("int8", "fp16")
+MIXED = ("fp16", "fp32")
+DEFAULT_MIXED = "fp16"  # TensorRT's fast path for what INT8 leaves out; fp32 for the most exact float layers
+
 
 @dataclass(frozen=True)
 class CalibrationOptions:

@@ -24,6 +24,7 @@ from ..export.parity import parity_inputs
 from ..workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, load_calibration, load_export
 from .calibration import CALIB_JSON
 from .invariants import int8_graph_problems
+from .options import DEFAULT_MIXED, MIXED, PRECISIONS
 from .macs import macs_by_node, precision_mix
 from .plan import QuantPlan, plan_quantization
 from .precision import (
@@ -36,8 +37,6 @@ from .precision import (
     insert_qdq,
 )
 
-PRECISIONS = ("int8", "fp16")
-MIXED = ("fp16", "fp32")
 OUTPUT_NAMES = {p: GRAPH_NAMES[p] for p in PRECISIONS}
 SIDECAR_NAMES = {p: GRAPH_SIDECARS[p] for p in PRECISIONS}
 
@@ -59,7 +58,7 @@ def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def int8_opset(model: onnx.ModelProto, mixed: str = "fp16") -> int:
+def int8_opset(model: onnx.ModelProto, mixed: str = DEFAULT_MIXED) -> int:
     """The opset of ``model``'s INT8 graph: its own, or the first with the Q/DQ it needs (FP16 scales: 19).
 
     A caller that builds many INT8 graphs from one model converts it once (``ensure_opset``), and
@@ -72,7 +71,7 @@ def build_int8_graph(
     model: onnx.ModelProto,
     plan: QuantPlan,
     amax: dict[str, float],
-    mixed: str = "fp16",
+    mixed: str = DEFAULT_MIXED,
     keep_fp32: Callable[[gs.Node], str | None] = fp32_rule,
 ) -> tuple[onnx.ModelProto, PrecisionReport]:
     """``model`` with the Q/DQ of ``plan`` at the ranges ``amax``; the rest in ``mixed``."""
@@ -100,7 +99,7 @@ def build_fp16_graph(
 def quantize_model(
     workdir: str | Path,
     precision: str,
-    mixed: str = "fp16",
+    mixed: str = DEFAULT_MIXED,
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
     keep_float: Iterable[str] = (),
