@@ -49,9 +49,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: $(VENV)/.installed
 	$(BIN)/sk-edge build --precision int8 -w workdir
 
-# pyflakes, pycodestyle's error classes and bugbear (pyproject.toml's [tool.ruff]).
+# pyflakes, pycodestyle's error classes and bugbear (pyproject.toml's [tool.ruff]); mypy's default
+# checks on sk_edge/ with unannotated bodies checked too (pyproject.toml's [tool.mypy]).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sk_edge tests benchmarks examples cpp/tests
+	$(BIN)/mypy
 
 # The documentation site in site/, strict: a broken link or a reference that does not resolve fails it.
 docs: $(VENV)/.installed

@@ -16,7 +16,7 @@ the model's own preprocessing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -68,7 +68,7 @@ def zoom(image: Image.Image, scale: float) -> Image.Image:
     w, h = image.size
     cw, ch = w / scale, h / scale
     box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-    return image.resize((w, h), Image.BILINEAR, box=box)
+    return image.resize((w, h), Image.Resampling.BILINEAR, box=box)
 
 
 def analyze_selection(
@@ -104,7 +104,7 @@ def analyze_selection(
             log(f"  skipped unreadable image {p.name}: {exc}")
     if not pil:
         raise SkEdgeError(f"no readable image in '{images}'")
-    units = [{"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates]
+    units: list[dict[str, Any]] = [{"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates]
     for scale in scales:
         x = np.stack([to_tensor(zoom(im, scale), pre) for im in pil])
         ref_g, cand_g = ref_run(x), cand_run(x)

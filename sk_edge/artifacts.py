@@ -93,16 +93,16 @@ def sidecar(kind: str, key: str, outputs: dict[str, Path], **sections: Any) -> d
     }
 
 
-def is_up_to_date(sidecar_path: str | os.PathLike, key: str) -> bool:
-    """True when the sidecar was written for ``key`` and every output it lists is intact."""
+def up_to_date(sidecar_path: str | os.PathLike, key: str) -> dict[str, Any] | None:
+    """The sidecar when it was written for ``key`` and every output it lists is intact; else None."""
     sidecar_path = Path(sidecar_path)
     data = read_json(sidecar_path)
     if data is None or data.get("key") != key or not data.get("outputs"):
-        return False
+        return None
     for name, meta in data["outputs"].items():
         out = sidecar_path.parent / name
         if not out.is_file() or out.stat().st_size != meta.get("bytes"):
-            return False
+            return None
         if sha256_file(out) != meta.get("sha256"):
-            return False
-    return True
+            return None
+    return data

@@ -13,6 +13,7 @@ board's input power (images per second per watt).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -98,6 +99,13 @@ class Config:
     @property
     def label(self) -> str:
         return f"{self.backend} {self.precision} {self.device} b{self.batch}"
+
+    @property
+    def artifact(self) -> Path:
+        """The graph or engine this configuration runs (every backend but PyTorch names one)."""
+        if self.path is None:
+            raise ValueError(f"{self.label} names no graph or engine")
+        return Path(self.path)
 
 
 def engine_cannot_run(engine) -> str | None:
@@ -179,16 +187,19 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None):
-    """(callable that runs one batch synchronously, timer kind, gpu-memory probe)."""
+def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None, held: contextlib.ExitStack):
+    """(callable that runs one batch synchronously, timer kind, gpu-memory probe); what it opens, ``held`` closes."""
     if config.backend == "torch":
         import torch
 
+        from .backends.torch import TorchRunner
         from .verify import reference_runner
 
         if threads:
             torch.set_num_threads(threads)
         ref, _ = reference_runner(workdir, load_export(workdir))
+        if not isinstance(ref, TorchRunner):  # reference_runner gives the FP32 graph only where torch is absent
+            raise SkEdgeError("the pytorch backend needs PyTorch, which is not installed here; pass --backends without pytorch")
         module = ref.module.to(config.device)
         xt = torch.from_numpy(x).to(config.device)
 
@@ -202,7 +213,7 @@ def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None):
     if config.backend == "onnxruntime":
         from .backends.onnxruntime import OnnxRuntimeRunner
 
-        session = OnnxRuntimeRunner(Path(config.path), threads=threads, dynamic_batch=True).session
+        session = held.enter_context(OnnxRuntimeRunner(config.artifact, threads=threads, dynamic_batch=True)).session
         out_meta = session.get_outputs()[0]
         probe = session.run(None, {session.get_inputs()[0].name: x})[0]
         out = np.empty_like(probe)
@@ -217,7 +228,7 @@ def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None):
         return run, "perf_counter", lambda: None
     from .runtime import Engine
 
-    engine = Engine(config.path)
+    engine = held.enter_context(Engine(config.artifact))  # its GPU buffers and CUDA context go back after the run
     return (lambda: engine(x)), "perf_counter (synchronous: copy in, execute, copy out)", lambda: None
 
 
@@ -226,11 +237,17 @@ def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, 
     export = load_export(workdir)
     shape = (config.batch, *export.input_shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    run, clock, gpu_mem = _runner(config, workdir, x, threads)
+    with contextlib.ExitStack() as held:
+        run, clock, gpu_mem = _runner(config, workdir, x, threads, held)
+        return _timed_runs(run, clock, gpu_mem, warmup, iterations, duration)
+
+
+def _timed_runs(run: Callable[[], object], clock: str, gpu_mem: Callable[[], float | None], warmup: int,
+                iterations: int | None, duration: float | None) -> dict:
     power = PowerSampler() if PowerSampler.available() else None
     for _ in range(warmup):
         run()
-    times = []
+    times: list[float] = []
     if clock == "cuda-events":
         import torch
 
@@ -249,7 +266,7 @@ def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, 
             return (time.perf_counter() - t0) * 1e3
     if power:
         power.start()
-    t_end = time.perf_counter() + duration if duration else None
+    t_end = time.perf_counter() + (duration or 0.0)
     while (len(times) < iterations) if iterations else (time.perf_counter() < t_end or len(times) < 5):
         times.append(timed())
     watts = power.stop() if power else None
@@ -396,7 +413,7 @@ def measure_interleaved(configs: list[Config], workdir: Path, options: BenchOpti
     """Every configuration in ``options.rounds()`` interleaved rounds; latencies pooled, each round's median kept."""
     rounds = options.rounds()
     tick = progress(len(configs) * rounds) if progress else (lambda n: None)
-    entries = [{"config": asdict(c), "latencies_ms": [], "round_medians_ms": []} for c in configs]
+    entries: list[dict[str, Any]] = [{"config": asdict(c), "latencies_ms": [], "round_medians_ms": []} for c in configs]
     for _ in range(rounds):
         for config, entry in zip(configs, entries):
             if "error" not in entry:
@@ -499,10 +516,10 @@ def markdown(doc: dict) -> str:
         lines += [""] + [f"- {n}" for n in doc["notes"]]
     if doc.get("int8_vs_fp16"):
         lines += ["", "INT8 against FP16:", ""] + [f"- {line}" for line in doc["int8_vs_fp16"]]
-    speed = doc.get("speedup_verdict")
-    if speed:
-        mark = "" if speed["min_speedup"] is None else ("PASS: " if speed["passed"] else "FAIL: ")
-        lines += ["", f"Latency verdict: {mark}{speed['line']}."]
+    verdict = doc.get("speedup_verdict")
+    if verdict:
+        mark = "" if verdict["min_speedup"] is None else ("PASS: " if verdict["passed"] else "FAIL: ")
+        lines += ["", f"Latency verdict: {mark}{verdict['line']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -608,6 +625,8 @@ class PowerSampler:
         self.thread.start()
 
     def _read(self) -> None:
+        if self.proc.stdout is None:  # started with stdout=PIPE, so never None
+            return
         for line in self.proc.stdout:
             w = parse_tegrastats_power(line)
             if w is not None:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,7 +66,8 @@ class _ReportedError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code on the class and reads it from the instance it catches
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file=None) -> None:
         click.echo(f"sk-edge: error: {self.format_message()}", err=True)
@@ -101,7 +103,7 @@ class _Group(click.Group):
                 raise
             if isinstance(exc, SkEdgeError):
                 raise _ReportedError(str(exc), exc.exit_code) from None
-            from .workdir import describe_os_error
+            from .workdir_lock import describe_os_error
 
             raise _ReportedError(describe_os_error(exc), 1) from None
 
@@ -202,7 +204,7 @@ def _size(ctx, param, value):
 
 
 def workdir_option(command):
-    """-w/--workdir, and the work directory held for the whole command (:func:`sk_edge.workdir.locked`).
+    """-w/--workdir, and the work directory held for the whole command (:func:`sk_edge.workdir_lock.locked`).
 
     ``build --from DIR`` works in DIR, so that is the folder held.
     """
@@ -217,7 +219,7 @@ def workdir_option(command):
     )
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from .workdir import locked
+        from .workdir_lock import locked
 
         with locked(kwargs.get("from_dir") or kwargs["workdir"], log=_log):
             return command(*args, **kwargs)
@@ -352,7 +354,7 @@ def export(model_name, weights, num_classes, input_size, model_args, class_names
 
 
 def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess=None):
-    from .workdir import ModelRequest, resolve_model
+    from .model_choice import ModelRequest, resolve_model
 
     request = ModelRequest(model_name, weights, num_classes, input_size, parse_model_args(model_args), preprocess)
     return resolve_model(workdir, request, DEFAULT_MODEL, force)
@@ -362,10 +364,11 @@ class _Progress:
     """A click progress bar on stderr, opened when the library says how much work there is."""
 
     def __init__(self, label: str):
-        self.label, self.bar = label, None
+        self.label = label
+        self.bar: Any = None  # click's ProgressBar, a type click does not export
 
     def __call__(self, total: int):
-        stream = click.get_text_stream("stderr")
+        stream = sys.stderr  # click.get_text_stream is deprecated (click 8.5) and goes in click 9
         if not stream.isatty():  # a log file gets the stage's own lines, not a bare label per bar
             return lambda n: None
         self.bar = click.progressbar(length=total, label=self.label, file=stream)

@@ -118,7 +118,7 @@ def _with_profile(options: trt_backend.BuildOptions, export: ExportInfo) -> trt_
     max_batch = export.dynamic_batch
     if options.dynamic_batch and not max_batch:
         raise UsageError("--dynamic-batch needs a graph exported with a dynamic batch; re-export with `sk-edge export --dynamic-batch MAX`")
-    if options.dynamic_batch and options.dynamic_batch > max_batch:
+    if options.dynamic_batch and max_batch and options.dynamic_batch > max_batch:
         raise UsageError(f"--dynamic-batch {options.dynamic_batch} exceeds the exported graph's {max_batch}; re-export with a larger MAX")
     if max_batch and not options.dynamic_batch:
         options = trt_backend.BuildOptions(**{**options.__dict__, "dynamic_batch": max_batch})
@@ -210,7 +210,7 @@ def build_engine_stage(
     built_for = gpu if features.needs_gpu_to_build else {"compute_capabilities": list(options.compute_capabilities)}
     key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__,
                                "flavour": features.flavour, "gpu": built_for})
-    if not force and artifacts.is_up_to_date(sidecar_path, key):
+    if not force and artifacts.up_to_date(sidecar_path, key) is not None:
         log(f"{engine_path} is up to date; --force rebuilds it")
         view = read_view(workdir, sidecar_path.name)
         return BuildResult(precision, graph, "tensorrt", engine_path, layers=view.layers_summary,
@@ -283,10 +283,10 @@ def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling
     if not built.dla_layers:
         return None
     on_dla = [layer for layer in built.dla_layers if layer["dla"]]
-    summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla),
-               "gpu_fallback": [layer["layer"] for layer in built.dla_layers if not layer["dla"]], "pooling": dla_pooling}
+    gpu_fallback = [layer["layer"] for layer in built.dla_layers if not layer["dla"]]
+    summary = {"layers": len(built.dla_layers), "dla_eligible": len(on_dla), "gpu_fallback": gpu_fallback, "pooling": dla_pooling}
     artifacts.write_json(workdir / DLA_JSON, {"summary": summary, "layers": built.dla_layers})
-    log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(summary['gpu_fallback'])} fall back to the GPU (dla.json)")
+    log(f"  DLA: {len(on_dla)} of {len(built.dla_layers)} layers eligible, {len(gpu_fallback)} fall back to the GPU (dla.json)")
     return summary
 
 

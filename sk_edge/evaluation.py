@@ -53,7 +53,8 @@ def is_held_out(name: str, fraction: float) -> bool:
 
 def split_paths(paths: list[Path], root: Path, fraction: float) -> tuple[list[Path], list[Path]]:
     """(calibration part, held-out part) of ``paths``, each in the order given."""
-    calibration, held_out = [], []
+    calibration: list[Path] = []
+    held_out: list[Path] = []
     for path in paths:
         (held_out if is_held_out(path.relative_to(root).as_posix(), fraction) else calibration).append(path)
     return calibration, held_out
@@ -278,7 +279,7 @@ class JudgePlan:
             return "the images stored with the PyTorch reference (reference.npz)"
         if self.default_set:
             return "the reference model's 1000 held-out images"
-        return self.images.describe()
+        return self.images.describe() if self.images is not None else 'no images'
 
 
 def plan_judging(model: str, precision: str, *, images: Path | None, labels: Path | None, eval_images: Path | None,
@@ -303,11 +304,11 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
     if no_verify:
         return JudgePlan(skip=True)
     if eval_images is not None:
-        plan = JudgePlan(JudgeImages(Path(eval_images), eval_labels))
+        judged = JudgeImages(Path(eval_images), eval_labels)
     elif model == REFERENCE and labels is None:
         return JudgePlan(default_set=True)
     elif images is not None:
-        plan = JudgePlan(JudgeImages(Path(images), labels, HOLDOUT_FRACTION if precision == "int8" else None))
+        judged = JudgeImages(Path(images), labels, HOLDOUT_FRACTION if precision == "int8" else None)
     elif stored_reference:
         return JudgePlan(stored=True)
     elif from_dir:
@@ -322,9 +323,9 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
             f"{HOLDOUT_FRACTION:.0%} of it out of calibration to judge itself) or --eval-images DIR (held-out images of "
             "your model's domain), or --no-verify for a build without a verdict"
         )
-    count = len(plan.images.paths())
+    count = len(judged.paths())
     if count < min_images:
-        fix = (f"add images to '{plan.images.root}' (about {int(min_images / HOLDOUT_FRACTION)} in all) or pass "
-               "--eval-images DIR" if plan.images.holdout is not None else f"add images to '{plan.images.root}'")
-        raise too_few_images(count, plan.images.describe(), min_images, fix, planned=True)
-    return plan
+        fix = (f"add images to '{judged.root}' (about {int(min_images / HOLDOUT_FRACTION)} in all) or pass "
+               "--eval-images DIR" if judged.holdout is not None else f"add images to '{judged.root}'")
+        raise too_few_images(count, judged.describe(), min_images, fix, planned=True)
+    return JudgePlan(judged)

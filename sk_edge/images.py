@@ -167,7 +167,7 @@ def normalize(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
     The same element-wise float32 arithmetic for one image or a batch, so pixels stored on the
     host (sk_edge.stored_reference) give the device exactly the tensors the host judged.
     """
-    arr = pixels.astype(np.float32) / 255.0
+    arr: np.ndarray = pixels.astype(np.float32) / 255.0
     arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
     if pre.channel_order == "BGR":  # mean and std are R, G, B: normalise first, then reorder
         arr = arr[..., ::-1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from . import artifacts
 from .backends.tensorrt import BuildOptions
 from .engine_stage import BuildResult as EngineResult
-from .errors import UsageError
+from .errors import SkEdgeError, UsageError
 from .quantize.options import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIXED
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 from .verify import VerifyOptions
@@ -141,8 +142,8 @@ class BuildRequest:
         from .preprocess import requests_from
 
         if isinstance(self.preprocess, list):  # PreprocessRequests already (the CLI's), before the file's
-            return self.preprocess + (requests_from(None, self.preprocess_file, "the build request") or []) or None
-        return requests_from(self.preprocess, self.preprocess_file, "the build request")
+            return self.preprocess + (requests_from(None, _path(self.preprocess_file), "the build request") or []) or None
+        return requests_from(self.preprocess, _path(self.preprocess_file), "the build request")
 
 
 @dataclass
@@ -200,7 +201,7 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
     for the long stages. Bad input raises :class:`~sk_edge.errors.UsageError`; a failed verdict
     does not raise: ``outcome.passed`` is False and ``outcome.failure`` says why.
     """
-    from .workdir import locked
+    from .workdir_lock import locked
 
     known = {f.name for f in dataclasses.fields(BuildRequest)}
     unknown = sorted(set(fields) - known)
@@ -220,104 +221,166 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
 
 
 def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress) -> BuildOutcome:
+    from .backends.tensorrt import BuildOptions
+    from .engine_stage import validate
+    from .verify import candidate_precision_mix
+
     clock = StageClock()
     clock.start("plan")
-    from .backends.tensorrt import BuildOptions, TensorRTUnavailable
-    from .engine_stage import build_engine_stage, build_without_tensorrt, check_inputs, validate
-    from .evaluation import plan_judging
-    from .verify import VerifyFailed, VerifyOptions, candidate_precision_mix, verify
-    from .workdir import REFERENCE_NPZ, ModelRequest, load_export, resolve_model
-
     images = Path(r.images) if r.images is not None else None
     options = BuildOptions(workspace_mib=r.workspace_mib, opt_level=r.opt_level, dynamic_batch=r.dynamic_batch,
                            dla_core=r.dla_core, hardware_compatible=r.hardware_compatible, target=r.target,
                            rtx_sms=tuple(r.rtx_sms) if r.rtx_sms is not None else None)
     legacy = validate(r.precision, options)
-    judging = dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
-                   no_verify=not r.verify)
-    preprocess = r.preprocess_requests()
     searched = None  # set when the layer search chose layers on the images that then judge the build
     if r.from_dir is not None:
-        check_inputs(workdir, r.precision, legacy)  # before anything is written
-        if images is not None or r.labels is not None or preprocess:
-            raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
-                             "included): --images, --labels and preprocessing options are not used; pass --eval-images "
-                             "DIR to judge the build on other images")
-        plan = plan_judging(load_export(workdir).model, r.precision, images=None,
-                            stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **judging)
-        log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
+        plan = _plan_from_dir(r, workdir, images, legacy, log)
     else:
-        from .export.options import ExportOptions  # torch is imported only where a model is built and exported
+        model, plan, export_options = _plan_model(r, workdir, images)
+        _export_step(r, workdir, model, export_options, plan, clock, log)
+        searched = _graph_steps(r, workdir, images, plan, clock, log, progress)
+    result = _engine_step(r, workdir, options, legacy, clock, log)
+    failure, verdict = (None, None) if plan.skip else _verify_step(r, workdir, result, plan, clock, log, progress)
+    mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
+    report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
+                           log=log, searched=searched, max_float_share=r.max_float_share / 100,
+                           require_engine=r.from_dir is not None, clock=clock)
+    failure = failure or report.failed
+    return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
+                        summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
+                        precision_mix=mix, latency=report.latency, failure=failure)
 
-        export_options = ExportOptions(dynamic_batch=r.dynamic_batch)  # build takes no other export option
-        export_options.validate()
-        model = resolve_model(workdir, ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size,
-                                                    dict(r.model_args), preprocess), DEFAULT_MODEL, r.force)
-        plan = plan_judging(model.name, r.precision, images=images, **judging)  # before any heavy work
-        if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL:
-            raise UsageError(f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
-                             "(the bundled SK-Digits images calibrate only the reference model)")
-        if not plan.skip and model.weights is None and model.name != DEFAULT_MODEL:  # the bundled model has its weights
-            raise UsageError(
-                f"'{model.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
-                "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
-            )
-        clock.start("export")
-        log(f"[1/4] export {model.name}")
-        changed = []
-        if model.reuse_export:
-            # The export's own options (its opset, select form) stay; only what build takes can change them.
-            recorded = ExportOptions.recorded(load_export(workdir).doc["settings"])
-            if r.dynamic_batch is not None:
-                export_options = dataclasses.replace(recorded, dynamic_batch=r.dynamic_batch)
-                changed = export_options.differences(recorded)
-        if model.reuse_export and not changed:
-            log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
-        else:
-            if changed:
-                log(f"  exporting the work directory's own {model.name} again: {', '.join(changed)}")
-            from .export import export_model
-            from .models import build_model
 
-            built = build_model(model.name, model.num_classes, model.input_size, model.weights, model.args, model.preprocess)
-            name_classes(built, r.class_names, plan.images, log)
-            export_model(built, workdir, export_options, force=r.force, log=log)
-        if images is None and r.precision == "int8":
-            images = default_calibration_images(workdir, log=log)
-        export = load_export(workdir)  # once, for what follows (each load hashes model.fp32.onnx)
-        judge = judge_images(workdir, export, plan, log=log)
-        budget = accuracy_budget(export, judge, r.max_top1_drop, r.min_agreement)
-        if r.precision == "int8":
-            from .quantize import CalibrationOptions, calibrate
+def _judging_options(r: BuildRequest) -> dict[str, Any]:
+    """plan_judging's options that a build passes through as given."""
+    return dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
+                no_verify=not r.verify)
 
-            clock.start("calibrate")
-            log("[2/4] calibrate")
-            holdout = plan.images.holdout if plan.images else None
-            if holdout is not None:
-                log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
-            # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
-            calib_options = CalibrationOptions(**({"method": r.method} if r.method else {}),
-                                               num_images=r.num_images or default_calibration_count(images, holdout),
-                                               legacy_ranges=r.dla_core is not None, holdout=holdout)
-            with _bar(progress, "  images") as bar:
-                calibrate(workdir, images, calib_options, force=r.force, log=log, progress=bar)
-        if r.precision != "fp32":
-            from .quantize import quantize_model
 
-            clock.start("quantize")
-            log(f"[3/4] quantize to {r.precision}")
-            keep = []
-            if r.precision == "int8" and not r.force and budget is not None:
-                from .sensitivity import previous_choice
+def _plan_from_dir(r: BuildRequest, workdir: Path, images: Path | None, legacy: bool, log: Callable[[str], None]):
+    """--from: the work directory's inputs checked and its judging planned, before anything is written."""
+    from .engine_stage import check_inputs
+    from .evaluation import plan_judging
+    from .workdir import REFERENCE_NPZ, load_export
 
-                keep = previous_choice(workdir, budget, r.mixed)
-            quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
-        if r.precision == "int8" and budget is not None:
-            # The layers kept in floating point: a new search's, else the earlier one's that still meets the budget.
-            clock.start("accuracy budget")
-            chosen = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress) or keep
-            if chosen:
-                searched = f"{len(chosen)} layers kept in floating point were chosen on these same images"
+    check_inputs(workdir, r.precision, legacy)
+    if images is not None or r.labels is not None or r.preprocess_requests():
+        raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
+                         "included): --images, --labels and preprocessing options are not used; pass --eval-images "
+                         "DIR to judge the build on other images")
+    plan = plan_judging(load_export(workdir).model, r.precision, images=None,
+                        stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **_judging_options(r))
+    log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
+    return plan
+
+
+def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
+    """The model, the judging plan and the export options of a build from a model: every usage error before work."""
+    from .evaluation import plan_judging
+    from .export.options import ExportOptions  # torch is imported only where a model is built and exported
+    from .model_choice import ModelRequest, resolve_model
+
+    export_options = ExportOptions(dynamic_batch=r.dynamic_batch)  # build takes no other export option
+    export_options.validate()
+    model = resolve_model(workdir, ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size,
+                                                dict(r.model_args), r.preprocess_requests()), DEFAULT_MODEL, r.force)
+    if model.name is None:  # resolve_model names the user's, the work directory's or the default model
+        raise SkEdgeError(f"no model to build in '{workdir}'")
+    plan = plan_judging(model.name, r.precision, images=images, **_judging_options(r))  # before any heavy work
+    if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL:
+        raise UsageError(f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
+                         "(the bundled SK-Digits images calibrate only the reference model)")
+    if not plan.skip and model.weights is None and model.name != DEFAULT_MODEL:  # the bundled model has its weights
+        raise UsageError(
+            f"'{model.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
+            "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
+        )
+    return model, plan, export_options
+
+
+def _export_step(r: BuildRequest, workdir: Path, model, export_options, plan, clock: StageClock,
+                 log: Callable[[str], None]) -> None:
+    """[1/4]: export the model, unless the work directory's export is the one asked for."""
+    from .export.options import ExportOptions
+    from .workdir import load_export
+
+    clock.start("export")
+    log(f"[1/4] export {model.name}")
+    changed = []
+    if model.reuse_export:
+        # The export's own options (its opset, select form) stay; only what build takes can change them.
+        recorded = ExportOptions.recorded(load_export(workdir).doc["settings"])
+        if r.dynamic_batch is not None:
+            export_options = dataclasses.replace(recorded, dynamic_batch=r.dynamic_batch)
+            changed = export_options.differences(recorded)
+    if model.reuse_export and not changed:
+        log(f"  continuing with the export in '{workdir}' (--model, --weights, --num-classes, --input-size change it)")
+        return
+    if changed:
+        log(f"  exporting the work directory's own {model.name} again: {', '.join(changed)}")
+    from .export import export_model
+    from .models import build_model
+
+    built = build_model(model.name, model.num_classes, model.input_size, model.weights, model.args, model.preprocess)
+    name_classes(built, r.class_names, plan.images, log)
+    export_model(built, workdir, export_options, force=r.force, log=log)
+
+
+def _graph_steps(r: BuildRequest, workdir: Path, images: Path | None, plan, clock: StageClock,
+                 log: Callable[[str], None], progress) -> str | None:
+    """[2/4] calibrate and [3/4] quantize, then the accuracy budget's layer search; what the search chose, if it ran."""
+    from .workdir import load_export
+
+    if images is None and r.precision == "int8":
+        images = default_calibration_images(workdir, log=log)
+    export = load_export(workdir)  # once, for what follows (each load hashes model.fp32.onnx)
+    judge = judge_images(workdir, export, plan, log=log)
+    budget = accuracy_budget(export, judge, r.max_top1_drop, r.min_agreement)
+    if r.precision == "int8" and images is not None:  # images: the user's, else the bundled ones just written
+        _calibrate_step(r, workdir, images, plan, judge, clock, log, progress)
+    if r.precision == "fp32":
+        return None
+    from .quantize import quantize_model
+
+    clock.start("quantize")
+    log(f"[3/4] quantize to {r.precision}")
+    keep: list[str] = []
+    if r.precision == "int8" and not r.force and budget is not None:
+        from .sensitivity import previous_choice
+
+        keep = previous_choice(workdir, budget, r.mixed)
+    quantize_model(workdir, r.precision, r.mixed, force=r.force, log=log, keep_float=keep)
+    if r.precision != "int8" or budget is None:
+        return None
+    # The layers kept in floating point: a new search's, else the earlier one's that still meets the budget.
+    clock.start("accuracy budget")
+    chosen = fit_accuracy_budget(workdir, r.mixed, judge, budget, r.max_float_share / 100, log, progress) or keep
+    return f"{len(chosen)} layers kept in floating point were chosen on these same images" if chosen else None
+
+
+def _calibrate_step(r: BuildRequest, workdir: Path, images: Path, plan, judge, clock: StageClock,
+                    log: Callable[[str], None], progress) -> None:
+    from .quantize import CalibrationOptions, calibrate
+
+    clock.start("calibrate")
+    log("[2/4] calibrate")
+    holdout = plan.images.holdout if plan.images else None
+    if holdout is not None:
+        log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
+    # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
+    calib_options = CalibrationOptions(**({"method": r.method} if r.method else {}),
+                                       num_images=r.num_images or default_calibration_count(images, holdout),
+                                       legacy_ranges=r.dla_core is not None, holdout=holdout)
+    with _bar(progress, "  images") as bar:
+        calibrate(workdir, images, calib_options, force=r.force, log=log, progress=bar)
+
+
+def _engine_step(r: BuildRequest, workdir: Path, options, legacy: bool, clock: StageClock,
+                 log: Callable[[str], None]) -> EngineResult:
+    """[4/4]: the engine, or where TensorRT is absent the graph checked on ONNX Runtime in its stead."""
+    from .backends.tensorrt import TensorRTUnavailable
+    from .engine_stage import build_engine_stage, build_without_tensorrt
+
     clock.start("engine")
     log("[4/4] engine")
     try:
@@ -331,49 +394,52 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
         log(f"wrote {result.engine}: {layers.get('layers', '?')} layers{share}")
         if layers.get("float_sk_units"):
             log(f"  SK attention kept in floating point in {len(layers['float_sk_units'])} SK units")
-    failure, verdict = None, None
-    if not plan.skip:
-        clock.start("verify")
-        judge_engine = result.engine is not None and result.cannot_run is None
-        if result.engine is None:
-            log(f"verify ({result.graph.name} on ONNX Runtime, as there is no engine)")
-        elif not judge_engine:
-            log(f"verify ({result.graph.name} on ONNX Runtime: {result.engine.name} cannot run here, {result.cannot_run})")
-        else:
-            log("verify")
-        judged = plan.images
-        try:
-            with _bar(progress, "  images") as bar:
-                verdict = verify(workdir, VerifyOptions(
-                    candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
-                    min_agreement=r.min_agreement,
-                    max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
-                    labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None,
-                    # The build's own judging images are the ones its device is to be judged on.
-                    store_reference=r.from_dir is None, reuse=not r.force),
-                    log=log, progress=bar)
-        except VerifyFailed as exc:
-            failure, verdict = str(exc), exc.report
-    mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
-    report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
-                           log=log, searched=searched, max_float_share=r.max_float_share / 100,
-                           require_engine=r.from_dir is not None, clock=clock)
-    failure = failure or report.failed
-    return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
-                        summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
-                        precision_mix=mix, latency=report.latency, failure=failure)
+    return result
 
+
+def _verify_step(r: BuildRequest, workdir: Path, result: EngineResult, plan, clock: StageClock,
+                 log: Callable[[str], None], progress) -> tuple[str | None, dict | None]:
+    """The verdict on the engine where it can run here, else on the graph it was built from: (failure, report)."""
+    from .verify import VerifyFailed, VerifyOptions, verify
+
+    clock.start("verify")
+    judge_engine = result.engine is not None and result.cannot_run is None
+    if result.engine is None:
+        log(f"verify ({result.graph.name} on ONNX Runtime, as there is no engine)")
+    elif not judge_engine:
+        log(f"verify ({result.graph.name} on ONNX Runtime: {result.engine.name} cannot run here, {result.cannot_run})")
+    else:
+        log("verify")
+    judged = plan.images
+    try:
+        with _bar(progress, "  images") as bar:
+            return None, verify(workdir, VerifyOptions(
+                candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
+                min_agreement=r.min_agreement,
+                max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
+                labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None,
+                # The build's own judging images are the ones its device is to be judged on.
+                store_reference=r.from_dir is None, reuse=not r.force),
+                log=log, progress=bar)
+    except VerifyFailed as exc:
+        return str(exc), exc.report
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default, its factory's value where it has one."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return inspect.Parameter.empty
 
 
 def _signature_from_request() -> None:
     """Give :func:`build` the keyword parameters of :class:`BuildRequest` (names, defaults, types), so that
     ``help(sk_edge.build)``, IPython and inspect-based tools show them; the dataclass stays the one place
     that owns them."""
-    import inspect
-
     own = inspect.signature(build)
-    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
-                                default=f.default if f.default is not dataclasses.MISSING else f.default_factory())
+    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type, default=_field_default(f))
               for f in dataclasses.fields(BuildRequest)]
     params = [own.parameters["request"], *fields, own.parameters["log"], own.parameters["progress"]]
     build.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
@@ -549,6 +615,8 @@ def engine_rows(workdir: Path, result: EngineResult) -> list[tuple[str, str]]:
     """The summary's rows on the engine: what built it, for which GPUs, and its own layer plan."""
     from .workdir import read_view
 
+    if result.engine is None:
+        return []
     engine = read_view(workdir, result.engine.name + ".json")
     made = f"TensorRT-RTX {engine.tensorrt_version}" if engine.flavour == "rtx" else f"TensorRT {engine.tensorrt_version}"
     if engine.flavour == "rtx":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def _triple(value, what: str, source: str) -> tuple[float, float, float]:
         raise UsageError(f"{what} from {source} is not three numbers R,G,B (got {value!r})") from None
     if len(numbers) != 3:
         raise UsageError(f"{what} from {source} needs three numbers R,G,B, got {len(numbers)}")
-    return numbers  # type: ignore[return-value]
+    return (numbers[0], numbers[1], numbers[2])
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class PreprocessRequest:
         return cls.from_fields(fields, f"--preprocess {path}")
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, path: Path) -> "PreprocessRequest | None":
+    def from_checkpoint(cls, checkpoint: Mapping, path: Path) -> "PreprocessRequest | None":
         """sk-edge's own top-level fields, or timm's ``pretrained_cfg`` (its ``crop_mode`` names the resize)."""
         own = {k: checkpoint[k] for k in FIELDS if k in checkpoint}
         cfg = checkpoint.get("pretrained_cfg")

@@ -23,6 +23,7 @@ TensorRT-RTX engines ``pip install 'sk-edge[rtx]'`` and pycuda.
 from __future__ import annotations
 
 import sys
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +67,11 @@ class Engine:
             raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
         self._closed = True  # until everything below exists
         self._runtime_cache = None
-        sidecar = read_sidecar(path) if check_sidecar else _sidecar_if_readable(path)
+        sidecar: EngineInfo | None = read_sidecar(path) if check_sidecar else _sidecar_if_readable(path)
         # The sidecar says which TensorRT made the engine (TensorRT or TensorRT-RTX); without one, the file name.
         self.trt = trt or import_tensorrt(sidecar.target if sidecar is not None else engine_target(path.name))
         features = TrtFeatures.of(self.trt)
-        if check_sidecar:
+        if check_sidecar and sidecar is not None:  # read_sidecar returns one or raises
             self._check_sidecar(path, sidecar, gpu or gpu_identity())
         plan = path.read_bytes()
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
@@ -97,7 +98,8 @@ class Engine:
             else:
                 self.context = self.engine.create_execution_context()
             self.stream = self.cuda.Stream()
-            self.inputs, self.outputs = [], []
+            self.inputs: list[tuple[str, np.dtype]] = []
+            self.outputs: list[tuple[str, np.dtype]] = []
             mode = self.trt.TensorIOMode
             for i in range(self.engine.num_io_tensors):
                 name = self.engine.get_tensor_name(i)
@@ -107,9 +109,10 @@ class Engine:
             self._context.pop()
         self.cuda_graph = cuda_graph
         self.preprocess = sidecar.preprocess if sidecar is not None else None  # for infer_frames
-        self._shape = None
-        self._graph = None
-        self._device: dict = {}
+        self._shape: tuple[int, ...] | None = None
+        self._graph: Any = None  # the instantiated CUDA graph (a cuda-python handle)
+        self._device: dict[str, Any] = {}
+        self._host: dict[str, np.ndarray] = {}
         self._closed = False
 
     def _check_sidecar(self, path: Path, sidecar: EngineInfo, gpu: dict | None) -> None:

@@ -55,8 +55,8 @@ def check(workdir: Path, shipped: Path, built_from: tuple[str, str] | None = Non
     was built from), unless ``unverified``.
     """
     fix = FIX.format(w=workdir)
-    doc = artifacts.read_json(workdir / VERIFY_JSON)
-    judged = judged_artifact(doc) if isinstance(doc, dict) else None
+    doc = artifacts.read_json(workdir / VERIFY_JSON) or {}
+    judged = judged_artifact(doc) if doc else None
     sha = artifacts.sha256_file(shipped)
     if judged is None:
         problem = f"{shipped.name} has no verdict ({VERIFY_JSON} is {'unreadable' if (workdir / VERIFY_JSON).exists() else 'absent'})"

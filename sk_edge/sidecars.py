@@ -115,9 +115,9 @@ class ExportInfo:
         return dict(self.doc["model"])
 
     @classmethod
-    def from_doc(cls, doc: dict, source: str | Path) -> "ExportInfo":
+    def from_doc(cls, doc: dict | None, source: str | Path) -> "ExportInfo":
         fix = "re-export with this sk-edge (sk-edge export --force)"
-        check_header(doc, source, (EXPORT_KIND,), fix)
+        doc = check_header(doc, source, (EXPORT_KIND,), fix)
         with _fields(source, "re-export (sk-edge export --force)"):
             inputs, settings, model = doc["inputs"], doc["settings"], doc["model"]
             weights = inputs.get("weights") or {}
@@ -160,9 +160,9 @@ class CalibrationInfo:
         return float(self.tensors[name]["amax_by_method"]["max"])
 
     @classmethod
-    def from_doc(cls, doc: dict, source: str | Path) -> "CalibrationInfo":
+    def from_doc(cls, doc: dict | None, source: str | Path) -> "CalibrationInfo":
         fix = f"re-run `sk-edge calibrate -w {Path(source).parent} --images DIR --force`"
-        check_header(doc, source, (CALIBRATION_KIND,), fix)
+        doc = check_header(doc, source, (CALIBRATION_KIND,), fix)
         with _fields(source, fix):
             tensors = doc["tensors"]
             if not isinstance(tensors, dict) or not all("amax" in t for t in tensors.values()):
@@ -193,9 +193,9 @@ class GraphInfo:
     doc: dict = field(repr=False, compare=False)
 
     @classmethod
-    def from_doc(cls, doc: dict, source: str | Path, precision: str) -> "GraphInfo":
+    def from_doc(cls, doc: dict | None, source: str | Path, precision: str) -> "GraphInfo":
         fix = f"re-run `sk-edge quantize -w {Path(source).parent} --precision {precision} --force`"
-        check_header(doc, source, (GRAPH_KINDS[precision],), fix)
+        doc = check_header(doc, source, (GRAPH_KINDS[precision],), fix)
         with _fields(source, fix):
             name, sha = _only_output(doc)
             calibration = doc["inputs"].get("calibration")
@@ -253,9 +253,9 @@ class EngineInfo:
         return Preprocess.from_dict(self.preprocess_record) if self.preprocess_record else None
 
     @classmethod
-    def from_doc(cls, doc: dict, source: str | Path) -> "EngineInfo":
+    def from_doc(cls, doc: dict | None, source: str | Path) -> "EngineInfo":
         fix = "rebuild the engine with `sk-edge build`"
-        check_header(doc, source, (ENGINE_KIND,), fix)
+        doc = check_header(doc, source, (ENGINE_KIND,), fix)
         with _fields(source, fix):
             name, sha = _only_output(doc)
             settings, inputs, model = doc["settings"], doc["inputs"], doc.get("model") or {}
@@ -295,9 +295,9 @@ class ReferenceInfo:
     doc: dict = field(repr=False, compare=False)
 
     @classmethod
-    def from_doc(cls, doc: dict, source: str | Path) -> "ReferenceInfo":
+    def from_doc(cls, doc: dict | None, source: str | Path) -> "ReferenceInfo":
         fix = "delete it and reference.npz, and re-run `sk-edge verify --images DIR` on the host (with PyTorch)"
-        check_header(doc, source, (REFERENCE_KIND,), fix)
+        doc = check_header(doc, source, (REFERENCE_KIND,), fix)
         with _fields(source, fix):
             made = doc["reference"]
             if not isinstance(doc["inputs"], dict) or not isinstance(doc["images"], dict):

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, artifacts
+from .backends.runner import Runner
 from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages, too_few_images
 from .images import ImageStream, content_id, images_digest
@@ -96,7 +97,7 @@ class VerifyOptions:
 # --- the two sides -----------------------------------------------------------------------
 
 
-def reference_runner(workdir: Path, export) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+def reference_runner(workdir: Path, export) -> tuple[Runner, str]:
     """The FP32 PyTorch model ``export.json`` describes, or the FP32 graph when torch is absent.
 
     The FP32 graph matched the PyTorch model to within the export's parity tolerance, so it
@@ -166,7 +167,7 @@ def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], 
     return graph
 
 
-def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Callable, str, str, EngineInfo | None]:
+def candidate_runner(workdir: Path, candidate: str, log: Callable[[str], None]) -> tuple[Runner, str, str, EngineInfo | None]:
     """(runner, description, precision, the engine's checked sidecar or None) for ``candidate``, after checking it
     and the chain it came from.
 
@@ -385,7 +386,7 @@ def images_line(images: dict, count: int) -> str:
 def markdown(doc: dict) -> str:
     m = doc["metrics"]
     rows = [
-        ("reference", REFERENCE_KINDS.get(doc.get("reference_kind"), "?")), ("reference model", doc["reference"]),
+        ("reference", REFERENCE_KINDS.get(doc.get("reference_kind") or "", "?")), ("reference model", doc["reference"]),
         ("preprocessing", Preprocess.from_dict(doc["preprocess"]).describe() if doc.get("preprocess") else "?"),
         ("candidate", doc["candidate"]["description"]), ("images", images_line(doc["images"], m["images"])),
         ("top-1 agreement", f"{m['top1_agreement']:.2%}"), ("top-5 agreement", f"{m['top5_agreement']:.2%}"),
@@ -574,9 +575,7 @@ def verify(
     try:
         return _judge(workdir, options, export, stored, (candidate, cand_run, cand_desc, precision, engine), log, progress)
     finally:  # an engine holds GPU memory and a CUDA context: closed whatever happens
-        close = getattr(cand_run, "close", None)
-        if close is not None:
-            close()
+        cand_run.close()
 
 
 def _stored_or_none(workdir: Path, export: ExportInfo, options: VerifyOptions, log: Callable[[str], None]):
@@ -599,6 +598,118 @@ def _stored_or_none(workdir: Path, export: ExportInfo, options: VerifyOptions, l
     return stored
 
 
+@dataclass(frozen=True)
+class _Judging:
+    """What a verdict is about, decided before any model runs: the images, their labels, the reference, the key."""
+
+    key: str  # verdict_key: a build reuses the recorded verdict while it is unchanged
+    labels: dict[str, int] | None  # file name -> class index
+    labels_source: str | None
+    ref_kind: str  # REFERENCE_KINDS
+    judge: JudgeImages | None  # None: judged on the stored PyTorch outputs
+    paths: tuple[Path, ...] = ()
+
+
+def _stored_judging(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, chosen: tuple, chain: dict) -> _Judging:
+    """Judging on the PyTorch outputs stored in the work directory (reference.npz)."""
+    candidate, _, _, precision, _ = chosen
+    if len(stored.names) < options.min_images:
+        raise _too_few(len(stored.names), None, options)
+    if precision == "int8":  # stored outputs made since sk-edge records each image's content
+        refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
+                                   f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
+    # The stored outputs are PyTorch's, for this export and preprocessing (stored_for checked), on images
+    # named by the same digest a live run computes: the same verdict key as the run that stored them.
+    digest = stored.info.images.get("sha256") or artifacts.sha256_file(workdir / REFERENCE_NPZ)
+    return _Judging(key=verdict_key(options, candidate, precision, chain, export, digest, stored.labels, "pytorch"),
+                    labels=stored.labels, labels_source="stored with the reference" if stored.labels else None,
+                    ref_kind="pytorch-stored", judge=None)
+
+
+def _live_judging(workdir: Path, options: VerifyOptions, export: ExportInfo, chosen: tuple, chain: dict,
+                  log: Callable[[str], None]) -> _Judging:
+    """Judging on image files, against PyTorch (or the FP32 graph where PyTorch is absent)."""
+    candidate, _, _, precision, _ = chosen
+    judge = _judged_images(workdir, export, options, log)
+    paths = judge.paths()
+    labels, labels_source = judge.checked_labels(export.num_classes, options.min_images)  # input errors first
+    if precision == "int8":
+        refuse_calibration_overlap(workdir, {content_id(p): p.name for p in paths}, judge.describe())
+    if len(paths) < options.min_images:
+        raise _too_few(len(paths), judge, options)
+    if labels_source:
+        log(f"labels: {labels_source}")
+    else:
+        log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
+    ref_kind = "pytorch" if torch_installed() else "fp32-graph"
+    digest = images_digest([judge.name_of(p) for p in paths], paths)
+    return _Judging(key=verdict_key(options, candidate, precision, chain, export, digest, labels, ref_kind),
+                    labels=labels, labels_source=labels_source, ref_kind=ref_kind, judge=judge, paths=tuple(paths))
+
+
+@dataclass
+class _Compared:
+    """The reference's and the candidate's outputs on every judged image, in order."""
+
+    reference: np.ndarray
+    candidate: np.ndarray
+    names: list[str]
+    first: np.ndarray  # the first SELECTION_IMAGES inputs (or more), for the selection drift and the cross-check
+    stream: ImageStream | None  # the images read (None: stored outputs)
+    reference_description: str
+
+
+def _compare(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, judging: _Judging, cand_run,
+             log: Callable[[str], None], progress) -> _Compared:
+    """Run the reference (or read its stored outputs) and the candidate over the judged images."""
+    stream, ref_run = None, None
+    if judging.judge is None:
+        total, ref_desc = len(stored.names), stored.description
+        batches = stored.batches(export.preprocess, options.batch)
+        where = REFERENCE_NPZ
+    else:
+        ref_run, ref_desc = reference_runner(workdir, export)
+        stream = ImageStream(list(judging.paths), export.preprocess, options.batch, None, root=judging.judge.root,
+                             keep_pixels=judging.ref_kind == "pytorch")
+        total, where = len(judging.paths), judging.judge.describe()
+        batches = ((x, n, ref_run(x)) for x, n in stream)
+    log(f"judging on {total} images from {where}; reference: {ref_desc}")
+    tick = progress(total) if progress else (lambda n: None)
+    ref_out, cand_out, names = [], [], []
+    kept: list[np.ndarray] = []
+    try:
+        for batch, batch_names, ref in batches:
+            ref_out.append(ref)
+            cand_out.append(cand_run(batch))
+            names += batch_names
+            if sum(len(k) for k in kept) < SELECTION_IMAGES:
+                kept.append(batch)
+            tick(len(batch_names))
+    finally:
+        if ref_run is not None:
+            ref_run.close()
+    if not names:
+        raise SkEdgeError(f"no readable image in '{judging.judge.root if judging.judge else REFERENCE_NPZ}'")
+    return _Compared(np.concatenate(ref_out), np.concatenate(cand_out), names, np.concatenate(kept), stream, ref_desc)
+
+
+def _images_record(stored, judging: _Judging, compared: _Compared, options: VerifyOptions,
+                   log: Callable[[str], None]) -> dict:
+    """verify.json's record of the judged images (and the unreadable ones skipped)."""
+    stream, judge = compared.stream, judging.judge
+    if stream is None or judge is None:
+        images_doc = {**stored.info.images, "used": len(stored.names), "reference": REFERENCE_NPZ}
+    else:
+        for name, why in stream.skipped:
+            log(f"  skipped unreadable image {name}: {why}")
+        if len(compared.names) < options.min_images:
+            raise _too_few(len(compared.names), judge, options)
+        images_doc = {**judge.to_dict(), "used": len(compared.names), "skipped": [n for n, _ in stream.skipped],
+                      "sha256": stream.digest, "content_ids": sorted(stream.content_ids)}
+    images_doc["labels_source"] = judging.labels_source
+    return images_doc
+
+
 def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, chosen: tuple, log: Callable[[str], None],
            progress) -> dict:
     """The comparison itself, for the candidate ``chosen`` (kind, runner, description, precision, engine sidecar)."""
@@ -606,93 +717,38 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
 
     candidate, cand_run, cand_desc, precision, engine = chosen
     chain = _chain(workdir, precision, engine)  # read once: the verdict's key and its record
-    pre = export.preprocess
-    if stored is not None:
-        judge, labels, labels_source = None, stored.labels, "stored with the reference" if stored.labels else None
-        ref_kind, ref_desc = "pytorch-stored", stored.description
-        if len(stored.names) < options.min_images:
-            raise _too_few(len(stored.names), None, options)
-        total = len(stored.names)
-        batches = stored.batches(pre, options.batch)
-        stream = None
-        images_doc = {**stored.info.images, "used": total, "reference": REFERENCE_NPZ}
-        if precision == "int8":  # stored outputs made since sk-edge records each image's content
-            refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
-                                       f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
-        # The stored outputs are PyTorch's, for this export and preprocessing (stored_for checked), on images
-        # named by the same digest a live run computes: the same verdict key as the run that stored them.
-        key = verdict_key(options, candidate, precision, chain, export,
-                          stored.info.images.get("sha256") or artifacts.sha256_file(workdir / REFERENCE_NPZ), labels,
-                          "pytorch")
-    else:
-        judge = _judged_images(workdir, export, options, log)
-        paths = judge.paths()
-        labels, labels_source = judge.checked_labels(export.num_classes, options.min_images)  # input errors first
-        if precision == "int8":
-            refuse_calibration_overlap(workdir, {content_id(p): p.name for p in paths}, judge.describe())
-        if len(paths) < options.min_images:
-            raise _too_few(len(paths), judge, options)
-        if labels_source:
-            log(f"labels: {labels_source}")
-        else:
-            log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
-        ref_kind = "pytorch" if torch_installed() else "fp32-graph"
-        key = verdict_key(options, candidate, precision, chain, export,
-                          images_digest([judge.name_of(p) for p in paths], paths), labels, ref_kind)
-    previous = reused_verdict(workdir, key, log) if options.reuse else None
+    judging = (_stored_judging(workdir, options, export, stored, chosen, chain) if stored is not None
+               else _live_judging(workdir, options, export, chosen, chain, log))
+    previous = reused_verdict(workdir, judging.key, log) if options.reuse else None
     if previous is not None:
         return previous
-    if stored is None:
-        ref_run, ref_desc = reference_runner(workdir, export)
-        stream = ImageStream(paths, pre, options.batch, None, root=judge.root, keep_pixels=ref_kind == "pytorch")
-        total = len(paths)
-        batches = ((x, n, ref_run(x)) for x, n in stream)
-    log(f"judging on {total} images from {judge.describe() if judge else REFERENCE_NPZ}; reference: {ref_desc}")
-    tick = progress(total) if progress else (lambda n: None)
-    ref_out, cand_out, names, kept = [], [], [], []
-    for batch, batch_names, ref in batches:
-        ref_out.append(ref)
-        cand_out.append(cand_run(batch))
-        names += batch_names
-        if sum(len(k) for k in kept) < SELECTION_IMAGES:
-            kept.append(batch)
-        tick(len(batch_names))
-    if not names:
-        raise SkEdgeError(f"no readable image in '{judge.root}'")
-    if stream is not None:
-        for name, why in stream.skipped:
-            log(f"  skipped unreadable image {name}: {why}")
-        if len(names) < options.min_images:
-            raise _too_few(len(names), judge, options)
-        images_doc = {**judge.to_dict(), "used": len(names), "skipped": [n for n, _ in stream.skipped],
-                      "sha256": stream.digest, "content_ids": sorted(stream.content_ids)}
-    images_doc["labels_source"] = labels_source
-    ref_all, cand_out_all = np.concatenate(ref_out), np.concatenate(cand_out)
-    if ref_kind == "pytorch":
+    compared = _compare(workdir, options, export, stored, judging, cand_run, log, progress)
+    images_doc = _images_record(stored, judging, compared, options, log)
+    if judging.ref_kind == "pytorch" and compared.stream is not None:
         if options.store_reference or not _stored_reference_valid(workdir, export):
-            stored_reference.store(workdir, export, names, stream.pixels, ref_all, labels, images_doc, ref_desc)
+            stored_reference.store(workdir, export, compared.names, compared.stream.pixels, compared.reference,
+                                   judging.labels, images_doc, compared.reference_description)
         else:
             log(f"kept {REFERENCE_NPZ} (the outputs the device is judged against); --store-reference replaces it with "
                 "these images' outputs")
-    metrics = compare(ref_all, cand_out_all, names, labels)
+    metrics = compare(compared.reference, compared.candidate, compared.names, judging.labels)
     cross_check = None
     if candidate != "engine":  # an engine hides its gates; a graph shows them
         from .analyze import selection_drift
 
-        first = np.concatenate(kept)
-        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], first[:SELECTION_IMAGES])
-        count = min(CROSS_CHECK_IMAGES, len(first))
-        cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], first[:count], cand_out_all[:count])
+        metrics["selection_drift"] = selection_drift(workdir, workdir / GRAPH_NAMES[precision], compared.first[:SELECTION_IMAGES])
+        count = min(CROSS_CHECK_IMAGES, len(compared.first))
+        cross_check = runtime_cross_check(workdir / GRAPH_NAMES[precision], compared.first[:count], compared.candidate[:count])
     metrics["num_classes"] = export.num_classes
     metrics["checkpoint_accuracy"] = export.doc.get("checkpoint_accuracy")
-    cautions = judging_cautions(export, stream)
+    cautions = judging_cautions(export, compared.stream)
     broken = [f"{b}; {cautions[0]}" if b.startswith((AT_CHANCE, FAR_BELOW)) and cautions else b
               for b in verdict(metrics, options)]
     doc = {
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},
-        "reference": ref_desc,
-        "reference_kind": ref_kind,
+        "reference": compared.reference_description,
+        "reference_kind": judging.ref_kind,
         "candidate": {"kind": candidate, "precision": precision, "description": cand_desc,
                       "session": cand_run.settings() if hasattr(cand_run, "settings") else None},
         "runtime_cross_check": cross_check,
@@ -710,17 +766,27 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         "passed": not broken,
         "broken": broken,
         "cautions": cautions,
-        "key": key,  # what the verdict depends on (verdict_key): a build reuses it while nothing changed
+        "key": judging.key,  # what the verdict depends on (verdict_key): a build reuses it while nothing changed
     }
+    _write_report(workdir, doc)
+    _log_outcome(workdir, doc, cand_desc, cross_check, log)
+    return doc
+
+
+def _write_report(workdir: Path, doc: dict) -> None:
     artifacts.write_json(workdir / VERIFY_JSON, doc)
     with artifacts.atomic_output(workdir / VERIFY_MD) as tmp:
         tmp.write_text(markdown(doc))
-    log(f"{cand_desc} vs {ref_desc}: {summary_line(metrics)}")
-    for caution in cautions:
+
+
+def _log_outcome(workdir: Path, doc: dict, cand_desc: str, cross_check: dict | None, log: Callable[[str], None]) -> None:
+    """The one-line summary, the cautions, and the verdict: raises VerifyFailed when a gate broke."""
+    metrics = doc["metrics"]
+    log(f"{cand_desc} vs {doc['reference']}: {summary_line(metrics)}")
+    for caution in doc["cautions"]:
         log(f"caution: {caution}")
     if cross_check and cross_check["optimizer_changes_results"]:
         log(f"warning: {cross_check_line(cross_check)}")
-    if broken:
-        raise VerifyFailed(f"verify FAILED: {'; '.join(broken)} ({workdir / VERIFY_MD})", doc)
+    if doc["broken"]:
+        raise VerifyFailed(f"verify FAILED: {'; '.join(doc['broken'])} ({workdir / VERIFY_MD})", doc)
     log(f"verify PASSED ({gates_applied(metrics, doc['thresholds'])}); wrote {workdir / VERIFY_JSON}")
-    return doc

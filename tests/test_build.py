@@ -174,7 +174,7 @@ def test_the_library_build_holds_its_work_directory(tmp_path):
     import subprocess
     import sys
 
-    from sk_edge.workdir import locked
+    from sk_edge.workdir_lock import locked
 
     code = ("import sk_edge, sys\n"
             "try:\n"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runner import Lifecycle
+
 
 OPTIMIZATION_LEVELS = {
     "all": "ORT_ENABLE_ALL",
@@ -47,7 +49,7 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Lifecycle):
     """Runs an ONNX model with ONNX Runtime; numpy in, numpy out.
 
     Args:
@@ -132,6 +134,10 @@ class OnnxRuntimeRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def close(self) -> None:
+        """Drop the session (its memory goes with the last reference); the next call opens a new one."""
+        self._session = None
 
 
 def judging_runner(model: str | os.PathLike | bytes, **kwargs) -> OnnxRuntimeRunner:

@@ -39,7 +39,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import SkEdgeError, UsageError
 from .layer_plan import PlanLayer, is_layers_message, parse_builder_layers, parse_inspector_layers
@@ -307,7 +307,7 @@ def _log_severity(trt):
     return trt.Logger(trt.Logger.WARNING)
 
 
-def _capturing_logger(trt):
+def _capturing_logger(trt: Any):  # the tensorrt or tensorrt_rtx module, untyped
     """An ILogger that keeps the builder's ``Layers:`` message (VERBOSE) and its warnings and errors.
 
     TensorRT-RTX reports its fused plan only through the logger; the other VERBOSE messages

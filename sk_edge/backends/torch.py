@@ -6,8 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .runner import Lifecycle
 
-class TorchRunner:
+
+class TorchRunner(Lifecycle):
     """Runs a PyTorch module in eval mode under ``torch.inference_mode``; numpy in, numpy out."""
 
     def __init__(self, module: nn.Module, device: str = "cpu"):

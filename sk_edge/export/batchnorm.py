@@ -40,8 +40,12 @@ def fold_into_weights(
     return w.astype(weight.dtype), b.astype(weight.dtype)
 
 
-def _np(t: torch.Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().cpu().numpy()
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _np_or_none(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else _np(t)
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -53,9 +57,9 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
     scale, shift = bn_scale_shift(
-        _np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps
+        _np_or_none(bn.weight), _np_or_none(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps
     )
-    weight, bias = fold_into_weights(_np(conv.weight), _np(conv.bias), scale, shift)
+    weight, bias = fold_into_weights(_np(conv.weight), _np_or_none(conv.bias), scale, shift)
     folded = copy.deepcopy(conv)
     folded.weight = nn.Parameter(torch.from_numpy(weight), requires_grad=False)
     folded.bias = nn.Parameter(torch.from_numpy(bias), requires_grad=False)

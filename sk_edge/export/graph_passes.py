@@ -146,7 +146,7 @@ def fold_batchnorm(graph: gs.Graph, report: PassReport) -> None:
         elif producer is not None and producer.op == "Gemm":
             folded = _fold_into_gemm(producer, scale, shift)
             report.batchnorm_folded_into_gemm += folded
-        if folded:
+        if folded and producer is not None:
             bn.outputs.clear()
             _swap(producer.outputs, x, y)
             continue

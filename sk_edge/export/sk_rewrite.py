@@ -33,7 +33,7 @@ import copy
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -164,8 +164,10 @@ class FoldedSelectiveKernel(nn.Module):
 # --- converters: recognised SK unit classes -> SKUnitParts -----------------------------
 
 
-def _parts_from_sknet(unit: SelectiveKernelConv, where: str) -> SKUnitParts:
-    paths = []
+# The converters read submodules by attribute, which torch types as `Tensor | Module`: they take
+# the unit as Any and check at run time the classes that matter (exact types, nn.Conv2d, BatchNorm).
+def _parts_from_sknet(unit: Any, where: str) -> SKUnitParts:
+    paths: list[nn.Module] = []
     for conv, bn, act in unit.branches:
         paths.append(nn.Sequential(fold_conv_bn(conv, bn), copy.deepcopy(act)))
     fuse_conv, fuse_bn, fuse_act = unit.fuse
@@ -183,7 +185,7 @@ def _parts_from_sknet(unit: SelectiveKernelConv, where: str) -> SKUnitParts:
     )
 
 
-def _timm_classes() -> dict[str, type]:
+def _timm_classes() -> dict[str, Any]:
     try:
         from timm.layers import BatchNormAct2d, SelectiveKernel
         from timm.layers.selective_kernel import SelectiveKernelAttn
@@ -192,8 +194,9 @@ def _timm_classes() -> dict[str, type]:
     return {"SelectiveKernel": SelectiveKernel, "Attn": SelectiveKernelAttn, "BatchNormAct2d": BatchNormAct2d}
 
 
-def _timm_path(path: nn.Module, where: str, timm_cls: dict[str, type]) -> nn.Module:
-    conv, bn = getattr(path, "conv", None), getattr(path, "bn", None)
+def _timm_path(path: Any, where: str, timm_cls: dict[str, Any]) -> nn.Module:
+    conv: Any = getattr(path, "conv", None)
+    bn: Any = getattr(path, "bn", None)
     if not isinstance(conv, nn.Conv2d):
         raise UnsupportedModelError(
             f"SK unit '{where}': branch convolution is {type(conv).__name__}, only nn.Conv2d can be folded"
@@ -216,7 +219,7 @@ def _timm_path(path: nn.Module, where: str, timm_cls: dict[str, type]) -> nn.Mod
     return nn.Sequential(folded, *tail)
 
 
-def _parts_from_timm(unit: nn.Module, where: str) -> SKUnitParts:
+def _parts_from_timm(unit: Any, where: str) -> SKUnitParts:
     timm_cls = _timm_classes()
     attn = unit.attn
     if type(attn) is not timm_cls["Attn"] or type(attn.bn) is not nn.BatchNorm2d:
@@ -239,7 +242,7 @@ def _parts_from_timm(unit: nn.Module, where: str) -> SKUnitParts:
     )
 
 
-def _converter_for(module: nn.Module) -> Callable[[nn.Module, str], SKUnitParts] | None:
+def _converter_for(module: nn.Module) -> Callable[[Any, str], SKUnitParts] | None:
     # Exact type checks: a subclass may override forward(), and then our parts would not
     # describe what it computes.
     if type(module) is SelectiveKernelConv:

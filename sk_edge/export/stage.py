@@ -89,7 +89,7 @@ def to_onnx(
         torch.onnx.export(
             rewritten,
             (dummy,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too; torch annotates paths only
             dynamo=False,
             opset_version=options.opset,
             input_names=[INPUT_NAME],
@@ -148,11 +148,62 @@ def export_model(
     module = built.module.eval()
     in_chans = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
     input_shape = (in_chans, built.preprocess.height, built.preprocess.width)
+    versions = library_versions()
+    inputs, settings, key = _export_key(built, module, options, input_shape, versions)
+    current = None if force else artifacts.up_to_date(sidecar_path, key)
+    if current is not None:
+        log(f"{onnx_path} is up to date (same model, weights, settings and tools); --force re-exports")
+        return ExportResult(onnx_path, sidecar_path, current, skipped=True)
 
+    t0 = time.perf_counter()
+    _log_preprocessing(built, log)
+    log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")
+    model, rewrite, passes, exporter_warnings = to_onnx(module, input_shape, options)
+    if rewrite.count == 0:
+        raise UsageError(
+            f"{built.name} has no Selective Kernel units; sk-edge exports SKNets "
+            "(see `sk-edge models`); for other CNNs use trtexec or Polygraphy directly"
+        )
+    log(
+        f"  {rewrite.count} SK units rewritten ({', '.join(f'{n} {f}' for f, n in rewrite.summary()['select_forms'].items())}), "
+        f"{len(model.graph.node)} nodes, {time.perf_counter() - t0:.1f}s"
+    )
+    for w in exporter_warnings:
+        log(f"  exporter warning: {w}")
+    serialized = model.SerializeToString()
+    parity = _checked_parity(built, module, serialized, input_shape, options, log)
+    with artifacts.atomic_output(onnx_path) as tmp:
+        tmp.write_bytes(serialized)
+    doc = artifacts.sidecar(
+        "export",
+        key,
+        {ONNX_NAME: onnx_path},
+        inputs=inputs,
+        settings=settings,
+        environment=versions,
+        model=_model_record(built, module, model, input_shape, options),
+        preprocess=built.preprocess.to_dict(),
+        preprocess_sources=getattr(built, "preprocess_sources", None) or None,
+        checkpoint_accuracy=getattr(built, "checkpoint_accuracy", None),
+        class_names=getattr(built, "class_names", None),
+        rewrite=rewrite.summary(),
+        batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
+        graph_passes=passes.as_dict(),
+        graph={"opset": options.opset, "nodes": len(model.graph.node), "op_counts": _op_counts(model)},
+        parity=parity,
+        exporter_warnings=exporter_warnings,
+    )
+    artifacts.write_json(sidecar_path, doc)
+    log(f"wrote {onnx_path} and {sidecar_path} in {time.perf_counter() - t0:.1f}s")
+    return ExportResult(onnx_path, sidecar_path, doc, skipped=False)
+
+
+def _export_key(built: BuiltModel, module: torch.nn.Module, options: ExportOptions, input_shape: tuple[int, int, int],
+                versions: dict) -> tuple[dict, dict, str]:
+    """(the export's inputs, its settings, its stage key): the model, its weights, the options and the tools."""
     weights = None
     if built.weights is not None:
         weights = {"path": str(built.weights), "sha256": artifacts.sha256_file(built.weights)}
-    versions = library_versions()
     inputs = {
         "model": built.name,
         "family": built.family,
@@ -172,11 +223,11 @@ def export_model(
             "onnx": versions["onnx"],
         }
     )
-    if not force and artifacts.is_up_to_date(sidecar_path, key):
-        log(f"{onnx_path} is up to date (same model, weights, settings and tools); --force re-exports")
-        return ExportResult(onnx_path, sidecar_path, artifacts.read_json(sidecar_path), skipped=True)
+    return inputs, settings, key
 
-    t0 = time.perf_counter()
+
+def _log_preprocessing(built: BuiltModel, log: Callable[[str], None]) -> None:
+    """The preprocessing the export records, where each part came from, and a caution where it was guessed."""
     from ..preprocess import defaulted_caution, sources_line
 
     log(f"preprocessing: {built.preprocess.describe()}"
@@ -185,22 +236,12 @@ def export_model(
                                 built.preprocess.resize)
     if caution:
         log(f"caution: {caution}")
-    log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")
-    model, rewrite, passes, exporter_warnings = to_onnx(module, input_shape, options)
-    if rewrite.count == 0:
-        raise UsageError(
-            f"{built.name} has no Selective Kernel units; sk-edge exports SKNets "
-            "(see `sk-edge models`); for other CNNs use trtexec or Polygraphy directly"
-        )
-    log(
-        f"  {rewrite.count} SK units rewritten ({', '.join(f'{n} {f}' for f, n in rewrite.summary()['select_forms'].items())}), "
-        f"{len(model.graph.node)} nodes, {time.perf_counter() - t0:.1f}s"
-    )
-    for w in exporter_warnings:
-        log(f"  exporter warning: {w}")
 
+
+def _checked_parity(built: BuiltModel, module: torch.nn.Module, serialized: bytes, input_shape: tuple[int, int, int],
+                    options: ExportOptions, log: Callable[[str], None]) -> dict:
+    """The graph against the PyTorch module on ONNX Runtime (CPU); ParityError, before anything is written, if they differ."""
     log("checking parity with PyTorch on ONNX Runtime (CPU) ...")
-    serialized = model.SerializeToString()
     batch = min(options.dynamic_batch, 4) if options.dynamic_batch else options.batch
     parity = compare(TorchRunner(module), OnnxRuntimeRunner(serialized), parity_inputs(input_shape), batch)
     log(f"  max |logit diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.1e}), top-1 agreement {parity['top1_agreement']:.0%}")
@@ -210,39 +251,22 @@ def export_model(
             f"{parity['max_abs_diff']:.3g} > tolerance {parity['tolerance']:.3g}; nothing was written. "
             "Please report this model to sk-edge"
         )
+    return parity
 
+
+def _model_record(built: BuiltModel, module: torch.nn.Module, model: onnx.ModelProto, input_shape: tuple[int, int, int],
+                  options: ExportOptions) -> dict:
+    """export.json's model section: its size, its input and output tensors, its largest batch."""
     out_batch: int | str = "batch" if options.dynamic_batch else options.batch
-    with artifacts.atomic_output(onnx_path) as tmp:
-        tmp.write_bytes(serialized)
-    doc = artifacts.sidecar(
-        "export",
-        key,
-        {ONNX_NAME: onnx_path},
-        inputs=inputs,
-        settings=settings,
-        environment=versions,
-        model={
-            "name": built.name,
-            "params": count_params(module),
-            "gmacs": round(count_macs(module, (input_shape[1], input_shape[2]), in_chans) / 1e9, 3),
-            "input": {"name": INPUT_NAME, "shape": [out_batch, *input_shape], "dtype": "float32"},
-            "output": {"name": OUTPUT_NAME, "shape": [out_batch, _num_outputs(model)], "dtype": "float32"},
-            "max_batch": options.dynamic_batch or options.batch,
-        },
-        preprocess=built.preprocess.to_dict(),
-        preprocess_sources=getattr(built, "preprocess_sources", None) or None,
-        checkpoint_accuracy=getattr(built, "checkpoint_accuracy", None),
-        class_names=getattr(built, "class_names", None),
-        rewrite=rewrite.summary(),
-        batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
-        graph_passes=passes.as_dict(),
-        graph={"opset": options.opset, "nodes": len(model.graph.node), "op_counts": _op_counts(model)},
-        parity=parity,
-        exporter_warnings=exporter_warnings,
-    )
-    artifacts.write_json(sidecar_path, doc)
-    log(f"wrote {onnx_path} and {sidecar_path} in {time.perf_counter() - t0:.1f}s")
-    return ExportResult(onnx_path, sidecar_path, doc, skipped=False)
+    in_chans = input_shape[0]
+    return {
+        "name": built.name,
+        "params": count_params(module),
+        "gmacs": round(count_macs(module, (input_shape[1], input_shape[2]), in_chans) / 1e9, 3),
+        "input": {"name": INPUT_NAME, "shape": [out_batch, *input_shape], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": [out_batch, _num_outputs(model)], "dtype": "float32"},
+        "max_batch": options.dynamic_batch or options.batch,
+    }
 
 
 def _batchnorm_accounting(

@@ -123,6 +123,7 @@ class SKBottleneck(nn.Module):
             nn.Conv2d(mid_channels, out_channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(out_channels),
         )
+        self.shortcut: nn.Module
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),

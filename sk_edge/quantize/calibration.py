@@ -16,7 +16,7 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -81,7 +81,8 @@ def collect_histograms(
     dict of tensor name -> 0.0), also the running max |x| of those tensors, in place."""
     # Every tapped tensor is a graph output held at once; without the arena their memory
     # goes back after each batch (SKNet-50 at 224, batch 8: peak RSS 2.7 -> 2.0 GB).
-    extra = list(maxima or {})
+    maxima = {} if maxima is None else maxima
+    extra = list(maxima)
     runner = OnnxRuntimeRunner(tapped_model(model, names + extra), providers=_providers(), dynamic_batch=True,
                                memory_arena=False)
     session = runner.session
@@ -98,7 +99,7 @@ def collect_histograms(
                 maxima[name] = max(maxima[name], float(np.abs(out).max(initial=0.0)))
         if input_name in histograms:
             histograms[input_name].update(batch)
-        elif maxima is not None and input_name in maxima:
+        elif input_name in maxima:
             maxima[input_name] = max(maxima[input_name], float(np.abs(batch).max()))
         progress(len(batch_names))
     return histograms, session.get_providers()[0]
@@ -121,7 +122,7 @@ def spread_summary(tensors: dict[str, dict], method: str) -> dict:
         m: [t["amax_by_method"][m] / t["amax_by_method"]["max"] for t in tensors.values() if t["amax_by_method"]["max"] > 0]
         for m in METHODS
     }
-    summary = {
+    summary: dict[str, Any] = {
         m: {"median_of_max": round(statistics.median(r), 4), "min_of_max": round(min(r), 4)}
         for m, r in ratios.items()
         if r
@@ -149,11 +150,11 @@ def calibrate(
     options: CalibrationOptions = CalibrationOptions(),
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
-    progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict:
     """Calibrate ``workdir``'s FP32 graph on ``images_dir``; return the calib.json document.
 
-    ``progress(total, ...)`` may return a callback that is told how many images each
+    ``progress(total)`` may return a callback that is told how many images each
     batch held.
     """
     options.validate()
@@ -163,33 +164,14 @@ def calibrate(
     plan = plan_quantization(model)
     names = list(plan.activations)
     legacy = legacy_tensor_names(model, names) if options.legacy_ranges else []
-    found = find_images(images_dir)
-    held_out: list[Path] = []
-    if options.holdout is not None:
-        found, held_out = split_paths(found, images_dir, options.holdout)
-        if not found:
-            raise UsageError(f"every image in '{images_dir}' falls in the part held out to judge the build; add images, "
-                             "or pass --eval-images DIR with held-out images")
-    paths = sample_paths(found)
-    hist_key = artifacts.stage_key(
-        {
-            "stage": "calibration-histograms",
-            "model_sha256": export.fp32_sha256,
-            # The pixels the ranges are measured on depend on the preprocessing as much as on the graph: a
-            # re-export with another mean/std leaves the graph byte-identical and must still recalibrate.
-            "preprocess": export.preprocess_record,
-            "images": _images_fingerprint(paths, images_dir),
-            "num_images": options.num_images,
-            "bins": options.bins,
-            "tensors": names,
-            **({"legacy_tensors": legacy} if legacy else {}),
-        }
-    )
+    paths, held_out = _calibration_paths(images_dir, options)
+    hist_key = _histogram_key(export, paths, images_dir, options, names, legacy)
     key = artifacts.stage_key({"stage": "calibration", "histograms": hist_key, **asdict(options)})
     calib_path = workdir / CALIB_JSON
-    if not force and artifacts.is_up_to_date(calib_path, key):
+    current = None if force else artifacts.up_to_date(calib_path, key)
+    if current is not None:
         log(f"{calib_path} is up to date (same model, images and settings); --force recalibrates")
-        return artifacts.read_json(calib_path)
+        return current
 
     try:
         previous = read_view(workdir, CALIB_JSON)
@@ -202,50 +184,9 @@ def calibrate(
         maxima = dict(previous.legacy_ranges or {})
         images_doc, provider = previous.images, previous.provider
     else:
-        count = min(options.num_images, len(paths))
-        stream = ImageStream(paths, export.preprocess, options.batch, options.num_images, root=images_dir)
-        log(
-            f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
-            f"({len(paths)} found), batch {options.batch}"
-            + (f", and the max of {len(legacy)} more for weakly typed TensorRT builds" if legacy else "") + " ..."
-        )
-        tick = progress(count) if progress else (lambda n: None)
-        maxima = dict.fromkeys(legacy, 0.0)
-        histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima)
-        from ..preprocess import upsampling_caution
-
-        caution = upsampling_caution(stream.short_sides, export.preprocess, "calibration images")
-        if caution:
-            log(f"  caution: {caution}")
-        for name, why in stream.skipped:
-            log(f"  skipped unreadable image {name}: {why}")
-        images_doc = {
-            "dir": str(images_dir),
-            "found": len(paths),
-            "used": len(stream.used),
-            "content_sha256": stream.digest,
-            # Each image by content, so that verify can refuse to judge on an image calibration saw.
-            "content_ids": sorted(stream.content_ids),
-            "skipped": [{"file": n, "reason": why} for n, why in stream.skipped],
-        }
-        if options.holdout is not None:
-            images_doc["holdout"] = {"fraction": options.holdout, "rule": HOLDOUT_RULE, "held_out": len(held_out),
-                                     "not_calibrated_on": "the held-out files judge the build"}
-        log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}")
-
-    tensors = {}
-    for name in names:
-        hist = histograms[name]
-        by_method = amax_by_method(hist, options.percentile)
-        amax = by_method[options.method]
-        tensors[name] = {
-            "amax": amax,
-            "scale": amax / 127.0,
-            "amax_by_method": by_method,
-            "clipped_fraction": clipped_fraction(hist, amax),
-            "roles": plan.activations[name],
-            "histogram": hist.to_dict(),
-        }
+        histograms, maxima, images_doc, provider = _measure(model, names, legacy, paths, held_out, images_dir, export,
+                                                            options, log, progress)
+    tensors = _tensor_records(names, histograms, options, plan)
     # The cache: the planned tensors at the chosen method's range, then (for weakly typed builds)
     # every other activation at its max; a tensor whose max is 0 (all zeros) gets no line.
     ranges = {**{n: v for n, v in maxima.items() if v > 0}, **{n: t["amax"] for n, t in tensors.items()}}
@@ -266,6 +207,94 @@ def calibrate(
     artifacts.write_json(calib_path, doc)
     log(f"wrote {calib_path} and {workdir / CALIB_CACHE} in {time.perf_counter() - t0:.1f}s")
     return doc
+
+
+def _calibration_paths(images_dir: Path, options: CalibrationOptions) -> tuple[list[Path], list[Path]]:
+    """(the images calibration samples from, the ones held out to judge the build)."""
+    found = find_images(images_dir)
+    held_out: list[Path] = []
+    if options.holdout is not None:
+        found, held_out = split_paths(found, images_dir, options.holdout)
+        if not found:
+            raise UsageError(f"every image in '{images_dir}' falls in the part held out to judge the build; add images, "
+                             "or pass --eval-images DIR with held-out images")
+    return sample_paths(found), held_out
+
+
+def _histogram_key(export, paths: list[Path], images_dir: Path, options: CalibrationOptions, names: list[str],
+                   legacy: list[str]) -> str:
+    """What the histograms depend on: while it is unchanged, another method reuses them."""
+    return artifacts.stage_key(
+        {
+            "stage": "calibration-histograms",
+            "model_sha256": export.fp32_sha256,
+            # The pixels the ranges are measured on depend on the preprocessing as much as on the graph: a
+            # re-export with another mean/std leaves the graph byte-identical and must still recalibrate.
+            "preprocess": export.preprocess_record,
+            "images": _images_fingerprint(paths, images_dir),
+            "num_images": options.num_images,
+            "bins": options.bins,
+            "tensors": names,
+            **({"legacy_tensors": legacy} if legacy else {}),
+        }
+    )
+
+
+def _measure(model: onnx.ModelProto, names: list[str], legacy: list[str], paths: list[Path], held_out: list[Path],
+             images_dir: Path, export, options: CalibrationOptions, log: Callable[[str], None],
+             progress: Callable[[int], Callable[[int], None]] | None) -> tuple[dict[str, StreamingHistogram],
+                                                                               dict[str, float], dict, str]:
+    """One pass over the images: (histograms, the legacy tensors' max, the images' record, the ORT provider)."""
+    from ..preprocess import upsampling_caution
+
+    t0 = time.perf_counter()
+    stream = ImageStream(paths, export.preprocess, options.batch, options.num_images, root=images_dir)
+    log(
+        f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
+        f"({len(paths)} found), batch {options.batch}"
+        + (f", and the max of {len(legacy)} more for weakly typed TensorRT builds" if legacy else "") + " ..."
+    )
+    tick = progress(min(options.num_images, len(paths))) if progress else (lambda n: None)
+    maxima = dict.fromkeys(legacy, 0.0)
+    histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima)
+    caution = upsampling_caution(stream.short_sides, export.preprocess, "calibration images")
+    if caution:
+        log(f"  caution: {caution}")
+    for name, why in stream.skipped:
+        log(f"  skipped unreadable image {name}: {why}")
+    images_doc: dict[str, Any] = {
+        "dir": str(images_dir),
+        "found": len(paths),
+        "used": len(stream.used),
+        "content_sha256": stream.digest,
+        # Each image by content, so that verify can refuse to judge on an image calibration saw.
+        "content_ids": sorted(stream.content_ids),
+        "skipped": [{"file": n, "reason": why} for n, why in stream.skipped],
+    }
+    if options.holdout is not None:
+        images_doc["holdout"] = {"fraction": options.holdout, "rule": HOLDOUT_RULE, "held_out": len(held_out),
+                                 "not_calibrated_on": "the held-out files judge the build"}
+    log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}")
+    return histograms, maxima, images_doc, provider
+
+
+def _tensor_records(names: list[str], histograms: dict[str, StreamingHistogram], options: CalibrationOptions,
+                    plan: QuantPlan) -> dict[str, dict]:
+    """calib.json's record of each planned tensor: its amax by the chosen method and by every other, its histogram."""
+    tensors = {}
+    for name in names:
+        hist = histograms[name]
+        by_method = amax_by_method(hist, options.percentile)
+        amax = by_method[options.method]
+        tensors[name] = {
+            "amax": amax,
+            "scale": amax / 127.0,
+            "amax_by_method": by_method,
+            "clipped_fraction": clipped_fraction(hist, amax),
+            "roles": plan.activations[name],
+            "histogram": hist.to_dict(),
+        }
+    return tensors
 
 
 def plan_for(workdir: Path) -> QuantPlan:

@@ -140,7 +140,7 @@ def _shortcut_input(add: gs.Node) -> gs.Tensor | None:
         return b
     if b_conv and not a_conv:
         return a
-    if a_conv and b_conv:
+    if a_conv and b_conv and pa is not None and pb is not None:
         # Projection shortcut: its Conv reads the block input, an ancestor of the main path.
         if pa.inputs[0].name in _ancestors(b):
             return a

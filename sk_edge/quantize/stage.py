@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
@@ -124,9 +124,10 @@ def quantize_model(
     key = artifacts.stage_key(
         {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib.key if calib else None, **settings}
     )
-    if not force and artifacts.is_up_to_date(workdir / sidecar_name, key):
+    current = None if force else artifacts.up_to_date(workdir / sidecar_name, key)
+    if current is not None:
         log(f"{workdir / out_name} is up to date; --force rewrites it")
-        return artifacts.read_json(workdir / sidecar_name)
+        return current
 
     t0 = time.perf_counter()
     model = onnx.load(str(workdir / FP32_ONNX))
@@ -135,37 +136,12 @@ def quantize_model(
     if unknown:
         raise UsageError(f"'{unknown[0]}' is not a quantized layer of this graph ({len(unknown)} unknown)")
     plan = plan.without(set(keep_float))
-    if precision == "int8":
-        missing = [n for n in plan.activations if n not in calib.tensors]
-        if missing:
-            raise SkEdgeError(
-                f"calib.json has no range for '{missing[0]}' ({len(missing)} missing); "
-                f"re-run `sk-edge calibrate -w {workdir} --images DIR --force`"
-            )
-        amax = calib.amax(plan.activations)
-        out, report = build_int8_graph(model, plan, amax, mixed)
-        mix = precision_mix(macs_by_node(model), plan)
-    else:
-        out, report = build_fp16_graph(model)
-        mix = None
+    out, report, mix = _precision_graph(model, plan, calib, mixed, workdir)
     opset = _opset(out)
-    try:
-        onnx.checker.check_model(out, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise SkEdgeError(f"the {precision} graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    if precision == "int8":
-        problems = int8_graph_problems(out, plan)
-        if problems:
-            raise SkEdgeError(f"the INT8 graph breaks {len(problems)} invariants, first: {problems[0]}")
+    serialized = _checked(out, precision, plan, export)
     for name in report.small_scales:
         log(f"  warning: weight '{name}' has channels with max |w| below 7.8e-3, whose FP16 scale is clamped to "
             "FP16's smallest normal number (they use fewer than 127 INT8 levels)")
-
-    serialized = out.SerializeToString()
-    # The graph must run on ONNX Runtime's CPU provider: that is where drift is measured.
-    shape = list(export.input.shape)
-    batch = 1 if isinstance(shape[0], str) else shape[0]
-    OnnxRuntimeRunner(serialized)(parity_inputs(tuple(shape[1:]), samples=batch))
 
     with artifacts.atomic_output(workdir / out_name) as tmp:
         tmp.write_bytes(serialized)
@@ -189,8 +165,44 @@ def quantize_model(
     log(
         f"wrote {workdir / out_name}: "
         + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
-           f"{mix['int8_mac_share']:.1%} of the MACs in INT8, " if precision == "int8" else "")
+           f"{mix['int8_mac_share']:.1%} of the MACs in INT8, " if mix is not None else "")
         + f"{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} "
         f"({time.perf_counter() - t0:.1f}s)"
     )
     return doc
+
+
+def _precision_graph(model: onnx.ModelProto, plan, calib, mixed: str, workdir: Path) -> tuple[onnx.ModelProto, Any, dict | None]:
+    """The graph with its precision written in, its precision report, and (INT8) the share of MACs in each precision.
+
+    ``calib`` is the checked calibration for INT8 and None for FP16, which places no ranges.
+    """
+    if calib is None:
+        out, report = build_fp16_graph(model)
+        return out, report, None
+    missing = [n for n in plan.activations if n not in calib.tensors]
+    if missing:
+        raise SkEdgeError(
+            f"calib.json has no range for '{missing[0]}' ({len(missing)} missing); "
+            f"re-run `sk-edge calibrate -w {workdir} --images DIR --force`"
+        )
+    out, report = build_int8_graph(model, plan, calib.amax(plan.activations), mixed)
+    return out, report, precision_mix(macs_by_node(model), plan)
+
+
+def _checked(out: onnx.ModelProto, precision: str, plan, export) -> bytes:
+    """``out`` serialised, once onnx.checker, the INT8 invariants and ONNX Runtime's CPU provider accept it."""
+    try:
+        onnx.checker.check_model(out, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise SkEdgeError(f"the {precision} graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    if precision == "int8":
+        problems = int8_graph_problems(out, plan)
+        if problems:
+            raise SkEdgeError(f"the INT8 graph breaks {len(problems)} invariants, first: {problems[0]}")
+    serialized = out.SerializeToString()
+    # The graph must run on ONNX Runtime's CPU provider: that is where drift is measured.
+    shape = list(export.input.shape)
+    batch = 1 if isinstance(shape[0], str) else shape[0]
+    OnnxRuntimeRunner(serialized)(parity_inputs(tuple(shape[1:]), samples=batch))
+    return serialized

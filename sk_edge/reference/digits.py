@@ -22,7 +22,7 @@ import argparse
 import csv
 import functools
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
@@ -124,7 +124,7 @@ def write_split(split: str, out_dir: str | Path, count: int, fmt: str = "png") -
         writer.writerow(["file", "label", "size"])
         for n, (image, label, size) in enumerate(sample(split, count)):
             name = f"{split}_{n:04d}_{label}.{fmt}"
-            params = {"quality": 92} if fmt in ("jpg", "jpeg", "webp") else {}
+            params: dict[str, Any] = {"quality": 92} if fmt in ("jpg", "jpeg", "webp") else {}
             Image.fromarray(image).save(out_dir / name, **params)
             writer.writerow([name, label, size])
     return labels_path

@@ -1,0 +1,37 @@
+"""Every runner has one shape: numpy in, numpy out, and a lifecycle (close, and ``with runner:``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from onnx import TensorProto, helper
+
+from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
+from sk_edge.backends.runner import Runner
+from sk_edge.backends.torch import TorchRunner
+
+
+def _double_graph() -> bytes:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["input", "two"], ["output"])], "double", [x], [y], [two])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_an_onnx_runtime_runner_gives_its_session_back_at_the_end_of_a_with_block():
+    x = np.array([[1.0, -2.0, 3.5]], dtype=np.float32)
+    with OnnxRuntimeRunner(_double_graph()) as runner:
+        np.testing.assert_array_equal(runner(x), 2 * x)
+        assert runner._session is not None
+    assert runner._session is None
+    runner.close()  # twice is harmless
+    np.testing.assert_array_equal(runner(x), 2 * x)  # a later call opens a new session
+
+
+def test_torch_and_onnx_runtime_runners_are_runners():
+    x = np.ones((1, 3), dtype=np.float32)
+    runners: list[Runner] = [OnnxRuntimeRunner(_double_graph()), TorchRunner(torch.nn.Identity())]
+    for runner in runners:
+        with runner:
+            np.testing.assert_array_equal(runner(x), 2 * x if isinstance(runner, OnnxRuntimeRunner) else x)
