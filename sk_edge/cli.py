@@ -18,43 +18,25 @@ import click
 
 from . import __version__
 from .errors import SkEdgeError, UsageError
-from .backends.tensorrt import RTX_SMS
-from .backends.tensorrt import TARGETS as ENGINE_TARGETS
 from .bench import BenchOptions
+from .cli_fields import comma_separated, field_option, finite, request_options
 from .evaluation import SELECTION_IMAGES, SENSITIVITY_IMAGES
-from .export.options import SELECT_FORMS, ExportOptions
+from .export.options import ExportOptions
+from .fields import field_default
 from .pipeline import PRECISIONS as PIPELINE_PRECISIONS
 from .pipeline import BuildRequest
 from .preprocess import CLI_RESIZE
 from .quantize.methods import METHODS
-from .quantize.options import DEFAULT_METHOD, DEFAULT_MIXED, CalibrationOptions
+from .quantize.options import DEFAULT_MIXED, CalibrationOptions
 from .quantize.options import MIXED as MIXED_PRECISIONS
 from .quantize.options import PRECISIONS
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
-from .verify import CANDIDATES, VerifyOptions
+from .verify import VerifyOptions
 
 # The library's own lists (their modules load without onnx).
-CALIBRATION_METHODS = METHODS
 BUILD_PRECISIONS = PIPELINE_PRECISIONS
-VERIFY_CANDIDATES = CANDIDATES
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
-
-
-def _default(options: type, name: str):
-    """The default the library's options dataclass gives ``name``: its one copy, which the option shows.
-
-    Options take their defaults from here, never as literals, so that ``sk_edge.build(...)`` and
-    ``sk-edge build`` cannot disagree (and neither can verify, bench and export with theirs).
-    """
-    import dataclasses
-
-    for f in dataclasses.fields(options):
-        if f.name == name:
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            return f.default
-    raise AttributeError(f"{options.__name__} has no field {name!r}")
 
 
 def _listed(values: tuple) -> str:
@@ -131,7 +113,6 @@ def model_options(command):
 
     @click.option(
         "--model",
-        "model_name",
         default=None,
         help="sknet26-digits (the bundled trained reference), sknet26, sknet50, sknet101, "
         f"or timm:NAME for a timm SelectiveKernel model [default: the work directory's own model, "
@@ -187,6 +168,7 @@ def model_options(command):
                                              "exif_orientation")}
         given = {k: v for k, v in fields.items() if v is not None}
         kwargs["preprocess"] = requests_from(given, kwargs.pop("preprocess_file"), "the command line")
+        kwargs["model_args"] = parse_model_args(kwargs["model_args"])
         return command(*args, **kwargs)
 
     return wrapper
@@ -213,7 +195,7 @@ def workdir_option(command):
         "-w",
         "--workdir",
         type=click.Path(path_type=Path),
-        default=str(_default(BuildRequest, "workdir")),
+        default=str(field_default(BuildRequest, "workdir")),
         show_default=True,
         help="Work directory holding every stage's artifacts.",
     )
@@ -227,47 +209,8 @@ def workdir_option(command):
     return wrapper
 
 
-def verify_options(command):
-    """Thresholds shared by `verify` and `build`."""
-
-    @click.option("--min-agreement", type=float, default=_default(VerifyOptions, "min_agreement"), show_default=True,
-                  metavar="PCT", callback=_finite,
-                  help="Fail below this top-1 agreement with the FP32 reference (percent).")
-    @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=_default(VerifyOptions, "max_top1_drop"),
-                  show_default=True, metavar="PTS", callback=_finite,
-                  help="Fail when labelled accuracy drops by more than this many points.")
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
-
-    return wrapper
-
-
-def _csv(kind):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
-        except ValueError:
-            raise click.BadParameter(f"'{value}' is not a comma-separated list") from None
-
-    return convert
-
-
-def _finite(ctx, param, value):
-    """A float option that must be a finite number: NaN compares False with everything and would switch its gate off."""
-    import math
-
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value}")
-    return value
-
-
-max_float_share_option = click.option(
-    "--max-float-share", type=click.FloatRange(0, 100), default=_default(BuildRequest, "max_float_share"), show_default=True,
-    metavar="PCT",
-    callback=_finite, help="INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.")
+# --max-float-share of build, also sensitivity's: BuildRequest's field spells it for both.
+max_float_share_option = field_option(BuildRequest, "max_float_share")
 
 
 def _run_verify(workdir, options) -> None:
@@ -307,33 +250,21 @@ def cli() -> None:
 
 @cli.command()
 @model_options
-@click.option("--batch", type=int, default=None, help="Static batch size [default: 1].")
-@click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch dimension, 1..MAX.")
-@click.option("--opset", type=int, default=_default(ExportOptions, "opset"), show_default=True, help="ONNX opset (13 to 20).")
-@click.option(
-    "--select-form",
-    type=click.Choice(SELECT_FORMS),
-    default=_default(ExportOptions, "select_form"),
-    show_default=True,
-    help="SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.",
-)
+@request_options(ExportOptions)
 @workdir_option
 @click.option("--force", is_flag=True, help="Export even when the existing export is up to date.")
-def export(model_name, weights, num_classes, input_size, model_args, class_names, preprocess, batch, dynamic_batch, opset,
-           select_form, workdir, force):
+def export(model, weights, num_classes, input_size, model_args, class_names, preprocess, workdir, force, **settings):
     """Export an SKNet to WORKDIR/model.fp32.onnx (+ export.json).
 
     Every SK unit is rewritten exactly (BatchNorm folded, no Softmax, no 5-D tensors) and
     the graph is checked against the PyTorch model on ONNX Runtime before it is written.
     """
-    if batch is not None and dynamic_batch is not None:
-        raise UsageError("--batch and --dynamic-batch exclude each other; pass one")
-    from .export import ExportOptions, export_model
+    from .export import export_model
     from .models import build_model
 
-    options = ExportOptions(batch=batch or 1, dynamic_batch=dynamic_batch, opset=opset, select_form=select_form)
+    options = ExportOptions(**settings)
     options.validate()
-    request = _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess)
+    request = _model_request(workdir, model, weights, num_classes, input_size, model_args, force, preprocess)
     if request.reuse_export:
         from .workdir import load_export
 
@@ -353,10 +284,10 @@ def export(model_name, weights, num_classes, input_size, model_args, class_names
     export_model(built, workdir, options, force=force, log=_log)
 
 
-def _model_request(workdir, model_name, weights, num_classes, input_size, model_args, force, preprocess=None):
+def _model_request(workdir, model, weights, num_classes, input_size, model_args, force, preprocess=None):
     from .model_choice import ModelRequest, resolve_model
 
-    request = ModelRequest(model_name, weights, num_classes, input_size, parse_model_args(model_args), preprocess)
+    request = ModelRequest(model, weights, num_classes, input_size, model_args, preprocess)
     return resolve_model(workdir, request, DEFAULT_MODEL, force)
 
 
@@ -388,23 +319,9 @@ class _Progress:
     required=True,
     help="Folder of sample images from the model's domain (JPEG/PNG/BMP/WebP, searched recursively).",
 )
-@click.option("--num-images", type=int, default=_default(CalibrationOptions, "num_images"), show_default=True,
-              help="Images to calibrate on.")
-@click.option(
-    "--method",
-    type=click.Choice(CALIBRATION_METHODS),
-    default=None,
-    help=f"How each tensor's INT8 range is chosen [default: {DEFAULT_METHOD}].",
-)
-@click.option("--percentile", type=float, default=_default(CalibrationOptions, "percentile"), show_default=True,
-              help="For --method percentile.")
-@click.option("--batch", type=int, default=_default(CalibrationOptions, "batch"), show_default=True,
-              help="Images per ONNX Runtime run (memory grows with it).")
-@click.option("--legacy-ranges", is_flag=True,
-              help="Also record every other activation's range in calib.cache, for weakly typed TensorRT builds "
-              "(the DLA on JetPack 5.1-6.2, the GPU on 5.1/6.0); `build --dla-core` sets it.")
+@request_options(CalibrationOptions)
 @click.option("--force", is_flag=True, help="Recalibrate even when calib.json is up to date.")
-def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ranges, force):
+def calibrate(workdir, images, force, **settings):
     """Calibrate INT8 ranges on sample images: WORKDIR/calib.json and calib.cache.
 
     Runs model.fp32.onnx on ONNX Runtime and collects histograms of exactly the tensors
@@ -414,10 +331,7 @@ def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ran
     """
     from .quantize import calibrate as run_calibration
 
-    options = CalibrationOptions(
-        **({"method": method} if method else {}), percentile=percentile, num_images=num_images, batch=batch,
-        legacy_ranges=legacy_ranges,
-    )
+    options = CalibrationOptions(**settings)
     bar = _Progress("  images")
     try:
         doc = run_calibration(workdir, images, options, force=force, log=_log, progress=bar)
@@ -427,7 +341,7 @@ def calibrate(workdir, images, num_images, method, percentile, batch, legacy_ran
     _log(
         "amax as a fraction of max, median over "
         f"{len(doc['tensors'])} tensors: "
-        + ", ".join(f"{m} {spread[m]['median_of_max']:.2f}" for m in CALIBRATION_METHODS if m in spread)
+        + ", ".join(f"{m} {spread[m]['median_of_max']:.2f}" for m in METHODS if m in spread)
     )
     worst = spread["most_clipped"][0] if spread["most_clipped"] else None
     if worst:
@@ -464,9 +378,9 @@ def quantize(workdir, precision, mixed, force):
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows.")
 @click.option("--num-images", type=int, default=SENSITIVITY_IMAGES, show_default=True, help="Images per measurement.")
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=DEFAULT_MIXED, show_default=True)
-@click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=_finite,
+@click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=finite,
               help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PCT", callback=_finite,
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PCT", callback=finite,
               help="The same for top-1 agreement with FP32 (no labels needed); with --max-top1-drop, both must hold.")
 @max_float_share_option
 def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_agreement, max_float_share):
@@ -494,60 +408,9 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
 
 @cli.command()
 @model_options
-@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=_default(BuildRequest, "precision"), show_default=True)
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Calibration images for INT8 [default for sknet26-digits: calib_data/skdigits in a checkout, else the same "
-    "512 images rendered into WORKDIR/calib_images].",
-)
-@click.option("--labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges "
-              "accuracy and the --max-top1-drop budget.")
-@click.option("--num-images", type=click.IntRange(min=1), default=None,
-              help=f"Images to calibrate on [default: {_default(CalibrationOptions, 'num_images')}, or every image of the "
-              "calibration part when fewer].")
-@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=None, help=f"Calibration method [default: {DEFAULT_METHOD}].")
-@click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=_default(BuildRequest, "mixed"), show_default=True,
-              help="INT8: precision of the rest.")
-@click.option("--dynamic-batch", type=int, metavar="MAX", help="Dynamic batch 1..MAX (export and optimisation profile).")
-@click.option("--workspace", type=int, default=_default(BuildRequest, "workspace_mib"), show_default=True, metavar="MiB",
-              help="TensorRT workspace memory pool limit.")
-@click.option("--opt-level", type=int, default=_default(BuildRequest, "opt_level"), show_default=True,
-              help="TensorRT builder optimisation level, 0 to 5.")
-@click.option("--dla-core", type=int, default=None, metavar="N", help="Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).")
-@click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere or newer GPU (desktop).")
-@click.option("--target", type=click.Choice(ENGINE_TARGETS), default=_default(BuildRequest, "target"), show_default=True,
-              help="tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for "
-              "RTX, for desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
-              "(pip install 'sk-edge[rtx]').")
-@click.option("--rtx-sm", "rtx_sms", default=None, callback=_csv(str), metavar="SM,...",
-              help=f"--target rtx: the compute capabilities to build for, among {', '.join(RTX_SMS)} (75 = Turing, only "
-              "on request) [default: NVIDIA's default set, 80,86,89,120 and later].")
-@click.option(
-    "--from",
-    "from_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
-)
+@request_options(BuildRequest)
 @workdir_option
-@click.option("--eval-images", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Held-out images that judge the build (verify and the accuracy budget) [default: the reference "
-              "model's 1000 held-out images; for other models the 20% of --images an INT8 build holds out of "
-              "calibration (all of --images for FP16/FP32)].")
-@click.option("--eval-labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.")
-@verify_options
-@max_float_share_option
-@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
-              help="With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.")
-@click.option("--no-verify", is_flag=True, help="Skip the verify step at the end (the build then has no verdict).")
-@click.option("--force", is_flag=True, help="Redo every stage even when up to date.")
-def build(model_name, weights, num_classes, input_size, model_args, class_names, preprocess, precision, images, labels, num_images, method, mixed,
-          dynamic_batch, workspace, opt_level, dla_core, hardware_compatible, target, rtx_sms, from_dir, workdir, eval_images, eval_labels,
-          min_agreement, max_top1_drop, max_float_share, min_speedup, no_verify, force):
+def build(**fields):
     """Run every stage up to a TensorRT engine, and judge it: WORKDIR/model.<precision>.engine.
 
     \b
@@ -561,17 +424,11 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
     from .pipeline import build as run_build
 
     given = click.get_current_context().get_parameter_source("workdir") is not click.core.ParameterSource.DEFAULT
+    workdir, from_dir = fields["workdir"], fields["from_dir"]
     if from_dir is not None and given and Path(workdir).resolve() != Path(from_dir).resolve():
         # --from builds in its own folder: a second folder would be silently ignored.
         raise UsageError(f"--from {from_dir} builds in '{from_dir}' itself; drop -w {workdir} (or pass the same folder)")
-    request = BuildRequest(
-        precision=precision, workdir=workdir, model=model_name, weights=weights, num_classes=num_classes,
-        input_size=input_size, model_args=parse_model_args(model_args), class_names=class_names,
-        images=images, labels=labels, num_images=num_images, method=method, mixed=mixed, dynamic_batch=dynamic_batch,
-        workspace_mib=workspace, opt_level=opt_level, dla_core=dla_core, hardware_compatible=hardware_compatible,
-        target=target, rtx_sms=rtx_sms, from_dir=from_dir, eval_images=eval_images, eval_labels=eval_labels, min_agreement=min_agreement,
-        max_top1_drop=max_top1_drop, max_float_share=max_float_share, min_speedup=min_speedup, verify=not no_verify,
-        force=force, preprocess=preprocess)
+    request = BuildRequest(**fields)
     outcome = run_build(request, log=_log, progress=_Progress)
     click.echo(outcome.summary, err=True)
     if outcome.failure:
@@ -580,21 +437,8 @@ def build(model_name, weights, num_classes, input_size, model_args, class_names,
 
 @cli.command()
 @workdir_option
-@click.option("--candidate", type=click.Choice(VERIFY_CANDIDATES), default=None,
-              help="What to judge [default: the engine if built, else int8, fp16, fp32 graph].")
-@click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="Folder of images (class sub-folders are labels) [default: the images stored with the PyTorch "
-              "outputs in WORKDIR/reference.npz, else for the reference model its 1000 held-out images].")
-@click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows for accuracy.")
-@verify_options
-@click.option("--max-kl", type=float, default=None, callback=_finite, help="Also fail above this mean KL(reference || candidate).")
-@click.option("--min-images", type=click.IntRange(min=1), default=_default(VerifyOptions, "min_images"), show_default=True,
-              metavar="N",
-              help="Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).")
-@click.option("--store-reference", is_flag=True,
-              help="Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with "
-              "this run's [default: stored only where there are none for this export].")
-def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max_kl, min_images, store_reference):
+@request_options(VerifyOptions)
+def verify(workdir, **settings):
     """Compare a build with the FP32 PyTorch reference: WORKDIR/verify.json and verify.md.
 
     \b
@@ -605,28 +449,26 @@ def verify(workdir, candidate, images, labels, min_agreement, max_top1_drop, max
     Top-1/top-5 agreement, cosine similarity, KL divergence, max logit difference and, with
     labels, both accuracies. Exits 1 when a threshold is broken, so it can gate a CI job.
     """
-    _run_verify(workdir, VerifyOptions(candidate=candidate, images=images, labels=labels,
-                                       min_agreement=min_agreement, max_top1_drop=max_top1_drop, max_kl=max_kl,
-                                       min_images=min_images, store_reference=store_reference))
+    _run_verify(workdir, VerifyOptions(**settings))
 
 
 @cli.command()
 @workdir_option
-@click.option("--backends", default=None, callback=_csv(str),
+@click.option("--backends", default=None, callback=comma_separated(str),
               help="Comma-separated: torch, onnxruntime, tensorrt [default: all three; what is absent is skipped "
               "and said]. A backend named here that produces no result fails the command (exit 1).")
-@click.option("--precisions", default=_listed(_default(BenchOptions, "precisions")), show_default=True, callback=_csv(str),
+@click.option("--precisions", default=_listed(field_default(BenchOptions, "precisions")), show_default=True, callback=comma_separated(str),
               help="Comma-separated.")
-@click.option("--batch", "batches", default=_listed(_default(BenchOptions, "batches")), show_default=True, callback=_csv(int),
+@click.option("--batch", "batches", default=_listed(field_default(BenchOptions, "batches")), show_default=True, callback=comma_separated(int),
               help="Comma-separated batch sizes, e.g. 1,8.")
-@click.option("--warmup", type=int, default=_default(BenchOptions, "warmup"), show_default=True, help="Untimed runs first.")
-@click.option("--iterations", type=int, default=None, help=f"Timed runs [default: {_default(BenchOptions, 'iterations')}].")
+@click.option("--warmup", type=int, default=field_default(BenchOptions, "warmup"), show_default=True, help="Untimed runs first.")
+@click.option("--iterations", type=int, default=None, help=f"Timed runs [default: {field_default(BenchOptions, 'iterations')}].")
 @click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
-@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=_finite,
+@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=finite,
               help="Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX "
               "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.")
-@click.option("--repeats", type=click.IntRange(min=1), default=_default(BenchOptions, "repeats"), show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=field_default(BenchOptions, "repeats"), show_default=True,
               help="Rounds per configuration, interleaved across configurations (fewer when --iterations cannot "
               "give each round 5).")
 def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup, repeats):

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import artifacts
-from .backends.tensorrt import BuildOptions
+from .backends.tensorrt import RTX_SMS, TARGETS, BuildOptions
 from .engine_stage import BuildResult as EngineResult
 from .errors import SkEdgeError, UsageError
-from .quantize.options import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIXED
+from .fields import option, same_option
+from .quantize.methods import METHODS
+from .quantize.options import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_METHOD, DEFAULT_MIXED, MIXED, CalibrationOptions
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
 from .verify import VerifyOptions
 
@@ -77,9 +79,9 @@ class BuildRequest:
         force: redo every stage, and take over a work directory made for another model.
     """
 
-    precision: str = "int8"
-    workdir: str | Path = "workdir"
-    # the model (None: the work directory's own, else the bundled reference model)
+    precision: str = field(default="int8", metadata=option("The precision of the engine.", choices=PRECISIONS))
+    workdir: str | Path = "workdir"  # -w: the command's work-directory option, which also holds the folder's lock
+    # the model (None: the work directory's own, else the bundled reference model): the options export shares
     model: str | None = None
     weights: str | Path | None = None
     num_classes: int | None = None
@@ -90,29 +92,59 @@ class BuildRequest:
     preprocess_file: str | Path | None = None
     class_names: str | Path | list[str] | None = None
     # calibration
-    images: str | Path | None = None
-    labels: str | Path | None = None
-    num_images: int | None = None
-    method: str | None = None
-    mixed: str = DEFAULT_MIXED
+    images: str | Path | None = field(default=None, metadata=option(
+        "Calibration images for INT8 [default for sknet26-digits: calib_data/skdigits in a checkout, else the same "
+        "512 images rendered into WORKDIR/calib_images].", kind="path"))
+    labels: str | Path | None = field(default=None, metadata=option(
+        "CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges accuracy "
+        "and the --max-top1-drop budget.", kind="path", metavar="FILE"))
+    num_images: int | None = field(default=None, metadata=option(
+        f"Images to calibrate on [default: {CalibrationOptions.num_images}, or every image of the calibration part "
+        "when fewer].", kind="int", low=1))
+    method: str | None = field(default=None, metadata=option(
+        f"Calibration method [default: {DEFAULT_METHOD}].", choices=METHODS))
+    mixed: str = field(default=DEFAULT_MIXED, metadata=option("INT8: precision of the rest.", choices=MIXED))
     # the engine
-    dynamic_batch: int | None = None
-    workspace_mib: int = BuildOptions.workspace_mib
-    opt_level: int = BuildOptions.opt_level
-    dla_core: int | None = None
-    hardware_compatible: bool = BuildOptions.hardware_compatible
-    target: str = BuildOptions.target  # or "rtx": a TensorRT-RTX engine for desktop RTX GPUs, built with or without a GPU
-    rtx_sms: tuple[str, ...] | None = None  # TensorRT-RTX compute capabilities; None: NVIDIA's default set
-    from_dir: str | Path | None = None
+    dynamic_batch: int | None = field(default=None, metadata=option(
+        "Dynamic batch 1..MAX (export and optimisation profile).", kind="int", metavar="MAX"))
+    workspace_mib: int = field(default=BuildOptions.workspace_mib, metadata=option(
+        "TensorRT workspace memory pool limit.", flag="--workspace", kind="int", metavar="MiB"))
+    opt_level: int = field(default=BuildOptions.opt_level, metadata=option(
+        "TensorRT builder optimisation level, 0 to 5.", kind="int"))
+    dla_core: int | None = field(default=None, metadata=option(
+        "Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).", kind="int", metavar="N"))
+    hardware_compatible: bool = field(default=BuildOptions.hardware_compatible, metadata=option(
+        "One engine for every Ampere or newer GPU (desktop).", kind="flag"))
+    target: str = field(default=BuildOptions.target, metadata=option(
+        "tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for RTX, for "
+        "desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
+        "(pip install 'sk-edge[rtx]').", choices=TARGETS))
+    rtx_sms: tuple[str, ...] | None = field(default=None, metadata=option(  # None: NVIDIA's default set
+        f"--target rtx: the compute capabilities to build for, among {', '.join(RTX_SMS)} (75 = Turing, only on "
+        "request) [default: NVIDIA's default set, 80,86,89,120 and later].", flag="--rtx-sm", kind="csv",
+        metavar="SM,..."))
+    from_dir: str | Path | None = field(default=None, metadata=option(
+        "Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
+        flag="--from", kind="dir"))
     # the verdict
-    eval_images: str | Path | None = None
-    eval_labels: str | Path | None = None
-    min_agreement: float = VerifyOptions.min_agreement
-    max_top1_drop: float = VerifyOptions.max_top1_drop
-    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE * 100  # percent
-    min_speedup: float | None = None
-    verify: bool = True
-    force: bool = False
+    eval_images: str | Path | None = field(default=None, metadata=option(
+        "Held-out images that judge the build (verify and the accuracy budget) [default: the reference model's 1000 "
+        "held-out images; for other models the 20% of --images an INT8 build holds out of calibration (all of "
+        "--images for FP16/FP32)].", kind="path", metavar="DIR"))
+    eval_labels: str | Path | None = field(default=None, metadata=option(
+        "CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.", kind="path",
+        metavar="FILE"))
+    min_agreement: float = field(default=VerifyOptions.min_agreement, metadata=same_option(VerifyOptions, "min_agreement"))
+    max_top1_drop: float = field(default=VerifyOptions.max_top1_drop, metadata=same_option(VerifyOptions, "max_top1_drop"))
+    max_float_share: float = field(default=DEFAULT_MAX_FLOAT_SHARE * 100, metadata=option(  # percent
+        "INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.",
+        kind="float", low=0, high=100, metavar="PCT", finite=True))
+    min_speedup: float | None = field(default=None, metadata=option(
+        "With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.", kind="float",
+        low=0, low_open=True, metavar="X", finite=True))
+    verify: bool = field(default=True, metadata=option(
+        "Skip the verify step at the end (the build then has no verdict).", kind="flag", off_flag="--no-verify"))
+    force: bool = field(default=False, metadata=option("Redo every stage even when up to date.", kind="flag"))
 
     def validate(self) -> None:
         """Every field a caller sets, checked before any work (the Python API gets the command line's errors)."""

@@ -13,7 +13,7 @@ split (1000 images, rendered once into ``WORKDIR/eval_images``), never on calibr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ from . import __version__, artifacts
 from .backends.runner import Runner
 from .errors import SkEdgeError, UsageError
 from .evaluation import MIN_JUDGE_IMAGES, JudgeImages, too_few_images
+from .fields import option
 from .images import ImageStream, content_id, images_digest
 from .preprocess import Preprocess
 from .sidecars import EngineInfo, ExportInfo
@@ -57,22 +58,34 @@ class VerifyFailed(SkEdgeError):
 
 @dataclass
 class VerifyOptions:
-    candidate: str | None = None  # None: the engine if there is one, else int8, fp16, fp32
-    images: Path | None = None
-    labels: Path | None = None
-    min_agreement: float = DEFAULT_MIN_AGREEMENT  # percent
-    max_top1_drop: float = DEFAULT_MAX_TOP1_DROP  # points
-    max_kl: float | None = None  # mean KL(reference || candidate); off by default
+    candidate: str | None = field(default=None, metadata=option(  # None: the engine if there is one, else int8, fp16, fp32
+        "What to judge [default: the engine if built, else int8, fp16, fp32 graph].", choices=CANDIDATES))
+    images: Path | None = field(default=None, metadata=option(
+        "Folder of images (class sub-folders are labels) [default: the images stored with the PyTorch outputs in "
+        "WORKDIR/reference.npz, else for the reference model its 1000 held-out images].", kind="path"))
+    labels: Path | None = field(default=None, metadata=option("CSV of file,label rows for accuracy.", kind="path"))
+    min_agreement: float = field(default=DEFAULT_MIN_AGREEMENT, metadata=option(  # percent
+        "Fail below this top-1 agreement with the FP32 reference (percent).", kind="float", metavar="PCT",
+        finite=True))
+    max_top1_drop: float = field(default=DEFAULT_MAX_TOP1_DROP, metadata=option(  # points
+        "Fail when labelled accuracy drops by more than this many points.", kind="float", low=0, metavar="PTS",
+        finite=True))
+    max_kl: float | None = field(default=None, metadata=option(  # mean KL(reference || candidate); off by default
+        "Also fail above this mean KL(reference || candidate).", kind="float", finite=True))
     batch: int = 32
     # The share of ``images`` held out from calibration, when the build judges itself on the
     # calibration folder's hold-out part (sk_edge.evaluation); None: every image judges.
     holdout: float | None = None
-    min_images: int = MIN_JUDGE_IMAGES  # fewer judged images is an error, not a verdict
+    min_images: int = field(default=MIN_JUDGE_IMAGES, metadata=option(  # fewer judged images is an error, not a verdict
+        "Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).", kind="int",
+        low=1, metavar="N"))
     # The recorded verdict stands when nothing it judged changed (a no-op build); False judges again.
     reuse: bool = False
     # Replace reference.npz (what a device without PyTorch is judged against) with this run's PyTorch outputs.
     # Without it, outputs are stored only where none are, or the stored ones are for another export.
-    store_reference: bool = False
+    store_reference: bool = field(default=False, metadata=option(
+        "Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with this "
+        "run's [default: stored only where there are none for this export].", kind="flag"))
 
     def validate(self) -> None:
         if self.candidate is not None and self.candidate not in CANDIDATES:

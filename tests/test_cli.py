@@ -36,8 +36,12 @@ def test_help_lists_the_stages():
         assert option in export_help
 
 
+def choices(command, option: str) -> tuple:
+    return tuple({p.name: p for p in command.params}[option].type.choices)
+
+
 def test_cli_select_forms_match_the_library():
-    assert cli.SELECT_FORMS == SELECT_FORMS
+    assert choices(cli.export, "select_form") == SELECT_FORMS
 
 
 def test_export_end_to_end_with_weights_then_skip(tmp_path):
@@ -114,7 +118,7 @@ def test_cli_precision_choices_match_the_library():
     from sk_edge import quantize
     from sk_edge.quantize.methods import METHODS
 
-    assert cli.CALIBRATION_METHODS == METHODS
+    assert choices(cli.calibrate, "method") == METHODS == choices(cli.build, "method")
     assert cli.PRECISIONS == quantize.PRECISIONS and cli.MIXED_PRECISIONS == quantize.MIXED
 
 
@@ -170,7 +174,7 @@ def test_precision_stages_refuse_bad_input_in_one_line(tmp_path, args, code, mes
 def test_cli_verify_candidates_match_the_library():
     from sk_edge import verify
 
-    assert cli.VERIFY_CANDIDATES == verify.CANDIDATES
+    assert choices(cli.verify, "candidate") == verify.CANDIDATES
 
 
 def test_help_lists_every_stage():

@@ -61,10 +61,15 @@ def commands(script: str) -> list[list[str]]:
 
 def parse(args: list[str]) -> None:
     """Parse ``args`` with the real commands, as ``sk-edge`` would before running anything."""
-    ctx = cli.make_context("sk-edge", list(args), resilient_parsing=False)
-    with ctx:
-        name, command, rest = cli.resolve_command(ctx, ctx.protected_args + ctx.args)
-        assert command is not None, f"no command {name!r}"
+    if not args or args[0].startswith("-"):  # the group's own options: sk-edge --version
+        cli.make_context("sk-edge", list(args)).close()
+        return
+    # The group takes no option before its command, so the first word names the command.
+    name, rest = args[0], list(args[1:])
+    with cli.make_context("sk-edge", [name]) as ctx:
+        command = cli.get_command(ctx, name)
+        if command is None:
+            raise click.UsageError(f"no command {name!r}")
         command.make_context(name, rest, parent=ctx).close()
 
 

@@ -4,9 +4,10 @@ an export is up to date (a no-op build, the device) does not import it."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..fields import option
 
 # Split with a sizes input needs opset 13, as do per-channel Q/DQ for the INT8 stage;
 # TensorRT 10.3 (JetPack 6) parses opsets up to 20.
@@ -27,10 +28,12 @@ class ExportOptions:
         select_form: SK select form, see :mod:`sk_edge.export.sk_rewrite`.
     """
 
-    batch: int = 1
-    dynamic_batch: int | None = None
-    opset: int = 17
-    select_form: str = "auto"
+    batch: int = field(default=1, metadata=option("Static batch size.", kind="int"))
+    dynamic_batch: int | None = field(default=None, metadata=option(
+        "Dynamic batch dimension, 1..MAX.", kind="int", metavar="MAX"))
+    opset: int = field(default=17, metadata=option(f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}).", kind="int"))
+    select_form: str = field(default="auto", metadata=option(
+        "SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.", choices=SELECT_FORMS))
 
     @classmethod
     def recorded(cls, settings: dict) -> "ExportOptions":
@@ -51,6 +54,8 @@ class ExportOptions:
     def validate(self) -> None:
         if self.batch < 1:
             raise UsageError(f"--batch must be at least 1, got {self.batch}")
+        if self.dynamic_batch is not None and self.batch != 1:
+            raise UsageError("--batch and --dynamic-batch exclude each other; pass one")
         if self.dynamic_batch is not None and self.dynamic_batch < 1:
             raise UsageError(f"--dynamic-batch must be at least 1, got {self.dynamic_batch}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -186,6 +187,10 @@ def _parts_from_sknet(unit: Any, where: str) -> SKUnitParts:
 
 
 def _timm_classes() -> dict[str, Any]:
+    # A timm model means timm is imported already; importing it for one of ours would cost seconds
+    # (timm imports torchvision, which imports torch._dynamo: 7 s of every export on a 2-core machine).
+    if "timm" not in sys.modules:
+        return {}
     try:
         from timm.layers import BatchNormAct2d, SelectiveKernel
         from timm.layers.selective_kernel import SelectiveKernelAttn
