@@ -108,6 +108,14 @@ cpp-builds: $(VENV)/.installed
 	cmake --build build/cpp-$(RTX_HEADERS) -j2 > build/cpp-$(RTX_HEADERS).build.log 2>&1 || { tail -30 build/cpp-$(RTX_HEADERS).build.log; exit 1; }
 	@echo "TensorRT-RTX $(RTX_HEADERS) headers, linked to the real libtensorrt_rtx:"
 	ctest --test-dir build/cpp-$(RTX_HEADERS) --output-on-failure
+	@echo "find_package(sk_edge) after cmake --install (no GTest, no OpenCV needed):"
+	rm -rf build/cpp-prefix build/cpp-find-package
+	cmake --install build/cpp-$(RTX_HEADERS) --prefix build/cpp-prefix > build/cpp-install.log
+	cmake -S cpp/tests/find_package -B build/cpp-find-package -DCMAKE_PREFIX_PATH=$(abspath build/cpp-prefix) \
+		-DCMAKE_BUILD_TYPE=Release > build/cpp-find-package.configure.log
+	cmake --build build/cpp-find-package > build/cpp-find-package.build.log 2>&1 || { tail -30 build/cpp-find-package.build.log; exit 1; }
+	@# It loads (the installed library and the real libtensorrt_rtx) and answers its usage line: exit 2.
+	build/cpp-find-package/find_package_app > /dev/null; test $$? -eq 2
 
 clean:
 	rm -rf $(VENV) $(DEVICE_VENV) build workdir .pytest_cache
