@@ -73,9 +73,9 @@ def click_option(name: str, default: Any, spelled: Option) -> Callable:
     return click.option(flag, name, **settings)
 
 
-def request_options(owner: type, skip: tuple[str, ...] = ()) -> Callable:
-    """A decorator adding the options of ``owner``'s spelled fields (all but ``skip``) to a command."""
-    fields = [f for f in spelled_fields(owner) if f[0] not in skip]
+def request_options(owner: type) -> Callable:
+    """A decorator adding the options of every spelled field of ``owner`` to a command."""
+    fields = spelled_fields(owner)
 
     def decorate(command):
         for name, default, spelled in reversed(fields):  # click lists the last one applied first

@@ -26,7 +26,7 @@ from . import artifacts
 from .backends.tensorrt import RTX_SMS, TARGETS, BuildOptions
 from .engine_stage import BuildResult as EngineResult
 from .errors import SkEdgeError, UsageError
-from .fields import option, same_option
+from .fields import field_default, option, same_option
 from .quantize.methods import METHODS
 from .quantize.options import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_METHOD, DEFAULT_MIXED, MIXED, CalibrationOptions
 from .reference import NAME as DEFAULT_MODEL  # the bundled, trained reference model
@@ -457,27 +457,19 @@ def _verify_step(r: BuildRequest, workdir: Path, result: EngineResult, plan, clo
         return str(exc), exc.report
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    """A dataclass field's default, its factory's value where it has one."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return inspect.Parameter.empty
-
-
 def _signature_from_request() -> None:
     """Give :func:`build` the keyword parameters of :class:`BuildRequest` (names, defaults, types), so that
     ``help(sk_edge.build)``, IPython and inspect-based tools show them; the dataclass stays the one place
     that owns them."""
     own = inspect.signature(build)
-    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type, default=_field_default(f))
-              for f in dataclasses.fields(BuildRequest)]
+    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
+                                default=field_default(BuildRequest, f.name)) for f in dataclasses.fields(BuildRequest)]
     params = [own.parameters["request"], *fields, own.parameters["log"], own.parameters["progress"]]
     build.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
 
 
 _signature_from_request()
+
 
 def verdict_flags(r: BuildRequest) -> tuple[str, ...]:
     """The host build's gates, for on_device.sh: the device judges its engine by the same thresholds."""

@@ -242,3 +242,20 @@ def test_quantize_sensitivity_and_analyze_take_the_library_functions_defaults():
         for option, argument in names.items():
             assert params[option].default == arguments[argument].default, (command.name, option)
     assert field_default(BuildRequest, "mixed") == inspect.signature(quantize_model).parameters["mixed"].default
+
+
+def test_help_of_the_python_build_lists_every_field_with_its_default():
+    """help(sk_edge.build) and an editor see BuildRequest's fields as keyword parameters, each with its default."""
+    import dataclasses
+    import inspect
+    import pydoc
+
+    import sk_edge
+    from sk_edge import BuildRequest
+
+    parameters = inspect.signature(sk_edge.build).parameters
+    for f in dataclasses.fields(BuildRequest):
+        assert parameters[f.name].kind is inspect.Parameter.KEYWORD_ONLY, f.name
+        assert parameters[f.name].default == field_default(BuildRequest, f.name), f.name
+    text = pydoc.render_doc(sk_edge.build, renderer=pydoc.plaintext)
+    assert f"workspace_mib: 'int' = {field_default(BuildRequest, 'workspace_mib')}" in text, text[:600]
