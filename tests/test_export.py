@@ -99,6 +99,34 @@ def test_dynamic_batch(tmp_path):
     _assert_clean_graph(tmp_path / ONNX_NAME)
 
 
+@pytest.mark.parametrize("family", ["timm-skresnext50_32x4d"])  # timm: its flatten differs too; ours: test_tensorrt_rtx
+def test_both_of_torchs_exporters_give_the_same_clean_exact_graph(tmp_path, family):
+    """The torch.export-based exporter's graph, after sk-edge's passes, is the TorchScript one's op for op."""
+    name, args, _, _ = FAMILIES[family]
+    built = build_model(name, num_classes=10, input_size=64, args=args)
+    randomize_batchnorm(built.module)
+    graphs, logits = {}, {}
+    x = np.random.default_rng(3).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    for exporter in ("torchscript", "torch-export"):
+        wd = tmp_path / exporter
+        doc = export_model(built, wd, ExportOptions(exporter=exporter, opset=18, dynamic_batch=4)).sidecar
+        assert doc["graph"]["exporter"] == doc["settings"]["exporter"] == exporter and doc["parity"]["passed"]
+        graphs[exporter] = _assert_clean_graph(wd / ONNX_NAME)
+        logits[exporter] = OnnxRuntimeRunner(wd / ONNX_NAME)(x)
+    assert [n.op_type for n in graphs["torch-export"].graph.node] == [n.op_type for n in graphs["torchscript"].graph.node]
+    assert "ReduceMean" not in {n.op_type for n in graphs["torch-export"].graph.node}
+    assert np.abs(logits["torch-export"] - logits["torchscript"]).max() <= 1e-5
+
+
+def test_the_torch_export_path_is_refused_below_its_opset_and_an_exporter_change_exports_again(tmp_path):
+    with pytest.raises(UsageError, match="--exporter torch-export writes opset 18 or newer; add --opset 18"):
+        ExportOptions(exporter="torch-export").validate()
+    recorded = ExportOptions.recorded({"batch": 1, "opset": 18, "select_form": "auto"})  # written before --exporter
+    assert recorded.exporter == "torchscript"
+    assert ExportOptions(exporter="torch-export", opset=18).differences(recorded) == [
+        "--exporter torch-export (it has torchscript)"]
+
+
 def test_unchanged_export_is_skipped_and_changes_are_not(tmp_path):
     def build(seed=0, **kw):
         torch.manual_seed(seed)  # the key covers the weights themselves, so fix the init

@@ -120,7 +120,7 @@ def test_targets_are_recorded_and_turing_int8_is_refused_for_what_the_engine_pla
 
 
 @pytest.mark.parametrize("kind", ["sknet50-224", "timm-skresnet18", "timm-skresnext50_32x4d", "m3-exp", "softmax4d",
-                                  "dynamic-batch-8", "non-square"])
+                                  "dynamic-batch-8", "non-square", "torch-export"])
 def test_every_graph_kind_builds_int8_as_claimed(tmp_path, images, kind):
     options, build_options = ExportOptions(), {}
     if kind == "m3-exp":
@@ -141,6 +141,8 @@ def test_every_graph_kind_builds_int8_as_claimed(tmp_path, images, kind):
             options = ExportOptions(select_form="softmax4d")
         if kind == "dynamic-batch-8":
             options = ExportOptions(dynamic_batch=8)
+        if kind == "torch-export":
+            options = ExportOptions(exporter="torch-export", opset=18, dynamic_batch=8)
         prepare(tmp_path, built, "int8", images, options)
     result, plan = build_rtx(tmp_path, "int8", **build_options)
     assert_planned_as_claimed(tmp_path, "int8", result, plan)
@@ -150,6 +152,9 @@ def test_every_graph_kind_builds_int8_as_claimed(tmp_path, images, kind):
         assert json.loads((tmp_path / "model.int8.rtx.engine.json").read_text())["settings"]["dynamic_batch"] == 8
     if kind == "non-square":
         assert json.loads((tmp_path / "export.json").read_text())["model"]["input"]["shape"] == [1, 3, 64, 96]
+    if kind == "torch-export":
+        graph = json.loads((tmp_path / "export.json").read_text())["graph"]
+        assert graph["exporter"] == "torch-export" and graph["opset"] == 18
 
 
 def test_a_machine_without_a_driver_and_a_foreign_or_damaged_engine_are_refused_in_one_line(digits, tmp_path):

@@ -5,7 +5,8 @@ torch's exporter leaves things TensorRT and the later quantization pass do not w
 and (when a BatchNorm does not directly follow a convolution, or an exporter does not
 fold in eval mode) ``BatchNormalization`` nodes. The TorchScript exporter already fuses
 Conv+BatchNorm in eval mode, so :func:`fold_batchnorm` usually finds nothing after it;
-it is the guarantee, not the common path, and it counts what it did.
+it is the guarantee, not the common path, and it counts what it did. The torch.export-based
+exporter spells a global average pool differently; :func:`canonical_pooling` makes both alike.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class PassReport:
     batchnorm_folded_into_conv: int = 0
     batchnorm_folded_into_gemm: int = 0
     batchnorm_to_scale: int = 0
+    reduce_mean_to_global_pool: int = 0
+    reshape_to_flatten: int = 0
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -162,6 +165,57 @@ def fold_batchnorm(graph: gs.Graph, report: PassReport) -> None:
         report.batchnorm_to_scale += 1
 
 
+def _reduced_axes(node: gs.Node) -> list[int] | None:
+    """A ReduceMean's axes: an attribute up to opset 17, a constant second input from 18."""
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant):
+        return [int(a) for a in node.inputs[1].values.reshape(-1)]
+    return None
+
+
+def _is_spatial_mean(node: gs.Node) -> bool:
+    x = node.inputs[0]
+    if node.op != "ReduceMean" or x.shape is None or len(x.shape) != 4 or not node.attrs.get("keepdims", 1):
+        return False
+    axes = _reduced_axes(node)
+    return axes is not None and sorted(a % 4 for a in axes) == [2, 3]
+
+
+def _is_flatten_of_pool(node: gs.Node) -> bool:
+    """Reshape(GlobalAveragePool(x), [N or -1 or 0, C]): what Flatten(axis=1) does to an N x C x 1 x 1 tensor."""
+    if node.op != "Reshape" or not isinstance(node.inputs[1], gs.Constant):
+        return False
+    source = node.inputs[0]
+    if not source.inputs or source.inputs[0].op != "GlobalAveragePool" or source.shape is None:
+        return False
+    target = [int(d) for d in node.inputs[1].values.reshape(-1)]
+    channels = source.shape[1]
+    return len(target) == 2 and target[0] in (-1, 0, source.shape[0]) and target[1] in (-1, channels) and target.count(-1) <= 1
+
+
+def _drop_inputs_after_first(node: gs.Node) -> None:
+    while len(node.inputs) > 1:
+        del node.inputs[-1]  # one item at a time: graphsurgeon keeps its links in sync on items, not slices
+
+
+def canonical_pooling(graph: gs.Graph, report: PassReport) -> None:
+    """Spell a global average pool the one way every later pass expects.
+
+    The torch.export-based exporter writes ``adaptive_avg_pool2d(x, 1)`` as ReduceMean over
+    H and W and ``flatten`` as a Reshape; the TorchScript exporter writes GlobalAveragePool and
+    Flatten. The INT8 planner, the FP16 keep-list and the DLA pass look for GlobalAveragePool,
+    so both exporters' graphs are brought to that form (the same arithmetic, op for op)."""
+    for node in [n for n in graph.nodes if _is_spatial_mean(n)]:
+        node.op, node.attrs = "GlobalAveragePool", {}
+        _drop_inputs_after_first(node)
+        report.reduce_mean_to_global_pool += 1
+    for node in [n for n in graph.nodes if _is_flatten_of_pool(n)]:
+        node.op, node.attrs = "Flatten", {"axis": 1}
+        _drop_inputs_after_first(node)
+        report.reshape_to_flatten += 1
+
+
 def clean_exported_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     """Run every clean-up pass; return the new model and what each pass did."""
     report = PassReport()
@@ -170,6 +224,7 @@ def clean_exported_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassR
     remove_identity(graph, report)
     fold_batchnorm(graph, report)
     fold_constants(graph, report)
+    canonical_pooling(graph, report)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=True)
     out.ir_version = model.ir_version

@@ -14,6 +14,13 @@ from ..fields import option
 MIN_OPSET, MAX_OPSET = 13, 20
 # The SK select forms of sk_rewrite (kept here, beside the option that names them).
 SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
+# torch's two ONNX exporters. "torchscript" (torch.onnx.export(dynamo=False)) is the default: it writes
+# exactly the opset asked for (17 by default) in about 1 s; torch deprecates it. "torch-export" (the
+# torch.export-based exporter, dynamo=True, needs onnxscript) writes opset 18 or newer only (onnx's
+# version converter fails on its ReduceMean going down to 17) and takes 5-15 s per model on 2 cores;
+# after graph_passes its graphs equal the other's op for op (benchmarks/exporters.py, every family).
+EXPORTERS = ("torchscript", "torch-export")
+TORCH_EXPORT_MIN_OPSET = 18
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,7 @@ class ExportOptions:
             optimisation profile's max).
         opset: ONNX opset.
         select_form: SK select form, see :mod:`sk_edge.export.sk_rewrite`.
+        exporter: torch's exporter, one of :data:`EXPORTERS`.
     """
 
     batch: int = field(default=1, metadata=option("Static batch size.", kind="int"))
@@ -34,6 +42,9 @@ class ExportOptions:
     opset: int = field(default=17, metadata=option(f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}).", kind="int"))
     select_form: str = field(default="auto", metadata=option(
         "SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.", choices=SELECT_FORMS))
+    exporter: str = field(default="torchscript", metadata=option(
+        f"torch's ONNX exporter: torchscript, or torch-export (torch.export-based; opset {TORCH_EXPORT_MIN_OPSET}+, "
+        "needs onnxscript).", choices=EXPORTERS))
 
     @classmethod
     def recorded(cls, settings: dict) -> "ExportOptions":
@@ -62,6 +73,11 @@ class ExportOptions:
             raise UsageError(f"--opset {self.opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (17 is the default)")
         if self.select_form not in SELECT_FORMS:
             raise UsageError(f"--select-form must be one of {', '.join(SELECT_FORMS)}")
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}")
+        if self.exporter == "torch-export" and self.opset < TORCH_EXPORT_MIN_OPSET:
+            raise UsageError(f"--exporter torch-export writes opset {TORCH_EXPORT_MIN_OPSET} or newer; "
+                             f"add --opset {TORCH_EXPORT_MIN_OPSET} (or use --exporter torchscript for opset {self.opset})")
 
     @property
     def trace_batch(self) -> int:

@@ -4,9 +4,10 @@
 
 1. rewrite every SK unit into its deployment form (:mod:`.sk_rewrite`): BatchNorm folded,
    select step without Softmax or 5-D tensors;
-2. ``torch.onnx.export`` with the TorchScript exporter (see :func:`to_onnx` for why);
+2. ``torch.onnx.export`` with the exporter the options name (TorchScript by default, see
+   :data:`.options.EXPORTERS` for why);
 3. graph clean-up with onnx-graphsurgeon (:mod:`.graph_passes`): Identity and Constant
-   nodes out, any BatchNorm left folded;
+   nodes out, any BatchNorm left folded, a global pool spelled one way whichever exporter wrote it;
 4. the graph invariants (:mod:`.hygiene`), which also catch SK units the rewrite did not
    recognise;
 5. parity of the graph on ONNX Runtime (CPU) against the *original* PyTorch model.
@@ -72,31 +73,18 @@ def to_onnx(
 ) -> tuple[onnx.ModelProto, RewriteReport, PassReport, list[str]]:
     """Rewrite, export and clean ``module``; raise if the graph breaks an invariant.
 
-    The TorchScript exporter (``dynamo=False``) is used because it exports at exactly the
-    requested opset, needs no extra dependency and is ~5x faster than the torch.export
-    path on these models; every pass after it works on plain ONNX and does not depend on
-    which exporter produced the graph.
+    ``options.exporter`` picks torch's exporter (see :data:`~sk_edge.export.options.EXPORTERS` for
+    why TorchScript is the default); every pass after it works on plain ONNX, and
+    :func:`~sk_edge.export.graph_passes.canonical_pooling` makes both exporters' graphs alike.
     """
     options.validate()
     rewritten, rewrite = rewrite_sk_units(module, options.select_form)
-    dummy = torch.zeros(options.trace_batch, *input_shape)
-    dynamic_axes = None
-    if options.dynamic_batch:
-        dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
-        torch.onnx.export(
-            rewritten,
-            (dummy,),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too; torch annotates paths only
-            dynamo=False,
-            opset_version=options.opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
+        if options.exporter == "torch-export":
+            exported = _torch_export_onnx(rewritten, input_shape, options)
+        else:
+            exported = _torchscript_onnx(rewritten, input_shape, options)
     exporter_warnings = list(
         dict.fromkeys(
             str(w.message).splitlines()[0]
@@ -104,13 +92,61 @@ def to_onnx(
             if not any(noise in str(w.message) for noise in _KNOWN_NOISE)
         )
     )
-    model, passes = clean_exported_graph(onnx.load_from_string(buffer.getvalue()))
+    model, passes = clean_exported_graph(onnx.load_from_string(exported))
     problems = graph_problems(model, allow_last_axis_softmax=options.select_form == "softmax4d")
     if problems:
         raise UnsupportedModelError(
             f"the exported graph breaks {len(problems)} sk-edge invariants, first: {problems[0]}"
         )
     return model, rewrite, passes, exporter_warnings
+
+
+def _torchscript_onnx(module: torch.nn.Module, input_shape: tuple[int, int, int], options: ExportOptions) -> bytes:
+    """The serialized graph from torch's TorchScript-based exporter, at exactly ``options.opset``."""
+    dynamic_axes = None
+    if options.dynamic_batch:
+        dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (torch.zeros(options.trace_batch, *input_shape),),
+        buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too; torch annotates paths only
+        dynamo=False,
+        opset_version=options.opset,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes=dynamic_axes,
+        do_constant_folding=True,
+    )
+    return buffer.getvalue()
+
+
+def _torch_export_onnx(module: torch.nn.Module, input_shape: tuple[int, int, int], options: ExportOptions) -> bytes:
+    """The serialized graph from torch's torch.export-based exporter (it needs onnxscript)."""
+    try:
+        import onnxscript  # noqa: F401 - torch imports it lazily and fails deep inside the export
+    except ImportError:
+        raise UsageError("--exporter torch-export needs onnxscript: pip install 'sk-edge[torch-export]'") from None
+    dynamic_shapes = None
+    # A dynamic batch is traced at 2 even for --dynamic-batch 1: torch.export specialises a size-1 dim.
+    batch = 2 if options.dynamic_batch else options.batch
+    if options.dynamic_batch:
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},)
+    try:
+        program = torch.onnx.export(
+            module, (torch.zeros(batch, *input_shape),), dynamo=True, opset_version=options.opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
+            optimize=True, verbose=False,
+        )
+    except Exception as exc:  # torch.export raises many types; the first line says what failed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(f"torch.export could not export the model ({first}); try --exporter torchscript") from exc
+    assert program is not None  # dynamo=True always returns the program
+    return program.model_proto.SerializeToString()
+
+
+def _graph_opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -157,7 +193,7 @@ def export_model(
 
     t0 = time.perf_counter()
     _log_preprocessing(built, log)
-    log(f"rewriting SK units and exporting {built.name} (opset {options.opset}) ...")
+    log(f"rewriting SK units and exporting {built.name} (opset {options.opset}, {options.exporter} exporter) ...")
     model, rewrite, passes, exporter_warnings = to_onnx(module, input_shape, options)
     if rewrite.count == 0:
         raise UsageError(
@@ -189,7 +225,7 @@ def export_model(
         rewrite=rewrite.summary(),
         batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
         graph_passes=passes.as_dict(),
-        graph={"opset": options.opset, "nodes": len(model.graph.node), "op_counts": _op_counts(model)},
+        graph={"opset": _graph_opset(model), "exporter": options.exporter, "nodes": len(model.graph.node), "op_counts": _op_counts(model)},
         parity=parity,
         exporter_warnings=exporter_warnings,
     )
