@@ -1,9 +1,10 @@
-"""Run an sk-edge TensorRT or TensorRT-RTX engine from numpy: small enough to paste into a camera loop.
+"""Run an sk-edge TensorRT or TensorRT-RTX engine from numpy or GPU arrays: small enough to paste into a camera loop.
 
     from sk_edge.runtime import Engine
 
     engine = Engine("workdir/model.int8.engine")      # refuses an engine built elsewhere
     logits = engine(batch)                            # float32 NCHW in, float32 logits out
+    engine(cuda_tensor, out=cuda_logits)              # already on the GPU (__cuda_array_interface__): no host copy
 
 A TensorRT-RTX engine (``model.int8.rtx.engine``) loads the same way: its header is checked
 against this machine first (``Runtime.get_engine_validity``), and the kernels TensorRT-RTX
@@ -30,6 +31,8 @@ import numpy as np
 
 from .backends.tensorrt import (TensorRTUnavailable, TrtFeatures, engine_mismatch, engine_sidecar_path, gpu_identity,
                                 import_tensorrt, rtx_header_version, same_tensorrt_version)
+from .cuda_events import StreamOrder
+from .device_arrays import CudaArrayView, cuda_array_view, is_cuda_array
 from .errors import SkEdgeError, UsageError
 from .sidecars import EngineInfo
 from .workdir import engine_target, runtime_cache_name
@@ -113,6 +116,7 @@ class Engine:
         self._graph: Any = None  # the instantiated CUDA graph (a cuda-python handle)
         self._device: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
+        self._stream_order = StreamOrder()  # a CUDA array's producer stream before the engine's
         self._closed = False
 
     def _check_sidecar(self, path: Path, sidecar: EngineInfo, gpu: dict | None) -> None:
@@ -130,6 +134,7 @@ class Engine:
             if self._graph is not None:
                 _cuda_driver().cuGraphExecDestroy(self._graph)
                 self._graph = None
+            self._stream_order.close()
             for buffer in self._device.values():
                 free = getattr(buffer, "free", None)  # pycuda's DeviceAllocation
                 if free is not None:
@@ -169,35 +174,73 @@ class Engine:
             self.context.set_tensor_address(tensor, int(self._device[tensor]))
         self._shape, self._graph = shape, None
 
-    def _enqueue(self) -> None:
-        for tensor, _ in self.inputs:
-            self.cuda.memcpy_htod_async(self._device[tensor], self._host[tensor], self.stream)
+    def _enqueue(self, source: CudaArrayView | None = None, target: CudaArrayView | None = None) -> None:
+        """Queue input copy, engine and output copy; a CUDA array in or out replaces that copy."""
+        name, output = self.input_name, self.outputs[0][0]
+        if source is None:
+            self.cuda.memcpy_htod_async(self._device[name], self._host[name], self.stream)
+        elif source.stream is not None:
+            self._stream_order.wait(self.stream.handle, source.stream)
+        # Bound every call: a CUDA array's address is its own, and the next numpy call needs ours back.
+        self.context.set_tensor_address(name, source.pointer if source is not None else int(self._device[name]))
+        self.context.set_tensor_address(output, target.pointer if target is not None else int(self._device[output]))
         if not self.context.execute_async_v3(self.stream.handle):
             raise SkEdgeError("TensorRT failed to enqueue the engine (see its messages above)")
-        for tensor, _ in self.outputs:
-            self.cuda.memcpy_dtoh_async(self._host[tensor], self._device[tensor], self.stream)
+        if target is None:
+            self.cuda.memcpy_dtoh_async(self._host[output], self._device[output], self.stream)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        name, dtype = self.inputs[0]
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
-            raise UsageError(f"input must be a 4-D NCHW numpy array, got {getattr(x, 'shape', type(x).__name__)}")
-        if x.dtype != dtype:
-            raise UsageError(f"input must be {dtype}, got {x.dtype} (convert with x.astype(np.{dtype}))")
+    def __call__(self, x, out=None):
+        """Logits for the NCHW batch ``x``: a numpy array, or a CUDA array already on the GPU.
+
+        A CUDA array (a PyTorch CUDA tensor, a CuPy array: anything with ``__cuda_array_interface__``)
+        is read where it lies, with no copy through the host; the engine's stream waits on the GPU for
+        the stream the array names. ``out``, a CUDA array of the output's shape and type, receives the
+        logits on the GPU (and is returned); without it they come back as a new numpy array. Device
+        arrays run the plain enqueue: a CUDA graph (``cuda_graph=True``) is for numpy inputs, whose
+        buffers stay where the graph captured them.
+        """
+        source = cuda_array_view(x) if is_cuda_array(x) else None
+        target = cuda_array_view(out, "output") if out is not None else None
+        shape, dtype = (source.shape, source.dtype) if source is not None else self._host_input(x)
+        self._check_input(shape, dtype, "a CUDA array" if source is not None else "a numpy array")
         if self._closed:
             raise UsageError("this Engine was closed; create a new one")
         self._context.push()
         try:
-            if x.shape != self._shape:
-                self._allocate(tuple(x.shape))
-            np.copyto(self._host[name], x)
-            if self.cuda_graph:
+            if shape != self._shape:
+                self._allocate(tuple(shape))
+            if target is not None:
+                self._check_output(target)
+            if source is None:
+                np.copyto(self._host[self.input_name], x)
+            if source is None and target is None and self.cuda_graph:
                 self._replay_graph()
             else:
-                self._enqueue()
+                self._enqueue(source, target)
             self.stream.synchronize()
         finally:
             self._context.pop()
-        return self._host[self.outputs[0][0]].copy()
+        return out if target is not None else self._host[self.outputs[0][0]].copy()
+
+    @staticmethod
+    def _host_input(x) -> tuple[tuple[int, ...], np.dtype]:
+        if not isinstance(x, np.ndarray):
+            raise UsageError(f"input must be a numpy array or a CUDA array (__cuda_array_interface__), got {type(x).__name__}")
+        return tuple(x.shape), x.dtype
+
+    def _check_input(self, shape: tuple[int, ...], dtype: np.dtype, kind: str) -> None:
+        expected = self.inputs[0][1]
+        if len(shape) != 4:
+            raise UsageError(f"input must be 4-D NCHW, got {kind} of shape {shape}")
+        if dtype != expected:
+            raise UsageError(f"input must be {expected}, got {dtype} (convert it to {expected} first)")
+
+    def _check_output(self, target: CudaArrayView) -> None:
+        name, dtype = self.outputs[0]
+        shape = self._host[name].shape
+        if target.shape != shape or target.dtype != dtype or target.readonly:
+            raise UsageError(f"out must be a writable {dtype} CUDA array of shape {shape}, "
+                             f"got {target.dtype} {target.shape}{' (read-only)' if target.readonly else ''}")
 
     def infer_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
         """Camera frames (numpy, in pixel format ``fmt``: sk_edge.pixels) to logits, one row per frame.
