@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +30,12 @@ import numpy as np
 
 from . import __version__, artifacts, plots
 from .errors import SkEdgeError, UsageError
+from .fields import option
 from .versions import torch_installed
 from .workdir import GRAPH_NAMES, built_engines, load_export
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_ITERATIONS = 100
 PRECISIONS = ("fp32", "fp16", "int8")
 BENCH_JSON, BENCH_MD, BENCH_PNG = "bench.json", "bench.md", "bench.png"
 
@@ -44,31 +46,70 @@ class BenchFailed(SkEdgeError):
 
 @dataclass
 class BenchOptions:
-    backends: tuple[str, ...] = BACKENDS
-    precisions: tuple[str, ...] = PRECISIONS
-    batches: tuple[int, ...] = (1,)
-    warmup: int = 10
-    iterations: int | None = 100
-    duration: float | None = None  # seconds of timed runs, instead of a count
-    threads: int | None = None  # intra-op threads for CPU backends [default: the library's]
-    # Backends the user named: each must produce at least one row, or bench fails. The
-    # default set only benchmarks what is there and says what is not.
-    required: tuple[str, ...] = ()
-    # The latency verdict: the candidate must be this many times faster than PyTorch FP32 on
-    # the same device and batch, or bench fails.
-    min_speedup: float | None = None
-    # Each configuration is measured in this many rounds, the configurations interleaved (round 1 of
-    # every one, then round 2...), so that a load spike hits every candidate, not one; fewer rounds when
-    # the iterations cannot give each round 5.
-    repeats: int = 3
+    """What ``sk-edge bench`` measures and how; the command's options are made from these fields.
+
+    Attributes:
+        backends: the backends to run, each of which must produce a row or bench fails; empty: every
+            installed one, and what is absent is skipped and said.
+        precisions, batches: the graphs and engines to run, at these batch sizes.
+        warmup: untimed runs first.
+        iterations, duration: timed runs, as a count or as seconds (neither: DEFAULT_ITERATIONS runs).
+        threads: intra-op threads of the CPU backends (None: the library's).
+        min_speedup: the latency verdict: the candidate must be this many times faster than PyTorch FP32
+            on the same device and batch, by medians, or bench fails.
+        repeats: each configuration is measured in this many rounds, the configurations interleaved
+            (round 1 of every one, then round 2...), so that a load spike hits every candidate, not one;
+            fewer rounds when the iterations cannot give each round 5.
+        skip_absent: a named backend with nothing to run is skipped, not a failure (the build summary's bench).
+    """
+
+    backends: tuple[str, ...] = field(default=(), metadata=option(
+        "Comma-separated: torch, onnxruntime, tensorrt [default: every one installed; what is absent is skipped "
+        "and said]. A backend named here that produces no result fails the command (exit 1).", kind="csv"))
+    precisions: tuple[str, ...] = field(default=PRECISIONS, metadata=option("Comma-separated.", kind="csv"))
+    batches: tuple[int, ...] = field(default=(1,), metadata=option(
+        "Comma-separated batch sizes, e.g. 1,8.", flag="--batch", kind="int-csv"))
+    warmup: int = field(default=10, metadata=option("Untimed runs first.", kind="int", low=0))
+    iterations: int | None = field(default=None, metadata=option(
+        f"Timed runs, at least 5 [default: {DEFAULT_ITERATIONS}, unless --duration].", kind="int"))
+    duration: float | None = field(default=None, metadata=option(
+        "Time runs for S seconds instead of a count.", kind="float", low=0, low_open=True, finite=True, metavar="S"))
+    threads: int | None = field(default=None, metadata=option(
+        "Intra-op threads of the CPU backends [default: the library's].", kind="int", low=1))
+    min_speedup: float | None = field(default=None, metadata=option(
+        "Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX Runtime) is "
+        "X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.",
+        kind="float", low=0, low_open=True, finite=True, metavar="X"))
+    repeats: int = field(default=3, metadata=option(
+        "Rounds per configuration, interleaved across configurations (fewer when --iterations cannot give each "
+        "round 5).", kind="int", low=1))
+    skip_absent: bool = False
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The backends looked for."""
+        return self.backends or BACKENDS
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The backends that must each produce a row."""
+        return () if self.skip_absent else self.backends
+
+    @property
+    def timed_iterations(self) -> int | None:
+        """The count of timed runs (None: timed by ``duration``)."""
+        if self.iterations is not None:
+            return self.iterations
+        return None if self.duration is not None else DEFAULT_ITERATIONS
 
     def rounds(self) -> int:
-        if self.iterations is None:
+        iterations = self.timed_iterations
+        if iterations is None:
             return self.repeats
-        return max(1, min(self.repeats, self.iterations // 5))
+        return max(1, min(self.repeats, iterations // 5))
 
     def validate(self) -> None:
-        for name, values, allowed in (("--backends", self.backends, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
+        for name, values, allowed in (("--backends", self.candidates, BACKENDS), ("--precisions", self.precisions, PRECISIONS)):
             bad = [v for v in values if v not in allowed]
             if bad or not values:
                 raise UsageError(f"{name} takes a comma-separated list of {', '.join(allowed)}; got '{','.join(values)}'")
@@ -76,8 +117,8 @@ class BenchOptions:
             raise UsageError(f"--batch takes positive sizes, got {self.batches}")
         if self.warmup < 0:
             raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
-        if (self.iterations is None) == (self.duration is None):
-            raise UsageError("pass either --iterations N or --duration S")
+        if self.iterations is not None and self.duration is not None:
+            raise UsageError("pass either --iterations N or --duration S, not both")
         if self.iterations is not None and self.iterations < 5:
             raise UsageError(f"--iterations must be at least 5 for percentiles to mean anything, got {self.iterations}")
         if self.duration is not None and self.duration <= 0:
@@ -129,33 +170,33 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
     unrunnable = set()
     # A stale or foreign graph or engine is refused, never timed as if it were the current one.
     for p in options.precisions:
-        if "onnxruntime" in options.backends and (workdir / GRAPH_NAMES[p]).is_file():
+        if "onnxruntime" in options.candidates and (workdir / GRAPH_NAMES[p]).is_file():
             load_graph(workdir, p)
-        for _, name in built_engines(workdir, (p,)) if "tensorrt" in options.backends else ():
+        for _, name in built_engines(workdir, (p,)) if "tensorrt" in options.candidates else ():
             why = engine_cannot_run(load_engine(workdir, p, name=name))
             if why and not options.required:
                 # An engine this machine cannot run (a TensorRT-RTX engine built on a CPU-only host): said, not timed.
                 log(f"{name} not timed: it cannot run here ({why})")
                 unrunnable.add(name)
     for batch in options.batches:
-        if "torch" in options.backends and torch_installed():
+        if "torch" in options.candidates and torch_installed():
             configs.append(Config("torch", "fp32", batch, "cpu"))
             if _torch_cuda():
                 configs.append(Config("torch", "fp32", batch, "cuda"))
-        if "onnxruntime" in options.backends:
+        if "onnxruntime" in options.candidates:
             for p in options.precisions:
                 if (workdir / GRAPH_NAMES[p]).is_file():
                     configs.append(Config("onnxruntime", p, batch, "cpu", str(workdir / GRAPH_NAMES[p])))
-        if "tensorrt" in options.backends:
+        if "tensorrt" in options.candidates:
             for p in options.precisions:
                 for _, name in built_engines(workdir, (p,)):
                     if batch <= max_batch and name not in unrunnable:
                         configs.append(Config("tensorrt", p, batch, "dla" if ".dla." in name else "gpu", str(workdir / name)))
-    if "onnxruntime" in options.backends:
+    if "onnxruntime" in options.candidates:
         missing = [p for p in options.precisions if not (workdir / GRAPH_NAMES[p]).is_file()]
         if missing:
             log(f"no {', '.join(GRAPH_NAMES[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
-    if "tensorrt" in options.backends:
+    if "tensorrt" in options.candidates:
         if not built_engines(workdir, options.precisions):
             log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
     return configs
@@ -283,7 +324,7 @@ def _worker() -> int:
 
 def run_config(config: Config, workdir: Path, options: BenchOptions, rounds: int = 1) -> dict:
     """One round of ``config`` in its own process: 1/``rounds`` of the iterations (or of the duration)."""
-    iterations = -(-options.iterations // rounds) if options.iterations else None
+    iterations = -(-options.timed_iterations // rounds) if options.timed_iterations else None
     duration = options.duration / rounds if options.duration else None
     spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
             "iterations": iterations, "duration": duration, "threads": options.threads}
@@ -547,7 +588,7 @@ def bench(
     export = load_export(workdir)
     configs = plan_configs(workdir, options, log)
     if not configs:
-        raise SkEdgeError(f"nothing to benchmark in '{workdir}' with backends {','.join(options.backends)}")
+        raise SkEdgeError(f"nothing to benchmark in '{workdir}' with backends {','.join(options.candidates)}")
     load_before = machine_load()
     results = measure_interleaved(configs, workdir, options, log, progress)
     for entry in results:
@@ -577,7 +618,7 @@ def bench(
         tmp.write_text(markdown(doc))
     plots.draw_figure(plots.latency_plot, doc, workdir / BENCH_PNG, log)
     measured = {e["config"]["backend"] for e in results if "stats" in e}
-    unmeasured = [b for b in (options.required or options.backends) if b not in measured]
+    unmeasured = [b for b in (options.required or options.candidates) if b not in measured]
     if not measured or (options.required and unmeasured):
         reasons = "; ".join(f"{e['config']['backend']} {e['config']['precision']}: {e['error']}" for e in results if "error" in e)
         raise BenchFailed(

@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .errors import SkEdgeError, UsageError
 from .bench import BenchOptions
-from .cli_fields import comma_separated, field_option, finite, request_options
+from .cli_fields import field_option, finite, request_options
 from .evaluation import SELECTION_IMAGES, SENSITIVITY_IMAGES
 from .export.options import ExportOptions
 from .fields import field_default
@@ -37,10 +37,6 @@ from .verify import VerifyOptions
 BUILD_PRECISIONS = PIPELINE_PRECISIONS
 # Host-side packages that are extras (pyproject.toml), and the extra that installs each.
 HOST_EXTRAS = {"torch": "export", "torchvision": "timm", "timm": "timm", "safetensors": "timm"}
-
-
-def _listed(values: tuple) -> str:
-    return ",".join(str(v) for v in values)
 
 
 class _ReportedError(click.ClickException):
@@ -454,24 +450,8 @@ def verify(workdir, **settings):
 
 @cli.command()
 @workdir_option
-@click.option("--backends", default=None, callback=comma_separated(str),
-              help="Comma-separated: torch, onnxruntime, tensorrt [default: all three; what is absent is skipped "
-              "and said]. A backend named here that produces no result fails the command (exit 1).")
-@click.option("--precisions", default=_listed(field_default(BenchOptions, "precisions")), show_default=True, callback=comma_separated(str),
-              help="Comma-separated.")
-@click.option("--batch", "batches", default=_listed(field_default(BenchOptions, "batches")), show_default=True, callback=comma_separated(int),
-              help="Comma-separated batch sizes, e.g. 1,8.")
-@click.option("--warmup", type=int, default=field_default(BenchOptions, "warmup"), show_default=True, help="Untimed runs first.")
-@click.option("--iterations", type=int, default=None, help=f"Timed runs [default: {field_default(BenchOptions, 'iterations')}].")
-@click.option("--duration", type=float, default=None, metavar="S", help="Time runs for S seconds instead of a count.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads of the CPU backends [default: the library's].")
-@click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X", callback=finite,
-              help="Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX "
-              "Runtime) is X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.")
-@click.option("--repeats", type=click.IntRange(min=1), default=field_default(BenchOptions, "repeats"), show_default=True,
-              help="Rounds per configuration, interleaved across configurations (fewer when --iterations cannot "
-              "give each round 5).")
-def bench(workdir, backends, precisions, batches, warmup, iterations, duration, threads, min_speedup, repeats):
+@request_options(BenchOptions)
+def bench(workdir, **settings):
     """Benchmark the model on every backend: WORKDIR/bench.json, bench.md and bench.png.
 
     PyTorch FP32 (CPU, and CUDA when present), ONNX Runtime on each precision graph, and
@@ -479,13 +459,9 @@ def bench(workdir, backends, precisions, batches, warmup, iterations, duration, 
     interleaved rounds; speed-ups are from medians, and a run whose rounds disagree or whose
     machine was busy is flagged as not trustworthy.
     """
-    from .bench import BACKENDS, BENCH_MD, BenchOptions, bench as run_bench
+    from .bench import BENCH_MD, bench as run_bench
 
-    if iterations is None and duration is None:
-        iterations = 100
-    options = BenchOptions(backends=backends or BACKENDS, precisions=precisions, batches=batches, warmup=warmup,
-                           iterations=iterations, duration=duration, threads=threads, required=backends or (),
-                           min_speedup=min_speedup, repeats=repeats)
+    options = BenchOptions(**settings)
     bar = _Progress("  configurations")
     try:
         run_bench(workdir, options, log=_log, progress=bar)

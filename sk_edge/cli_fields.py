@@ -23,10 +23,11 @@ def finite(ctx, param, value):
     return value
 
 
-def comma_separated(kind: Callable[[str], Any]):
+def comma_separated(kind: Callable[[str], Any], default: Any = None):
+    """A callback parsing ``a,b,c`` into a tuple of ``kind``; an option not given is ``default``."""
     def convert(ctx, param, value):
         if value is None:
-            return None
+            return default
         try:
             return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
         except ValueError:
@@ -64,8 +65,10 @@ def click_option(name: str, default: Any, spelled: Option) -> Callable:
         return click.option(flag, name, is_flag=True, default=bool(default), help=spelled.help)
     settings: dict[str, Any] = {"help": spelled.help, "metavar": spelled.metavar, "default": default,
                                 "show_default": default is not None}
-    if spelled.kind == "csv":
-        settings.update(callback=comma_separated(str), default=None if default is None else ",".join(map(str, default)))
+    if spelled.kind in ("csv", "int-csv"):
+        # An empty tuple is a default with a meaning of its own (the help says which), not a list to show.
+        settings.update(callback=comma_separated(int if spelled.kind == "int-csv" else str, default),
+                        default=",".join(map(str, default)) if default else None, show_default=bool(default))
     else:
         settings["type"] = _click_type(spelled)
         if spelled.finite:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 METADATA_KEY = "sk_edge.option"
-KINDS = ("str", "int", "float", "path", "dir", "file", "flag", "csv")
+KINDS = ("str", "int", "float", "path", "dir", "file", "flag", "csv", "int-csv")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Option:
         help: the option's help text.
         flag: the option's name (``--workspace``); empty: ``--`` and the field's name with dashes.
         kind: ``str``, ``int``, ``float``, ``path`` (file or folder), ``dir``, ``file``, ``flag`` (a
-            bool), ``csv`` (comma-separated words into a tuple).
+            bool), ``csv`` (comma-separated words into a tuple), ``int-csv`` (comma-separated integers).
         metavar: the value's placeholder in the help.
         choices: the values the option takes.
         low, high: the range of an ``int``/``float``; ``low_open``: ``low`` itself is refused.

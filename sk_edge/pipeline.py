@@ -687,7 +687,7 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
     # Without PyTorch (a torch-free Jetson) an FP32 engine, where one was built, is the baseline.
     precisions = (result.precision,) if torch_installed() or result.precision == "fp32" else (result.precision, "fp32")
     options = BenchOptions(backends=("torch", "tensorrt"), precisions=precisions, batches=(1,), warmup=10,
-                           iterations=50, min_speedup=min_speedup)
+                           iterations=50, min_speedup=min_speedup, skip_absent=True)
     try:
         doc = bench(workdir, options, log=log)
     except BenchFailed as exc:

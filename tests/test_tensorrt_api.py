@@ -325,7 +325,7 @@ def test_dla_engines_are_visible_to_verify_bench_and_the_serving_exports(static_
                                 trt=trt, gpu=ORIN, force=True)
     assert built_engines(wd) == [("int8", "model.int8.dla.engine")]
     # Named by the user (required): planned even here, where no TensorRT can run it (a default run says so and skips it).
-    configs = plan_configs(wd, BenchOptions(backends=("tensorrt",), required=("tensorrt",)), log=lambda m: None)
+    configs = plan_configs(wd, BenchOptions(backends=("tensorrt",)), log=lambda m: None)
     assert [(c.backend, c.precision, c.device, c.path) for c in configs] == [("tensorrt", "int8", "dla", str(wd / "model.int8.dla.engine"))]
     text = export_deepstream(wd, unverified=True).read_text()  # the engine was never judged: said in the config
     assert "model-engine-file=model.int8.dla.engine" in text and "enable-dla=1" in text and "use-dla-core=1" in text
