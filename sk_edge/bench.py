@@ -60,6 +60,8 @@ class BenchOptions:
         repeats: each configuration is measured in this many rounds, the configurations interleaved
             (round 1 of every one, then round 2...), so that a load spike hits every candidate, not one;
             fewer rounds when the iterations cannot give each round 5.
+        camera: a camera frame, ``FORMAT:WIDTHxHEIGHT`` (:class:`~sk_edge.camera_bench.CameraFrame`): also time
+            each graph's and engine's camera path stage by stage.
         skip_absent: a named backend with nothing to run is skipped, not a failure (the build summary's bench).
     """
 
@@ -83,6 +85,10 @@ class BenchOptions:
     repeats: int = field(default=3, metadata=option(
         "Rounds per configuration, interleaved across configurations (fewer when --iterations cannot give each "
         "round 5).", kind="int", low=1))
+    camera: str | None = field(default=None, metadata=option(
+        "Also time the camera path of each graph and engine, one frame of this pixel format and size at a time: "
+        "preprocessing, host-to-device, inference, device-to-host, end to end (p50/p99), e.g. nv12:1920x1080.",
+        metavar="FORMAT:WxH"))
     skip_absent: bool = False
 
     @property
@@ -127,6 +133,10 @@ class BenchOptions:
             raise UsageError(f"--min-speedup must be a positive number, got {self.min_speedup}")
         if self.repeats < 1:
             raise UsageError(f"--repeats must be at least 1, got {self.repeats}")
+        if self.camera is not None:
+            from .camera_bench import CameraFrame
+
+            CameraFrame.parse(self.camera)
 
 
 @dataclass
@@ -527,6 +537,16 @@ def trust(results: list[dict], load_before: dict | None) -> dict:
             "max_spread": MAX_TRUSTED_SPREAD}
 
 
+def _camera_path(configs: list[Config], workdir: Path, options: BenchOptions, log: Callable[[str], None]) -> dict:
+    from .camera_bench import CameraFrame, camera_rows
+
+    frame = CameraFrame.parse(options.camera or "")
+    log(f"camera path: one {frame.fmt} {frame.width}x{frame.height} frame at a time ...")
+    rows = camera_rows(configs, workdir, frame, options.warmup, options.timed_iterations or DEFAULT_ITERATIONS,
+                       options.threads, log)
+    return {"frame": asdict(frame), "rows": rows}
+
+
 def markdown(doc: dict) -> str:
     lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
              "Speed-up: the median against PyTorch FP32's median on the CPU at the same batch. Spread: how far the "
@@ -553,6 +573,10 @@ def markdown(doc: dict) -> str:
             f"{'' if s.get('spread') is None else format(s['spread'], '.0%')} | "
             f"{s['throughput_ips']:.1f} | {speed} | {rss} | {gpu} | {ppw} |"
         )
+    if doc.get("camera"):
+        from .camera_bench import camera_markdown
+
+        lines += camera_markdown(doc["camera"]["frame"], doc["camera"]["rows"])
     if doc.get("notes"):
         lines += [""] + [f"- {n}" for n in doc["notes"]]
     if doc.get("int8_vs_fp16"):
@@ -609,6 +633,8 @@ def bench(
         "trust": trust(results, load_before),
         "int8_vs_fp16": precision_comparison(results, "tensorrt"),
     }
+    if options.camera:
+        doc["camera"] = _camera_path(configs, workdir, options, log)
     if not doc["trust"]["trustworthy"]:
         log(f"warning: these timings are not trustworthy: {'; '.join(doc['trust']['reasons'])}")
         if doc["speedup_verdict"]:

@@ -47,6 +47,14 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
+def _horizontal() -> dict:
+    """boxplot's horizontal switch: ``orientation`` from Matplotlib 3.10, ``vert`` (deprecated there) before."""
+    import matplotlib
+
+    major_minor = tuple(int(part) for part in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if major_minor >= (3, 10) else {"vert": False}
+
+
 def latency_plot(doc: dict, path: Path) -> bool:
     """Latency per configuration as box plots (p5-p95 box, median line, min/max whiskers).
 
@@ -61,7 +69,7 @@ def latency_plot(doc: dict, path: Path) -> bool:
               for r in rows]
     data = [np.asarray(r["latencies_ms"]) for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
-    ax.boxplot(data, vert=False, whis=(0, 100), widths=0.6, showfliers=False,
+    ax.boxplot(data, **_horizontal(), whis=(0, 100), widths=0.6, showfliers=False,
                medianprops={"color": "black", "linewidth": 2}, boxprops={"facecolor": "#78aadc"}, patch_artist=True,
                tick_labels=labels)
     medians = [float(np.median(d)) for d in data]

@@ -63,9 +63,13 @@ class Engine:
     """
 
     def __init__(self, path: str | Path, cuda_graph: bool = False, check_sidecar: bool = True, trt=None, cuda=None,
-                 gpu: dict | None = None):
-        """``trt``, ``cuda`` (``pycuda.driver``) and ``gpu`` default to what is installed here."""
+                 gpu: dict | None = None, stage_times: bool = False):
+        """``trt``, ``cuda`` (``pycuda.driver``) and ``gpu`` default to what is installed here. ``stage_times``:
+        time each call's copy in, execution and copy out with CUDA events (``last_stages_ms``; the plain enqueue
+        only, so not with ``cuda_graph``)."""
         path = Path(path)
+        if stage_times and cuda_graph:
+            raise UsageError("stage_times times the plain enqueue; it cannot be used with cuda_graph=True")
         if not path.is_file():
             raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
         self._closed = True  # until everything below exists
@@ -101,6 +105,8 @@ class Engine:
             else:
                 self.context = self.engine.create_execution_context()
             self.stream = self.cuda.Stream()
+            # Four events: before the copy in, after it, after the execution, after the copy out.
+            self._marks = [self.cuda.Event() for _ in range(4)] if stage_times else None
             self.inputs: list[tuple[str, np.dtype]] = []
             self.outputs: list[tuple[str, np.dtype]] = []
             mode = self.trt.TensorIOMode
@@ -117,6 +123,7 @@ class Engine:
         self._device: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
         self._stream_order = StreamOrder()  # a CUDA array's producer stream before the engine's
+        self.last_stages_ms: dict[str, float] | None = None
         self._closed = False
 
     def _check_sidecar(self, path: Path, sidecar: EngineInfo, gpu: dict | None) -> None:
@@ -135,6 +142,7 @@ class Engine:
                 _cuda_driver().cuGraphExecDestroy(self._graph)
                 self._graph = None
             self._stream_order.close()
+            self._marks = None
             for buffer in self._device.values():
                 free = getattr(buffer, "free", None)  # pycuda's DeviceAllocation
                 if free is not None:
@@ -177,6 +185,7 @@ class Engine:
     def _enqueue(self, source: CudaArrayView | None = None, target: CudaArrayView | None = None) -> None:
         """Queue input copy, engine and output copy; a CUDA array in or out replaces that copy."""
         name, output = self.input_name, self.outputs[0][0]
+        self._mark(0)
         if source is None:
             self.cuda.memcpy_htod_async(self._device[name], self._host[name], self.stream)
         elif source.stream is not None:
@@ -184,10 +193,24 @@ class Engine:
         # Bound every call: a CUDA array's address is its own, and the next numpy call needs ours back.
         self.context.set_tensor_address(name, source.pointer if source is not None else int(self._device[name]))
         self.context.set_tensor_address(output, target.pointer if target is not None else int(self._device[output]))
+        self._mark(1)
         if not self.context.execute_async_v3(self.stream.handle):
             raise SkEdgeError("TensorRT failed to enqueue the engine (see its messages above)")
+        self._mark(2)
         if target is None:
             self.cuda.memcpy_dtoh_async(self._host[output], self._device[output], self.stream)
+        self._mark(3)
+
+    def _mark(self, index: int) -> None:
+        if self._marks is not None:
+            self._marks[index].record(self.stream)
+
+    def _read_marks(self) -> None:
+        """The stage times of the call just synchronised (pycuda's Event.time_since: milliseconds)."""
+        if self._marks is not None:
+            m = self._marks
+            self.last_stages_ms = {"host_to_device": m[1].time_since(m[0]), "inference": m[2].time_since(m[1]),
+                                   "device_to_host": m[3].time_since(m[2])}
 
     def __call__(self, x, out=None):
         """Logits for the NCHW batch ``x``: a numpy array, or a CUDA array already on the GPU.
@@ -218,6 +241,7 @@ class Engine:
             else:
                 self._enqueue(source, target)
             self.stream.synchronize()
+            self._read_marks()
         finally:
             self._context.pop()
         return out if target is not None else self._host[self.outputs[0][0]].copy()

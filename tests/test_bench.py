@@ -48,11 +48,32 @@ def test_bench_writes_its_three_files(workdir):
         (["--iterations", "2"], "--iterations must be at least 5"),
         (["--iterations", "10", "--duration", "1"], "pass either --iterations N or --duration S"),
         (["--batch", "one"], "is not a comma-separated list"),
+        (["--camera", "nv12"], "--camera takes FORMAT:WIDTHxHEIGHT, e.g. nv12:1920x1080; got 'nv12'"),
+        (["--camera", "h264:640x480"], "pixel format 'h264' is not one of rgb"),
+        (["--camera", "nv12:641x480"], "nv12 needs an even width and height, got 641x480"),
     ],
 )
 def test_bad_options_are_usage_errors(workdir, args, message):
     out = run("bench", "-w", str(workdir), *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_camera_path_is_timed_stage_by_stage_on_real_frames_through_onnx_runtime(workdir):
+    """--camera: an NV12 frame converted and preprocessed as the host judged it, then inferred, per stage."""
+    from sk_edge.bench import BenchOptions, bench
+
+    doc = bench(workdir, BenchOptions(backends=("onnxruntime",), precisions=("fp32",), warmup=1, iterations=5,
+                                      repeats=1, camera="nv12:320x240"))
+    assert doc["camera"]["frame"] == {"fmt": "nv12", "width": 320, "height": 240}
+    (row,) = doc["camera"]["rows"]
+    assert (row["backend"], row["precision"]) == ("onnxruntime", "fp32") and "error" not in row
+    stages = row["stages"]
+    assert set(stages) == {"preprocess", "inference", "end_to_end"}  # no device copies on ONNX Runtime's CPU provider
+    for s in stages.values():
+        assert 0 < s["p50_ms"] <= s["p99_ms"]
+    assert stages["end_to_end"]["p50_ms"] >= stages["preprocess"]["p50_ms"]
+    table = (workdir / "bench.md").read_text()
+    assert "Camera path, one nv12 320x240 frame at a time" in table and "| onnxruntime | fp32 | " in table
 
 
 def test_statistics_and_tegrastats_parsing():

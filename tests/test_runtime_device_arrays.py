@@ -101,6 +101,20 @@ def test_device_inputs_the_engine_cannot_take_are_refused_in_one_line(engine, fr
         engine(frames, out=out)
 
 
+def test_stage_times_split_each_call_into_copy_in_execution_and_copy_out(tmp_path):
+    holder: dict = {}
+    plan = tmp_path / "model.fp16.engine"
+    plan.write_bytes(b"serialized plan")
+    holder["trt"] = standin_module("10.13.3.9", scenario(holder))
+    with pytest.raises(UsageError, match="cannot be used with cuda_graph=True"):
+        Engine(plan, check_sidecar=False, trt=holder["trt"], cuda=FakeCuda(), stage_times=True, cuda_graph=True)
+    with Engine(plan, check_sidecar=False, trt=holder["trt"], cuda=FakeCuda(), stage_times=True) as engine:
+        assert engine.last_stages_ms is None
+        engine(np.zeros((1, 3, 64, 64), np.float32))
+        stages = engine.last_stages_ms
+    assert set(stages) == {"host_to_device", "inference", "device_to_host"} and min(stages.values()) >= 0
+
+
 def test_a_producer_stream_is_waited_for_on_the_gpu_and_a_machine_without_a_driver_says_so(engine):
     engine, _, _ = engine
     # Here there is no libcuda: the wait (cuEventRecord + cuStreamWaitEvent through the driver) cannot be queued.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +295,16 @@ class FakeCuda:
 
         def synchronize(self):
             return None
+
+    class Event:
+        """pycuda's Event: the stand-in's copies run on the host as they are queued, so the host clock times them."""
+
+        def record(self, stream=None):
+            self.at = time.perf_counter()
+            return self
+
+        def time_since(self, earlier):
+            return (self.at - earlier.at) * 1e3
 
     def __init__(self):
         self.memory: dict[int, np.ndarray] = {}
