@@ -91,7 +91,7 @@ cpp-builds: $(VENV)/.installed
 	set -e; for v in $(TRT_HEADERS); do \
 		cmake -S cpp -B build/cpp-$$v -DTENSORRT_INCLUDE_DIR=$(abspath cpp/third_party/tensorrt)/$$v \
 			-DSK_EDGE_STANDIN_NVINFER=ON -DCMAKE_CUDA_ARCHITECTURES=87 -DSK_EDGE_FIXTURES=$(abspath $(CPP_FIXTURES)) \
-			-DCMAKE_BUILD_TYPE=Release $(CPP_LAUNCHER) > build/cpp-$$v.configure.log; \
+			-DSK_EDGE_BUILD_GSTREAMER_EXAMPLE=OFF -DCMAKE_BUILD_TYPE=Release $(CPP_LAUNCHER) > build/cpp-$$v.configure.log; \
 		cmake --build build/cpp-$$v -j2 > build/cpp-$$v.build.log 2>&1 || { tail -30 build/cpp-$$v.build.log; exit 1; }; \
 		echo "TensorRT $$v headers:"; ctest --test-dir build/cpp-$$v --output-on-failure; \
 	done
@@ -108,6 +108,8 @@ cpp-builds: $(VENV)/.installed
 	cmake --build build/cpp-$(RTX_HEADERS) -j2 > build/cpp-$(RTX_HEADERS).build.log 2>&1 || { tail -30 build/cpp-$(RTX_HEADERS).build.log; exit 1; }
 	@echo "TensorRT-RTX $(RTX_HEADERS) headers, linked to the real libtensorrt_rtx:"
 	ctest --test-dir build/cpp-$(RTX_HEADERS) --output-on-failure
+	@# The GStreamer appsink example (built in this configuration only): it links and answers its usage line.
+	build/cpp-$(RTX_HEADERS)/gstreamer_appsink 2> /dev/null; test $$? -eq 2
 	@echo "find_package(sk_edge) after cmake --install (no GTest, no OpenCV needed):"
 	rm -rf build/cpp-prefix build/cpp-find-package
 	cmake --install build/cpp-$(RTX_HEADERS) --prefix build/cpp-prefix > build/cpp-install.log

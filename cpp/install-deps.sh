@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The Debian packages the C++ runtime builds with: nlohmann-json, GoogleTest, OpenCV (the example and the
-# pixel tests), and ccache (make cpp-test's five builds then compile the header-independent sources once).
+# pixel tests), GStreamer's app and video libraries (the appsink example), and ccache (make cpp-test's five builds then compile the header-independent sources once).
 # Installs what is missing when run as root (CI); otherwise prints the command and fails.
 set -euo pipefail
-packages=(cmake nlohmann-json3-dev libgtest-dev libopencv-dev ccache)
+packages=(cmake nlohmann-json3-dev libgtest-dev libopencv-dev ccache libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
