@@ -107,13 +107,7 @@ class Engine:
             self.stream = self.cuda.Stream()
             # Four events: before the copy in, after it, after the execution, after the copy out.
             self._marks = [self.cuda.Event() for _ in range(4)] if stage_times else None
-            self.inputs: list[tuple[str, np.dtype]] = []
-            self.outputs: list[tuple[str, np.dtype]] = []
-            mode = self.trt.TensorIOMode
-            for i in range(self.engine.num_io_tensors):
-                name = self.engine.get_tensor_name(i)
-                dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
-                (self.inputs if self.engine.get_tensor_mode(name) == mode.INPUT else self.outputs).append((name, dtype))
+            self.inputs, self.outputs = self._io_tensors()
         finally:
             self._context.pop()
         self.cuda_graph = cuda_graph
@@ -125,6 +119,16 @@ class Engine:
         self._stream_order = StreamOrder()  # a CUDA array's producer stream before the engine's
         self.last_stages_ms: dict[str, float] | None = None
         self._closed = False
+
+    def _io_tensors(self) -> tuple[list[tuple[str, np.dtype]], list[tuple[str, np.dtype]]]:
+        """(name, dtype) of the engine's inputs and of its outputs, as the engine declares them."""
+        inputs: list[tuple[str, np.dtype]] = []
+        outputs: list[tuple[str, np.dtype]] = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            (inputs if self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT else outputs).append((name, dtype))
+        return inputs, outputs
 
     def _check_sidecar(self, path: Path, sidecar: EngineInfo, gpu: dict | None) -> None:
         why = engine_mismatch(sidecar, self.trt.__version__, gpu)
