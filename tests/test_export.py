@@ -2,6 +2,7 @@
 sidecars, skipping, atomic writes."""
 
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -118,9 +119,13 @@ def test_both_of_torchs_exporters_give_the_same_clean_exact_graph(tmp_path, fami
     assert np.abs(logits["torch-export"] - logits["torchscript"]).max() <= 1e-5
 
 
-def test_the_torch_export_path_is_refused_below_its_opset_and_an_exporter_change_exports_again(tmp_path):
+def test_the_torch_export_path_is_refused_below_its_opset_and_an_exporter_change_exports_again(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="--exporter torch-export writes opset 18 or newer; add --opset 18"):
         ExportOptions(exporter="torch-export").validate()
+    ExportOptions(exporter="torch-export", opset=18).validate()
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as where sk-edge[torch-export] was not installed
+    with pytest.raises(UsageError, match=r"needs onnxscript: pip install 'sk-edge\[torch-export\]'"):
+        ExportOptions(exporter="torch-export", opset=18).validate()
     recorded = ExportOptions.recorded({"batch": 1, "opset": 18, "select_form": "auto"})  # written before --exporter
     assert recorded.exporter == "torchscript"
     assert ExportOptions(exporter="torch-export", opset=18).differences(recorded) == [

@@ -4,6 +4,7 @@ an export is up to date (a no-op build, the device) does not import it."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -21,6 +22,14 @@ SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
 # after graph_passes its graphs equal the other's op for op (benchmarks/exporters.py, every family).
 EXPORTERS = ("torchscript", "torch-export")
 TORCH_EXPORT_MIN_OPSET = 18
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (before any model is built)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class ExportOptions:
         if self.exporter == "torch-export" and self.opset < TORCH_EXPORT_MIN_OPSET:
             raise UsageError(f"--exporter torch-export writes opset {TORCH_EXPORT_MIN_OPSET} or newer; "
                              f"add --opset {TORCH_EXPORT_MIN_OPSET} (or use --exporter torchscript for opset {self.opset})")
+        if self.exporter == "torch-export" and not _importable("onnxscript"):
+            raise UsageError("--exporter torch-export needs onnxscript: pip install 'sk-edge[torch-export]'")
 
     @property
     def trace_batch(self) -> int:

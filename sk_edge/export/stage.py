@@ -122,11 +122,7 @@ def _torchscript_onnx(module: torch.nn.Module, input_shape: tuple[int, int, int]
 
 
 def _torch_export_onnx(module: torch.nn.Module, input_shape: tuple[int, int, int], options: ExportOptions) -> bytes:
-    """The serialized graph from torch's torch.export-based exporter (it needs onnxscript)."""
-    try:
-        import onnxscript  # noqa: F401 - torch imports it lazily and fails deep inside the export
-    except ImportError:
-        raise UsageError("--exporter torch-export needs onnxscript: pip install 'sk-edge[torch-export]'") from None
+    """The serialized graph from torch's torch.export-based exporter (it needs onnxscript: ExportOptions.validate)."""
     dynamic_shapes = None
     # A dynamic batch is traced at 2 even for --dynamic-batch 1: torch.export specialises a size-1 dim.
     batch = 2 if options.dynamic_batch else options.batch
