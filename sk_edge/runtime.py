@@ -118,6 +118,7 @@ class Engine:
         self._host: dict[str, np.ndarray] = {}
         self._stream_order = StreamOrder()  # a CUDA array's producer stream before the engine's
         self.last_stages_ms: dict[str, float] | None = None
+        self._pending: Pending | None = None  # the call in flight, if its wait() has not come yet
         self._closed = False
 
     def _io_tensors(self) -> tuple[list[tuple[str, np.dtype]], list[tuple[str, np.dtype]]]:
@@ -142,6 +143,9 @@ class Engine:
         self._closed = True
         self._context.push()
         try:
+            if self._pending is not None:  # nothing is freed under work still queued on the stream
+                self.stream.synchronize()
+                self._pending = None
             if self._graph is not None:
                 _cuda_driver().cuGraphExecDestroy(self._graph)
                 self._graph = None
@@ -217,14 +221,22 @@ class Engine:
                                    "device_to_host": m[3].time_since(m[2])}
 
     def __call__(self, x, out=None):
-        """Logits for the NCHW batch ``x``: a numpy array, or a CUDA array already on the GPU.
+        """Logits for the NCHW batch ``x``: a numpy array, or a CUDA array already on the GPU (blocks; see enqueue)."""
+        return self.enqueue(x, out).wait()
 
-        A CUDA array (a PyTorch CUDA tensor, a CuPy array: anything with ``__cuda_array_interface__``)
-        is read where it lies, with no copy through the host; the engine's stream waits on the GPU for
-        the stream the array names. ``out``, a CUDA array of the output's shape and type, receives the
-        logits on the GPU (and is returned); without it they come back as a new numpy array. Device
-        arrays run the plain enqueue: a CUDA graph (``cuda_graph=True``) is for numpy inputs, whose
-        buffers stay where the graph captured them.
+    def enqueue(self, x, out=None) -> "Pending":
+        """Queue inference of the NCHW batch ``x`` on the engine's stream and return at once.
+
+        ``x`` is a numpy array or a CUDA array (a PyTorch CUDA tensor, a CuPy array: anything with
+        ``__cuda_array_interface__``), which is read where it lies, with no copy through the host; the
+        engine's stream waits on the GPU for the stream the array names. ``out``, a CUDA array of the
+        output's shape and type, receives the logits on the GPU; without it they come back as numpy.
+        The returned :class:`Pending`'s ``wait()`` gives the logits; meanwhile the caller prepares the
+        next frame (its preprocessing overlaps this inference). A numpy input is copied into the
+        engine's pinned staging buffer before this returns, so the caller may reuse it. One call is in
+        flight at a time: the next ``enqueue`` first completes this one (its result is kept for its
+        ``wait()``), because both use the engine's buffers. Device arrays run the plain enqueue; a CUDA
+        graph (``cuda_graph=True``) is for numpy inputs, whose buffers stay where it captured them.
         """
         source = cuda_array_view(x) if is_cuda_array(x) else None
         target = cuda_array_view(out, "output") if out is not None else None
@@ -232,6 +244,8 @@ class Engine:
         self._check_input(shape, dtype, "a CUDA array" if source is not None else "a numpy array")
         if self._closed:
             raise UsageError("this Engine was closed; create a new one")
+        if self._pending is not None:
+            self._pending.wait()  # its buffers are about to be reused: its result is kept first
         self._context.push()
         try:
             if shape != self._shape:
@@ -244,11 +258,26 @@ class Engine:
                 self._replay_graph()
             else:
                 self._enqueue(source, target)
-            self.stream.synchronize()
+            finished = self.cuda.Event()
+            finished.record(self.stream)
+        finally:
+            self._context.pop()
+        self._pending = Pending(self, finished, out if target is not None else None)
+        return self._pending
+
+    def _finish(self, pending: "Pending"):
+        """Block until ``pending``'s work is done; its logits (the caller's CUDA array, or a numpy copy)."""
+        if self._closed:
+            raise UsageError("this Engine was closed before the inference was waited for")
+        self._context.push()
+        try:
+            pending.event.synchronize()
             self._read_marks()
         finally:
             self._context.pop()
-        return out if target is not None else self._host[self.outputs[0][0]].copy()
+        if self._pending is pending:
+            self._pending = None
+        return pending.out if pending.out is not None else self._host[self.outputs[0][0]].copy()
 
     @staticmethod
     def _host_input(x) -> tuple[tuple[int, ...], np.dtype]:
@@ -295,6 +324,27 @@ class Engine:
             graph = _check(driver.cuStreamEndCapture(stream))
             self._graph = _check(driver.cuGraphInstantiate(graph, 0))
         _check(driver.cuGraphLaunch(self._graph, stream))
+
+
+class Pending:
+    """One inference :meth:`Engine.enqueue` queued: ``wait()`` blocks until it is done and returns its logits."""
+
+    def __init__(self, engine: Engine, event, out):
+        self.event = event  # a pycuda Event recorded on the engine's stream after the copy out
+        self.out = out
+        self._engine = engine
+        self._result: Any = None
+        self._waited = False
+
+    def done(self) -> bool:
+        """Whether the GPU has finished it (never blocks)."""
+        return self._waited or bool(self.event.query())
+
+    def wait(self):
+        if not self._waited:
+            self._result = self._engine._finish(self)
+            self._waited = True
+        return self._result
 
 
 class RuntimeCache:

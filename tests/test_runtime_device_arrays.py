@@ -122,3 +122,43 @@ def test_a_producer_stream_is_waited_for_on_the_gpu_and_a_machine_without_a_driv
         engine(Producer(0xA000, (1, 3, 64, 64), stream=99))
     # The engine's own stream needs no wait: nothing is asked of the driver.
     assert engine(Producer(0xA000, (1, 3, 64, 64), stream=engine.stream.handle)).shape == (1, 10)
+
+
+@pytest.fixture
+def echo_engine(tmp_path):
+    """An engine whose "execution" writes the input's first 10 values as the logits, in FakeCuda's memory."""
+    holder: dict = {"bound": {}}
+    plan = tmp_path / "model.fp16.engine"
+    plan.write_bytes(b"serialized plan")
+    cuda = FakeCuda()
+    run = scenario(holder)
+
+    def bind(self, name, address):
+        holder["bound"][name] = int(address)
+        return True
+
+    def execute(self, stream):
+        values = cuda.memory[holder["bound"]["input"]].view(np.float32)[:10]
+        cuda.memory[holder["bound"]["logits"]][:] = values.view(np.uint8)
+        return True
+
+    run.returns["IExecutionContext.set_tensor_address"] = bind
+    run.returns["IExecutionContext.execute_async_v3"] = execute
+    holder["trt"] = standin_module("10.13.3.9", run)
+    return Engine(plan, check_sidecar=False, trt=holder["trt"], cuda=cuda)
+
+
+def test_enqueue_returns_at_once_and_each_pending_keeps_its_own_result(echo_engine):
+    first, second = (np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype(np.float32) for i in (1, 2))
+    expected_first, expected_second = first.reshape(-1)[:10].copy(), second.reshape(-1)[:10].copy()
+    pending_first = echo_engine.enqueue(first)
+    first[:] = 0  # the caller reuses its frame: the engine staged a copy before enqueue returned
+    pending_second = echo_engine.enqueue(second)  # before the first was waited for: its result is kept
+    assert pending_first.done() and np.array_equal(pending_first.wait()[0], expected_first)
+    assert np.array_equal(pending_second.wait()[0], expected_second)
+    assert np.array_equal(pending_second.wait(), pending_second.wait())  # waiting twice gives the same result
+    assert np.array_equal(echo_engine(second)[0], expected_second)  # the blocking call is enqueue + wait
+    pending = echo_engine.enqueue(second)
+    echo_engine.close()
+    with pytest.raises(UsageError, match="closed before the inference was waited for"):
+        pending.wait()

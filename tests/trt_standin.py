@@ -306,6 +306,12 @@ class FakeCuda:
         def time_since(self, earlier):
             return (self.at - earlier.at) * 1e3
 
+        def synchronize(self):
+            return None
+
+        def query(self):
+            return True
+
     def __init__(self):
         self.memory: dict[int, np.ndarray] = {}
         self.allocated = 0
