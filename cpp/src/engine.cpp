@@ -17,6 +17,7 @@
 #include <NvInfer.h>
 #include <NvInferVersion.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -126,9 +127,11 @@ struct Engine::Impl {
     PixelFormat graph_format = PixelFormat::RGB;
     size_t image_capacity = 0, staged_bytes = 0;
     Owned<CUevent_st, EventDestroy> staging_free;  // recorded after each upload of the staging buffer
+    int batch = 1;  // the input shape's batch the context is set to
 
-    ImageView stage(const ImageView& image);
-    void run_frame(const ImageView& image, const ImageView& device_image);
+    std::vector<ImageView> stage(const ImageView* images, int count);
+    void run_frames(const ImageView* images, const std::vector<ImageView>& device_images);
+    void set_batch(int count);
 #if defined(TRT_MAJOR_RTX)
     std::unique_ptr<nvinfer1::IRuntimeConfig> runtime_config;
     std::unique_ptr<nvinfer1::IRuntimeCache> runtime_cache;
@@ -153,10 +156,15 @@ struct Engine::Impl {
     }
 #endif
 
-    void enqueue_frame(const ImageView& device_image) {
-        preprocess_cuda(device_image, sidecar.preprocess, static_cast<float*>(d_input.get()), *scratch, stream);
+    // Each frame preprocessed into its slot of the input (stream order keeps the shared scratch safe),
+    // one execution, the logits of all of them copied back.
+    void enqueue_frames(const ImageView* device_images, int count) {
+        for (int i = 0; i < count; ++i)
+            preprocess_cuda(device_images[i], sidecar.preprocess, static_cast<float*>(d_input.get()) + i * input_count,
+                            *scratch, stream);
         if (!context->enqueueV3(stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
-        check(cudaMemcpyAsync(h_output.get(), d_output.get(), output_count * sizeof(float), cudaMemcpyDeviceToHost, stream),
+        check(cudaMemcpyAsync(h_output.get(), d_output.get(), count * output_count * sizeof(float), cudaMemcpyDeviceToHost,
+                              stream),
               "cudaMemcpyAsync (logits)");
     }
 };
@@ -222,6 +230,13 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
     m.output_count = volume(m.context->getTensorShape(m.output_name.c_str()));
     if (m.input_count != static_cast<size_t>(3) * m.sidecar.preprocess.height * m.sidecar.preprocess.width)
         throw Error("the engine's input does not match its sidecar's preprocessing size; rebuild it with `sk-edge build`");
+    if (options.max_batch < 1) throw Error("EngineOptions::max_batch must be at least 1");
+    const int profile_max = m.engine->getProfileShape(m.input_name.c_str(), 0, nvinfer1::OptProfileSelector::kMAX).d[0];
+    if (options.max_batch > 1 && profile_max < options.max_batch)
+        throw Error("EngineOptions::max_batch " + std::to_string(options.max_batch) + " is more than '" + engine_path +
+                    "' takes (its profile's batch goes up to " + std::to_string(std::max(profile_max, 1)) +
+                    "); build it with `sk-edge build --dynamic-batch " + std::to_string(options.max_batch) + "`");
+    const size_t slots = static_cast<size_t>(options.max_batch);
 
     if (options.stream) {
         m.stream = static_cast<cudaStream_t>(options.stream);
@@ -232,11 +247,11 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
         m.stream = s;
     }
     void* p = nullptr;
-    check(cudaMalloc(&p, m.input_count * sizeof(float)), "cudaMalloc (input)");
+    check(cudaMalloc(&p, slots * m.input_count * sizeof(float)), "cudaMalloc (input)");
     m.d_input.reset(p);
-    check(cudaMalloc(&p, m.output_count * sizeof(float)), "cudaMalloc (output)");
+    check(cudaMalloc(&p, slots * m.output_count * sizeof(float)), "cudaMalloc (output)");
     m.d_output.reset(p);
-    check(cudaMallocHost(&p, m.output_count * sizeof(float)), "cudaMallocHost (output)");
+    check(cudaMallocHost(&p, slots * m.output_count * sizeof(float)), "cudaMallocHost (output)");
     m.h_output.reset(p);
     // 4 bytes a pixel: the largest format (RGBA, BGRx); NV12 and I420 take 1.5, YUYV 2.
     m.image_capacity = static_cast<size_t>(options.max_image_width) * options.max_image_height * 4;
@@ -290,48 +305,71 @@ static size_t staged_size(const ImageView& f) {
     return total;
 }
 
-ImageView Engine::Impl::stage(const ImageView& image) {
-    if (image.on_device) return image;  // already where the kernels read it: no copy
-    if (staged_size(image) > image_capacity)
-        throw Error("a " + std::to_string(image.width) + "x" + std::to_string(image.height) + " " + format_name(image.format) +
-                    " frame is larger than EngineOptions::max_image_width/height");
-    // The previous frame's upload must be done before its staging bytes are overwritten.
-    check(cudaEventSynchronize(staging_free.get()), "cudaEventSynchronize (staging)");
+std::vector<ImageView> Engine::Impl::stage(const ImageView* images, int count) {
+    size_t total = 0;
+    bool any_host = false;
+    for (int i = 0; i < count; ++i)
+        if (!images[i].on_device) total += staged_size(images[i]), any_host = true;
+    if (total > image_capacity)
+        throw Error(count == 1 ? "a " + std::to_string(images[0].width) + "x" + std::to_string(images[0].height) + " " +
+                                     format_name(images[0].format) + " frame is larger than EngineOptions::max_image_width/height"
+                               : "these " + std::to_string(count) + " frames together are larger than the staging buffer "
+                                 "(EngineOptions::max_image_width x max_image_height x 4 bytes)");
+    // The previous call's upload must be done before its staging bytes are overwritten.
+    if (any_host) check(cudaEventSynchronize(staging_free.get()), "cudaEventSynchronize (staging)");
     auto* staging = static_cast<uint8_t*>(h_image.get());
-    const uint8_t* planes[3] = {image.data, image.chroma, image.chroma2};
-    const size_t strides[3] = {image.stride, image.chroma_stride, image.chroma2_stride};
-    uint8_t* device_planes[3] = {nullptr, nullptr, nullptr};
-    size_t packed[3] = {0, 0, 0}, offset = 0;
-    for (int plane = 0; plane < 3; ++plane) {
-        size_t rows = 0;
-        const size_t row = plane_rows_bytes(image, plane, &rows);
-        if (rows == 0) continue;
-        for (size_t y = 0; y < rows; ++y) std::memcpy(staging + offset + y * row, planes[plane] + y * strides[plane], row);
-        device_planes[plane] = image_device_view + offset;
-        packed[plane] = row;
-        offset += row * rows;
+    std::vector<ImageView> views(images, images + count);
+    size_t offset = 0;
+    for (ImageView& view : views) {
+        if (view.on_device) continue;  // already where the kernels read it: no copy
+        const uint8_t* planes[3] = {view.data, view.chroma, view.chroma2};
+        const size_t strides[3] = {view.stride, view.chroma_stride, view.chroma2_stride};
+        uint8_t* device_planes[3] = {nullptr, nullptr, nullptr};
+        size_t packed[3] = {0, 0, 0};
+        for (int plane = 0; plane < 3; ++plane) {
+            size_t rows = 0;
+            const size_t row = plane_rows_bytes(view, plane, &rows);
+            if (rows == 0) continue;
+            for (size_t y = 0; y < rows; ++y) std::memcpy(staging + offset + y * row, planes[plane] + y * strides[plane], row);
+            device_planes[plane] = image_device_view + offset;
+            packed[plane] = row;
+            offset += row * rows;
+        }
+        view.data = device_planes[0], view.chroma = device_planes[1], view.chroma2 = device_planes[2];
+        view.stride = packed[0], view.chroma_stride = packed[1], view.chroma2_stride = packed[2];
+        view.on_device = true;
     }
     staged_bytes = offset;
-    ImageView view = image;
-    view.data = device_planes[0], view.chroma = device_planes[1], view.chroma2 = device_planes[2];
-    view.stride = packed[0], view.chroma_stride = packed[1], view.chroma2_stride = packed[2];
-    view.on_device = true;
-    return view;
+    return views;
 }
 
-void Engine::Impl::run_frame(const ImageView& image, const ImageView& device_image) {
+void Engine::Impl::set_batch(int count) {
+    if (count == batch) return;
+    nvinfer1::Dims shape = engine->getTensorShape(input_name.c_str());
+    shape.d[0] = count;
+    if (!context->setInputShape(input_name.c_str(), shape))
+        throw Error("a batch of " + std::to_string(count) + " is outside the engine's profile");
+    batch = count;
+    graph.reset();  // captured for the other shape
+}
+
+void Engine::Impl::run_frames(const ImageView* images, const std::vector<ImageView>& device_images) {
+    const int count = static_cast<int>(device_images.size());
+    bool any_host = false;
+    for (int i = 0; i < count; ++i) any_host = any_host || !images[i].on_device;
     auto run_once = [&] {
-        if (!image.on_device && d_image) {
+        if (any_host && d_image) {
             check(cudaMemcpyAsync(d_image.get(), h_image.get(), staged_bytes, cudaMemcpyHostToDevice, stream),
                   "cudaMemcpyAsync (image)");
             check(cudaEventRecord(staging_free.get(), stream), "cudaEventRecord (staging)");  // uploaded: free again
         }
-        enqueue_frame(device_image);
-        if (!image.on_device && !d_image)  // zero-copy: the kernels read the staging pages themselves
+        enqueue_frames(device_images.data(), count);
+        if (any_host && !d_image)  // zero-copy: the kernels read the staging pages themselves
             check(cudaEventRecord(staging_free.get(), stream), "cudaEventRecord (staging)");
     };
-    // A CUDA graph replays the pointers it captured: only for host frames, whose staging buffer is fixed.
-    if (!options.cuda_graph || image.on_device) {
+    // A CUDA graph replays the pointers it captured: only for one host frame, whose staging buffer is fixed.
+    const ImageView& image = images[0];
+    if (!options.cuda_graph || count != 1 || image.on_device) {
         run_once();
         return;
     }
@@ -354,28 +392,43 @@ void Engine::Impl::run_frame(const ImageView& image, const ImageView& device_ima
     check(cudaGraphLaunch(graph.get(), stream), "cudaGraphLaunch");
 }
 
-void Engine::enqueue(const ImageView& image, float* logits, void* done) {
+void Engine::enqueue(const ImageView& image, float* logits, void* done) { enqueue_batch(&image, 1, logits, done); }
+
+void Engine::enqueue_batch(const ImageView* images, int count, float* logits, void* done) {
     Impl& m = *impl_;
-    if (const std::string why = image_problem(image); !why.empty()) throw Error(why);
-    m.run_frame(image, m.stage(image));
+    if (images == nullptr || count < 1 || count > m.options.max_batch)
+        throw Error("enqueue_batch takes 1 to EngineOptions::max_batch (" + std::to_string(m.options.max_batch) +
+                    ") frames, got " + std::to_string(count));
+    for (int i = 0; i < count; ++i)
+        if (const std::string why = image_problem(images[i]); !why.empty())
+            throw Error(count == 1 ? why : "frame " + std::to_string(i) + ": " + why);
+    m.set_batch(count);
+    m.run_frames(images, m.stage(images, count));
     if (logits != nullptr)
-        check(cudaMemcpyAsync(logits, m.h_output.get(), m.output_count * sizeof(float), cudaMemcpyHostToHost, m.stream),
+        check(cudaMemcpyAsync(logits, m.h_output.get(), count * m.output_count * sizeof(float), cudaMemcpyHostToHost,
+                              m.stream),
               "cudaMemcpyAsync (logits to the caller)");
     if (done != nullptr) check(cudaEventRecord(static_cast<cudaEvent_t>(done), m.stream), "cudaEventRecord (done)");
 }
 
-std::vector<float> Engine::infer(const ImageView& image) {
+std::vector<float> Engine::infer(const ImageView& image) { return infer_batch({image})[0]; }
+
+std::vector<std::vector<float>> Engine::infer_batch(const std::vector<ImageView>& images) {
     Impl& m = *impl_;
-    enqueue(image, nullptr, nullptr);
+    enqueue_batch(images.data(), static_cast<int>(images.size()), nullptr, nullptr);
     check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
     const float* out = static_cast<const float*>(m.h_output.get());
-    return std::vector<float>(out, out + m.output_count);
+    std::vector<std::vector<float>> rows;
+    for (size_t i = 0; i < images.size(); ++i)
+        rows.emplace_back(out + i * m.output_count, out + (i + 1) * m.output_count);
+    return rows;
 }
 
 std::vector<float> Engine::infer_tensor(const float* nchw, size_t count) {
     Impl& m = *impl_;
     if (count != m.input_count)
         throw Error("the tensor has " + std::to_string(count) + " values, the engine's input " + std::to_string(m.input_count));
+    m.set_batch(1);
     check(cudaMemcpyAsync(m.d_input.get(), nchw, count * sizeof(float), cudaMemcpyHostToDevice, m.stream), "cudaMemcpyAsync");
     if (!m.context->enqueueV3(m.stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
     check(cudaMemcpyAsync(m.h_output.get(), m.d_output.get(), m.output_count * sizeof(float), cudaMemcpyDeviceToHost, m.stream),

@@ -119,7 +119,9 @@ struct EngineOptions {
     bool cuda_graph = false;          // capture the enqueue once, then replay it
     bool check_sidecar = true;        // refuse an engine built for another TensorRT, GPU or platform
     bool zero_copy = false;           // mapped pinned memory for the image on integrated GPUs (Jetson)
-    int max_image_width = 4096, max_image_height = 4096;  // staging buffers, allocated once
+    int max_image_width = 4096, max_image_height = 4096;  // the staging buffer, allocated once: every frame of a
+                                                          // batch is packed into it
+    int max_batch = 1;  // frames per enqueue_batch; an engine with a dynamic batch whose profile allows it
 };
 
 class Engine {
@@ -145,6 +147,13 @@ public:
     // the call returns (waiting only for the previous frame's upload), so the caller may reuse it; a
     // device frame (ImageView::device()) must stay valid until `done`.
     void enqueue(const ImageView& image, float* logits, void* done);
+    // `count` frames (1 to EngineOptions::max_batch, any mix of sizes, formats, host and device) in one
+    // call, as one batch through the engine: each preprocessed into its slot of the input, one
+    // execution, `count * num_classes()` logits in frame order. Asynchronous as enqueue (host frames
+    // are staged before it returns; device frames must stay valid until `done`).
+    void enqueue_batch(const ImageView* images, int count, float* logits, void* done);
+    // The blocking form: one row of logits per frame.
+    std::vector<std::vector<float>> infer_batch(const std::vector<ImageView>& images);
     // Run the engine on an already preprocessed NCHW float32 host tensor of the engine's input shape.
     std::vector<float> infer_tensor(const float* nchw, size_t count);
     std::vector<Prediction> classify(const ImageView& image, int k = 5);
