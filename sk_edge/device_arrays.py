@@ -6,10 +6,13 @@ a dict with the device pointer, shape, type string, strides and, from version 3,
 producer last wrote the data on. :func:`cuda_array_view` reads it into one checked record, so the
 runtime binds the memory directly (no copy through the host) and waits for the producer's stream.
 Nothing here needs CUDA: the protocol is plain Python data, tested on this machine without a GPU.
+DLPack (``__dlpack__``, the protocol JAX speaks) is read from its capsule's C struct (:func:`dlpack_view`),
+tested on the real capsules numpy and PyTorch make of CPU arrays, whose struct is the same.
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,3 +82,64 @@ def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: in
             return False
         step *= dim
     return True
+
+
+# --- DLPack: the other protocol (JAX, and PyTorch/CuPy too) ------------------------------------------------
+# dlpack.h: DLDeviceType kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3 (pinned host memory), kDLCUDAManaged = 13;
+# DLDataTypeCode kDLInt = 0, kDLUInt = 1, kDLFloat = 2.
+DL_CPU, DL_CUDA, DL_CUDA_HOST, DL_CUDA_MANAGED = 1, 2, 3, 13
+_DL_KINDS = {0: "i", 1: "u", 2: "f"}
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32), ("dtype", _DLDataType),
+                ("shape", ctypes.POINTER(ctypes.c_int64)), ("strides", ctypes.POINTER(ctypes.c_int64)),
+                ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManagedTensor(ctypes.Structure):  # the unversioned struct a "dltensor" capsule holds
+    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def is_dlpack_array(obj) -> bool:
+    """A DLPack producer that is not numpy (numpy arrays are taken as they are)."""
+    return hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__") and not isinstance(obj, np.ndarray)
+
+
+def dlpack_device_type(obj) -> int:
+    return int(obj.__dlpack_device__()[0])
+
+
+def dlpack_view(capsule, what: str = "input") -> tuple[int, CudaArrayView]:
+    """(DLPack device type, the memory) of a ``dltensor`` capsule, which stays the caller's: hold it while the
+    memory is in use (its destructor gives the producer its tensor back)."""
+    try:
+        address = _capsule_pointer(capsule, b"dltensor")
+    except ValueError:
+        raise UsageError(f"the {what}'s __dlpack__() did not give an unused 'dltensor' capsule") from None
+    tensor = _DLManagedTensor.from_address(address).dl_tensor
+    dtype = tensor.dtype
+    if dtype.code not in _DL_KINDS or dtype.lanes != 1 or dtype.bits % 8:
+        raise UsageError(f"the {what} has DLPack type code {dtype.code}, {dtype.bits} bits, {dtype.lanes} lanes; "
+                         "pass float32")
+    np_dtype = np.dtype(f"{_DL_KINDS[dtype.code]}{dtype.bits // 8}")
+    shape = tuple(int(tensor.shape[i]) for i in range(tensor.ndim))
+    if tensor.strides:  # in elements; NULL means compact row-major
+        strides = tuple(int(tensor.strides[i]) * np_dtype.itemsize for i in range(tensor.ndim))
+        if not _c_contiguous(shape, strides, np_dtype.itemsize):
+            raise UsageError(f"the {what} is not C-contiguous (DLPack strides {strides} bytes); pass a contiguous copy")
+    pointer = (tensor.data or 0) + int(tensor.byte_offset)
+    return int(tensor.device.device_type), CudaArrayView(pointer, shape, np_dtype, None, False)

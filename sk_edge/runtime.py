@@ -32,7 +32,8 @@ import numpy as np
 from .backends.tensorrt import (TensorRTUnavailable, TrtFeatures, engine_mismatch, engine_sidecar_path, gpu_identity,
                                 import_tensorrt, rtx_header_version, same_tensorrt_version)
 from .cuda_events import StreamOrder
-from .device_arrays import CudaArrayView, cuda_array_view, is_cuda_array
+from .device_arrays import (DL_CPU, DL_CUDA, DL_CUDA_MANAGED, CudaArrayView, cuda_array_view, dlpack_device_type,
+                            dlpack_view, is_cuda_array, is_dlpack_array)
 from .errors import SkEdgeError, UsageError
 from .sidecars import EngineInfo
 from .workdir import engine_target, runtime_cache_name
@@ -238,12 +239,12 @@ class Engine:
         ``wait()``), because both use the engine's buffers. Device arrays run the plain enqueue; a CUDA
         graph (``cuda_graph=True``) is for numpy inputs, whose buffers stay where it captured them.
         """
-        source = cuda_array_view(x) if is_cuda_array(x) else None
+        if self._closed:
+            raise UsageError("this Engine was closed; create a new one")
+        source, held, x = self._device_input(x)
         target = cuda_array_view(out, "output") if out is not None else None
         shape, dtype = (source.shape, source.dtype) if source is not None else self._host_input(x)
         self._check_input(shape, dtype, "a CUDA array" if source is not None else "a numpy array")
-        if self._closed:
-            raise UsageError("this Engine was closed; create a new one")
         if self._pending is not None:
             self._pending.wait()  # its buffers are about to be reused: its result is kept first
         self._context.push()
@@ -262,8 +263,25 @@ class Engine:
             finished.record(self.stream)
         finally:
             self._context.pop()
-        self._pending = Pending(self, finished, out if target is not None else None)
+        self._pending = Pending(self, finished, out if target is not None else None, held=(held, out))
         return self._pending
+
+    def _device_input(self, x) -> tuple[CudaArrayView | None, Any, Any]:
+        """(the GPU memory ``x`` lies in, or None; what must stay alive while the engine reads it; ``x``, as numpy
+        when it is a DLPack array in host memory)."""
+        if is_cuda_array(x):
+            return cuda_array_view(x), x, x
+        if not is_dlpack_array(x):
+            return None, None, x
+        kind = dlpack_device_type(x)
+        if kind == DL_CPU:
+            return None, None, np.from_dlpack(x)
+        if kind not in (DL_CUDA, DL_CUDA_MANAGED):
+            raise UsageError(f"the input's DLPack device type {kind} is neither the CPU nor a CUDA GPU")
+        # Given the engine's stream, the producer orders its pending work before it (the DLPack protocol).
+        capsule = x.__dlpack__(stream=self.stream.handle)
+        _, view = dlpack_view(capsule)
+        return view, capsule, x  # the capsule holds the producer's tensor until the inference is done
 
     def _finish(self, pending: "Pending"):
         """Block until ``pending``'s work is done; its logits (the caller's CUDA array, or a numpy copy)."""
@@ -329,9 +347,10 @@ class Engine:
 class Pending:
     """One inference :meth:`Engine.enqueue` queued: ``wait()`` blocks until it is done and returns its logits."""
 
-    def __init__(self, engine: Engine, event, out):
+    def __init__(self, engine: Engine, event, out, held: Any = None):
         self.event = event  # a pycuda Event recorded on the engine's stream after the copy out
         self.out = out
+        self._held = held  # the caller's GPU arrays (or DLPack capsule), alive until the work is done
         self._engine = engine
         self._result: Any = None
         self._waited = False
@@ -343,7 +362,7 @@ class Pending:
     def wait(self):
         if not self._waited:
             self._result = self._engine._finish(self)
-            self._waited = True
+            self._waited, self._held = True, None
         return self._result
 
 

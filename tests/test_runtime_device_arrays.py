@@ -162,3 +162,31 @@ def test_enqueue_returns_at_once_and_each_pending_keeps_its_own_result(echo_engi
     echo_engine.close()
     with pytest.raises(UsageError, match="closed before the inference was waited for"):
         pending.wait()
+
+
+def test_dlpack_capsules_of_real_producers_are_read_as_they_lie():
+    """numpy's and PyTorch's own capsules: the struct a CUDA producer hands over is the same one."""
+    import torch
+
+    from sk_edge.device_arrays import DL_CPU, dlpack_view
+
+    array = np.arange(2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
+    device, view = dlpack_view(array.__dlpack__())
+    assert (device, view.pointer, view.shape, view.dtype) == (DL_CPU, array.ctypes.data, (2, 3, 8, 8), np.float32)
+    tensor = torch.zeros(96, dtype=torch.float16)[48:].reshape(1, 3, 4, 4)  # a contiguous view 96 bytes into its storage
+    device, view = dlpack_view(tensor.__dlpack__())
+    assert (device, view.pointer, view.shape, view.dtype) == (DL_CPU, tensor.data_ptr(), (1, 3, 4, 4), np.float16)
+    with pytest.raises(UsageError, match=r"not C-contiguous \(DLPack strides \(96, 32, 8, 2\) bytes\)"):
+        dlpack_view(torch.zeros((1, 3, 4, 4), dtype=torch.float16)[:, :, 1:].__dlpack__())
+    with pytest.raises(UsageError, match=r"not C-contiguous \(DLPack strides \(24, 8\) bytes\)"):
+        dlpack_view(torch.arange(24.0).reshape(4, 6)[:, ::2].__dlpack__())
+    with pytest.raises(UsageError, match="did not give an unused 'dltensor' capsule"):
+        dlpack_view(object())
+
+
+def test_a_dlpack_tensor_in_host_memory_runs_as_numpy_does(echo_engine):
+    import torch
+
+    frames = torch.randn(1, 3, 64, 64)
+    assert np.array_equal(echo_engine(frames), echo_engine(frames.numpy()))
+    assert np.array_equal(echo_engine(frames)[0], frames.reshape(-1)[:10].numpy())
