@@ -544,6 +544,8 @@ def _camera_path(configs: list[Config], workdir: Path, options: BenchOptions, lo
     log(f"camera path: one {frame.fmt} {frame.width}x{frame.height} frame at a time ...")
     rows = camera_rows(configs, workdir, frame, options.warmup, options.timed_iterations or DEFAULT_ITERATIONS,
                        options.threads, log)
+    if not rows:
+        log("camera path not timed: it runs through an ONNX Runtime graph or a TensorRT engine, and none was benchmarked")
     return {"frame": asdict(frame), "rows": rows}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .errors import UsageError
 from .pixels import FORMATS
 
+MAX_SIDE = 16384  # larger than any camera sk-edge's users have; a typo (19200x1080) is caught, not allocated
 STAGES = ("preprocess", "host_to_device", "inference", "device_to_host", "end_to_end")
 _SPEC = re.compile(r"^([a-z0-9]+):(\d+)x(\d+)$")
 
@@ -47,8 +48,8 @@ class CameraFrame:
         frame = cls(match.group(1), int(match.group(2)), int(match.group(3)))
         if frame.fmt not in FORMATS:
             raise UsageError(f"--camera: pixel format '{frame.fmt}' is not one of {', '.join(FORMATS)}")
-        if not (frame.width and frame.height):
-            raise UsageError(f"--camera: the frame size must be positive, got {frame.width}x{frame.height}")
+        if not (0 < frame.width <= MAX_SIDE and 0 < frame.height <= MAX_SIDE):
+            raise UsageError(f"--camera: the frame's sides must be 1 to {MAX_SIDE} pixels, got {frame.width}x{frame.height}")
         if frame.fmt in ("nv12", "i420", "yuyv", "uyvy") and (frame.width % 2 or (frame.fmt in ("nv12", "i420")
                                                                                    and frame.height % 2)):
             raise UsageError(f"--camera: {frame.fmt} needs an even width{' and height' if frame.fmt in ('nv12', 'i420') else ''}, "
@@ -130,6 +131,8 @@ def camera_rows(configs: list, workdir: Path, camera: CameraFrame, warmup: int, 
 
 def camera_markdown(camera: dict, rows: list[dict]) -> list[str]:
     """bench.md's camera-path table: p50 / p99 ms per stage."""
+    if not rows:
+        return ["", "Camera path: not timed (no ONNX Runtime graph or TensorRT engine among the configurations)."]
     lines = ["", f"Camera path, one {camera['fmt']} {camera['width']}x{camera['height']} frame at a time "
              "(preprocessing on the CPU; device stages by CUDA events), p50 / p99 ms:", "",
              "| backend | precision | " + " | ".join(s.replace("_", " ") for s in STAGES) + " |",

@@ -51,6 +51,7 @@ def test_bench_writes_its_three_files(workdir):
         (["--camera", "nv12"], "--camera takes FORMAT:WIDTHxHEIGHT, e.g. nv12:1920x1080; got 'nv12'"),
         (["--camera", "h264:640x480"], "pixel format 'h264' is not one of rgb"),
         (["--camera", "nv12:641x480"], "nv12 needs an even width and height, got 641x480"),
+        (["--camera", "rgb:192000x1080"], "the frame's sides must be 1 to 16384 pixels, got 192000x1080"),
     ],
 )
 def test_bad_options_are_usage_errors(workdir, args, message):
