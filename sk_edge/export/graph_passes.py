@@ -190,6 +190,8 @@ def _is_flatten_of_pool(node: gs.Node) -> bool:
     if not source.inputs or source.inputs[0].op != "GlobalAveragePool" or source.shape is None:
         return False
     target = [int(d) for d in node.inputs[1].values.reshape(-1)]
+    if node.attrs.get("allowzero", 0) and 0 in target:
+        return False  # with allowzero a 0 is an empty dimension, not "copy this one"
     channels = source.shape[1]
     return len(target) == 2 and target[0] in (-1, 0, source.shape[0]) and target[1] in (-1, channels) and target.count(-1) <= 1
 
@@ -205,7 +207,7 @@ def canonical_pooling(graph: gs.Graph, report: PassReport) -> None:
     The torch.export-based exporter writes ``adaptive_avg_pool2d(x, 1)`` as ReduceMean over
     H and W and ``flatten`` as a Reshape; the TorchScript exporter writes GlobalAveragePool and
     Flatten. The INT8 planner, the FP16 keep-list and the DLA pass look for GlobalAveragePool,
-    so both exporters' graphs are brought to that form (the same arithmetic, op for op)."""
+    so both exporters' graphs are brought to that form (the same mean over H and W; a Reshape with allowzero and a 0 in its shape is left alone)."""
     for node in [n for n in graph.nodes if _is_spatial_mean(n)]:
         node.op, node.attrs = "GlobalAveragePool", {}
         _drop_inputs_after_first(node)
