@@ -207,7 +207,8 @@ def canonical_pooling(graph: gs.Graph, report: PassReport) -> None:
     The torch.export-based exporter writes ``adaptive_avg_pool2d(x, 1)`` as ReduceMean over
     H and W and ``flatten`` as a Reshape; the TorchScript exporter writes GlobalAveragePool and
     Flatten. The INT8 planner, the FP16 keep-list and the DLA pass look for GlobalAveragePool,
-    so both exporters' graphs are brought to that form (the same mean over H and W; a Reshape with allowzero and a 0 in its shape is left alone)."""
+    so both exporters' graphs are brought to that form (the same mean over H and W; a Reshape
+    with allowzero and a 0 in its shape is left alone)."""
     for node in [n for n in graph.nodes if _is_spatial_mean(n)]:
         node.op, node.attrs = "GlobalAveragePool", {}
         _drop_inputs_after_first(node)
