@@ -287,7 +287,12 @@ def test_sigint_exits_130_and_keeps_the_workdir(wd):
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()  # "building sknet26-digits ...": the command is under way
     assert "building" in line
-    time.sleep(1.0)
+    # Into the export itself (about a second of work is left after this line; the whole command takes
+    # two), so that the signal meets the work, not the interpreter's shutdown.
+    while "rewriting SK units" not in line:
+        line = proc.stderr.readline()
+        assert line, "the export ended before it said it was exporting"
+    time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
