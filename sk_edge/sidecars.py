@@ -11,8 +11,8 @@ that writes it again, instead of every module indexing the same key paths:
 - ``model.<precision>[.dla].engine.json``: :class:`EngineInfo` (read on devices too: no torch here)
 - ``reference.json`` (the stored PyTorch outputs): :class:`ReferenceInfo`
 
-The writers stay in their stages (:func:`sk_edge.artifacts.sidecar`); ``doc`` keeps the document
-as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each
+The writers stay in their stages (:func:`sk_edge.artifacts.sidecar`), except :meth:`ReferenceInfo.write`,
+which writes its sidecar and hands back the view of what it wrote; ``doc`` keeps the document as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each
 artifact's bytes against its sidecar before handing out the view.
 """
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from . import artifacts
 from .artifacts import SIDECAR_SCHEMA
 from .errors import SkEdgeError
 from .preprocess import Preprocess
@@ -293,6 +294,18 @@ class ReferenceInfo:
     count: int
     labelled: int
     doc: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def write(cls, path: Path, npz: Path, made_from: dict, images: dict, description: str, torch_version: str,
+              count: int, labelled: int) -> "ReferenceInfo":
+        """Write ``path`` (reference.json) for the outputs in ``npz``, atomically; the view of what was written,
+        read back through :meth:`from_doc`, so that the writer and the reader cannot disagree on a field."""
+        key = artifacts.stage_key({"stage": "reference", **made_from, "images": images})
+        doc = artifacts.sidecar("reference", key, {npz.name: npz}, inputs=made_from, images=images,
+                                reference={"description": description, "torch": torch_version, "images": count,
+                                           "labelled": labelled})
+        artifacts.write_json(path, doc)
+        return cls.from_doc(doc, path)
 
     @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "ReferenceInfo":

@@ -65,12 +65,8 @@ def store(workdir: Path, export, names: list[str], pixels: list[np.ndarray], log
         with open(tmp, "wb") as f:
             np.savez_compressed(f, names=np.array(names, dtype=str), pixels=np.stack(pixels).astype(np.uint8),
                                 logits=np.asarray(logits, dtype=np.float32), labels=label_array)
-    made_from = _made_from(export)
-    doc = artifacts.sidecar("reference", artifacts.stage_key({"stage": "reference", **made_from, "images": images}),
-                            {REFERENCE_NPZ: workdir / REFERENCE_NPZ}, inputs=made_from, images=images,
-                            reference={"description": description, "torch": torch.__version__, "images": len(names),
-                                       "labelled": int((label_array >= 0).sum())})
-    artifacts.write_json(workdir / REFERENCE_JSON, doc)
+    ReferenceInfo.write(workdir / REFERENCE_JSON, workdir / REFERENCE_NPZ, _made_from(export), images, description,
+                        torch.__version__, count=len(names), labelled=int((label_array >= 0).sum()))
 
 
 def stored_for(workdir: Path, export) -> StoredReference | None:

@@ -137,3 +137,25 @@ def test_softmax4d_is_allowed_only_on_the_last_axis_of_4d_tensors():
     assert sum(n.op_type == "Softmax" for n in model.graph.node) == 8
     assert graph_problems(model, allow_last_axis_softmax=True) == []
     assert any("Softmax over axis -1 of a rank-4 tensor" in p for p in graph_problems(model))
+
+
+@pytest.mark.parametrize("allowzero, target, spelled", [
+    (0, [0, -1], ["GlobalAveragePool", "Flatten"]),
+    (1, [-1, 8], ["GlobalAveragePool", "Flatten"]),
+    (1, [2, 8], ["GlobalAveragePool", "Flatten"]),
+    (1, [0, -1], ["GlobalAveragePool", "Reshape"]),  # allowzero: that 0 is an empty dimension (no valid graph has it)
+])
+def test_a_global_pool_is_spelled_one_way_only_where_it_computes_the_same(allowzero, target, spelled):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+             helper.make_node("Reshape", ["m", "shape"], ["y"], allowzero=allowzero)]
+    inits = [helper.make_tensor("axes", TensorProto.INT64, [2], [-1, -2]),
+             helper.make_tensor("shape", TensorProto.INT64, [2], target)]
+    model = helper.make_model(helper.make_graph(nodes, "pool", [x], [y], inits), opset_imports=[helper.make_opsetid("", 18)])
+    cleaned, _ = clean_exported_graph(model)
+    assert [n.op_type for n in cleaned.graph.node] == spelled
+    if spelled[-1] == "Flatten":  # the same mean (ONNX Runtime sums in another order: within an ulp or two)
+        data = np.random.default_rng(4).standard_normal((2, 8, 4, 4)).astype(np.float32)
+        before = OnnxRuntimeRunner(model.SerializeToString())(data)
+        np.testing.assert_allclose(OnnxRuntimeRunner(cleaned.SerializeToString())(data), before, rtol=1e-6, atol=1e-7)

@@ -136,3 +136,21 @@ def test_compare_on_known_logits():
     assert m["accuracy_reference"] == pytest.approx(2 / 3) and m["accuracy_candidate"] == pytest.approx(1 / 3)
     assert m["top1_drop_points"] == pytest.approx(100 / 3, abs=1e-3)
     assert m["worst_classes"] == [{"class": 1, "images": 1, "disagreements": 1, "rate": 1.0}]
+
+
+def test_the_reference_sidecar_is_written_through_its_view_and_reads_back_the_same(tmp_path):
+    """ReferenceInfo.write: what verify stores is read back by the same dataclass (no second copy of the layout)."""
+    import numpy as np
+
+    from sk_edge import artifacts
+    from sk_edge.sidecars import ReferenceInfo
+
+    npz = tmp_path / "reference.npz"
+    np.savez_compressed(npz, logits=np.zeros((3, 10), np.float32))
+    made_from = {"model": "sknet26-digits", "graph_sha256": "a" * 64}
+    info = ReferenceInfo.write(tmp_path / "reference.json", npz, made_from, {"dir": "imgs", "sha256": "b" * 64},
+                               "sknet26-digits FP32 in PyTorch (CPU)", "2.14.1", count=3, labelled=2)
+    again = ReferenceInfo.from_doc(artifacts.read_json(tmp_path / "reference.json"), tmp_path / "reference.json")
+    assert again == info and (info.count, info.labelled, info.made_from) == (3, 2, made_from)
+    assert info.npz_sha256 == artifacts.sha256_file(npz)
+    assert artifacts.up_to_date(tmp_path / "reference.json", info.key) is not None
