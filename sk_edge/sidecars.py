@@ -11,8 +11,8 @@ that writes it again, instead of every module indexing the same key paths:
 - ``model.<precision>[.dla].engine.json``: :class:`EngineInfo` (read on devices too: no torch here)
 - ``reference.json`` (the stored PyTorch outputs): :class:`ReferenceInfo`
 
-The writers stay in their stages (:func:`sk_edge.artifacts.sidecar`), except :meth:`ReferenceInfo.write`,
-which writes its sidecar and hands back the view of what it wrote; ``doc`` keeps the document as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each
+The writers stay in their stages (:func:`sk_edge.artifacts.sidecar`), except :meth:`CalibrationInfo.write`
+and :meth:`ReferenceInfo.write`, which write their sidecar and hand back the view of what they wrote; ``doc`` keeps the document as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each
 artifact's bytes against its sidecar before handing out the view.
 """
 
@@ -159,6 +159,19 @@ class CalibrationInfo:
     def calibration_max(self, name: str) -> float:
         """The largest |x| the calibration images gave ``name``."""
         return float(self.tensors[name]["amax_by_method"]["max"])
+
+    @classmethod
+    def write(cls, path: Path, cache: Path, key: str, histogram_key: str, fp32_sha256: str, images: dict, settings: dict,
+              method: str, tensors: dict, legacy_ranges: dict | None, **report) -> "CalibrationInfo":
+        """Write ``path`` (calib.json) for ``cache`` (calib.cache), atomically, with ``report``'s sections (the plan,
+        the spread) beside the fields; the view of what was written, read back through :meth:`from_doc`."""
+        doc = artifacts.sidecar(
+            "calibration", key, {cache.name: cache}, histogram_key=histogram_key,
+            inputs={"model": {"path": FP32_ONNX, "sha256": fp32_sha256}, "images": images},
+            settings=settings, method=method, **report, tensors=tensors, legacy_ranges=legacy_ranges or None,
+        )
+        artifacts.write_json(path, doc)
+        return cls.from_doc(doc, path)
 
     @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "CalibrationInfo":

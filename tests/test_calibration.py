@@ -113,3 +113,20 @@ def test_calibration_cache_round_trip(tmp_path):
         assert scales[name] == pytest.approx(value / 127, rel=1e-7)
     assert version_number("8.6.1") == 8601 and version_number("10.13.3.9") == 101303
     assert decode_scale("3c010204") == struct.unpack(">f", bytes.fromhex("3c010204"))[0]
+
+
+def test_calib_json_is_written_through_its_view_and_reads_back_the_same(tmp_path):
+    """CalibrationInfo.write: the stage's sidecar is made and read by one dataclass."""
+    from sk_edge import artifacts
+    from sk_edge.sidecars import CalibrationInfo
+
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-8600-EntropyCalibration2\ninput: 3c010a14\n")
+    tensors = {"input": {"amax": 2.5, "amax_by_method": {"max": 3.0}}}
+    info = CalibrationInfo.write(tmp_path / "calib.json", cache, "k" * 64, "h" * 64, "f" * 64, {"dir": "imgs", "used": 8},
+                                 {"method": "entropy", "provider": "CPUExecutionProvider"}, "entropy", tensors, None,
+                                 plan={"tensors": 1})
+    again = CalibrationInfo.from_doc(artifacts.read_json(tmp_path / "calib.json"), tmp_path / "calib.json")
+    assert again == info and info.amax(["input"]) == {"input": 2.5} and info.calibration_max("input") == 3.0
+    assert info.cache_sha256 == artifacts.sha256_file(cache) and info.doc["plan"] == {"tensors": 1}
+    assert info.legacy_ranges is None and artifacts.up_to_date(tmp_path / "calib.json", info.key) is not None

@@ -16,7 +16,6 @@ LONG_FUNCTIONS = {
     "verify:_judge": "the verify.json document is one literal of its 19 fields",
     "bench:bench": "plans, runs and writes bench's three reports; next to split into plan and report",
     "engine_stage:build_engine_stage": "the engine's key, reuse, build and sidecar; next to split like export_model",
-    "quantize.calibration:calibrate": "the calib.json sidecar is one call of its 8 sections",
     "quantize.precision:convert_float_precision": "one pass over the graph's nodes with a branch per op kind",
     "quantize.plan:plan_quantization": "one pass over the graph's nodes with a branch per op kind",
     "quantize.stage:quantize_model": "the graph sidecar is one call of its 8 sections",

@@ -28,6 +28,7 @@ from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
 from ..errors import SkEdgeError, UsageError
 from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
+from ..sidecars import CalibrationInfo
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export, read_view
 from .cache import write_cache
 from .histogram import StreamingHistogram
@@ -191,22 +192,13 @@ def calibrate(
     # every other activation at its max; a tensor whose max is 0 (all zeros) gets no line.
     ranges = {**{n: v for n, v in maxima.items() if v > 0}, **{n: t["amax"] for n, t in tensors.items()}}
     write_cache(workdir / CALIB_CACHE, ranges, options.trt_version)
-    doc = artifacts.sidecar(
-        "calibration",
-        key,
-        {CALIB_CACHE: workdir / CALIB_CACHE},
-        histogram_key=hist_key,
-        inputs={"model": {"path": FP32_ONNX, "sha256": export.fp32_sha256}, "images": images_doc},
-        settings={**asdict(options), "provider": provider},
-        method=options.method,
-        plan=plan.summary(),
-        summary=spread_summary(tensors, options.method),
-        tensors=tensors,
-        legacy_ranges=maxima or None,
+    written = CalibrationInfo.write(
+        calib_path, workdir / CALIB_CACHE, key, hist_key, export.fp32_sha256, images_doc,
+        {**asdict(options), "provider": provider}, options.method, tensors, maxima,
+        plan=plan.summary(), summary=spread_summary(tensors, options.method),
     )
-    artifacts.write_json(calib_path, doc)
     log(f"wrote {calib_path} and {workdir / CALIB_CACHE} in {time.perf_counter() - t0:.1f}s")
-    return doc
+    return written.doc
 
 
 def _calibration_paths(images_dir: Path, options: CalibrationOptions) -> tuple[list[Path], list[Path]]:
