@@ -159,3 +159,18 @@ def test_a_global_pool_is_spelled_one_way_only_where_it_computes_the_same(allowz
         data = np.random.default_rng(4).standard_normal((2, 8, 4, 4)).astype(np.float32)
         before = OnnxRuntimeRunner(model.SerializeToString())(data)
         np.testing.assert_allclose(OnnxRuntimeRunner(cleaned.SerializeToString())(data), before, rtol=1e-6, atol=1e-7)
+
+
+def test_canonical_pooling_passes_over_nodes_without_inputs():
+    """A node with no input at all (a Constant the folding left) is not a ReduceMean: looked at by op first."""
+    import onnx_graphsurgeon as gs
+
+    from sk_edge.export.graph_passes import PassReport, canonical_pooling
+
+    x, c, y = gs.Variable("x", np.float32, (1, 4, 2, 2)), gs.Variable("c", np.float32, (1,)), gs.Variable("y", np.float32)
+    constant = gs.Node("Constant", "k", attrs={"value": gs.Constant("v", np.ones(1, np.float32))}, outputs=[c])
+    graph = gs.Graph(nodes=[constant, gs.Node("Add", "add", inputs=[x, c], outputs=[y])], inputs=[x], outputs=[y])
+    report = PassReport()
+    canonical_pooling(graph, report)
+    assert [n.op for n in graph.nodes] == ["Constant", "Add"]
+    assert (report.reduce_mean_to_global_pool, report.reshape_to_flatten) == (0, 0)

@@ -175,8 +175,10 @@ def _reduced_axes(node: gs.Node) -> list[int] | None:
 
 
 def _is_spatial_mean(node: gs.Node) -> bool:
+    if node.op != "ReduceMean" or not node.inputs:
+        return False  # the op first: other nodes (a Constant left unfolded) may have no input at all
     x = node.inputs[0]
-    if node.op != "ReduceMean" or x.shape is None or len(x.shape) != 4 or not node.attrs.get("keepdims", 1):
+    if x.shape is None or len(x.shape) != 4 or not node.attrs.get("keepdims", 1):
         return False
     axes = _reduced_axes(node)
     return axes is not None and sorted(a % 4 for a in axes) == [2, 3]
