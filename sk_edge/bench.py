@@ -14,7 +14,6 @@ board's input power (images per second per watt).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from . import __version__, artifacts, plots
 from .errors import SkEdgeError, UsageError
 from .fields import option
 from .versions import torch_installed
+from .worker_process import report, run_worker, worker_spec
 from .workdir import GRAPH_NAMES, built_engines, load_export
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -324,11 +324,9 @@ def _timed_runs(run: Callable[[], object], clock: str, gpu_mem: Callable[[], flo
     return {"latencies_ms": times, "clock": clock, "peak_rss_mb": _peak_rss_mb(), "gpu_memory_mb": gpu_mem(), "watts": watts}
 
 
-def _worker() -> int:
-    spec = json.loads(sys.argv[2])
+def _worker(spec: dict) -> int:
     config = Config(**spec["config"])
-    result = measure(config, Path(spec["workdir"]), spec["warmup"], spec["iterations"], spec["duration"], spec["threads"])
-    print("SKEDGE-BENCH " + json.dumps(result))
+    report(measure(config, Path(spec["workdir"]), spec["warmup"], spec["iterations"], spec["duration"], spec["threads"]))
     return 0
 
 
@@ -338,12 +336,7 @@ def run_config(config: Config, workdir: Path, options: BenchOptions, rounds: int
     duration = options.duration / rounds if options.duration else None
     spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
             "iterations": iterations, "duration": duration, "threads": options.threads}
-    proc = subprocess.run([sys.executable, "-m", "sk_edge.bench", "--worker", json.dumps(spec)], capture_output=True, text=True)
-    line = next((out for out in proc.stdout.splitlines() if out.startswith("SKEDGE-BENCH ")), None)
-    if proc.returncode != 0 or line is None:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:300]}
-    return json.loads(line[len("SKEDGE-BENCH "):])
+    return run_worker("sk_edge.bench", spec)
 
 
 # --- verdicts ---------------------------------------------------------------------------
@@ -707,5 +700,5 @@ class PowerSampler:
         return float(np.mean(self.samples)) if self.samples else None
 
 
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--worker":
-    sys.exit(_worker())
+if __name__ == "__main__" and (_spec := worker_spec(sys.argv)) is not None:
+    sys.exit(_worker(_spec))

@@ -7,15 +7,14 @@ engine it splits into host-to-device copy, engine execution and device-to-host c
 events on the engine's stream (:class:`sk_edge.runtime.Engine` with ``stage_times=True``). Every
 stage gets p50 and p99 over the timed frames, and end to end is timed around the whole call.
 
-Each (backend, precision) runs at batch 1 in its own process, as bench's other rows do.
+Each (backend, precision) runs at batch 1 in its own process (:mod:`sk_edge.worker_process`), as bench's
+other rows do.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ import numpy as np
 
 from .errors import UsageError
 from .pixels import FORMATS
+from .worker_process import report, run_worker, worker_spec
 
 MAX_SIDE = 16384  # larger than any camera sk-edge's users have; a typo (19200x1080) is caught, not allocated
 STAGES = ("preprocess", "host_to_device", "inference", "device_to_host", "end_to_end")
@@ -115,14 +115,13 @@ def camera_rows(configs: list, workdir: Path, camera: CameraFrame, warmup: int, 
         seen.add(key)
         spec = {"config": {**asdict(config), "batch": 1}, "workdir": str(workdir), "camera": asdict(camera),
                 "warmup": warmup, "iterations": iterations, "threads": threads}
-        proc = subprocess.run([sys.executable, "-m", "sk_edge.camera_bench", json.dumps(spec)], capture_output=True, text=True)
-        line = next((out for out in proc.stdout.splitlines() if out.startswith("SKEDGE-CAMERA ")), None)
+        result = run_worker("sk_edge.camera_bench", spec)
         row: dict = {"backend": config.backend, "precision": config.precision, "device": config.device}
-        if proc.returncode != 0 or line is None:
-            row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        if "error" in result:
+            row["error"] = result["error"]
             log(f"  camera path of {config.backend} {config.precision} failed: {row['error']}")
         else:
-            measured = json.loads(line[len("SKEDGE-CAMERA "):])["stages_ms"]
+            measured = result["stages_ms"]
             row["stages"] = {name: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))}
                              for name, v in measured.items()}
         rows.append(row)
@@ -147,13 +146,11 @@ def camera_markdown(camera: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def _worker(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
-    result = measure_camera(spec["config"], Path(spec["workdir"]), CameraFrame(**spec["camera"]), spec["warmup"],
-                            spec["iterations"], spec["threads"])
-    print("SKEDGE-CAMERA " + json.dumps(result))
+def _worker(spec: dict) -> int:
+    report(measure_camera(spec["config"], Path(spec["workdir"]), CameraFrame(**spec["camera"]), spec["warmup"],
+                          spec["iterations"], spec["threads"]))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1:]))
+if __name__ == "__main__" and (_spec := worker_spec(sys.argv)) is not None:
+    sys.exit(_worker(_spec))
