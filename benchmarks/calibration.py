@@ -73,7 +73,8 @@ def run_skedge(workdir: Path, method: str, count: int, batch: int, reuse: bool =
     if reuse and not reused:
         raise RuntimeError("expected calib.json's histograms to be reused")
     doc = json.loads((workdir / "calib.json").read_text())
-    return {"tensors": len(doc["tensors"]) + len(doc.get("legacy_ranges") or {}), "histograms_reused": reused}
+    return {"tensors": len(doc["tensors"]) + len(doc.get("legacy_ranges") or {}), "histograms_reused": reused,
+            "bin_counting": doc["settings"].get("bin_counting")}
 
 
 def run_skedge_legacy(workdir: Path, method: str, count: int, batch: int, reuse: bool = False) -> dict:
@@ -163,11 +164,12 @@ def worker(args) -> int:
 
 
 def measure(tool: str, method: str, workdir: Path, count: int, batch: int, python: str = sys.executable,
-            reuse: bool = False) -> dict:
+            reuse: bool = False, numpy_bins: bool = False) -> dict:
     cmd = [python, __file__, "--worker", tool, "--method", method, "--workdir", str(workdir),
            "--count", str(count), "--batch", str(batch), *(["--reuse"] if reuse else [])]
     print(f"{tool} {method}: {count} images ...", file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "SK_EDGE_BIN_COUNTING": "numpy"} if numpy_bins else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     row = {"tool": tool, "method": method, "images": count, "batch": batch}
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -217,6 +219,9 @@ def main() -> int:
             # The floor and the calibration pass interleaved twice, so that a load change hits both.
             for _ in range(2):
                 rows.append(measure("floor", "fp32-pass", workdir, args.images, args.batch))
+                # The same pass with NumPy counting the bins (what a machine without numba gets): the A/B of
+                # sk_edge/quantize/bin_counting.py; numba's pass last, whose histograms the methods below reuse.
+                rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch, numpy_bins=True))
                 rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch))
             for method in ("max", "percentile", "mse"):
                 rows.append(measure("sk-edge", method, workdir, args.images, args.batch, reuse=True))
@@ -239,7 +244,7 @@ def main() -> int:
     rows += kept
     floor = [r["seconds_per_image"] for r in rows if r.get("tool") == "floor" and r.get("seconds_per_image")]
     calib = [r["seconds_per_image"] for r in rows if r.get("tool") == "sk-edge" and r.get("method") == "entropy"
-             and r.get("images") == args.images and r.get("seconds_per_image")]
+             and r.get("images") == args.images and r.get("seconds_per_image") and r.get("bin_counting") != "numpy"]
     ratio = min(calib) / min(floor) if floor and calib else None
     if ratio is not None:
         print(f"calibration / inference floor: {min(calib):.3f} / {min(floor):.3f} s per image = {ratio:.2f}x "
@@ -249,7 +254,8 @@ def main() -> int:
     for r in rows:
         if "seconds" in r:
             per_image = "reused" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
-            print(f"{r['tool']:<14} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
+            tool = r["tool"] + (" (numpy)" if r.get("bin_counting") == "numpy" else "")
+            print(f"{tool:<14} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
                   f"{per_image:>8} {r['peak_rss_mb']:>12.0f}")
         else:
             print(f"{r['tool']:<14} {r.get('method', ''):<11} {r.get('error') or r.get('skipped')}")

@@ -22,7 +22,7 @@ from . import artifacts
 from .backends import tensorrt as trt_backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .errors import SkEdgeError, UsageError
-from .sidecars import ExportInfo
+from .sidecars import EngineInfo, ExportInfo
 from .workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, GRAPH_NAMES, engine_name, layers_name, load_export, read_view
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -229,10 +229,8 @@ def build_engine_stage(
         tmp.write_bytes(built.plan)
     # build_engine has written the timing cache itself, merged under a lock with concurrent builds.
     dla_summary = _write_dla_report(workdir, built, dla_pooling, log)
-    record = _engine_sidecar(workdir, engine_path, key, inputs, settings, built, features, options, gpu, export,
-                             plan_summary, dla_summary)
-    artifacts.write_json(sidecar_path, record)
-    view = read_view(workdir, sidecar_path.name)
+    view = _write_engine_sidecar(sidecar_path, engine_path, key, inputs, settings, built, features, options, gpu,
+                                 export, plan_summary, dla_summary)
     return BuildResult(precision, graph, "tensorrt", engine_path, layers=plan_summary,
                        cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu))
 
@@ -290,18 +288,19 @@ def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling
     return summary
 
 
-def _engine_sidecar(workdir: Path, engine_path: Path, key: str, inputs: dict, settings: dict,
-                    built: trt_backend.BuiltEngine, features: trt_backend.TrtFeatures, options: trt_backend.BuildOptions,
-                    gpu: dict | None, export: ExportInfo, plan_summary: dict, dla_summary: dict | None) -> dict:
+def _write_engine_sidecar(sidecar_path: Path, engine_path: Path, key: str, inputs: dict, settings: dict,
+                          built: trt_backend.BuiltEngine, features: trt_backend.TrtFeatures,
+                          options: trt_backend.BuildOptions, gpu: dict | None, export: ExportInfo, plan_summary: dict,
+                          dla_summary: dict | None) -> EngineInfo:
     from .environment import jetson_info
 
-    layers_path = workdir / layers_name(engine_path.name)
+    layers_path = engine_path.parent / layers_name(engine_path.name)
     rtx = None
     if features.rtx:
         rtx = {"compute_capabilities": list(options.compute_capabilities), "default_targets": not options.rtx_sms,
                "engine_header": trt_backend.rtx_engine_header(built.plan, built.trt_version)}
-    return artifacts.sidecar(
-        "engine", key, {engine_path.name: engine_path}, inputs=inputs, settings=settings,
+    return EngineInfo.write(
+        sidecar_path, key, engine_path, inputs=inputs, settings=settings,
         tensorrt={"version": built.trt_version, "flavour": built.flavour},
         gpu=gpu if features.needs_gpu_to_build else None, jetson=jetson_info(), platform=trt_backend.host_platform(),
         model={"input": export.input.to_dict(), "output": export.output.to_dict()},

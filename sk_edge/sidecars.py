@@ -11,9 +11,12 @@ that writes it again, instead of every module indexing the same key paths:
 - ``model.<precision>[.dla].engine.json``: :class:`EngineInfo` (read on devices too: no torch here)
 - ``reference.json`` (the stored PyTorch outputs): :class:`ReferenceInfo`
 
-The writers stay in their stages (:func:`sk_edge.artifacts.sidecar`), except :meth:`CalibrationInfo.write`
-and :meth:`ReferenceInfo.write`, which write their sidecar and hand back the view of what they wrote; ``doc`` keeps the document as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each
-artifact's bytes against its sidecar before handing out the view.
+Each view writes its sidecar too (``write``): the document is built by :func:`sk_edge.artifacts.sidecar`, read
+through ``from_doc`` *before* it is written (a writer that leaves out a field the reader needs fails at build
+time, with nothing written, rather than on the device), then written atomically; ``write`` hands back the
+view. The stages decide the sections' contents; the layout is known here only. ``doc`` keeps the document
+as read, for the reports that copy a section of it whole. :mod:`sk_edge.workdir` checks each artifact's
+bytes against its sidecar before handing out the view.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from . import artifacts
 from .artifacts import SIDECAR_SCHEMA
@@ -35,6 +38,15 @@ CALIBRATION_KIND = "sk-edge/calibration"
 GRAPH_KINDS = {"int8": "sk-edge/quantize-int8", "fp16": "sk-edge/quantize-fp16"}
 ENGINE_KIND = "sk-edge/engine"
 REFERENCE_KIND = "sk-edge/reference"
+
+View = TypeVar("View")
+
+
+def _write(path: Path, doc: dict, read: Callable[[dict, Path], View]) -> View:
+    """``doc`` read through its view, then written to ``path`` atomically; the view."""
+    view = read(doc, path)
+    artifacts.write_json(path, doc)
+    return view
 
 
 def check_header(doc: object, source: str | Path, kinds: tuple[str, ...], fix: str) -> dict:
@@ -116,6 +128,12 @@ class ExportInfo:
         return dict(self.doc["model"])
 
     @classmethod
+    def write(cls, path: Path, key: str, onnx_path: Path, **sections) -> "ExportInfo":
+        """Write export.json (``path``) for the FP32 graph ``onnx_path``, with the stage's ``sections`` (inputs,
+        settings, model, preprocess, the graph and parity reports, ...)."""
+        return _write(path, artifacts.sidecar("export", key, {FP32_ONNX: onnx_path}, **sections), cls.from_doc)
+
+    @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "ExportInfo":
         fix = "re-export with this sk-edge (sk-edge export --force)"
         doc = check_header(doc, source, (EXPORT_KIND,), fix)
@@ -163,15 +181,14 @@ class CalibrationInfo:
     @classmethod
     def write(cls, path: Path, cache: Path, key: str, histogram_key: str, fp32_sha256: str, images: dict, settings: dict,
               method: str, tensors: dict, legacy_ranges: dict | None, **report) -> "CalibrationInfo":
-        """Write ``path`` (calib.json) for ``cache`` (calib.cache), atomically, with ``report``'s sections (the plan,
-        the spread) beside the fields; the view of what was written, read back through :meth:`from_doc`."""
+        """Write ``path`` (calib.json) for ``cache`` (calib.cache), with ``report``'s sections (the plan, the spread)
+        beside the fields."""
         doc = artifacts.sidecar(
             "calibration", key, {cache.name: cache}, histogram_key=histogram_key,
             inputs={"model": {"path": FP32_ONNX, "sha256": fp32_sha256}, "images": images},
             settings=settings, method=method, **report, tensors=tensors, legacy_ranges=legacy_ranges or None,
         )
-        artifacts.write_json(path, doc)
-        return cls.from_doc(doc, path)
+        return _write(path, doc, cls.from_doc)
 
     @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "CalibrationInfo":
@@ -205,6 +222,12 @@ class GraphInfo:
     float_nodes: dict = field(repr=False)  # INT8: nodes left in floating point, and why
     precision_mix: dict | None  # INT8: the share of MACs in INT8 / FP16 / FP32
     doc: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def write(cls, path: Path, precision: str, key: str, graph_path: Path, **sections) -> "GraphInfo":
+        """Write ``model.<precision>.json`` (``path``) for the graph ``graph_path``, with the stage's ``sections``."""
+        doc = artifacts.sidecar(f"quantize-{precision}", key, {graph_path.name: graph_path}, **sections)
+        return _write(path, doc, lambda d, p: cls.from_doc(d, p, precision))
 
     @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path, precision: str) -> "GraphInfo":
@@ -267,6 +290,12 @@ class EngineInfo:
         return Preprocess.from_dict(self.preprocess_record) if self.preprocess_record else None
 
     @classmethod
+    def write(cls, path: Path, key: str, engine_path: Path, **sections) -> "EngineInfo":
+        """Write the engine's sidecar (``path``) for ``engine_path``, with the stage's ``sections`` (inputs, settings,
+        tensorrt, gpu, platform, model, preprocess, layers, ...): what the Python and C++ runtimes read."""
+        return _write(path, artifacts.sidecar("engine", key, {engine_path.name: engine_path}, **sections), cls.from_doc)
+
+    @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "EngineInfo":
         fix = "rebuild the engine with `sk-edge build`"
         doc = check_header(doc, source, (ENGINE_KIND,), fix)
@@ -311,14 +340,12 @@ class ReferenceInfo:
     @classmethod
     def write(cls, path: Path, npz: Path, made_from: dict, images: dict, description: str, torch_version: str,
               count: int, labelled: int) -> "ReferenceInfo":
-        """Write ``path`` (reference.json) for the outputs in ``npz``, atomically; the view of what was written,
-        read back through :meth:`from_doc`, so that the writer and the reader cannot disagree on a field."""
+        """Write ``path`` (reference.json) for the outputs in ``npz``."""
         key = artifacts.stage_key({"stage": "reference", **made_from, "images": images})
         doc = artifacts.sidecar("reference", key, {npz.name: npz}, inputs=made_from, images=images,
                                 reference={"description": description, "torch": torch_version, "images": count,
                                            "labelled": labelled})
-        artifacts.write_json(path, doc)
-        return cls.from_doc(doc, path)
+        return _write(path, doc, cls.from_doc)
 
     @classmethod
     def from_doc(cls, doc: dict | None, source: str | Path) -> "ReferenceInfo":

@@ -35,6 +35,8 @@ from ..backends.torch import TorchRunner
 from ..errors import ParityError, UnsupportedModelError, UsageError
 from ..models import BuiltModel
 from ..models.complexity import count_macs, count_params
+from ..names import EXPORT_JSON, FP32_ONNX
+from ..sidecars import ExportInfo
 from ..versions import library_versions
 from .graph_passes import PassReport, clean_exported_graph
 from .hygiene import graph_problems
@@ -42,8 +44,8 @@ from .parity import compare, parity_inputs
 from .options import MAX_OPSET, MIN_OPSET, ExportOptions  # noqa: F401 - re-exported
 from .sk_rewrite import RewriteReport, rewrite_sk_units
 
-ONNX_NAME = "model.fp32.onnx"
-SIDECAR_NAME = "export.json"
+ONNX_NAME = FP32_ONNX  # the names table's, under the names this package has always exported
+SIDECAR_NAME = EXPORT_JSON
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # torch's own deprecation notice for the TorchScript exporter, repeated on every call.
@@ -206,10 +208,10 @@ def export_model(
     parity = _checked_parity(built, module, serialized, input_shape, options, log)
     with artifacts.atomic_output(onnx_path) as tmp:
         tmp.write_bytes(serialized)
-    doc = artifacts.sidecar(
-        "export",
+    written = ExportInfo.write(
+        sidecar_path,
         key,
-        {ONNX_NAME: onnx_path},
+        onnx_path,
         inputs=inputs,
         settings=settings,
         environment=versions,
@@ -225,9 +227,8 @@ def export_model(
         parity=parity,
         exporter_warnings=exporter_warnings,
     )
-    artifacts.write_json(sidecar_path, doc)
     log(f"wrote {onnx_path} and {sidecar_path} in {time.perf_counter() - t0:.1f}s")
-    return ExportResult(onnx_path, sidecar_path, doc, skipped=False)
+    return ExportResult(onnx_path, sidecar_path, written.doc, skipped=False)
 
 
 def _export_key(built: BuiltModel, module: torch.nn.Module, options: ExportOptions, input_shape: tuple[int, int, int],

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .bin_counting import kernel
+
 DEFAULT_BINS = 2048
 
 
@@ -59,6 +61,26 @@ class StreamingHistogram:
         """Count ``x``'s absolute values. ``consume``: ``x`` is a float32 array the caller is done with, used as
         scratch (calibration's tapped outputs: the largest tensors are counted without a copy of them)."""
         x = np.asarray(x, dtype=np.float32)
+        if x.size and self.range > 0.0 and self._count_within_range(x):
+            return
+        self._update_numpy(x, consume)
+
+    def _count_within_range(self, x: np.ndarray) -> bool:
+        """Count ``x`` in one parallel pass if every value fits the current range (numba's kernel); False when
+        there is no kernel, or a value lies above the range (or is NaN): the NumPy path then grows it or raises."""
+        count = kernel()
+        if count is None:
+            return False
+        flat = np.ascontiguousarray(x).ravel()
+        counts, top, outside = count(flat, self.range, np.float32(self.bins / self.range), self.bins)
+        if outside:
+            return False
+        self.counts += counts
+        self.amax = max(self.amax, top)
+        self.total += flat.size
+        return True
+
+    def _update_numpy(self, x: np.ndarray, consume: bool) -> None:
         in_place = consume and x.flags.writeable and x.flags.c_contiguous
         a = np.abs(x, out=x if in_place else None).ravel()
         if a.size == 0:

@@ -21,6 +21,7 @@ from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..errors import SkEdgeError, UsageError
 from ..export.parity import parity_inputs
+from ..sidecars import GraphInfo
 from ..workdir import FP32_ONNX, GRAPH_NAMES, GRAPH_SIDECARS, load_calibration, load_export
 from .calibration import CALIB_JSON
 from .invariants import int8_graph_problems
@@ -145,10 +146,11 @@ def quantize_model(
 
     with artifacts.atomic_output(workdir / out_name) as tmp:
         tmp.write_bytes(serialized)
-    doc = artifacts.sidecar(
-        f"quantize-{precision}",
+    written = GraphInfo.write(
+        workdir / sidecar_name,
+        precision,
         key,
-        {out_name: workdir / out_name},
+        workdir / out_name,
         inputs={
             "model": {"path": FP32_ONNX, "sha256": fp32_sha},
             "calibration": {"path": CALIB_JSON, "key": calib.key, "method": calib.method} if calib else None,
@@ -161,7 +163,6 @@ def quantize_model(
         precision_report=report.as_dict(),
         precision_mix=mix,
     )
-    artifacts.write_json(workdir / sidecar_name, doc)
     log(
         f"wrote {workdir / out_name}: "
         + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
@@ -169,7 +170,7 @@ def quantize_model(
         + f"{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} "
         f"({time.perf_counter() - t0:.1f}s)"
     )
-    return doc
+    return written.doc
 
 
 def _precision_graph(model: onnx.ModelProto, plan, calib, mixed: str, workdir: Path) -> tuple[onnx.ModelProto, Any, dict | None]:

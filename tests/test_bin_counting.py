@@ -1,0 +1,87 @@
+"""numba's one-pass bin counting gives calibration the very bins of the NumPy path, on a real model's tensors."""
+
+import numpy as np
+import onnx
+import pytest
+
+from sk_edge.export import export_model
+from sk_edge.images import ImageStream, find_images, sample_paths
+from sk_edge.models import build_model
+from sk_edge.quantize import bin_counting, histogram
+from sk_edge.quantize.calibration import collect_histograms
+from sk_edge.quantize.histogram import StreamingHistogram
+from sk_edge.quantize.plan import plan_quantization
+from sk_edge.quantize.calibration import CalibrationOptions, calibrate
+from sk_edge.workdir import CALIB_JSON, FP32_ONNX, load_export, read_view
+
+from conftest import CALIB
+
+numba = pytest.importorskip("numba", reason="the dev set-up installs numba (the calibration extra)")
+
+
+def _numpy_only(monkeypatch):
+    monkeypatch.setattr(histogram, "kernel", lambda: None)
+
+
+def test_the_kernel_is_what_counts_when_numba_is_installed():
+    assert bin_counting.kernel() is not None
+    hist = StreamingHistogram(bins=128)
+    hist.update(np.array([0.0, 2.0], dtype=np.float32))  # sets the range: the NumPy path
+    x = np.array([0.5, -1.0, 2.0, 1.999], dtype=np.float32)
+    assert hist._count_within_range(x)  # inside the range: counted by the kernel
+    assert hist.total == 6 and hist.counts[-1] == 3  # 2.0 twice and 1.999 in the last bin
+    assert not hist._count_within_range(np.array([3.0], dtype=np.float32))  # above: left to the NumPy path
+    assert hist.total == 6
+
+
+def test_real_calibration_histograms_are_bin_for_bin_those_of_numpy(tmp_path, monkeypatch):
+    # The reference model's 19 planned tensors over 48 real images, batch 4: ranges grow batch by batch, so
+    # both the kernel (inside the range) and the NumPy path (growth) count, and every bin must agree.
+    export_model(build_model("sknet26-digits"), tmp_path)
+    model = onnx.load(str(tmp_path / FP32_ONNX))
+    names = list(plan_quantization(model).activations)
+    preprocess = load_export(tmp_path).preprocess
+
+    def histograms():
+        stream = ImageStream(sample_paths(find_images(CALIB)), preprocess, 4, 48, root=CALIB)
+        return collect_histograms(model, names, stream, 2048)[0]
+
+    fast = histograms()
+    _numpy_only(monkeypatch)
+    slow = histograms()
+    assert fast.keys() == slow.keys() and len(fast) >= 10
+    for name in names:
+        a, b = fast[name], slow[name]
+        assert (a.range, a.amax, a.total) == (b.range, b.amax, b.total), name
+        assert np.array_equal(a.counts, b.counts), name
+    assert sum(h.total for h in fast.values()) > 1_000_000
+    monkeypatch.undo()
+    calibrate(tmp_path, CALIB, CalibrationOptions(num_images=8, batch=4))
+    assert read_view(tmp_path, CALIB_JSON).settings["bin_counting"] == f"numba {numba.__version__}"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_still_raise_once_the_range_is_set(bad):
+    hist = StreamingHistogram(bins=128)
+    hist.update(np.ones(10, dtype=np.float32))
+    x = np.ones(1000, dtype=np.float32)
+    x[517] = bad
+    with pytest.raises(ValueError, match="inf or NaN"):
+        hist.update(x)
+    assert hist.total == 10  # nothing of the bad batch was counted
+
+
+def test_random_tensors_agree_with_numpy_in_every_shape_and_layout(monkeypatch):
+    rng = np.random.default_rng(3)
+    batches = [np.maximum(rng.standard_normal((4, 8, 9, 7)), 0).astype(np.float32) * s for s in (1.0, 0.5, 3.0, 0.9)]
+    batches.append(np.asfortranarray(batches[1]))  # not C-contiguous: counted from a contiguous copy
+    batches.append(batches[0][:, ::2])  # a strided view
+    fast = StreamingHistogram(bins=256)
+    for b in batches:
+        fast.update(b)
+    _numpy_only(monkeypatch)
+    slow = StreamingHistogram(bins=256)
+    for b in batches:
+        slow.update(b.copy())
+    assert (fast.range, fast.amax, fast.total) == (slow.range, slow.amax, slow.total)
+    assert np.array_equal(fast.counts, slow.counts)
