@@ -23,7 +23,13 @@ def _numpy_only(monkeypatch):
     monkeypatch.setattr(histogram, "kernel", lambda: None)
 
 
-def test_the_kernel_is_what_counts_when_numba_is_installed():
+@pytest.fixture
+def every_size(monkeypatch):
+    """The kernel counts tensors of any size (it is used only from KERNEL_MIN_VALUES up, for speed)."""
+    monkeypatch.setattr(histogram, "KERNEL_MIN_VALUES", 0)
+
+
+def test_the_kernel_is_what_counts_when_numba_is_installed(every_size):
     assert bin_counting.kernel() is not None
     hist = StreamingHistogram(bins=128)
     hist.update(np.array([0.0, 2.0], dtype=np.float32))  # sets the range: the NumPy path
@@ -34,7 +40,18 @@ def test_the_kernel_is_what_counts_when_numba_is_installed():
     assert hist.total == 6
 
 
-def test_real_calibration_histograms_are_bin_for_bin_those_of_numpy(tmp_path, monkeypatch):
+def test_small_tensors_are_counted_by_numpy_where_it_is_faster(monkeypatch):
+    calls = []
+    monkeypatch.setattr(histogram, "kernel", lambda: (lambda *args: calls.append(args[0].size) or (None, 0.0, 1)))
+    hist = StreamingHistogram(bins=128)
+    hist.update(np.ones(10, dtype=np.float32))
+    hist.update(np.ones(histogram.KERNEL_MIN_VALUES - 1, dtype=np.float32))
+    assert calls == [] and hist.total == histogram.KERNEL_MIN_VALUES + 9
+    hist.update(np.ones(histogram.KERNEL_MIN_VALUES, dtype=np.float32))  # "outside": left to NumPy, counted once
+    assert calls == [histogram.KERNEL_MIN_VALUES] and hist.total == 2 * histogram.KERNEL_MIN_VALUES + 9
+
+
+def test_real_calibration_histograms_are_bin_for_bin_those_of_numpy(tmp_path, monkeypatch, every_size):
     # The reference model's 19 planned tensors over 48 real images, batch 4: ranges grow batch by batch, so
     # both the kernel (inside the range) and the NumPy path (growth) count, and every bin must agree.
     export_model(build_model("sknet26-digits"), tmp_path)
@@ -49,19 +66,19 @@ def test_real_calibration_histograms_are_bin_for_bin_those_of_numpy(tmp_path, mo
     fast = histograms()
     _numpy_only(monkeypatch)
     slow = histograms()
+    monkeypatch.undo()
     assert fast.keys() == slow.keys() and len(fast) >= 10
     for name in names:
         a, b = fast[name], slow[name]
         assert (a.range, a.amax, a.total) == (b.range, b.amax, b.total), name
         assert np.array_equal(a.counts, b.counts), name
     assert sum(h.total for h in fast.values()) > 1_000_000
-    monkeypatch.undo()
     calibrate(tmp_path, CALIB, CalibrationOptions(num_images=8, batch=4))
     assert read_view(tmp_path, CALIB_JSON).settings["bin_counting"] == f"numba {numba.__version__}"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_and_inf_still_raise_once_the_range_is_set(bad):
+def test_nan_and_inf_still_raise_once_the_range_is_set(bad, every_size):
     hist = StreamingHistogram(bins=128)
     hist.update(np.ones(10, dtype=np.float32))
     x = np.ones(1000, dtype=np.float32)
@@ -71,7 +88,7 @@ def test_nan_and_inf_still_raise_once_the_range_is_set(bad):
     assert hist.total == 10  # nothing of the bad batch was counted
 
 
-def test_random_tensors_agree_with_numpy_in_every_shape_and_layout(monkeypatch):
+def test_random_tensors_agree_with_numpy_in_every_shape_and_layout(monkeypatch, every_size):
     rng = np.random.default_rng(3)
     batches = [np.maximum(rng.standard_normal((4, 8, 9, 7)), 0).astype(np.float32) * s for s in (1.0, 0.5, 3.0, 0.9)]
     batches.append(np.asfortranarray(batches[1]))  # not C-contiguous: counted from a contiguous copy

@@ -16,6 +16,10 @@ import numpy as np
 from .bin_counting import kernel
 
 DEFAULT_BINS = 2048
+# Below about this many values NumPy's passes are as fast as a parallel kernel's start (measured on two cores: 4 K
+# values 16 vs 109 us, 128 K 346 vs 415 us, 512 K 1316 vs 937 us; the reference model's 512 calibration images
+# took 6.9 s counted by the kernel at every size, 1.0 s by NumPy). SKNet-50's tensors at 224, batch 4, are above.
+KERNEL_MIN_VALUES = 128 * 1024
 
 
 class StreamingHistogram:
@@ -68,7 +72,7 @@ class StreamingHistogram:
     def _count_within_range(self, x: np.ndarray) -> bool:
         """Count ``x`` in one parallel pass if every value fits the current range (numba's kernel); False when
         there is no kernel, or a value lies above the range (or is NaN): the NumPy path then grows it or raises."""
-        count = kernel()
+        count = kernel() if x.size >= KERNEL_MIN_VALUES else None
         if count is None:
             return False
         flat = np.ascontiguousarray(x).ravel()
