@@ -149,7 +149,9 @@ def write_dla_graph(workdir: Path) -> tuple[Path, dict]:
     model, report = chain_global_pools(onnx.load(str(workdir / FP32_ONNX)))
     data = model.SerializeToString()
     x = parity_inputs(tuple(export.input_shape), samples=1)
-    diff = float(np.abs(OnnxRuntimeRunner(data, dynamic_batch=True)(x) - OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True)(x)).max())
+    with OnnxRuntimeRunner(data, dynamic_batch=True) as rewritten, \
+            OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True) as original:
+        diff = float(np.abs(rewritten(x) - original(x)).max())
     if diff > 1e-4:
         raise SkEdgeError(f"the DLA pooling rewrite changed the logits by {diff:.3g}; report this as a bug")
     with artifacts.atomic_output(path) as tmp:

@@ -281,13 +281,13 @@ def runtime_cross_check(graph: Path, x: np.ndarray, faithful: np.ndarray) -> dic
     """How far ONNX Runtime's default session moves ``graph``'s logits from the judged ones."""
     from .backends.onnxruntime import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(graph, dynamic_batch=True)  # ONNX Runtime's default options
-    out = runner(x)
+    with OnnxRuntimeRunner(graph, dynamic_batch=True) as runner:  # ONNX Runtime's default options
+        out, session = runner(x), runner.settings()
     changed = float((out.argmax(1) != faithful.argmax(1)).mean())
     finite = bool(np.isfinite(out).all())
     return {
         "images": int(len(x)),
-        "session": runner.settings(),
+        "session": session,
         "top1_changed": changed,
         "max_abs_logit_diff": float(np.abs(out - faithful).max()) if finite else None,
         "max_top1_changed": CROSS_CHECK_MAX_CHANGED,

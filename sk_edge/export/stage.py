@@ -276,7 +276,8 @@ def _checked_parity(built: BuiltModel, module: torch.nn.Module, serialized: byte
     """The graph against the PyTorch module on ONNX Runtime (CPU); ParityError, before anything is written, if they differ."""
     log("checking parity with PyTorch on ONNX Runtime (CPU) ...")
     batch = min(options.dynamic_batch, 4) if options.dynamic_batch else options.batch
-    parity = compare(TorchRunner(module), OnnxRuntimeRunner(serialized), parity_inputs(input_shape), batch)
+    with TorchRunner(module) as reference, OnnxRuntimeRunner(serialized) as candidate:
+        parity = compare(reference, candidate, parity_inputs(input_shape), batch)
     log(f"  max |logit diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.1e}), top-1 agreement {parity['top1_agreement']:.0%}")
     if not parity["passed"]:
         raise ParityError(

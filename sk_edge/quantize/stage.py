@@ -205,5 +205,6 @@ def _checked(out: onnx.ModelProto, precision: str, plan, export) -> bytes:
     # The graph must run on ONNX Runtime's CPU provider: that is where drift is measured.
     shape = list(export.input.shape)
     batch = 1 if isinstance(shape[0], str) else shape[0]
-    OnnxRuntimeRunner(serialized)(parity_inputs(tuple(shape[1:]), samples=batch))
+    with OnnxRuntimeRunner(serialized) as runner:
+        runner(parity_inputs(tuple(shape[1:]), samples=batch))
     return serialized
