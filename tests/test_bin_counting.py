@@ -73,8 +73,33 @@ def test_real_calibration_histograms_are_bin_for_bin_those_of_numpy(tmp_path, mo
         assert (a.range, a.amax, a.total) == (b.range, b.amax, b.total), name
         assert np.array_equal(a.counts, b.counts), name
     assert sum(h.total for h in fast.values()) > 1_000_000
+    # The first batch of each tensor sets its range (NumPy); the kernel counts the rest, and the record says so.
+    share = 100 * sum(h.kernel_counted for h in fast.values()) / sum(h.total for h in fast.values())
+    assert 50 < share < 100 and not any(h.kernel_counted for h in slow.values())
+    assert bin_counting.counted_with(fast.values()) == (
+        f"numba {numba.__version__} for {share:.1f}% of the values, numpy for the rest")
+    assert bin_counting.counted_with(slow.values()) == "numpy"
+
+
+def test_calib_json_says_what_counted_not_what_is_installed(tmp_path, monkeypatch):
+    # numba is installed here, but every tensor of the reference model is under the kernel's cut: NumPy counted
+    # them all, and calib.json must not claim numba (it did until this test).
+    export_model(build_model("sknet26-digits"), tmp_path)
     calibrate(tmp_path, CALIB, CalibrationOptions(num_images=8, batch=4))
-    assert read_view(tmp_path, CALIB_JSON).settings["bin_counting"] == f"numba {numba.__version__}"
+    assert read_view(tmp_path, CALIB_JSON).settings["bin_counting"] == "numpy"
+    monkeypatch.setattr(histogram, "KERNEL_MIN_VALUES", 0)
+    calibrate(tmp_path, CALIB, CalibrationOptions(num_images=8, batch=4), force=True)
+    assert read_view(tmp_path, CALIB_JSON).settings["bin_counting"].startswith(f"numba {numba.__version__} for ")
+
+
+def test_a_histogram_counted_only_by_the_kernel_is_recorded_as_numba(every_size):
+    hist = StreamingHistogram(bins=128)
+    hist.update(np.array([0.0, 2.0], dtype=np.float32))  # sets the range: the NumPy path
+    assert bin_counting.counted_with([hist]) == "numpy"
+    kernel_only = StreamingHistogram.from_counts(np.zeros(128), 2.0, 0.0)  # a range, no counts yet
+    kernel_only.update(np.array([0.5, 1.0], dtype=np.float32))
+    assert kernel_only.kernel_counted == kernel_only.total == 2
+    assert bin_counting.counted_with([kernel_only]) == f"numba {numba.__version__}"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

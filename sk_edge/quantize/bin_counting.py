@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:  # histogram.py imports this module
+    from .histogram import StreamingHistogram
 
 CountWithin = Callable[[np.ndarray, float, np.float32, int], tuple[np.ndarray, float, int]]
 
@@ -36,10 +39,17 @@ def kernel() -> CountWithin | None:
     return count_within
 
 
-def counted_with() -> str:
-    """What counts the bins here, as calib.json records it: "numba <version>" or "numpy"."""
-    if kernel() is None:
+def counted_with(histograms: Iterable[StreamingHistogram]) -> str:
+    """What counted these histograms' values, as calib.json records it: "numpy", "numba <version>", or the share
+    of each. Derived from the histograms, not from what is installed: tensors under the kernel's cut are counted
+    by NumPy even where numba is, so the bundled reference model's calibration is "numpy" on every machine."""
+    histograms = list(histograms)
+    total = sum(h.total for h in histograms)
+    by_kernel = sum(h.kernel_counted for h in histograms)
+    if by_kernel == 0:
         return "numpy"
     import numba
 
-    return f"numba {numba.__version__}"
+    if by_kernel == total:
+        return f"numba {numba.__version__}"
+    return f"numba {numba.__version__} for {100 * by_kernel / total:.1f}% of the values, numpy for the rest"

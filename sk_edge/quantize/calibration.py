@@ -196,9 +196,10 @@ def calibrate(
         images_doc, provider = previous.images, previous.provider
         counting = str(previous.settings.get("bin_counting", "?"))
     else:
-        counting = counted_with()
         histograms, maxima, images_doc, provider = _measure(model, names, legacy, paths, held_out, images_dir, export,
                                                             options, log, progress)
+        counting = counted_with(histograms.values())
+        log(f"  bins counted with {counting}")
     tensors = _tensor_records(names, histograms, options, plan)
     # The cache: the planned tensors at the chosen method's range, then (for weakly typed builds)
     # every other activation at its max; a tensor whose max is 0 (all zeros) gets no line.
@@ -278,7 +279,7 @@ def _measure(model: onnx.ModelProto, names: list[str], legacy: list[str], paths:
     if options.holdout is not None:
         images_doc["holdout"] = {"fraction": options.holdout, "rule": HOLDOUT_RULE, "held_out": len(held_out),
                                  "not_calibrated_on": "the held-out files judge the build"}
-    log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}, bins counted with {counted_with()}")
+    log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}")
     return histograms, maxima, images_doc, provider
 
 

@@ -33,6 +33,7 @@ class StreamingHistogram:
         self.range = 0.0  # upper edge of the last bin; 0 until data arrives
         self.amax = 0.0  # exact largest |x| seen
         self.total = 0
+        self.kernel_counted = 0  # of `total`, the values numba's kernel counted (the rest: NumPy): calib.json says which
 
     @classmethod
     def from_counts(cls, counts: np.ndarray, range_: float, amax: float) -> "StreamingHistogram":
@@ -82,6 +83,7 @@ class StreamingHistogram:
         self.counts += counts
         self.amax = max(self.amax, top)
         self.total += flat.size
+        self.kernel_counted += flat.size
         return True
 
     def _update_numpy(self, x: np.ndarray, consume: bool) -> None:
