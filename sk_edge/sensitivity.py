@@ -37,7 +37,7 @@ from .quantize.macs import DEFAULT_MAX_FLOAT_SHARE, macs_by_node, precision_mix
 from .quantize.options import DEFAULT_MIXED
 from .quantize.plan import QuantPlan, plan_quantization
 from .evaluation import SENSITIVITY_IMAGES, JudgeImages
-from .verify import kl_divergence
+from .verify import kl_divergence, points
 from .workdir import FP32_ONNX, GRAPH_NAMES, load_calibration, load_export, load_graph
 
 SENSITIVITY_JSON, SENSITIVITY_MD = "sensitivity.json", "sensitivity.md"
@@ -69,7 +69,7 @@ class EvalSet:
         d = {"kl_mean": float(np.mean(kl_divergence(ref, out))),
              "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean())}
         if self.labels is not None:
-            d["top1_drop_points"] = float(((ref.argmax(1) == self.labels).mean() - (out.argmax(1) == self.labels).mean()) * 100)
+            d["top1_drop_points"] = points(float((ref.argmax(1) == self.labels).mean() - (out.argmax(1) == self.labels).mean()))
         return d
 
 
@@ -95,7 +95,7 @@ class Budget:
     def met(self, score: dict) -> bool:
         if self.max_top1_drop is not None and score["top1_drop_points"] > self.max_top1_drop:
             return False
-        return self.min_agreement is None or score["top1_agreement"] * 100 >= self.min_agreement
+        return self.min_agreement is None or points(score["top1_agreement"]) >= self.min_agreement
 
     def measured(self, score: dict) -> str:
         parts = []

@@ -238,6 +238,13 @@ def kl_divergence(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)
 
 
+def points(fraction: float) -> float:
+    """A fraction (an agreement, a difference of two accuracies) in percent or points, as every gate compares it:
+    rounded to 1e-9 so that a gate judges the figure and not float noise. (0.970 - 0.965) * 100 is
+    0.5000000000000004, which the accuracy budget refused as over 0.5 points while verify passed the same build."""
+    return round(fraction * 100, 9)
+
+
 def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[str, int] | None) -> dict:
     """Drift of ``cand`` logits from ``ref`` logits, image by image."""
     ref, cand = ref.astype(np.float64), cand.astype(np.float64)
@@ -273,7 +280,7 @@ def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[st
             y = np.array([labels[names[i]] for i in known])
             acc_r, acc_c = float((r1[known] == y).mean()), float((c1[known] == y).mean())
             metrics.update({"labelled_images": len(known), "accuracy_reference": acc_r, "accuracy_candidate": acc_c,
-                            "top1_drop_points": round((acc_r - acc_c) * 100, 4)})
+                            "top1_drop_points": points(acc_r - acc_c)})
     return metrics
 
 
@@ -329,7 +336,7 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     broken = []
     if metrics.get("non_finite_images"):
         broken.append(f"non-finite logits (NaN or inf) on {metrics['non_finite_images']} images")
-    agreement = metrics["top1_agreement"] * 100
+    agreement = points(metrics["top1_agreement"])
     if agreement < options.min_agreement:
         broken.append(f"top-1 agreement {agreement:.2f}% < {options.min_agreement:.2f}%")
     drop = metrics.get("top1_drop_points")

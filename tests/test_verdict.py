@@ -232,3 +232,46 @@ def test_build_from_without_stored_outputs_names_what_judges_it(m3_build, tmp_pa
     assert "the work directory has no stored PyTorch outputs" in out.stderr and "--eval-images DIR" in out.stderr
     refused = run_cli("build", "--from", str(copy), "--precision", "int8", "--images", str(copy))
     assert refused.returncode == 2 and "--images, --labels and preprocessing options are not used" in refused.stderr
+
+
+def _logits(top1: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Logits whose argmax is ``top1`` (one-hot scaled, so every other metric stays finite)."""
+    out = np.zeros((len(top1), classes), dtype=np.float32)
+    out[np.arange(len(top1)), top1] = 5.0
+    return out
+
+
+@pytest.mark.parametrize("candidate_correct, passes", [(965, True), (964, False)])
+def test_verify_and_the_accuracy_budget_judge_a_drop_on_the_boundary_alike(candidate_correct, passes):
+    # 97.0 % -> 96.5 % is a drop of exactly 0.5 points; as (0.970 - 0.965) * 100 it was 0.5000000000000004, which
+    # the accuracy budget (sensitivity, build's fit) refused while verify, rounding, passed the same build.
+    from sk_edge.sensitivity import Budget, EvalSet
+    from sk_edge.verify import VerifyOptions, compare, verdict
+
+    labels = np.zeros(1000, dtype=np.int64)
+    reference, candidate = np.zeros(1000, dtype=np.int64), np.zeros(1000, dtype=np.int64)
+    reference[970:] = 1  # 970 correct
+    candidate[candidate_correct:] = 2
+    ref_logits, cand_logits = _logits(reference), _logits(candidate)
+    score = EvalSet(np.zeros((1000, 1)), labels, ref_logits).score(cand_logits)
+    assert Budget(max_top1_drop=0.5).met(score) is passes
+    names = [f"{i}.png" for i in range(1000)]
+    metrics = compare(ref_logits, cand_logits, names, dict(zip(names, labels.tolist())))
+    assert metrics["top1_drop_points"] == score["top1_drop_points"]
+    broken = verdict(metrics, VerifyOptions(min_agreement=0.0, max_top1_drop=0.5))
+    assert (not broken) is passes, broken
+
+
+@pytest.mark.parametrize("agreeing, passes", [(29, True), (28, False)])
+def test_an_agreement_on_the_threshold_passes_both_gates(agreeing, passes):
+    # 29 of 100 is 0.29, and 0.29 * 100 is 28.999999999999996 in floating point: under a 29 % threshold.
+    from sk_edge.sensitivity import Budget, EvalSet
+    from sk_edge.verify import VerifyOptions, compare, verdict
+
+    reference = np.zeros(100, dtype=np.int64)
+    candidate = np.where(np.arange(100) < agreeing, 0, 1)
+    score = EvalSet(np.zeros((100, 1)), None, _logits(reference)).score(_logits(candidate))
+    assert Budget(min_agreement=29.0).met(score) is passes
+    metrics = compare(_logits(reference), _logits(candidate), [f"{i}" for i in range(100)], None)
+    broken = verdict(metrics, VerifyOptions(min_agreement=29.0))
+    assert (not broken) is passes, broken
