@@ -5,8 +5,8 @@ Every ``bash``/``sh`` block in README.md and docs/ is read as a user would paste
 the real click commands, so an option that was renamed or removed, a choice that is no longer
 offered, or a malformed value fails here. Every ``python`` block must compile, and each
 ``sk_edge.build(...)`` keyword must be a field of ``BuildRequest``. Synopses and program output
-are ``text`` blocks and are not commands. Running the commands themselves is what the rest of the
-suite does (the README's two commands are CI's); parsing is what this file adds for every page.
+are ``text`` blocks and are not commands. tests/test_examples.py runs the blocks themselves (or names why
+one cannot run here); parsing is what this file adds for every command, inline ones and transcripts too.
 """
 
 from __future__ import annotations
