@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import artifacts, plots
 from .backends.onnxruntime import judging_runner
+from .backends.runner import Lifecycle
 from .errors import SkEdgeError
 from .evaluation import SELECTION_IMAGES
 from .images import find_images, to_tensor
@@ -46,8 +47,8 @@ def gate_tensors(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return gates
 
 
-class GateRunner:
-    """Runs a graph and returns its gate tensors (one per SK unit), reduced to (N, C)."""
+class GateRunner(Lifecycle):
+    """Runs a graph and returns its gate tensors (one per SK unit), reduced to (N, C); ``with`` closes its session."""
 
     def __init__(self, path: Path, gates: list[str]):
         from .quantize.calibration import tapped_model
@@ -59,6 +60,9 @@ class GateRunner:
         session = self.runner.session
         outs = session.run(self.gates, {session.get_inputs()[0].name: x})
         return [o.astype(np.float64).reshape(o.shape[0], -1) for o in outs]
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def zoom(image: Image.Image, scale: float) -> Image.Image:
@@ -93,7 +97,6 @@ def analyze_selection(
     load_graph(workdir, candidate)  # there, intact, and made from the current export and calibration
     cand_path = workdir / GRAPH_NAMES[candidate]
     names = [t for _, t in gates]
-    ref_run, cand_run = GateRunner(workdir / FP32_ONNX, names), GateRunner(cand_path, names)
     paths = find_images(images)[:count]
     pil = []
     for p in paths:
@@ -105,14 +108,14 @@ def analyze_selection(
     if not pil:
         raise SkEdgeError(f"no readable image in '{images}'")
     units: list[dict[str, Any]] = [{"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates]
-    for scale in scales:
-        x = np.stack([to_tensor(zoom(im, scale), pre) for im in pil])
-        ref_g, cand_g = ref_run(x), cand_run(x)
-        for u, r, c in zip(units, ref_g, cand_g):
-            key = f"{scale:g}"
-            u["reference"][key] = float(np.mean(1 - 2 * r))
-            u["candidate"][key] = float(np.mean(1 - 2 * c))
-            u["gate_abs_diff"][key] = float(np.mean(np.abs(r - c)))
+    with GateRunner(workdir / FP32_ONNX, names) as ref_run, GateRunner(cand_path, names) as cand_run:
+        for scale in scales:
+            x = np.stack([to_tensor(zoom(im, scale), pre) for im in pil])
+            for u, r, c in zip(units, ref_run(x), cand_run(x)):
+                key = f"{scale:g}"
+                u["reference"][key] = float(np.mean(1 - 2 * r))
+                u["candidate"][key] = float(np.mean(1 - 2 * c))
+                u["gate_abs_diff"][key] = float(np.mean(np.abs(r - c)))
     drift = float(np.mean([u["gate_abs_diff"][f"{s:g}"] for u in units for s in scales]))
     doc = {
         "kind": "sk-edge/selection", "model": export.model, "candidate": cand_path.name,
@@ -132,5 +135,6 @@ def selection_drift(workdir: Path, candidate_path: Path, x: np.ndarray) -> float
     names = [t for _, t in gate_tensors(fp32)]
     if not names:
         return None
-    ref, cand = GateRunner(workdir / FP32_ONNX, names)(x), GateRunner(candidate_path, names)(x)
+    with GateRunner(workdir / FP32_ONNX, names) as ref_run, GateRunner(candidate_path, names) as cand_run:
+        ref, cand = ref_run(x), cand_run(x)
     return float(np.mean([np.mean(np.abs(r - c)) for r, c in zip(ref, cand)]))

@@ -248,7 +248,7 @@ def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None, h
 
         if threads:
             torch.set_num_threads(threads)
-        ref, _ = reference_runner(workdir, load_export(workdir))
+        ref = held.enter_context(reference_runner(workdir, load_export(workdir))[0])
         if not isinstance(ref, TorchRunner):  # reference_runner gives the FP32 graph only where torch is absent
             raise SkEdgeError("the torch backend needs PyTorch, which is not installed here; pass --backends without torch")
         module = ref.module.to(config.device)

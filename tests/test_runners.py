@@ -35,3 +35,24 @@ def test_torch_and_onnx_runtime_runners_are_runners():
     for runner in runners:
         with runner:
             np.testing.assert_array_equal(runner(x), 2 * x if isinstance(runner, OnnxRuntimeRunner) else x)
+
+
+def test_analyze_gate_runner_closes_its_session_at_the_end_of_a_with_block(tmp_path):
+    import onnx
+
+    from sk_edge.analyze import GateRunner
+
+    x_info = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])
+    y_info = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    nodes = [helper.make_node("Sigmoid", ["input"], ["gate"], name="/sk/Sigmoid"),
+             helper.make_node("Mul", ["gate", "two"], ["output"])]
+    model = helper.make_model(helper.make_graph(nodes, "gated", [x_info], [y_info], [two]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "gated.onnx")
+    x = np.array([[0.0, 2.0, -1.0]], dtype=np.float32)
+    with GateRunner(tmp_path / "gated.onnx", ["gate"]) as gates:
+        (gate,) = gates(x)
+        np.testing.assert_allclose(gate, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6)
+        assert gates.runner._session is not None
+    assert gates.runner._session is None

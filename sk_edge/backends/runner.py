@@ -17,6 +17,10 @@ class Runner(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> "Runner": ...
+
+    def __exit__(self, *exc) -> None: ...
+
 
 class Lifecycle:
     """``with runner: ...`` closes the runner at the end of the block."""
