@@ -49,10 +49,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: $(VENV)/.installed
 	$(BIN)/sk-edge build --precision int8 -w workdir
 
-# pyflakes, pycodestyle's error classes and bugbear (pyproject.toml's [tool.ruff]); mypy's default
-# checks on sk_edge/ with unannotated bodies checked too (pyproject.toml's [tool.mypy]).
+# pyflakes, pycodestyle's error classes and bugbear (pyproject.toml's [tool.ruff]); ruff's formatter on
+# sk_edge/ (a diff is a finding: `ruff format sk_edge` applies it); mypy's default checks on sk_edge/ with
+# unannotated bodies checked too (pyproject.toml's [tool.mypy]).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sk_edge tests benchmarks examples cpp/tests
+	$(BIN)/ruff format --check sk_edge
 	$(BIN)/mypy
 
 # The documentation site in site/, strict: a broken link or a reference that does not resolve fails it.

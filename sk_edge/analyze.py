@@ -107,7 +107,9 @@ def analyze_selection(
             log(f"  skipped unreadable image {p.name}: {exc}")
     if not pil:
         raise SkEdgeError(f"no readable image in '{images}'")
-    units: list[dict[str, Any]] = [{"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates]
+    units: list[dict[str, Any]] = [
+        {"unit": unit, "gate": tensor, "reference": {}, "candidate": {}, "gate_abs_diff": {}} for unit, tensor in gates
+    ]
     with GateRunner(workdir / FP32_ONNX, names) as ref_run, GateRunner(cand_path, names) as cand_run:
         for scale in scales:
             x = np.stack([to_tensor(zoom(im, scale), pre) for im in pil])
@@ -118,10 +120,15 @@ def analyze_selection(
                 u["gate_abs_diff"][key] = float(np.mean(np.abs(r - c)))
     drift = float(np.mean([u["gate_abs_diff"][f"{s:g}"] for u in units for s in scales]))
     doc = {
-        "kind": "sk-edge/selection", "model": export.model, "candidate": cand_path.name,
-        "images": len(pil), "images_dir": str(images), "scales": list(scales),
+        "kind": "sk-edge/selection",
+        "model": export.model,
+        "candidate": cand_path.name,
+        "images": len(pil),
+        "images_dir": str(images),
+        "scales": list(scales),
         "measure": "mean over channels and images of attention(large kernel) - attention(small kernel) = 1 - 2g",
-        "selection_drift": drift, "units": units,
+        "selection_drift": drift,
+        "units": units,
     }
     artifacts.write_json(workdir / SELECTION_JSON, doc)
     plots.draw_figure(plots.selection_plot, doc, workdir / SELECTION_PNG, log)

@@ -86,9 +86,7 @@ def sidecar(kind: str, key: str, outputs: dict[str, Path], **sections: Any) -> d
         "tool": {"name": "sk-edge", "version": __version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "key": key,
-        "outputs": {
-            name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for name, p in outputs.items()
-        },
+        "outputs": {name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for name, p in outputs.items()},
         **sections,
     }
 

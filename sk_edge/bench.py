@@ -65,30 +65,59 @@ class BenchOptions:
         skip_absent: a named backend with nothing to run is skipped, not a failure (the build summary's bench).
     """
 
-    backends: tuple[str, ...] = field(default=(), metadata=option(
-        "Comma-separated: torch, onnxruntime, tensorrt [default: every one installed; what is absent is skipped "
-        "and said]. A backend named here that produces no result fails the command (exit 1).", kind="csv"))
+    backends: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "Comma-separated: torch, onnxruntime, tensorrt [default: every one installed; what is absent is skipped "
+            "and said]. A backend named here that produces no result fails the command (exit 1).",
+            kind="csv",
+        ),
+    )
     precisions: tuple[str, ...] = field(default=PRECISIONS, metadata=option("Comma-separated.", kind="csv"))
-    batches: tuple[int, ...] = field(default=(1,), metadata=option(
-        "Comma-separated batch sizes, e.g. 1,8.", flag="--batch", kind="int-csv"))
+    batches: tuple[int, ...] = field(
+        default=(1,), metadata=option("Comma-separated batch sizes, e.g. 1,8.", flag="--batch", kind="int-csv")
+    )
     warmup: int = field(default=10, metadata=option("Untimed runs first.", kind="int", low=0))
-    iterations: int | None = field(default=None, metadata=option(
-        f"Timed runs, at least 5 [default: {DEFAULT_ITERATIONS}, unless --duration].", kind="int"))
-    duration: float | None = field(default=None, metadata=option(
-        "Time runs for S seconds instead of a count.", kind="float", low=0, low_open=True, finite=True, metavar="S"))
-    threads: int | None = field(default=None, metadata=option(
-        "Intra-op threads of the CPU backends [default: the library's].", kind="int", low=1))
-    min_speedup: float | None = field(default=None, metadata=option(
-        "Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX Runtime) is "
-        "X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.",
-        kind="float", low=0, low_open=True, finite=True, metavar="X"))
-    repeats: int = field(default=3, metadata=option(
-        "Rounds per configuration, interleaved across configurations (fewer when --iterations cannot give each "
-        "round 5).", kind="int", low=1))
-    camera: str | None = field(default=None, metadata=option(
-        "Also time the camera path of each graph and engine, one frame of this pixel format and size at a time: "
-        "preprocessing, host-to-device, inference, device-to-host, end to end (p50/p99), e.g. nv12:1920x1080.",
-        metavar="FORMAT:WxH"))
+    iterations: int | None = field(
+        default=None, metadata=option(f"Timed runs, at least 5 [default: {DEFAULT_ITERATIONS}, unless --duration].", kind="int")
+    )
+    duration: float | None = field(
+        default=None,
+        metadata=option(
+            "Time runs for S seconds instead of a count.", kind="float", low=0, low_open=True, finite=True, metavar="S"
+        ),
+    )
+    threads: int | None = field(
+        default=None, metadata=option("Intra-op threads of the CPU backends [default: the library's].", kind="int", low=1)
+    )
+    min_speedup: float | None = field(
+        default=None,
+        metadata=option(
+            "Latency verdict: exit 1 unless the candidate (the engine, else the lowest-precision graph on ONNX Runtime) is "
+            "X times faster than PyTorch FP32 on the same device (CUDA for an engine) and batch, by medians.",
+            kind="float",
+            low=0,
+            low_open=True,
+            finite=True,
+            metavar="X",
+        ),
+    )
+    repeats: int = field(
+        default=3,
+        metadata=option(
+            "Rounds per configuration, interleaved across configurations (fewer when --iterations cannot give each round 5).",
+            kind="int",
+            low=1,
+        ),
+    )
+    camera: str | None = field(
+        default=None,
+        metadata=option(
+            "Also time the camera path of each graph and engine, one frame of this pixel format and size at a time: "
+            "preprocessing, host-to-device, inference, device-to-host, end to end (p50/p99), e.g. nv12:1920x1080.",
+            metavar="FORMAT:WxH",
+        ),
+    )
     skip_absent: bool = False
 
     @property
@@ -205,7 +234,9 @@ def plan_configs(workdir: Path, options: BenchOptions, log: Callable[[str], None
     if "onnxruntime" in options.candidates:
         missing = [p for p in options.precisions if not (workdir / GRAPH_NAMES[p]).is_file()]
         if missing:
-            log(f"no {', '.join(GRAPH_NAMES[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)")
+            log(
+                f"no {', '.join(GRAPH_NAMES[p] for p in missing)} in '{workdir}': not benchmarked (sk-edge build --precision P makes them)"
+            )
     if "tensorrt" in options.candidates:
         if not built_engines(workdir, options.precisions):
             log(f"no TensorRT engine in '{workdir}': TensorRT not benchmarked (build one on the device: on_device.sh)")
@@ -283,8 +314,9 @@ def _runner(config: Config, workdir: Path, x: np.ndarray, threads: int | None, h
     return (lambda: engine(x)), "perf_counter (synchronous: copy in, execute, copy out)", lambda: None
 
 
-def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, duration: float | None,
-            threads: int | None) -> dict:
+def measure(
+    config: Config, workdir: Path, warmup: int, iterations: int | None, duration: float | None, threads: int | None
+) -> dict:
     export = load_export(workdir)
     shape = (config.batch, *export.input_shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -293,8 +325,14 @@ def measure(config: Config, workdir: Path, warmup: int, iterations: int | None, 
         return _timed_runs(run, clock, gpu_mem, warmup, iterations, duration)
 
 
-def _timed_runs(run: Callable[[], object], clock: str, gpu_mem: Callable[[], float | None], warmup: int,
-                iterations: int | None, duration: float | None) -> dict:
+def _timed_runs(
+    run: Callable[[], object],
+    clock: str,
+    gpu_mem: Callable[[], float | None],
+    warmup: int,
+    iterations: int | None,
+    duration: float | None,
+) -> dict:
     power = PowerSampler() if PowerSampler.available() else None
     for _ in range(warmup):
         run()
@@ -304,6 +342,7 @@ def _timed_runs(run: Callable[[], object], clock: str, gpu_mem: Callable[[], flo
 
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
         def timed():
             start.record()
             run()
@@ -311,10 +350,12 @@ def _timed_runs(run: Callable[[], object], clock: str, gpu_mem: Callable[[], flo
             end.synchronize()
             return start.elapsed_time(end)
     else:
+
         def timed():
             t0 = time.perf_counter()
             run()
             return (time.perf_counter() - t0) * 1e3
+
     if power:
         power.start()
     t_end = time.perf_counter() + (duration or 0.0)
@@ -334,8 +375,14 @@ def run_config(config: Config, workdir: Path, options: BenchOptions, rounds: int
     """One round of ``config`` in its own process: 1/``rounds`` of the iterations (or of the duration)."""
     iterations = -(-options.timed_iterations // rounds) if options.timed_iterations else None
     duration = options.duration / rounds if options.duration else None
-    spec = {"config": asdict(config), "workdir": str(workdir), "warmup": options.warmup,
-            "iterations": iterations, "duration": duration, "threads": options.threads}
+    spec = {
+        "config": asdict(config),
+        "workdir": str(workdir),
+        "warmup": options.warmup,
+        "iterations": iterations,
+        "duration": duration,
+        "threads": options.threads,
+    }
     return run_worker("sk_edge.bench", spec)
 
 
@@ -347,12 +394,24 @@ PRECISION_ORDER = ("int8", "fp16", "fp32")  # the candidate is the lowest precis
 def _baseline(ok: list[dict], backend: str, device: str, precision: str, batch: int) -> dict | None:
     """PyTorch FP32 on ``device`` at ``batch``; where PyTorch is absent (a torch-free Jetson), the FP32 graph on the
     candidate's own backend (the FP32 engine, or the FP32 graph on ONNX Runtime), named as such."""
-    torch_row = next((b for b in ok if b["config"]["backend"] == "torch" and b["config"]["device"] == device
-                      and b["config"]["batch"] == batch), None)
+    torch_row = next(
+        (
+            b
+            for b in ok
+            if b["config"]["backend"] == "torch" and b["config"]["device"] == device and b["config"]["batch"] == batch
+        ),
+        None,
+    )
     if torch_row is not None or torch_installed() or precision == "fp32":
         return torch_row
-    return next((b for b in ok if b["config"]["backend"] == backend and b["config"]["precision"] == "fp32"
-                 and b["config"]["batch"] == batch), None)
+    return next(
+        (
+            b
+            for b in ok
+            if b["config"]["backend"] == backend and b["config"]["precision"] == "fp32" and b["config"]["batch"] == batch
+        ),
+        None,
+    )
 
 
 def _baseline_name(row: dict, device: str) -> str:
@@ -366,12 +425,28 @@ def _baseline_name(row: dict, device: str) -> str:
 def _no_baseline_fix(backend: str, device: str) -> str:
     if not torch_installed():
         if backend == "tensorrt":
-            return (" (PyTorch is not installed here: `sk-edge build --from DIR --precision fp32` builds the FP32 engine "
-                    "to compare with)")
+            return (
+                " (PyTorch is not installed here: `sk-edge build --from DIR --precision fp32` builds the FP32 engine "
+                "to compare with)"
+            )
         return " (PyTorch is not installed here, and the FP32 graph was not timed: include fp32 in --precisions)"
     if device == "cuda" and not _torch_cuda():
         return " (PyTorch's CUDA build is not installed here)"
     return " (PyTorch FP32 was not timed: include torch in --backends)"
+
+
+def _comparison(row: dict, base: dict | None, device: str) -> dict:
+    """One batch's candidate against its FP32 baseline, by the medians (no speed-up without a baseline)."""
+    candidate_ms = row["stats"]["p50_ms"]
+    baseline_ms = base["stats"]["p50_ms"] if base else None
+    return {
+        "batch": row["config"]["batch"],
+        "device": row["config"]["device"],
+        "candidate_ms": candidate_ms,
+        "baseline_ms": baseline_ms,
+        "baseline": _baseline_name(base, device) if base else None,
+        "speedup": baseline_ms / candidate_ms if baseline_ms is not None else None,
+    }
 
 
 def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | None:
@@ -392,16 +467,8 @@ def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | No
     precision = next(p for p in PRECISION_ORDER if any(r["config"]["precision"] == p for r in rows))
     rows = [r for r in rows if r["config"]["precision"] == precision]
     what = f"{'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'} {precision.upper()}"
-    comparisons, bases = [], []
-    for r in rows:
-        batch = r["config"]["batch"]
-        base = _baseline(ok, backend, device, precision, batch)
-        bases.append(base)
-        entry = {"batch": batch, "device": r["config"]["device"], "candidate_ms": r["stats"]["p50_ms"],
-                 "baseline_ms": base["stats"]["p50_ms"] if base else None,
-                 "baseline": _baseline_name(base, device) if base else None}
-        entry["speedup"] = entry["baseline_ms"] / entry["candidate_ms"] if base else None
-        comparisons.append(entry)
+    bases = [_baseline(ok, backend, device, precision, r["config"]["batch"]) for r in rows]
+    comparisons = [_comparison(r, base, device) for r, base in zip(rows, bases)]
     missing = [c["batch"] for c in comparisons if c["speedup"] is None]
     if missing:
         timed = "; ".join(f"{c['candidate_ms']:.2f} ms at batch {c['batch']}" for c in comparisons)
@@ -409,18 +476,29 @@ def speedup_verdict(results: list[dict], min_speedup: float | None) -> dict | No
         line = f"{what}: {timed}; no FP32 measurement on {device.upper()} at batch {', '.join(map(str, missing))} to compare it with{fix}"
         passed = min_speedup is None
     else:
-        parts = [f"{c['speedup']:.2f}x at batch {c['batch']} ({c['candidate_ms']:.2f} ms vs {c['baseline_ms']:.2f} ms)"
-                 for c in comparisons]
+        parts = [
+            f"{c['speedup']:.2f}x at batch {c['batch']} ({c['candidate_ms']:.2f} ms vs {c['baseline_ms']:.2f} ms)"
+            for c in comparisons
+        ]
         line = f"{what} is {'; '.join(parts)} against {comparisons[0]['baseline']}"
         worst = min(c["speedup"] for c in comparisons)
         passed = min_speedup is None or worst >= min_speedup
         if min_speedup is not None:
             line += f": {'meets' if passed else 'misses'} --min-speedup {min_speedup:g}"
     first = next((b for b in bases if b), None)
-    baseline = dict(backend=first["config"]["backend"], precision="fp32", device=first["config"]["device"]) if first \
+    baseline = (
+        dict(backend=first["config"]["backend"], precision="fp32", device=first["config"]["device"])
+        if first
         else {"backend": "torch", "precision": "fp32", "device": device}
-    return {"candidate": {"backend": backend, "precision": precision}, "baseline": baseline, "comparisons": comparisons,
-            "min_speedup": min_speedup, "passed": passed, "line": line}
+    )
+    return {
+        "candidate": {"backend": backend, "precision": precision},
+        "baseline": baseline,
+        "comparisons": comparisons,
+        "min_speedup": min_speedup,
+        "passed": passed,
+        "line": line,
+    }
 
 
 def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list[str]:
@@ -430,8 +508,11 @@ def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list
     #1409), and SKNet is built of them: an INT8 engine that does not beat the FP16 one costs
     accuracy for nothing.
     """
-    ok = {(r["config"]["precision"], r["config"]["device"], r["config"]["batch"]): r["stats"]["p50_ms"]
-          for r in results if "stats" in r and r["config"]["backend"] == backend}
+    ok = {
+        (r["config"]["precision"], r["config"]["device"], r["config"]["batch"]): r["stats"]["p50_ms"]
+        for r in results
+        if "stats" in r and r["config"]["backend"] == backend
+    }
     lines = []
     for (precision, device, batch), int8_ms in sorted(ok.items()):
         fp16_ms = ok.get(("fp16", device, batch))
@@ -452,8 +533,9 @@ def precision_comparison(results: list[dict], backend: str = "tensorrt") -> list
 # --- statistics and reports --------------------------------------------------------------
 
 
-def measure_interleaved(configs: list[Config], workdir: Path, options: BenchOptions, log: Callable[[str], None],
-                        progress) -> list[dict]:
+def measure_interleaved(
+    configs: list[Config], workdir: Path, options: BenchOptions, log: Callable[[str], None], progress
+) -> list[dict]:
     """Every configuration in ``options.rounds()`` interleaved rounds; latencies pooled, each round's median kept."""
     rounds = options.rounds()
     tick = progress(len(configs) * rounds) if progress else (lambda n: None)
@@ -492,9 +574,19 @@ def statistics(latencies_ms: list[float], batch: int, round_medians_ms: list[flo
     p = np.percentile(a, [50, 90, 95, 99])
     rounds = list(round_medians_ms or [])
     spread = (max(rounds) - min(rounds)) / float(p[0]) if len(rounds) > 1 and p[0] > 0 else None
-    return {"runs": int(a.size), "mean_ms": float(a.mean()), "p50_ms": float(p[0]), "p90_ms": float(p[1]), "p95_ms": float(p[2]),
-            "p99_ms": float(p[3]), "min_ms": float(a.min()), "max_ms": float(a.max()),
-            "round_medians_ms": rounds, "spread": spread, "throughput_ips": float(batch * 1000.0 / p[0])}
+    return {
+        "runs": int(a.size),
+        "mean_ms": float(a.mean()),
+        "p50_ms": float(p[0]),
+        "p90_ms": float(p[1]),
+        "p95_ms": float(p[2]),
+        "p99_ms": float(p[3]),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "round_medians_ms": rounds,
+        "spread": spread,
+        "throughput_ips": float(batch * 1000.0 / p[0]),
+    }
 
 
 # A speed-up is not to be trusted when the rounds of a compared row lie more than this far apart (relative
@@ -516,18 +608,29 @@ def machine_load() -> dict | None:
 def trust(results: list[dict], load_before: dict | None) -> dict:
     """Whether the figures can be trusted: every row's spread within MAX_TRUSTED_SPREAD, the machine idle first."""
     reasons = []
-    noisy = [(r["config"], r["stats"]["spread"]) for r in results
-             if "stats" in r and r["stats"].get("spread") is not None and r["stats"]["spread"] > MAX_TRUSTED_SPREAD]
+    noisy = [
+        (r["config"], r["stats"]["spread"])
+        for r in results
+        if "stats" in r and r["stats"].get("spread") is not None and r["stats"]["spread"] > MAX_TRUSTED_SPREAD
+    ]
     if noisy:
         (c, spread), more = noisy[0], len(noisy) - 1
-        reasons.append(f"the rounds of {c['backend']} {c['precision']} b{c['batch']} lie {spread:.0%} apart"
-                       + (f" (and {more} more rows)" if more else ""))
+        reasons.append(
+            f"the rounds of {c['backend']} {c['precision']} b{c['batch']} lie {spread:.0%} apart"
+            + (f" (and {more} more rows)" if more else "")
+        )
     if load_before and load_before["load_1min"] > MAX_IDLE_LOAD * load_before["cpus"]:
-        reasons.append(f"the machine was busy before bench began (load average {load_before['load_1min']:g} on "
-                       f"{load_before['cpus']} CPUs)")
+        reasons.append(
+            f"the machine was busy before bench began (load average {load_before['load_1min']:g} on {load_before['cpus']} CPUs)"
+        )
     rounds = max((len(r["stats"]["round_medians_ms"]) for r in results if "stats" in r), default=0)
-    return {"trustworthy": not reasons, "reasons": reasons, "rounds": rounds, "load_before": load_before,
-            "max_spread": MAX_TRUSTED_SPREAD}
+    return {
+        "trustworthy": not reasons,
+        "reasons": reasons,
+        "rounds": rounds,
+        "load_before": load_before,
+        "max_spread": MAX_TRUSTED_SPREAD,
+    }
 
 
 def _camera_path(configs: list[Config], workdir: Path, options: BenchOptions, log: Callable[[str], None]) -> dict:
@@ -535,23 +638,35 @@ def _camera_path(configs: list[Config], workdir: Path, options: BenchOptions, lo
 
     frame = CameraFrame.parse(options.camera or "")
     log(f"camera path: one {frame.fmt} {frame.width}x{frame.height} frame at a time ...")
-    rows = camera_rows(configs, workdir, frame, options.warmup, options.timed_iterations or DEFAULT_ITERATIONS,
-                       options.threads, log)
+    rows = camera_rows(
+        configs, workdir, frame, options.warmup, options.timed_iterations or DEFAULT_ITERATIONS, options.threads, log
+    )
     if not rows:
         log("camera path not timed: it runs through an ONNX Runtime graph or a TensorRT engine, and none was benchmarked")
     return {"frame": asdict(frame), "rows": rows}
 
 
 def markdown(doc: dict) -> str:
-    lines = [f"# sk-edge bench: {doc['model']}", "", f"Machine: {doc['machine']}. Clock: per row. "
-             "Speed-up: the median against PyTorch FP32's median on the CPU at the same batch. Spread: how far the "
-             "medians of the interleaved rounds lie apart, relative to the median.", "",
-             *([f"**Not trustworthy**: {'; '.join(doc['trust']['reasons'])}.", ""]
-               if doc.get("trust") and not doc["trust"]["trustworthy"] else []),
-             *([f"Latency verdict baseline: {doc['speedup_verdict']['comparisons'][0]['baseline']}.", ""]
-               if (doc.get("speedup_verdict") or {}).get("comparisons", [{}])[0].get("baseline") else []),
-             "| backend | precision | device | batch | p50 ms | mean | p90 | p95 | p99 | min | max | spread | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"# sk-edge bench: {doc['model']}",
+        "",
+        f"Machine: {doc['machine']}. Clock: per row. "
+        "Speed-up: the median against PyTorch FP32's median on the CPU at the same batch. Spread: how far the "
+        "medians of the interleaved rounds lie apart, relative to the median.",
+        "",
+        *(
+            [f"**Not trustworthy**: {'; '.join(doc['trust']['reasons'])}.", ""]
+            if doc.get("trust") and not doc["trust"]["trustworthy"]
+            else []
+        ),
+        *(
+            [f"Latency verdict baseline: {doc['speedup_verdict']['comparisons'][0]['baseline']}.", ""]
+            if (doc.get("speedup_verdict") or {}).get("comparisons", [{}])[0].get("baseline")
+            else []
+        ),
+        "| backend | precision | device | batch | p50 ms | mean | p90 | p95 | p99 | min | max | spread | images/s | speed-up | peak RSS MB | GPU MB | img/s/W |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in doc["results"]:
         c = r["config"]
         if "error" in r:
@@ -587,8 +702,18 @@ def machine_description() -> str:
     from .environment import jetson_info
 
     jetson = jetson_info()
-    cpu = next((row.split(":", 1)[1].strip() for row in Path("/proc/cpuinfo").read_text().splitlines()
-                if row.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    cpu = (
+        next(
+            (
+                row.split(":", 1)[1].strip()
+                for row in Path("/proc/cpuinfo").read_text().splitlines()
+                if row.startswith("model name")
+            ),
+            "unknown CPU",
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else "unknown CPU"
+    )
     text = f"{cpu}, {os.cpu_count()} CPUs"
     if jetson:
         text += f"; Jetson {jetson.get('model')}, JetPack {jetson.get('jetpack')}"
@@ -611,19 +736,32 @@ def bench(
     load_before = machine_load()
     results = measure_interleaved(configs, workdir, options, log, progress)
     for entry in results:
-        base = next((b for b in results if "stats" in b and b["config"]["backend"] == "torch" and b["config"]["device"] == "cpu"
-                     and b["config"]["batch"] == entry["config"]["batch"]), None)
+        base = next(
+            (
+                b
+                for b in results
+                if "stats" in b
+                and b["config"]["backend"] == "torch"
+                and b["config"]["device"] == "cpu"
+                and b["config"]["batch"] == entry["config"]["batch"]
+            ),
+            None,
+        )
         if base and "stats" in entry:
             entry["speedup"] = base["stats"]["p50_ms"] / entry["stats"]["p50_ms"]  # medians: outliers do not move it
     notes = []
     if not PowerSampler.available():
         notes.append("no tegrastats here: power not measured (Jetson only)")
     doc = {
-        "kind": "sk-edge/bench", "tool": {"name": "sk-edge", "version": __version__},
-        "model": export.model, "input_shape": list(export.input_shape),
-        "machine": machine_description(), "settings": asdict(options),
+        "kind": "sk-edge/bench",
+        "tool": {"name": "sk-edge", "version": __version__},
+        "model": export.model,
+        "input_shape": list(export.input_shape),
+        "machine": machine_description(),
+        "settings": asdict(options),
         "timing": "warm-up first; per-call wall clock (perf_counter) for synchronous CPU and TensorRT calls, CUDA events for PyTorch on CUDA",
-        "results": results, "notes": notes,
+        "results": results,
+        "notes": notes,
         "speedup_verdict": speedup_verdict(results, options.min_speedup),
         "trust": trust(results, load_before),
         "int8_vs_fp16": precision_comparison(results, "tensorrt"),
@@ -652,8 +790,10 @@ def bench(
     speed = doc["speedup_verdict"]
     if options.min_speedup is not None:
         if speed is None:
-            raise BenchFailed(f"bench FAILED: --min-speedup {options.min_speedup:g}, but no engine or graph was timed to "
-                              f"judge; the rows that ran are in {workdir / BENCH_MD}")
+            raise BenchFailed(
+                f"bench FAILED: --min-speedup {options.min_speedup:g}, but no engine or graph was timed to "
+                f"judge; the rows that ran are in {workdir / BENCH_MD}"
+            )
         if not speed["passed"]:
             raise BenchFailed(f"bench FAILED: {speed['line']} ({workdir / BENCH_MD})")
         log(f"latency verdict PASS: {speed['line']}")

@@ -50,23 +50,30 @@ class CameraFrame:
             raise UsageError(f"--camera: pixel format '{frame.fmt}' is not one of {', '.join(FORMATS)}")
         if not (0 < frame.width <= MAX_SIDE and 0 < frame.height <= MAX_SIDE):
             raise UsageError(f"--camera: the frame's sides must be 1 to {MAX_SIDE} pixels, got {frame.width}x{frame.height}")
-        if frame.fmt in ("nv12", "i420", "yuyv", "uyvy") and (frame.width % 2 or (frame.fmt in ("nv12", "i420")
-                                                                                   and frame.height % 2)):
-            raise UsageError(f"--camera: {frame.fmt} needs an even width{' and height' if frame.fmt in ('nv12', 'i420') else ''}, "
-                             f"got {frame.width}x{frame.height}")
+        if frame.fmt in ("nv12", "i420", "yuyv", "uyvy") and (
+            frame.width % 2 or (frame.fmt in ("nv12", "i420") and frame.height % 2)
+        ):
+            raise UsageError(
+                f"--camera: {frame.fmt} needs an even width{' and height' if frame.fmt in ('nv12', 'i420') else ''}, "
+                f"got {frame.width}x{frame.height}"
+            )
         return frame
 
     def buffer(self) -> np.ndarray:
         """A frame in this format's memory layout (as sk_edge.pixels takes it), filled with a fixed pattern."""
-        shape = {"rgb": (self.height, self.width, 3), "bgr": (self.height, self.width, 3),
-                 "gray8": (self.height, self.width), "nv12": (self.height * 3 // 2, self.width),
-                 "i420": (self.height * 3 // 2, self.width), "yuyv": (self.height, self.width, 2),
-                 "uyvy": (self.height, self.width, 2)}.get(self.fmt, (self.height, self.width, 4))
+        shape = {
+            "rgb": (self.height, self.width, 3),
+            "bgr": (self.height, self.width, 3),
+            "gray8": (self.height, self.width),
+            "nv12": (self.height * 3 // 2, self.width),
+            "i420": (self.height * 3 // 2, self.width),
+            "yuyv": (self.height, self.width, 2),
+            "uyvy": (self.height, self.width, 2),
+        }.get(self.fmt, (self.height, self.width, 4))
         return np.random.default_rng(0).integers(16, 236, size=shape, dtype=np.uint8)
 
 
-def measure_camera(config: dict, workdir: Path, camera: CameraFrame, warmup: int, iterations: int,
-                   threads: int | None) -> dict:
+def measure_camera(config: dict, workdir: Path, camera: CameraFrame, warmup: int, iterations: int, threads: int | None) -> dict:
     """Per-stage latencies (ms) of ``iterations`` frames through one backend, in this process."""
     from .runtime import frames_to_batch
     from .workdir import load_export
@@ -104,8 +111,15 @@ def _inference(config: dict, threads: int | None, held: contextlib.ExitStack) ->
     return engine, lambda: engine.last_stages_ms
 
 
-def camera_rows(configs: list, workdir: Path, camera: CameraFrame, warmup: int, iterations: int, threads: int | None,
-                log: Callable[[str], None]) -> list[dict]:
+def camera_rows(
+    configs: list,
+    workdir: Path,
+    camera: CameraFrame,
+    warmup: int,
+    iterations: int,
+    threads: int | None,
+    log: Callable[[str], None],
+) -> list[dict]:
     """The camera path of every ONNX Runtime graph and TensorRT engine among ``configs``, at batch 1."""
     seen, rows = set(), []
     for config in configs:
@@ -113,8 +127,14 @@ def camera_rows(configs: list, workdir: Path, camera: CameraFrame, warmup: int, 
         if config.backend == "torch" or key in seen:
             continue
         seen.add(key)
-        spec = {"config": {**asdict(config), "batch": 1}, "workdir": str(workdir), "camera": asdict(camera),
-                "warmup": warmup, "iterations": iterations, "threads": threads}
+        spec = {
+            "config": {**asdict(config), "batch": 1},
+            "workdir": str(workdir),
+            "camera": asdict(camera),
+            "warmup": warmup,
+            "iterations": iterations,
+            "threads": threads,
+        }
         result = run_worker("sk_edge.camera_bench", spec)
         row: dict = {"backend": config.backend, "precision": config.precision, "device": config.device}
         if "error" in result:
@@ -122,8 +142,10 @@ def camera_rows(configs: list, workdir: Path, camera: CameraFrame, warmup: int, 
             log(f"  camera path of {config.backend} {config.precision} failed: {row['error']}")
         else:
             measured = result["stages_ms"]
-            row["stages"] = {name: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))}
-                             for name, v in measured.items()}
+            row["stages"] = {
+                name: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))}
+                for name, v in measured.items()
+            }
         rows.append(row)
     return rows
 
@@ -132,23 +154,34 @@ def camera_markdown(camera: dict, rows: list[dict]) -> list[str]:
     """bench.md's camera-path table: p50 / p99 ms per stage."""
     if not rows:
         return ["", "Camera path: not timed (no ONNX Runtime graph or TensorRT engine among the configurations)."]
-    lines = ["", f"Camera path, one {camera['fmt']} {camera['width']}x{camera['height']} frame at a time "
-             "(preprocessing on the CPU; device stages by CUDA events), p50 / p99 ms:", "",
-             "| backend | precision | " + " | ".join(s.replace("_", " ") for s in STAGES) + " |",
-             "| --- | --- |" + " ---: |" * len(STAGES)]
+    lines = [
+        "",
+        f"Camera path, one {camera['fmt']} {camera['width']}x{camera['height']} frame at a time "
+        "(preprocessing on the CPU; device stages by CUDA events), p50 / p99 ms:",
+        "",
+        "| backend | precision | " + " | ".join(s.replace("_", " ") for s in STAGES) + " |",
+        "| --- | --- |" + " ---: |" * len(STAGES),
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['backend']} | {r['precision']} | failed: {r['error']} |")
             continue
-        cells = [f"{r['stages'][s]['p50_ms']:.2f} / {r['stages'][s]['p99_ms']:.2f}" if s in r["stages"] else ""
-                 for s in STAGES]
+        cells = [f"{r['stages'][s]['p50_ms']:.2f} / {r['stages'][s]['p99_ms']:.2f}" if s in r["stages"] else "" for s in STAGES]
         lines.append(f"| {r['backend']} | {r['precision']} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _worker(spec: dict) -> int:
-    report(measure_camera(spec["config"], Path(spec["workdir"]), CameraFrame(**spec["camera"]), spec["warmup"],
-                          spec["iterations"], spec["threads"]))
+    report(
+        measure_camera(
+            spec["config"],
+            Path(spec["workdir"]),
+            CameraFrame(**spec["camera"]),
+            spec["warmup"],
+            spec["iterations"],
+            spec["threads"],
+        )
+    )
     return 0
 
 

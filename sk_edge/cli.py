@@ -75,7 +75,9 @@ class _Group(click.Group):
             raise _ReportedError(
                 f"`sk-edge {ctx.invoked_subcommand}` needs {missing}, which is not installed here; on the host, "
                 f"pip install 'sk-edge[{extra}]' (on a device, build from a work directory made on the host: "
-                "sk-edge build --from DIR)", 1) from None
+                "sk-edge build --from DIR)",
+                1,
+            ) from None
         except (SkEdgeError, OSError) as exc:
             if os.environ.get("SK_EDGE_DEBUG"):
                 raise
@@ -105,68 +107,22 @@ def parse_model_args(values: tuple[str, ...]) -> dict:
 
 
 def model_options(command):
-    """--model, --weights, --num-classes, --input-size, --model-arg: what picks the network."""
+    """MODEL_OPTIONS on a command: what picks the network and its preprocessing, parsed into requests."""
 
-    @click.option(
-        "--model",
-        default=None,
-        help="sknet26-digits (the bundled trained reference), sknet26, sknet50, sknet101, "
-        f"or timm:NAME for a timm SelectiveKernel model [default: the work directory's own model, "
-        f"else {DEFAULT_MODEL}]. A model, weights, classes or input size other than the work "
-        "directory's is refused unless --force.",
-    )
-    @click.option(
-        "--weights",
-        type=click.Path(path_type=Path),
-        help="State dict or checkpoint (.pth/.pt, loaded with weights_only=True) or .safetensors.",
-    )
-    @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs [model default: 1000].")
-    @click.option(
-        "--input-size",
-        default=None,
-        callback=_size,
-        metavar="N|HxW",
-        help="Input side, or height x width (e.g. 224x320) [default: the checkpoint's, else the model's own: "
-        "64 for sknet26-digits, 224 otherwise].",
-    )
-    @click.option(
-        "--model-arg",
-        "model_args",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Model constructor argument, repeatable; VALUE is JSON or a bare string "
-        "(ours: branches, groups, reduction, min_dim, base_width, stem_width).",
-    )
-    @click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean of pixels scaled to [0, 1].")
-    @click.option("--std", default=None, metavar="R,G,B", help="Normalisation standard deviation.")
-    @click.option("--resize", type=click.Choice(tuple(CLI_RESIZE)), default=None,
-                  help="crop: resize, then the central window (torchvision/timm eval); stretch: the whole image to "
-                  "the input size; letterbox: fit, keep the aspect ratio, pad with the mean colour.")
-    @click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
-                  help="For --resize crop: the share of the resized image the input covers (1.0: no crop).")
-    @click.option("--interpolation", type=click.Choice(("bilinear", "bicubic", "nearest")), default=None)
-    @click.option("--channel-order", type=click.Choice(("RGB", "BGR"), case_sensitive=False), default=None,
-                  help="The channel order the model was trained on.")
-    @click.option("--exif-orientation", type=click.Choice(("ignore", "apply")), default=None,
-                  help="ignore: the pixels as stored, as torchvision and timm load photos; apply: turned upright by "
-                  "their EXIF tag, as OpenCV's imread does [default: ignore].")
-    @click.option("--class-names", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
-                  help="One class name per line, in class order [default for build: the names of --images' class "
-                  "folders]: in export.json, verify.md, the engine sidecar, the Triton and DeepStream label files.")
-    @click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  metavar="FILE.json", help="The same fields as JSON (input_size, mean, std, resize, crop_pct, "
-                  "interpolation, channel_order, exif_orientation); options given here win.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .preprocess import requests_from
 
-        fields = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order",
-                                             "exif_orientation")}
+        fields = {
+            k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop_pct", "interpolation", "channel_order", "exif_orientation")
+        }
         given = {k: v for k, v in fields.items() if v is not None}
         kwargs["preprocess"] = requests_from(given, kwargs.pop("preprocess_file"), "the command line")
         kwargs["model_args"] = parse_model_args(kwargs["model_args"])
         return command(*args, **kwargs)
 
+    for option in reversed(MODEL_OPTIONS):  # decorators apply bottom-up: the table's first option is listed first
+        wrapper = option(wrapper)
     return wrapper
 
 
@@ -179,6 +135,87 @@ def _size(ctx, param, value):
         return parse_size(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+# What picks the network and its preprocessing, in the order --help lists them (model_options applies them).
+MODEL_OPTIONS = (
+    click.option(
+        "--model",
+        default=None,
+        help="sknet26-digits (the bundled trained reference), sknet26, sknet50, sknet101, "
+        f"or timm:NAME for a timm SelectiveKernel model [default: the work directory's own model, "
+        f"else {DEFAULT_MODEL}]. A model, weights, classes or input size other than the work "
+        "directory's is refused unless --force.",
+    ),
+    click.option(
+        "--weights",
+        type=click.Path(path_type=Path),
+        help="State dict or checkpoint (.pth/.pt, loaded with weights_only=True) or .safetensors.",
+    ),
+    click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs [model default: 1000]."),
+    click.option(
+        "--input-size",
+        default=None,
+        callback=_size,
+        metavar="N|HxW",
+        help="Input side, or height x width (e.g. 224x320) [default: the checkpoint's, else the model's own: "
+        "64 for sknet26-digits, 224 otherwise].",
+    ),
+    click.option(
+        "--model-arg",
+        "model_args",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Model constructor argument, repeatable; VALUE is JSON or a bare string "
+        "(ours: branches, groups, reduction, min_dim, base_width, stem_width).",
+    ),
+    click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean of pixels scaled to [0, 1]."),
+    click.option("--std", default=None, metavar="R,G,B", help="Normalisation standard deviation."),
+    click.option(
+        "--resize",
+        type=click.Choice(tuple(CLI_RESIZE)),
+        default=None,
+        help="crop: resize, then the central window (torchvision/timm eval); stretch: the whole image to "
+        "the input size; letterbox: fit, keep the aspect ratio, pad with the mean colour.",
+    ),
+    click.option(
+        "--crop-pct",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=None,
+        help="For --resize crop: the share of the resized image the input covers (1.0: no crop).",
+    ),
+    click.option("--interpolation", type=click.Choice(("bilinear", "bicubic", "nearest")), default=None),
+    click.option(
+        "--channel-order",
+        type=click.Choice(("RGB", "BGR"), case_sensitive=False),
+        default=None,
+        help="The channel order the model was trained on.",
+    ),
+    click.option(
+        "--exif-orientation",
+        type=click.Choice(("ignore", "apply")),
+        default=None,
+        help="ignore: the pixels as stored, as torchvision and timm load photos; apply: turned upright by "
+        "their EXIF tag, as OpenCV's imread does [default: ignore].",
+    ),
+    click.option(
+        "--class-names",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="One class name per line, in class order [default for build: the names of --images' class "
+        "folders]: in export.json, verify.md, the engine sidecar, the Triton and DeepStream label files.",
+    ),
+    click.option(
+        "--preprocess",
+        "preprocess_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE.json",
+        help="The same fields as JSON (input_size, mean, std, resize, crop_pct, "
+        "interpolation, channel_order, exif_orientation); options given here win.",
+    ),
+)
 
 
 def workdir_option(command):
@@ -270,8 +307,7 @@ def export(model, weights, num_classes, input_size, model_args, class_names, pre
             return
         _log(f"exporting the work directory's own {request.name} again" + (f": {', '.join(changed)}" if changed else ""))
     _log(f"building {request.name} ...")
-    built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args,
-                        request.preprocess)
+    built = build_model(request.name, request.num_classes, request.input_size, request.weights, request.args, request.preprocess)
     from .pipeline import name_classes
 
     name_classes(built, class_names, None, _log)
@@ -336,8 +372,7 @@ def calibrate(workdir, images, force, **settings):
     spread = doc["summary"]
     _log(
         "amax as a fraction of max, median over "
-        f"{len(doc['tensors'])} tensors: "
-        + ", ".join(f"{m} {spread[m]['median_of_max']:.2f}" for m in METHODS if m in spread)
+        f"{len(doc['tensors'])} tensors: " + ", ".join(f"{m} {spread[m]['median_of_max']:.2f}" for m in METHODS if m in spread)
     )
     worst = spread["most_clipped"][0] if spread["most_clipped"] else None
     if worst:
@@ -369,15 +404,31 @@ def quantize(workdir, precision, mixed, force):
 
 @cli.command()
 @workdir_option
-@click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="Held-out images [default for the reference model: its evaluation set].")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Held-out images [default for the reference model: its evaluation set].",
+)
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="CSV of file,label rows.")
 @click.option("--num-images", type=int, default=SENSITIVITY_IMAGES, show_default=True, help="Images per measurement.")
 @click.option("--mixed", type=click.Choice(MIXED_PRECISIONS), default=DEFAULT_MIXED, show_default=True)
-@click.option("--max-top1-drop", type=float, default=None, metavar="PTS", callback=finite,
-              help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PCT", callback=finite,
-              help="The same for top-1 agreement with FP32 (no labels needed); with --max-top1-drop, both must hold.")
+@click.option(
+    "--max-top1-drop",
+    type=float,
+    default=None,
+    metavar="PTS",
+    callback=finite,
+    help="Also choose the fewest layers to keep in floating point for this budget, and re-quantize.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="PCT",
+    callback=finite,
+    help="The same for top-1 agreement with FP32 (no labels needed); with --max-top1-drop, both must hold.",
+)
 @max_float_share_option
 def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_agreement, max_float_share):
     """Rank every INT8 layer by the drift it causes: WORKDIR/sensitivity.json and sensitivity.md."""
@@ -391,8 +442,18 @@ def sensitivity(workdir, images, labels, num_images, mixed, max_top1_drop, min_a
         labels = labels or default_labels
     bar = _Progress("  layers")
     try:
-        doc = analyze_sensitivity(workdir, images, labels, count=num_images, mixed=mixed, max_top1_drop=max_top1_drop,
-                                  min_agreement=min_agreement, log=_log, progress=bar, max_float_share=max_float_share / 100)
+        doc = analyze_sensitivity(
+            workdir,
+            images,
+            labels,
+            count=num_images,
+            mixed=mixed,
+            max_top1_drop=max_top1_drop,
+            min_agreement=min_agreement,
+            log=_log,
+            progress=bar,
+            max_float_share=max_float_share / 100,
+        )
     finally:
         bar.close()
     for i, r in enumerate(doc["layers"][:5], 1):
@@ -473,8 +534,12 @@ def bench(workdir, **settings):
 @cli.command()
 @workdir_option
 @click.option("--candidate", type=click.Choice(("int8", "fp16")), default="int8", show_default=True)
-@click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="Images with objects near the centre [default for the reference model: its evaluation set].")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Images with objects near the centre [default for the reference model: its evaluation set].",
+)
 @click.option("--num-images", type=int, default=SELECTION_IMAGES, show_default=True)
 def analyze(workdir, candidate, images, num_images):
     """Kernel selection per SK unit at object scales 1x/1.5x/2x: WORKDIR/selection.json and selection.png."""
@@ -497,9 +562,14 @@ def analyze(workdir, candidate, images, num_images):
 @workdir_option
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True, help="Triton model repository folder.")
 @click.option("--name", default=None, help="Model name in the repository [default: the model's].")
-@click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: int8, fp16, fp32 - the first built].")
-@click.option("--unverified", is_flag=True, help="Publish a file that has no passing verdict of its own (said in the "
-              "repository's .sk-edge-model.json).")
+@click.option(
+    "--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: int8, fp16, fp32 - the first built]."
+)
+@click.option(
+    "--unverified",
+    is_flag=True,
+    help="Publish a file that has no passing verdict of its own (said in the repository's .sk-edge-model.json).",
+)
 def export_triton(workdir, repo, name, precision, unverified):
     """Write a Triton model repository entry: config.pbtxt and N/model.plan (or model.onnx).
 
@@ -512,11 +582,18 @@ def export_triton(workdir, repo, name, precision, unverified):
 
 @cli.command("export-deepstream")
 @workdir_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Config file [default: WORKDIR/deepstream_nvinfer.txt].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file [default: WORKDIR/deepstream_nvinfer.txt].",
+)
 @click.option("--precision", type=click.Choice(BUILD_PRECISIONS), default=None, help="[default: the first built].")
-@click.option("--unverified", is_flag=True, help="Write it for a file that has no passing verdict of its own (said "
-              "in the config's first line).")
+@click.option(
+    "--unverified",
+    is_flag=True,
+    help="Write it for a file that has no passing verdict of its own (said in the config's first line).",
+)
 def export_deepstream(workdir, out, precision, unverified):
     """Write a DeepStream nvinfer classifier config (engine, scaling, offsets, colour, batch).
 
@@ -544,21 +621,33 @@ def info(as_json: bool) -> None:
         ("python", f"{env['python']} ({env['platform']})"),
         ("torch", libs["torch"] or "not installed"),
         ("onnx", libs["onnx"] or "not installed"),
-        ("onnxruntime", f"{libs['onnxruntime'] or 'not installed'} ({', '.join(env['onnxruntime_providers']) or 'no providers'})"),
+        (
+            "onnxruntime",
+            f"{libs['onnxruntime'] or 'not installed'} ({', '.join(env['onnxruntime_providers']) or 'no providers'})",
+        ),
         ("onnx-graphsurgeon", libs["onnx-graphsurgeon"] or "not installed"),
         ("timm", libs["timm"] or "not installed (pip install 'sk-edge[timm]' for timm models)"),
         ("tensorrt", trt["version"] if trt["installed"] else trt["detail"]),
-        ("tensorrt-rtx", f"{rtx['version']} ({rtx['module']}; builds --target rtx engines here, GPU or not)"
-         if rtx["installed"] else rtx["detail"]),
+        (
+            "tensorrt-rtx",
+            f"{rtx['version']} ({rtx['module']}; builds --target rtx engines here, GPU or not)"
+            if rtx["installed"]
+            else rtx["detail"],
+        ),
         ("pycuda", libs["pycuda"] or "not installed"),
     ]
     dev = env["cuda_device"]
     rows.append(
-        ("cuda device", f"{dev['name']} (compute capability {dev['compute_capability']}, {dev['memory_gib']} GiB)" if dev else "none")
+        (
+            "cuda device",
+            f"{dev['name']} (compute capability {dev['compute_capability']}, {dev['memory_gib']} GiB)" if dev else "none",
+        )
     )
     jetson = env["jetson"]
     if jetson:
-        rows.append(("jetson", f"{jetson['model'] or 'unknown model'}, L4T {jetson['l4t']}, JetPack {jetson['jetpack'] or 'unknown'}"))
+        rows.append(
+            ("jetson", f"{jetson['model'] or 'unknown model'}, L4T {jetson['l4t']}, JetPack {jetson['jetpack'] or 'unknown'}")
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")

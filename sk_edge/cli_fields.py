@@ -25,6 +25,7 @@ def finite(ctx, param, value):
 
 def comma_separated(kind: Callable[[str], Any], default: Any = None):
     """A callback parsing ``a,b,c`` into a tuple of ``kind``; an option not given is ``default``."""
+
     def convert(ctx, param, value):
         if value is None:
             return default
@@ -63,12 +64,19 @@ def click_option(name: str, default: Any, spelled: Option) -> Callable:
         if spelled.off_flag:  # a True default: the flag turns it off
             return click.option(spelled.off_flag, name, flag_value=False, default=True, help=spelled.help)
         return click.option(flag, name, is_flag=True, default=bool(default), help=spelled.help)
-    settings: dict[str, Any] = {"help": spelled.help, "metavar": spelled.metavar, "default": default,
-                                "show_default": default is not None}
+    settings: dict[str, Any] = {
+        "help": spelled.help,
+        "metavar": spelled.metavar,
+        "default": default,
+        "show_default": default is not None,
+    }
     if spelled.kind in ("csv", "int-csv"):
         # An empty tuple is a default with a meaning of its own (the help says which), not a list to show.
-        settings.update(callback=comma_separated(int if spelled.kind == "int-csv" else str, default),
-                        default=",".join(map(str, default)) if default else None, show_default=bool(default))
+        settings.update(
+            callback=comma_separated(int if spelled.kind == "int-csv" else str, default),
+            default=",".join(map(str, default)) if default else None,
+            show_default=bool(default),
+        )
     else:
         settings["type"] = _click_type(spelled)
         if spelled.finite:

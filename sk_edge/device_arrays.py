@@ -63,8 +63,10 @@ def cuda_array_view(obj, what: str = "input") -> CudaArrayView:
         raise UsageError(f"the {what} is a masked CUDA array; pass its data without the mask")
     strides = interface.get("strides")
     if strides is not None and not _c_contiguous(shape, tuple(strides), dtype.itemsize):
-        raise UsageError(f"the {what} is not C-contiguous (strides {tuple(strides)}); pass a contiguous copy, "
-                         "e.g. tensor.contiguous() or cupy.ascontiguousarray(a)")
+        raise UsageError(
+            f"the {what} is not C-contiguous (strides {tuple(strides)}); pass a contiguous copy, "
+            "e.g. tensor.contiguous() or cupy.ascontiguousarray(a)"
+        )
     pointer, readonly = interface["data"]
     if pointer == 0 and any(shape):
         raise UsageError(f"the {what} has a null device pointer")
@@ -100,9 +102,15 @@ class _DLDataType(ctypes.Structure):
 
 
 class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32), ("dtype", _DLDataType),
-                ("shape", ctypes.POINTER(ctypes.c_int64)), ("strides", ctypes.POINTER(ctypes.c_int64)),
-                ("byte_offset", ctypes.c_uint64)]
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", _DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
 
 
 class _DLManagedTensor(ctypes.Structure):  # the unversioned struct a "dltensor" capsule holds
@@ -133,8 +141,7 @@ def dlpack_view(capsule, what: str = "input") -> tuple[int, CudaArrayView]:
     tensor = _DLManagedTensor.from_address(address).dl_tensor
     dtype = tensor.dtype
     if dtype.code not in _DL_KINDS or dtype.lanes != 1 or dtype.bits % 8:
-        raise UsageError(f"the {what} has DLPack type code {dtype.code}, {dtype.bits} bits, {dtype.lanes} lanes; "
-                         "pass float32")
+        raise UsageError(f"the {what} has DLPack type code {dtype.code}, {dtype.bits} bits, {dtype.lanes} lanes; pass float32")
     np_dtype = np.dtype(f"{_DL_KINDS[dtype.code]}{dtype.bits // 8}")
     shape = tuple(int(tensor.shape[i]) for i in range(tensor.ndim))
     if tensor.strides:  # in elements; NULL means compact row-major

@@ -76,15 +76,22 @@ def trtexec_lines(workdir: Path, precision: str, options: trt_backend.BuildOptio
         lines.append(f"# {label}:")
         if legacy and precision == "int8":
             # TensorRT skips a cache whose header names another release: write the device's own.
-            lines.append(f"#   sed -i '1s/.*/{features.calib_cache_header}/' calib.cache   (the header of your exact release: 8.5.2 -> 8502, "
-                         "8.6.2 -> 8602, 10.3.0 -> 100300)")
-        lines.append("#   " + trt_backend.trtexec_command(graph, engine_name(precision, options.dla_core), input_name, shape,
-                                                           options, legacy, features, precision))
+            lines.append(
+                f"#   sed -i '1s/.*/{features.calib_cache_header}/' calib.cache   (the header of your exact release: 8.5.2 -> 8502, "
+                "8.6.2 -> 8602, 10.3.0 -> 100300)"
+            )
+        lines.append(
+            "#   "
+            + trt_backend.trtexec_command(
+                graph, engine_name(precision, options.dla_core), input_name, shape, options, legacy, features, precision
+            )
+        )
     return lines
 
 
-def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool,
-                  verdict_flags: tuple[str, ...] = ()) -> str:
+def device_script(
+    workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool, verdict_flags: tuple[str, ...] = ()
+) -> str:
     """on_device.sh; ``verdict_flags`` are the host build's gates (--min-agreement ...), so that the device
     judges its engine by the same thresholds."""
     flags = [f"--precision {precision}", f"--workspace {options.workspace_mib}", f"--opt-level {options.opt_level}"]
@@ -95,31 +102,46 @@ def device_script(workdir: Path, precision: str, options: trt_backend.BuildOptio
     if options.target == "rtx":
         flags.append("--target rtx" + (f" --rtx-sm {','.join(options.rtx_sms)}" if options.rtx_sms else ""))
     flags += list(verdict_flags)
-    head = ["#!/bin/sh",
-            "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
-            "# Jetson or GPU machine (with sk-edge and TensorRT installed) and run this script there.",
-            "set -e",
-            'cd "$(dirname "$0")"',
-            f"sk-edge build --from . {' '.join(flags)}",
-            ""]
-    if options.target == "rtx":  # TensorRT-RTX builds on any machine: no trtexec lines per release
-        return "\n".join(head + ["# TensorRT-RTX: pip install 'sk-edge[rtx]' builds this engine on any machine, GPU or not;",
-                                 "# the RTX machine then runs it (sk-edge verify / bench, or the C++ runtime).", ""])
-    return "\n".join(head + [
-        "# The same engine with NVIDIA's trtexec, for devices without Python (no sidecar, no",
-        "# stale-engine check, no layer summary). Pick the line of the TensorRT on the device:",
-        *trtexec_lines(workdir, precision, options),
+    head = [
+        "#!/bin/sh",
+        "# Written by sk-edge build on a machine without TensorRT. Copy this work directory to the",
+        "# Jetson or GPU machine (with sk-edge and TensorRT installed) and run this script there.",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        f"sk-edge build --from . {' '.join(flags)}",
         "",
-    ])
+    ]
+    if options.target == "rtx":  # TensorRT-RTX builds on any machine: no trtexec lines per release
+        return "\n".join(
+            head
+            + [
+                "# TensorRT-RTX: pip install 'sk-edge[rtx]' builds this engine on any machine, GPU or not;",
+                "# the RTX machine then runs it (sk-edge verify / bench, or the C++ runtime).",
+                "",
+            ]
+        )
+    return "\n".join(
+        head
+        + [
+            "# The same engine with NVIDIA's trtexec, for devices without Python (no sidecar, no",
+            "# stale-engine check, no layer summary). Pick the line of the TensorRT on the device:",
+            *trtexec_lines(workdir, precision, options),
+            "",
+        ]
+    )
 
 
 def _with_profile(options: trt_backend.BuildOptions, export: ExportInfo) -> trt_backend.BuildOptions:
     """``options`` with the optimisation profile the exported graph needs (dynamic batch)."""
     max_batch = export.dynamic_batch
     if options.dynamic_batch and not max_batch:
-        raise UsageError("--dynamic-batch needs a graph exported with a dynamic batch; re-export with `sk-edge export --dynamic-batch MAX`")
+        raise UsageError(
+            "--dynamic-batch needs a graph exported with a dynamic batch; re-export with `sk-edge export --dynamic-batch MAX`"
+        )
     if options.dynamic_batch and max_batch and options.dynamic_batch > max_batch:
-        raise UsageError(f"--dynamic-batch {options.dynamic_batch} exceeds the exported graph's {max_batch}; re-export with a larger MAX")
+        raise UsageError(
+            f"--dynamic-batch {options.dynamic_batch} exceeds the exported graph's {max_batch}; re-export with a larger MAX"
+        )
     if max_batch and not options.dynamic_batch:
         options = trt_backend.BuildOptions(**{**options.__dict__, "dynamic_batch": max_batch})
     return options
@@ -149,8 +171,10 @@ def write_dla_graph(workdir: Path) -> tuple[Path, dict]:
     model, report = chain_global_pools(onnx.load(str(workdir / FP32_ONNX)))
     data = model.SerializeToString()
     x = parity_inputs(tuple(export.input_shape), samples=1)
-    with OnnxRuntimeRunner(data, dynamic_batch=True) as rewritten, \
-            OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True) as original:
+    with (
+        OnnxRuntimeRunner(data, dynamic_batch=True) as rewritten,
+        OnnxRuntimeRunner(workdir / FP32_ONNX, dynamic_batch=True) as original,
+    ):
         diff = float(np.abs(rewritten(x) - original(x)).max())
     if diff > 1e-4:
         raise SkEdgeError(f"the DLA pooling rewrite changed the logits by {diff:.3g}; report this as a bug")
@@ -191,13 +215,7 @@ def build_engine_stage(
         raise UsageError("the DLA needs static shapes; re-export with `sk-edge export --batch N` (no --dynamic-batch)")
     options = _with_profile(options, export)
     graph_info = check_inputs(workdir, precision, legacy)
-    graph = workdir / GRAPH_NAMES[precision]
-    dla_pooling = None
-    if legacy:  # the FP32 graph, with the DLA-sized pools when the DLA runs it
-        graph, dla_pooling = write_dla_graph(workdir) if options.dla_core is not None else (workdir / FP32_ONNX, None)
-    calib_cache = None
-    if legacy and precision == "int8":
-        calib_cache = legacy_calib_cache(workdir, dla_pooling, log)
+    graph, dla_pooling, calib_cache = _graph_to_parse(workdir, precision, options, legacy, log)
     gpu = gpu or trt_backend.gpu_identity()
     if gpu is None and features.needs_gpu_to_build:
         raise trt_backend.TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible")
@@ -210,20 +228,21 @@ def build_engine_stage(
     settings = {"precision": precision, "legacy_weakly_typed": legacy, **options.settings()}
     # A TensorRT-RTX engine is made for its targets, not for the GPU (if any) of the machine that builds it.
     built_for = gpu if features.needs_gpu_to_build else {"compute_capabilities": list(options.compute_capabilities)}
-    key = artifacts.stage_key({"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__,
-                               "flavour": features.flavour, "gpu": built_for})
+    key = artifacts.stage_key(
+        {"stage": "engine", **inputs, **settings, "tensorrt": trt.__version__, "flavour": features.flavour, "gpu": built_for}
+    )
     if not force and artifacts.up_to_date(sidecar_path, key) is not None:
         log(f"{engine_path} is up to date; --force rebuilds it")
         view = read_view(workdir, sidecar_path.name)
-        return BuildResult(precision, graph, "tensorrt", engine_path, layers=view.layers_summary,
-                           cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu))
+        return _result(precision, graph, engine_path, view.layers_summary, view, trt, gpu)
     if engine_path.is_file():
         log(f"rebuilding {engine_path.name}: {_why_stale(engine_path, sidecar_path, inputs, trt.__version__, gpu)}")
 
     if features.timing_cache:
         options.timing_cache = options.timing_cache or timing_cache_path(trt.__version__, gpu)
-    built = trt_backend.build_engine(graph, export.input.name, tuple(export.input.shape), options, calib_cache, legacy,
-                                     trt=trt, log=log, precision=precision)
+    built = trt_backend.build_engine(
+        graph, export.input.name, tuple(export.input.shape), options, calib_cache, legacy, trt=trt, log=log, precision=precision
+    )
     for warning in built.warnings[:5]:
         log(f"  {features.name}: {warning}")
     plan_summary = check_plan(workdir, engine_path, built, graph, graph_info, precision, legacy)
@@ -231,14 +250,39 @@ def build_engine_stage(
         tmp.write_bytes(built.plan)
     # build_engine has written the timing cache itself, merged under a lock with concurrent builds.
     dla_summary = _write_dla_report(workdir, built, dla_pooling, log)
-    view = _write_engine_sidecar(sidecar_path, engine_path, key, inputs, settings, built, features, options, gpu,
-                                 export, plan_summary, dla_summary)
-    return BuildResult(precision, graph, "tensorrt", engine_path, layers=plan_summary,
-                       cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu))
+    view = _write_engine_sidecar(
+        sidecar_path, engine_path, key, inputs, settings, built, features, options, gpu, export, plan_summary, dla_summary
+    )
+    return _result(precision, graph, engine_path, plan_summary, view, trt, gpu)
 
 
-def check_plan(workdir: Path, engine_path: Path, built: trt_backend.BuiltEngine, graph: Path, graph_info,
-               precision: str, legacy: bool) -> dict:
+def _graph_to_parse(
+    workdir: Path, precision: str, options: trt_backend.BuildOptions, legacy: bool, log: Callable[[str], None]
+) -> tuple[Path, dict | None, bytes | None]:
+    """(the ONNX file TensorRT parses, the DLA pool rewrite, the calibration cache): the precision graph on the
+    strongly typed path; on the weakly typed one the FP32 graph (with DLA-sized pools on the DLA) and, for INT8,
+    calib.cache."""
+    if not legacy:
+        return workdir / GRAPH_NAMES[precision], None, None
+    graph, dla_pooling = write_dla_graph(workdir) if options.dla_core is not None else (workdir / FP32_ONNX, None)
+    return graph, dla_pooling, legacy_calib_cache(workdir, dla_pooling, log) if precision == "int8" else None
+
+
+def _result(precision: str, graph: Path, engine_path: Path, layers: dict, view, trt, gpu: dict | None) -> BuildResult:
+    """The stage's result for an engine built or reused, with why it cannot run here (if it cannot)."""
+    return BuildResult(
+        precision,
+        graph,
+        "tensorrt",
+        engine_path,
+        layers=layers,
+        cannot_run=trt_backend.engine_mismatch(view, trt.__version__, gpu),
+    )
+
+
+def check_plan(
+    workdir: Path, engine_path: Path, built: trt_backend.BuiltEngine, graph: Path, graph_info, precision: str, legacy: bool
+) -> dict:
     """Write the engine's layer plan beside it and hold it to the graph's claims; returns its summary.
 
     For a strongly typed build every Conv/Gemm must be computed in the precision the graph gives it
@@ -259,27 +303,35 @@ def check_plan(workdir: Path, engine_path: Path, built: trt_backend.BuiltEngine,
     # A weakly typed build takes its precisions from calib.cache and TensorRT's choices: nothing to hold it to.
     summary["precision_checked"] = not legacy and summary["mapped_to_onnx"]
     layers_path = workdir / layers_name(engine_path.name)
-    artifacts.write_json(layers_path, {
-        "engine": engine_path.name, "graph": graph.name,
-        "source": "engine inspector" if built.flavour == "tensorrt" else "TensorRT-RTX builder log (Layers:)",
-        "tensorrt": {"version": built.trt_version, "flavour": built.flavour}, "summary": summary,
-        "layers": [{**layer.as_dict(), "sk_units": sorted({layer_plan.sk_unit(n) for n in layer.onnx_nodes if "/sk/" in n})}
-                   for layer in built.layers],
-        "report": built.report,
-    })
+    artifacts.write_json(
+        layers_path,
+        {
+            "engine": engine_path.name,
+            "graph": graph.name,
+            "source": "engine inspector" if built.flavour == "tensorrt" else "TensorRT-RTX builder log (Layers:)",
+            "tensorrt": {"version": built.trt_version, "flavour": built.flavour},
+            "summary": summary,
+            "layers": [
+                {**layer.as_dict(), "sk_units": sorted({layer_plan.sk_unit(n) for n in layer.onnx_nodes if "/sk/" in n})}
+                for layer in built.layers
+            ],
+            "report": built.report,
+        },
+    )
     if summary["precision_checked"]:
         wrong = layer_plan.precision_violations(built.layers, facts)
         if wrong:
             raise SkEdgeError(
                 f"the engine computes {len(wrong)} of the {len(facts.macs)} Conv/Gemm layers of {graph.name} in another "
                 f"precision than the graph gives them: {'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} "
-                f"(all in {layers_path}); no engine written"
-                + (f"; {built.int8_hint}" if built.int8_hint else ""))
+                f"(all in {layers_path}); no engine written" + (f"; {built.int8_hint}" if built.int8_hint else "")
+            )
     return summary
 
 
-def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling: dict | None,
-                      log: Callable[[str], None]) -> dict | None:
+def _write_dla_report(
+    workdir: Path, built: trt_backend.BuiltEngine, dla_pooling: dict | None, log: Callable[[str], None]
+) -> dict | None:
     if not built.dla_layers:
         return None
     on_dla = [layer for layer in built.dla_layers if layer["dla"]]
@@ -290,26 +342,48 @@ def _write_dla_report(workdir: Path, built: trt_backend.BuiltEngine, dla_pooling
     return summary
 
 
-def _write_engine_sidecar(sidecar_path: Path, engine_path: Path, key: str, inputs: dict, settings: dict,
-                          built: trt_backend.BuiltEngine, features: trt_backend.TrtFeatures,
-                          options: trt_backend.BuildOptions, gpu: dict | None, export: ExportInfo, plan_summary: dict,
-                          dla_summary: dict | None) -> EngineInfo:
+def _write_engine_sidecar(
+    sidecar_path: Path,
+    engine_path: Path,
+    key: str,
+    inputs: dict,
+    settings: dict,
+    built: trt_backend.BuiltEngine,
+    features: trt_backend.TrtFeatures,
+    options: trt_backend.BuildOptions,
+    gpu: dict | None,
+    export: ExportInfo,
+    plan_summary: dict,
+    dla_summary: dict | None,
+) -> EngineInfo:
     from .environment import jetson_info
 
     layers_path = engine_path.parent / layers_name(engine_path.name)
     rtx = None
     if features.rtx:
-        rtx = {"compute_capabilities": list(options.compute_capabilities), "default_targets": not options.rtx_sms,
-               "engine_header": trt_backend.rtx_engine_header(built.plan, built.trt_version)}
+        rtx = {
+            "compute_capabilities": list(options.compute_capabilities),
+            "default_targets": not options.rtx_sms,
+            "engine_header": trt_backend.rtx_engine_header(built.plan, built.trt_version),
+        }
     return EngineInfo.write(
-        sidecar_path, key, engine_path, inputs=inputs, settings=settings,
+        sidecar_path,
+        key,
+        engine_path,
+        inputs=inputs,
+        settings=settings,
         tensorrt={"version": built.trt_version, "flavour": built.flavour},
-        gpu=gpu if features.needs_gpu_to_build else None, jetson=jetson_info(), platform=trt_backend.host_platform(),
+        gpu=gpu if features.needs_gpu_to_build else None,
+        jetson=jetson_info(),
+        platform=trt_backend.host_platform(),
         model={"input": export.input.to_dict(), "output": export.output.to_dict()},
-        preprocess=export.preprocess_record, class_names=export.class_names,
+        preprocess=export.preprocess_record,
+        class_names=export.class_names,
         timing_cache=str(options.timing_cache) if options.timing_cache else None,
         layers={"name": layers_path.name, "sha256": artifacts.sha256_file(layers_path)},
-        layers_summary=plan_summary, dla=dla_summary, rtx=rtx,
+        layers_summary=plan_summary,
+        dla=dla_summary,
+        rtx=rtx,
     )
 
 
@@ -330,9 +404,11 @@ def legacy_calib_cache(workdir: Path, dla_pooling: dict | None, log: Callable[[s
     calib = read_view(workdir, CALIB_JSON)  # checked by check_inputs before the build
     if not calib.legacy_ranges:
         total = len(calib.tensors)
-        log(f"  calib.cache has ranges for the {total} tensors the Q/DQ plan quantizes only: TensorRT runs every layer "
+        log(
+            f"  calib.cache has ranges for the {total} tensors the Q/DQ plan quantizes only: TensorRT runs every layer "
             "that touches another tensor in floating point. Re-calibrate on the host with `sk-edge calibrate "
-            "--legacy-ranges` (or `sk-edge build --dla-core N`) for INT8 everywhere the DLA allows")
+            "--legacy-ranges` (or `sk-edge build --dla-core N`) for INT8 everywhere the DLA allows"
+        )
     extra = []
     if dla_pooling and dla_pooling.get("rewritten"):
         inputs = {n.name: n.input[0] for n in onnx.load(str(workdir / FP32_ONNX), load_external_data=False).graph.node}

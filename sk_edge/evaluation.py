@@ -40,9 +40,11 @@ SELECTION_IMAGES = 200
 
 def too_few_images(count: int, where: str, min_images: int, fix: str, planned: bool = False) -> UsageError:
     """The refusal of a verdict on fewer than ``min_images`` images (``planned``: before any work)."""
-    return UsageError(f"only {count} images {'would judge' if planned else 'judge'} this build ({where}); a top-1 "
-                      f"agreement figure needs at least {min_images} (below that one image moves it by more than a "
-                      f"point): {fix}, or --no-verify")
+    return UsageError(
+        f"only {count} images {'would judge' if planned else 'judge'} this build ({where}); a top-1 "
+        f"agreement figure needs at least {min_images} (below that one image moves it by more than a "
+        f"point): {fix}, or --no-verify"
+    )
 
 
 def is_held_out(name: str, fraction: float) -> bool:
@@ -86,14 +88,20 @@ def _label_values(path: Path, rows: dict[str, tuple[int, int]], num_classes: int
     values = [v for v, _ in rows.values()]
     for name, (value, line) in rows.items():
         if value < 0:
-            raise UsageError(f"labels file '{path}' line {line}: label {value} for '{name}' is negative; labels are "
-                             "class indices 0 .. N-1")
+            raise UsageError(
+                f"labels file '{path}' line {line}: label {value} for '{name}' is negative; labels are class indices 0 .. N-1"
+            )
     if num_classes is not None and max(values) >= num_classes:
         name, (value, line) = max(rows.items(), key=lambda kv: kv[1][0])
-        hint = (f"; its labels run 1 .. {num_classes}: a 1-based file, write each label minus 1"
-                if min(values) == 1 and max(values) == num_classes else "")
-        raise UsageError(f"labels file '{path}' line {line}: label {value} for '{name}' is not a class of this "
-                         f"{num_classes}-class model (0 .. {num_classes - 1}){hint}")
+        hint = (
+            f"; its labels run 1 .. {num_classes}: a 1-based file, write each label minus 1"
+            if min(values) == 1 and max(values) == num_classes
+            else ""
+        )
+        raise UsageError(
+            f"labels file '{path}' line {line}: label {value} for '{name}' is not a class of this "
+            f"{num_classes}-class model (0 .. {num_classes - 1}){hint}"
+        )
 
 
 def read_labels_csv(path: Path, root: Path | None = None, num_classes: int | None = None) -> dict[str, int]:
@@ -103,8 +111,9 @@ def read_labels_csv(path: Path, root: Path | None = None, num_classes: int | Non
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read labels file '{path}': {getattr(exc, 'strerror', None) or exc}; pass a CSV of "
-                         "file,label rows (UTF-8)") from None
+        raise UsageError(
+            f"cannot read labels file '{path}': {getattr(exc, 'strerror', None) or exc}; pass a CSV of file,label rows (UTF-8)"
+        ) from None
     found: dict[str, tuple[int, int]] = {}
     for n, row in enumerate(rows, 1):
         if not row or not "".join(row).strip():
@@ -112,16 +121,21 @@ def read_labels_csv(path: Path, root: Path | None = None, num_classes: int | Non
         if len(row) < 2 or not re.fullmatch(r"-?[0-9]+", row[1].strip()):
             if n == 1:  # the first row may be a header
                 continue
-            raise UsageError(f"labels file '{path}' line {n} is not 'file,label' with a whole-number label "
-                             f"(got {','.join(row)[:60]!r})")
+            raise UsageError(
+                f"labels file '{path}' line {n} is not 'file,label' with a whole-number label (got {','.join(row)[:60]!r})"
+            )
         key = row[0].strip().replace("\\", "/") if root is None else _label_key(row[0], root, path.parent)
         if key is None:
-            raise UsageError(f"labels file '{path}' line {n} names '{row[0].strip()}', which is outside '{root}'; "
-                             "name the images there, relative to it")
+            raise UsageError(
+                f"labels file '{path}' line {n} names '{row[0].strip()}', which is outside '{root}'; "
+                "name the images there, relative to it"
+            )
         value = int(row[1])
         if key in found and found[key][0] != value:
-            raise UsageError(f"labels file '{path}' gives '{key}' two labels: {found[key][0]} (line {found[key][1]}) "
-                             f"and {value} (line {n}); keep one row per image")
+            raise UsageError(
+                f"labels file '{path}' gives '{key}' two labels: {found[key][0]} (line {found[key][1]}) "
+                f"and {value} (line {n}); keep one row per image"
+            )
         found.setdefault(key, (value, n))
     if not found:
         raise UsageError(f"labels file '{path}' has no 'file,label' rows")
@@ -138,14 +152,18 @@ def check_label_coverage(labels: dict[str, int], names: list[str], source: str, 
     """
     labelled = sum(name in labels for name in names)
     if labelled == 0:
-        raise UsageError(f"the {source} names none of the {len(names)} images judged in {where} (its rows name e.g. "
-                         f"'{next(iter(labels))}'; the images are named by their path below the folder, e.g. "
-                         f"'{names[0]}'): pass the labels of these images")
+        raise UsageError(
+            f"the {source} names none of the {len(names)} images judged in {where} (its rows name e.g. "
+            f"'{next(iter(labels))}'; the images are named by their path below the folder, e.g. "
+            f"'{names[0]}'): pass the labels of these images"
+        )
     if labelled < len(names) and labelled < min_images:
         missing = next(n for n in names if n not in labels)
-        raise UsageError(f"only {labelled} of the {len(names)} images judged in {where} have a label in the {source} "
-                         f"(e.g. '{missing}' has none): an accuracy figure needs at least {min_images}; label them, "
-                         f"or pass --min-images {labelled}")
+        raise UsageError(
+            f"only {labelled} of the {len(names)} images judged in {where} have a label in the {source} "
+            f"(e.g. '{missing}' has none): an accuracy figure needs at least {min_images}; label them, "
+            f"or pass --min-images {labelled}"
+        )
     return labelled
 
 
@@ -161,8 +179,10 @@ def read_class_names(path: Path, num_classes: int | None = None) -> list[str]:
     if not names or any(not n for n in names):
         raise UsageError(f"class names file '{path}' needs one non-empty name per line (line k names class k)")
     if num_classes is not None and len(names) != num_classes:
-        raise UsageError(f"class names file '{path}' names {len(names)} classes and the model has {num_classes}; "
-                         "give one name per class, in class order")
+        raise UsageError(
+            f"class names file '{path}' names {len(names)} classes and the model has {num_classes}; "
+            "give one name per class, in class order"
+        )
     return names
 
 
@@ -180,19 +200,25 @@ def class_folders(root: Path, paths: list[Path]) -> tuple[list[str] | None, str]
         return None, f"'{root}' holds no class folders and no --labels file was given"
     loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
     if loose:
-        raise UsageError(f"{len(loose)} images lie directly in '{root}' beside its {len(folders)} class folders (e.g. "
-                         f"'{display_name(loose[0].name)}'): move them into their class folder, or pass --labels FILE")
+        raise UsageError(
+            f"{len(loose)} images lie directly in '{root}' beside its {len(folders)} class folders (e.g. "
+            f"'{display_name(loose[0].name)}'): move them into their class folder, or pass --labels FILE"
+        )
     if len(folders) == 1:
-        return None, (f"'{root}' has one sub-folder, '{display_name(folders[0])}': taken as a folder of images, not "
-                      "a class (class folders need one per class)")
+        return None, (
+            f"'{root}' has one sub-folder, '{display_name(folders[0])}': taken as a folder of images, not "
+            "a class (class folders need one per class)"
+        )
     counts = dict.fromkeys(folders, 0)
     for path in paths:
         counts[path.relative_to(root).parts[0]] += 1
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         index = folders.index(empty[0])
-        raise UsageError(f"class folder '{root / empty[0]}' (class {index} of {len(folders)}) holds no image sk-edge "
-                         f"reads ({FORMATS}): every later class would be renumbered; add its images or remove it")
+        raise UsageError(
+            f"class folder '{root / empty[0]}' (class {index} of {len(folders)}) holds no image sk-edge "
+            f"reads ({FORMATS}): every later class would be renumbered; add its images or remove it"
+        )
     return folders, ""
 
 
@@ -230,8 +256,9 @@ class JudgeImages:
         shown = ", ".join(f"{i} '{n}'" for i, n in enumerate(classes[:4])) + (", ..." if len(classes) > 4 else "")
         return table, f"class folders in {self.root} ({len(classes)} classes: {shown})"
 
-    def checked_labels(self, num_classes: int | None, min_images: int = MIN_JUDGE_IMAGES
-                       ) -> tuple[dict[str, int] | None, str | None]:
+    def checked_labels(
+        self, num_classes: int | None, min_images: int = MIN_JUDGE_IMAGES
+    ) -> tuple[dict[str, int] | None, str | None]:
         """:meth:`labels`, refused when they name none of the judged images or too few of them."""
         table, source = self.labels(num_classes)
         if table is not None:
@@ -259,8 +286,11 @@ class JudgeImages:
         return f"the {self.holdout:.0%} of '{self.root}' held out from calibration"
 
     def to_dict(self) -> dict:
-        return {"dir": str(self.root), "labels": str(self.labels_file) if self.labels_file else None,
-                "holdout": None if self.holdout is None else {"fraction": self.holdout, "rule": HOLDOUT_RULE}}
+        return {
+            "dir": str(self.root),
+            "labels": str(self.labels_file) if self.labels_file else None,
+            "holdout": None if self.holdout is None else {"fraction": self.holdout, "rule": HOLDOUT_RULE},
+        }
 
 
 @dataclass(frozen=True)
@@ -279,12 +309,35 @@ class JudgePlan:
             return "the images stored with the PyTorch reference (reference.npz)"
         if self.default_set:
             return "the reference model's 1000 held-out images"
-        return self.images.describe() if self.images is not None else 'no images'
+        return self.images.describe() if self.images is not None else "no images"
 
 
-def plan_judging(model: str, precision: str, *, images: Path | None, labels: Path | None, eval_images: Path | None,
-                 eval_labels: Path | None, no_verify: bool, stored_reference: bool = False, from_dir: bool = False,
-                 min_images: int = MIN_JUDGE_IMAGES) -> JudgePlan:
+def _check_label_options(images: Path | None, labels: Path | None, eval_images: Path | None, eval_labels: Path | None) -> None:
+    """A labels file names the images of its own folder option: refused without it, or when it would judge nothing."""
+    if eval_labels is not None and eval_images is None:
+        raise UsageError("--eval-labels needs --eval-images DIR (the images the labels name)")
+    if labels is not None and images is None:
+        raise UsageError("--labels needs --images DIR (the images the labels name)")
+    if labels is not None and eval_images is not None:
+        raise UsageError(
+            "--labels labels --images, which do not judge the build when --eval-images is given; "
+            "pass --eval-labels FILE for --eval-images"
+        )
+
+
+def plan_judging(
+    model: str,
+    precision: str,
+    *,
+    images: Path | None,
+    labels: Path | None,
+    eval_images: Path | None,
+    eval_labels: Path | None,
+    no_verify: bool,
+    stored_reference: bool = False,
+    from_dir: bool = False,
+    min_images: int = MIN_JUDGE_IMAGES,
+) -> JudgePlan:
     """Which images judge a build, decided before any work (a pure function of the options and the folders).
 
     ``--eval-images`` first; the bundled reference model has its own held-out set; else the part
@@ -294,13 +347,7 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
     """
     from .reference import NAME as REFERENCE
 
-    if eval_labels is not None and eval_images is None:
-        raise UsageError("--eval-labels needs --eval-images DIR (the images the labels name)")
-    if labels is not None and images is None:
-        raise UsageError("--labels needs --images DIR (the images the labels name)")
-    if labels is not None and eval_images is not None:
-        raise UsageError("--labels labels --images, which do not judge the build when --eval-images is given; "
-                         "pass --eval-labels FILE for --eval-images")
+    _check_label_options(images, labels, eval_images, eval_labels)
     if no_verify:
         return JudgePlan(skip=True)
     if eval_images is not None:
@@ -325,7 +372,10 @@ def plan_judging(model: str, precision: str, *, images: Path | None, labels: Pat
         )
     count = len(judged.paths())
     if count < min_images:
-        fix = (f"add images to '{judged.root}' (about {int(min_images / HOLDOUT_FRACTION)} in all) or pass "
-               "--eval-images DIR" if judged.holdout is not None else f"add images to '{judged.root}'")
+        fix = (
+            f"add images to '{judged.root}' (about {int(min_images / HOLDOUT_FRACTION)} in all) or pass --eval-images DIR"
+            if judged.holdout is not None
+            else f"add images to '{judged.root}'"
+        )
         raise too_few_images(count, judged.describe(), min_images, fix, planned=True)
     return JudgePlan(judged)

@@ -85,5 +85,8 @@ def field_default(owner: type, name: str) -> Any:
 
 def spelled_fields(owner: type) -> list[tuple[str, Any, Option]]:
     """``(name, default, option)`` of every field of ``owner`` that the command line takes, in field order."""
-    return [(f.name, field_default(owner, f.name), f.metadata[METADATA_KEY])
-            for f in dataclasses.fields(owner) if METADATA_KEY in f.metadata]
+    return [
+        (f.name, field_default(owner, f.name), f.metadata[METADATA_KEY])
+        for f in dataclasses.fields(owner)
+        if METADATA_KEY in f.metadata
+    ]

@@ -29,8 +29,18 @@ from .preprocess import Preprocess
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 FORMATS = "JPEG, PNG, BMP, WebP, TIFF, PPM or PGM"
 # What Pillow raises on a file it cannot decode: a damaged file is skipped and named, never a traceback.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
-                 UnidentifiedImageError, Image.DecompressionBombError)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+)
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -64,9 +74,7 @@ def find_images(directory: str | Path) -> list[Path]:
         raise UsageError(f"image directory '{directory}' does not exist or is not a directory")
     paths = sorted(_walk_images(directory))
     if not paths:
-        raise SkEdgeError(
-            f"no images in '{directory}': sk-edge reads {', '.join(IMAGE_EXTENSIONS)} files (searched recursively)"
-        )
+        raise SkEdgeError(f"no images in '{directory}': sk-edge reads {', '.join(IMAGE_EXTENSIONS)} files (searched recursively)")
     return paths
 
 
@@ -269,8 +277,7 @@ class ImageStream:
         if found == 0:
             return SkEdgeError(f"no readable image in {where}{skipped}; add {FORMATS} images there")
         return SkEdgeError(
-            f"only {found} readable images in {where}, {self.count} asked for{skipped}; "
-            f"add images or pass --num-images {found}"
+            f"only {found} readable images in {where}, {self.count} asked for{skipped}; add images or pass --num-images {found}"
         )
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list[str]]]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import artifacts
 from .errors import SkEdgeError, UsageError
 from .names import EXPORT_JSON
 from .workdir import load_export
+
 
 @dataclass
 class ModelRequest:
@@ -28,8 +29,14 @@ class ModelRequest:
     reuse_export: bool = False
 
     def empty(self) -> bool:
-        return self.name is None and self.weights is None and self.num_classes is None \
-            and self.input_size is None and not self.args and self.preprocess is None
+        return (
+            self.name is None
+            and self.weights is None
+            and self.num_classes is None
+            and self.input_size is None
+            and not self.args
+            and self.preprocess is None
+        )
 
 
 # Files whose presence says a folder already holds an sk-edge build (its graphs, calibration, engines).
@@ -46,7 +53,8 @@ def refuse_unowned_artifacts(workdir: Path) -> None:
         raise SkEdgeError(
             f"'{workdir}' holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no readable {EXPORT_JSON} "
             "(deleted or damaged), so what they were made from is unknown: pass another -w, or --force to export "
-            "again over them")
+            "again over them"
+        )
 
 
 def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force: bool = False) -> ModelRequest:
@@ -70,8 +78,7 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
     if export is None and not force:
         refuse_unowned_artifacts(Path(workdir))
     if export is None:
-        return ModelRequest(request.name or default_name, request.weights, request.num_classes, request.input_size, request.args,
-                            request.preprocess)
+        return replace(request, name=request.name or default_name, reuse_export=False)
     have = ModelRequest(
         name=export.model,
         weights=Path(export.weights_path) if export.weights_path else None,
@@ -80,8 +87,7 @@ def resolve_model(workdir: Path, request: ModelRequest, default_name: str, force
         args=export.model_args,
     )
     if force:
-        return ModelRequest(request.name or have.name, request.weights, request.num_classes, request.input_size, request.args,
-                            request.preprocess)
+        return replace(request, name=request.name or have.name, reuse_export=False)
     if request.empty():
         load_export(workdir)  # intact, or a one-line error saying how to redo it
         have.reuse_export = True
@@ -117,8 +123,7 @@ def _differences(request: ModelRequest, have: ModelRequest, weights_sha256: str 
     if request.name is not None and request.name != have.name:
         differences.append(f"model {request.name} (it holds {have.name})")
     if request.weights is not None:
-        same = weights_sha256 and Path(request.weights).is_file() and \
-            artifacts.sha256_file(request.weights) == weights_sha256
+        same = weights_sha256 and Path(request.weights).is_file() and artifacts.sha256_file(request.weights) == weights_sha256
         if not same:
             held = f"weights '{have.weights}'" if have.weights else "no weights (random initialisation)"
             differences.append(f"weights '{request.weights}' (it holds {held})")

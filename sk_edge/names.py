@@ -52,7 +52,7 @@ def engine_names(precision: str) -> tuple[str, str, str]:
 
 
 def engine_target(name: str) -> str:
-    """"rtx" for an engine file TensorRT-RTX built (by its name), else "tensorrt"."""
+    """ "rtx" for an engine file TensorRT-RTX built (by its name), else "tensorrt"."""
     return "rtx" if name.endswith(".rtx.engine") else "tensorrt"
 
 
@@ -64,5 +64,3 @@ def layers_name(engine: str) -> str:
 def runtime_cache_name(engine: str) -> str:
     """TensorRT-RTX's runtime cache (kernels compiled on the user's GPU) kept beside its engine."""
     return engine.removesuffix(".engine") + ".runtime.cache"
-
-

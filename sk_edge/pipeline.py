@@ -92,58 +92,125 @@ class BuildRequest:
     preprocess_file: str | Path | None = None
     class_names: str | Path | list[str] | None = None
     # calibration
-    images: str | Path | None = field(default=None, metadata=option(
-        "Calibration images for INT8 [default for sknet26-digits: calib_data/skdigits in a checkout, else the same "
-        "512 images rendered into WORKDIR/calib_images].", kind="path"))
-    labels: str | Path | None = field(default=None, metadata=option(
-        "CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges accuracy "
-        "and the --max-top1-drop budget.", kind="path", metavar="FILE"))
-    num_images: int | None = field(default=None, metadata=option(
-        f"Images to calibrate on [default: {CalibrationOptions.num_images}, or every image of the calibration part "
-        "when fewer].", kind="int", low=1))
-    method: str | None = field(default=None, metadata=option(
-        f"Calibration method [default: {DEFAULT_METHOD}].", choices=METHODS))
+    images: str | Path | None = field(
+        default=None,
+        metadata=option(
+            "Calibration images for INT8 [default for sknet26-digits: calib_data/skdigits in a checkout, else the same "
+            "512 images rendered into WORKDIR/calib_images].",
+            kind="path",
+        ),
+    )
+    labels: str | Path | None = field(
+        default=None,
+        metadata=option(
+            "CSV of file,label rows for --images (class sub-folders need none): the held-out part then judges accuracy "
+            "and the --max-top1-drop budget.",
+            kind="path",
+            metavar="FILE",
+        ),
+    )
+    num_images: int | None = field(
+        default=None,
+        metadata=option(
+            f"Images to calibrate on [default: {CalibrationOptions.num_images}, or every image of the calibration part "
+            "when fewer].",
+            kind="int",
+            low=1,
+        ),
+    )
+    method: str | None = field(default=None, metadata=option(f"Calibration method [default: {DEFAULT_METHOD}].", choices=METHODS))
     mixed: str = field(default=DEFAULT_MIXED, metadata=option("INT8: precision of the rest.", choices=MIXED))
     # the engine
-    dynamic_batch: int | None = field(default=None, metadata=option(
-        "Dynamic batch 1..MAX (export and optimisation profile).", kind="int", metavar="MAX"))
-    workspace_mib: int = field(default=BuildOptions.workspace_mib, metadata=option(
-        "TensorRT workspace memory pool limit.", flag="--workspace", kind="int", metavar="MiB"))
-    opt_level: int = field(default=BuildOptions.opt_level, metadata=option(
-        "TensorRT builder optimisation level, 0 to 5.", kind="int"))
-    dla_core: int | None = field(default=None, metadata=option(
-        "Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).", kind="int", metavar="N"))
-    hardware_compatible: bool = field(default=BuildOptions.hardware_compatible, metadata=option(
-        "One engine for every Ampere or newer GPU (desktop).", kind="flag"))
-    target: str = field(default=BuildOptions.target, metadata=option(
-        "tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for RTX, for "
-        "desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
-        "(pip install 'sk-edge[rtx]').", choices=TARGETS))
-    rtx_sms: tuple[str, ...] | None = field(default=None, metadata=option(  # None: NVIDIA's default set
-        f"--target rtx: the compute capabilities to build for, among {', '.join(RTX_SMS)} (75 = Turing, only on "
-        "request) [default: NVIDIA's default set, 80,86,89,120 and later].", flag="--rtx-sm", kind="csv",
-        metavar="SM,..."))
-    from_dir: str | Path | None = field(default=None, metadata=option(
-        "Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
-        flag="--from", kind="dir"))
+    dynamic_batch: int | None = field(
+        default=None, metadata=option("Dynamic batch 1..MAX (export and optimisation profile).", kind="int", metavar="MAX")
+    )
+    workspace_mib: int = field(
+        default=BuildOptions.workspace_mib,
+        metadata=option("TensorRT workspace memory pool limit.", flag="--workspace", kind="int", metavar="MiB"),
+    )
+    opt_level: int = field(
+        default=BuildOptions.opt_level, metadata=option("TensorRT builder optimisation level, 0 to 5.", kind="int")
+    )
+    dla_core: int | None = field(
+        default=None,
+        metadata=option("Jetson DLA core, with GPU fallback (TensorRT 8.5-10.7, and 11.4.1+ on Orin).", kind="int", metavar="N"),
+    )
+    hardware_compatible: bool = field(
+        default=BuildOptions.hardware_compatible,
+        metadata=option("One engine for every Ampere or newer GPU (desktop).", kind="flag"),
+    )
+    target: str = field(
+        default=BuildOptions.target,
+        metadata=option(
+            "tensorrt: TensorRT, for Jetson and desktop GPUs (built on the GPU that runs it). rtx: TensorRT for RTX, for "
+            "desktop RTX GPUs: WORKDIR/model.<precision>.rtx.engine, built on any machine, GPU or not "
+            "(pip install 'sk-edge[rtx]').",
+            choices=TARGETS,
+        ),
+    )
+    rtx_sms: tuple[str, ...] | None = field(
+        default=None,
+        metadata=option(  # None: NVIDIA's default set
+            f"--target rtx: the compute capabilities to build for, among {', '.join(RTX_SMS)} (75 = Turing, only on "
+            "request) [default: NVIDIA's default set, 80,86,89,120 and later].",
+            flag="--rtx-sm",
+            kind="csv",
+            metavar="SM,...",
+        ),
+    )
+    from_dir: str | Path | None = field(
+        default=None,
+        metadata=option(
+            "Build the engine from an existing work directory (copied from another machine); no PyTorch needed.",
+            flag="--from",
+            kind="dir",
+        ),
+    )
     # the verdict
-    eval_images: str | Path | None = field(default=None, metadata=option(
-        "Held-out images that judge the build (verify and the accuracy budget) [default: the reference model's 1000 "
-        "held-out images; for other models the 20% of --images an INT8 build holds out of calibration (all of "
-        "--images for FP16/FP32)].", kind="path", metavar="DIR"))
-    eval_labels: str | Path | None = field(default=None, metadata=option(
-        "CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.", kind="path",
-        metavar="FILE"))
+    eval_images: str | Path | None = field(
+        default=None,
+        metadata=option(
+            "Held-out images that judge the build (verify and the accuracy budget) [default: the reference model's 1000 "
+            "held-out images; for other models the 20% of --images an INT8 build holds out of calibration (all of "
+            "--images for FP16/FP32)].",
+            kind="path",
+            metavar="DIR",
+        ),
+    )
+    eval_labels: str | Path | None = field(
+        default=None,
+        metadata=option(
+            "CSV of file,label rows for --eval-images: accuracy, and the --max-top1-drop budget.", kind="path", metavar="FILE"
+        ),
+    )
     min_agreement: float = field(default=VerifyOptions.min_agreement, metadata=same_option(VerifyOptions, "min_agreement"))
     max_top1_drop: float = field(default=VerifyOptions.max_top1_drop, metadata=same_option(VerifyOptions, "max_top1_drop"))
-    max_float_share: float = field(default=DEFAULT_MAX_FLOAT_SHARE * 100, metadata=option(  # percent
-        "INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.",
-        kind="float", low=0, high=100, metavar="PCT", finite=True))
-    min_speedup: float | None = field(default=None, metadata=option(
-        "With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.", kind="float",
-        low=0, low_open=True, metavar="X", finite=True))
-    verify: bool = field(default=True, metadata=option(
-        "Skip the verify step at the end (the build then has no verdict).", kind="flag", off_flag="--no-verify"))
+    max_float_share: float = field(
+        default=DEFAULT_MAX_FLOAT_SHARE * 100,
+        metadata=option(  # percent
+            "INT8: fail when the accuracy budget would keep more than this share of the MACs in floating point.",
+            kind="float",
+            low=0,
+            high=100,
+            metavar="PCT",
+            finite=True,
+        ),
+    )
+    min_speedup: float | None = field(
+        default=None,
+        metadata=option(
+            "With an engine: fail unless it is X times faster than PyTorch FP32 on this GPU at batch 1.",
+            kind="float",
+            low=0,
+            low_open=True,
+            metavar="X",
+            finite=True,
+        ),
+    )
+    verify: bool = field(
+        default=True,
+        metadata=option("Skip the verify step at the end (the build then has no verdict).", kind="flag", off_flag="--no-verify"),
+    )
     force: bool = field(default=False, metadata=option("Redo every stage even when up to date.", kind="flag"))
 
     def validate(self) -> None:
@@ -154,19 +221,30 @@ class BuildRequest:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name, low, high in (("min_agreement", 0, 100), ("max_top1_drop", 0, math.inf), ("max_float_share", 0, 100)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low <= value <= high:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not low <= value <= high
+            ):
                 bound = f"0 to {high:g}" if math.isfinite(high) else "0 or more"
                 raise UsageError(f"{name} must be a finite number, {bound}, got {value!r}")
-        if self.min_speedup is not None and (isinstance(self.min_speedup, bool) or not isinstance(self.min_speedup, (int, float))
-                                             or not math.isfinite(self.min_speedup) or self.min_speedup <= 0):
+        if self.min_speedup is not None and (
+            isinstance(self.min_speedup, bool)
+            or not isinstance(self.min_speedup, (int, float))
+            or not math.isfinite(self.min_speedup)
+            or self.min_speedup <= 0
+        ):
             raise UsageError(f"min_speedup must be a finite number above 0, got {self.min_speedup!r}")
-        if self.num_images is not None and (isinstance(self.num_images, bool) or not isinstance(self.num_images, int)
-                                            or self.num_images < 1):
+        if self.num_images is not None and (
+            isinstance(self.num_images, bool) or not isinstance(self.num_images, int) or self.num_images < 1
+        ):
             raise UsageError(f"num_images must be a whole number of 1 or more, got {self.num_images!r}")
         if self.preprocess is not None and not isinstance(self.preprocess, (dict, list)):
-            raise UsageError(f"preprocess must be a dict of fields as in --preprocess FILE.json (e.g. "
-                             f"{{'resize': 'stretch'}}), got {self.preprocess!r}")
+            raise UsageError(
+                f"preprocess must be a dict of fields as in --preprocess FILE.json (e.g. "
+                f"{{'resize': 'stretch'}}), got {self.preprocess!r}"
+            )
         if not isinstance(self.model_args, dict):
             raise UsageError(f"model_args must be a dict of name: value (as --model-arg name=value), got {self.model_args!r}")
 
@@ -225,8 +303,14 @@ def _bar(progress, label: str):
             bar.close()
 
 
-def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] = lambda msg: None,
-          progress: Callable[[str], Any] | None = None, **fields) -> BuildOutcome:
+def build(
+    request: BuildRequest | None = None,
+    /,
+    *,
+    log: Callable[[str], None] = lambda msg: None,
+    progress: Callable[[str], Any] | None = None,
+    **fields,
+) -> BuildOutcome:
     """Run every stage and judge the result; ``fields`` are :class:`BuildRequest`'s, for a call without one.
 
     ``progress(label)`` may return a callable ``(total) -> tick`` (with an optional ``close()``)
@@ -238,14 +322,18 @@ def build(request: BuildRequest | None = None, /, *, log: Callable[[str], None] 
     known = {f.name for f in dataclasses.fields(BuildRequest)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise UsageError(f"sk_edge.build() has no field {unknown[0]!r}; its fields are BuildRequest's: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"sk_edge.build() has no field {unknown[0]!r}; its fields are BuildRequest's: {', '.join(sorted(known))}"
+        )
     if request is None:
         request = BuildRequest(**fields)
     elif fields:
         request = dataclasses.replace(request, **fields)
     request.validate()
     if request.from_dir is not None and Path(request.workdir) not in (Path(BuildRequest.workdir), Path(request.from_dir)):
-        raise UsageError(f"from_dir='{request.from_dir}' builds in that folder itself; leave workdir out (or give the same folder)")
+        raise UsageError(
+            f"from_dir='{request.from_dir}' builds in that folder itself; leave workdir out (or give the same folder)"
+        )
     workdir = Path(request.from_dir if request.from_dir is not None else request.workdir)
     # Held for the whole build, as every command holds its work directory (a second build fails at once).
     with locked(workdir, log):
@@ -260,9 +348,15 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     clock = StageClock()
     clock.start("plan")
     images = Path(r.images) if r.images is not None else None
-    options = BuildOptions(workspace_mib=r.workspace_mib, opt_level=r.opt_level, dynamic_batch=r.dynamic_batch,
-                           dla_core=r.dla_core, hardware_compatible=r.hardware_compatible, target=r.target,
-                           rtx_sms=tuple(r.rtx_sms) if r.rtx_sms is not None else None)
+    options = BuildOptions(
+        workspace_mib=r.workspace_mib,
+        opt_level=r.opt_level,
+        dynamic_batch=r.dynamic_batch,
+        dla_core=r.dla_core,
+        hardware_compatible=r.hardware_compatible,
+        target=r.target,
+        rtx_sms=tuple(r.rtx_sms) if r.rtx_sms is not None else None,
+    )
     legacy = validate(r.precision, options)
     searched = None  # set when the layer search chose layers on the images that then judge the build
     if r.from_dir is not None:
@@ -274,19 +368,41 @@ def _build(r: BuildRequest, workdir: Path, log: Callable[[str], None], progress)
     result = _engine_step(r, workdir, options, legacy, clock, log)
     failure, verdict = (None, None) if plan.skip else _verify_step(r, workdir, result, plan, clock, log, progress)
     mix = candidate_precision_mix(workdir, r.precision, result.graph.name)  # the graph judged, or the engine's
-    report = build_summary(workdir, r.precision, result, verdict, mix, judged=not plan.skip, min_speedup=r.min_speedup,
-                           log=log, searched=searched, max_float_share=r.max_float_share / 100,
-                           require_engine=r.from_dir is not None, clock=clock)
+    clock.start("latency")  # a step of its own: the engine against PyTorch FP32 here, when it can run here
+    latency = latency_verdict(workdir, result, r.min_speedup, log)
+    report = build_summary(
+        workdir,
+        r.precision,
+        result,
+        verdict,
+        mix,
+        judged=not plan.skip,
+        latency=latency,
+        searched=searched,
+        max_float_share=r.max_float_share / 100,
+        require_engine=r.from_dir is not None,
+        clock=clock,
+    )
     failure = failure or report.failed
-    return BuildOutcome(workdir=workdir, precision=r.precision, passed=None if plan.skip else failure is None,
-                        summary=report.text, verdict=verdict, engine=result.engine, graph=result.graph,
-                        precision_mix=mix, latency=report.latency, failure=failure)
+    return BuildOutcome(
+        workdir=workdir,
+        precision=r.precision,
+        passed=None if plan.skip else failure is None,
+        summary=report.text,
+        verdict=verdict,
+        engine=result.engine,
+        graph=result.graph,
+        precision_mix=mix,
+        latency=report.latency,
+        failure=failure,
+    )
 
 
 def _judging_options(r: BuildRequest) -> dict[str, Any]:
     """plan_judging's options that a build passes through as given."""
-    return dict(labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels),
-                no_verify=not r.verify)
+    return dict(
+        labels=_path(r.labels), eval_images=_path(r.eval_images), eval_labels=_path(r.eval_labels), no_verify=not r.verify
+    )
 
 
 def _plan_from_dir(r: BuildRequest, workdir: Path, images: Path | None, legacy: bool, log: Callable[[str], None]):
@@ -297,11 +413,19 @@ def _plan_from_dir(r: BuildRequest, workdir: Path, images: Path | None, legacy: 
 
     check_inputs(workdir, r.precision, legacy)
     if images is not None or r.labels is not None or r.preprocess_requests():
-        raise UsageError("--from builds from the work directory as it is (its calibration and preprocessing "
-                         "included): --images, --labels and preprocessing options are not used; pass --eval-images "
-                         "DIR to judge the build on other images")
-    plan = plan_judging(load_export(workdir).model, r.precision, images=None,
-                        stored_reference=(workdir / REFERENCE_NPZ).is_file(), from_dir=True, **_judging_options(r))
+        raise UsageError(
+            "--from builds from the work directory as it is (its calibration and preprocessing "
+            "included): --images, --labels and preprocessing options are not used; pass --eval-images "
+            "DIR to judge the build on other images"
+        )
+    plan = plan_judging(
+        load_export(workdir).model,
+        r.precision,
+        images=None,
+        stored_reference=(workdir / REFERENCE_NPZ).is_file(),
+        from_dir=True,
+        **_judging_options(r),
+    )
     log(f"building from '{workdir}' (its export, calibration and graphs as they are)")
     return plan
 
@@ -314,14 +438,20 @@ def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
 
     export_options = ExportOptions(dynamic_batch=r.dynamic_batch)  # build takes no other export option
     export_options.validate()
-    model = resolve_model(workdir, ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size,
-                                                dict(r.model_args), r.preprocess_requests()), DEFAULT_MODEL, r.force)
+    model = resolve_model(
+        workdir,
+        ModelRequest(r.model, _path(r.weights), r.num_classes, r.input_size, dict(r.model_args), r.preprocess_requests()),
+        DEFAULT_MODEL,
+        r.force,
+    )
     if model.name is None:  # resolve_model names the user's, the work directory's or the default model
         raise SkEdgeError(f"no model to build in '{workdir}'")
     plan = plan_judging(model.name, r.precision, images=images, **_judging_options(r))  # before any heavy work
     if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL:
-        raise UsageError(f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
-                         "(the bundled SK-Digits images calibrate only the reference model)")
+        raise UsageError(
+            f"no --images given: pass --images DIR with sample images of '{model.name}'s domain "
+            "(the bundled SK-Digits images calibrate only the reference model)"
+        )
     if not plan.skip and model.weights is None and model.name != DEFAULT_MODEL:  # the bundled model has its weights
         raise UsageError(
             f"'{model.name}' without --weights has random weights: there is no trained PyTorch reference to judge "
@@ -330,8 +460,9 @@ def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
     return model, plan, export_options
 
 
-def _export_step(r: BuildRequest, workdir: Path, model, export_options, plan, clock: StageClock,
-                 log: Callable[[str], None]) -> None:
+def _export_step(
+    r: BuildRequest, workdir: Path, model, export_options, plan, clock: StageClock, log: Callable[[str], None]
+) -> None:
     """[1/4]: export the model, unless the work directory's export is the one asked for."""
     from .export.options import ExportOptions
     from .workdir import load_export
@@ -358,8 +489,9 @@ def _export_step(r: BuildRequest, workdir: Path, model, export_options, plan, cl
     export_model(built, workdir, export_options, force=r.force, log=log)
 
 
-def _graph_steps(r: BuildRequest, workdir: Path, images: Path | None, plan, clock: StageClock,
-                 log: Callable[[str], None], progress) -> str | None:
+def _graph_steps(
+    r: BuildRequest, workdir: Path, images: Path | None, plan, clock: StageClock, log: Callable[[str], None], progress
+) -> str | None:
     """[2/4] calibrate and [3/4] quantize, then the accuracy budget's layer search; what the search chose, if it ran."""
     from .workdir import load_export
 
@@ -390,8 +522,9 @@ def _graph_steps(r: BuildRequest, workdir: Path, images: Path | None, plan, cloc
     return f"{len(chosen)} layers kept in floating point were chosen on these same images" if chosen else None
 
 
-def _calibrate_step(r: BuildRequest, workdir: Path, images: Path, plan, judge, clock: StageClock,
-                    log: Callable[[str], None], progress) -> None:
+def _calibrate_step(
+    r: BuildRequest, workdir: Path, images: Path, plan, judge, clock: StageClock, log: Callable[[str], None], progress
+) -> None:
     from .quantize import CalibrationOptions, calibrate
 
     clock.start("calibrate")
@@ -400,15 +533,19 @@ def _calibrate_step(r: BuildRequest, workdir: Path, images: Path, plan, judge, c
     if holdout is not None:
         log(f"  {judge.describe()} judges the build: {len(judge.paths())} images, never calibrated on")
     # A DLA build may meet a weakly typed TensorRT (JetPack 5.1-6.2), which needs every range.
-    calib_options = CalibrationOptions(**({"method": r.method} if r.method else {}),
-                                       num_images=r.num_images or default_calibration_count(images, holdout),
-                                       legacy_ranges=r.dla_core is not None, holdout=holdout)
+    calib_options = CalibrationOptions(
+        **({"method": r.method} if r.method else {}),
+        num_images=r.num_images or default_calibration_count(images, holdout),
+        legacy_ranges=r.dla_core is not None,
+        holdout=holdout,
+    )
     with _bar(progress, "  images") as bar:
         calibrate(workdir, images, calib_options, force=r.force, log=log, progress=bar)
 
 
-def _engine_step(r: BuildRequest, workdir: Path, options, legacy: bool, clock: StageClock,
-                 log: Callable[[str], None]) -> EngineResult:
+def _engine_step(
+    r: BuildRequest, workdir: Path, options, legacy: bool, clock: StageClock, log: Callable[[str], None]
+) -> EngineResult:
     """[4/4]: the engine, or where TensorRT is absent the graph checked on ONNX Runtime in its stead."""
     from .backends.tensorrt import TensorRTUnavailable
     from .engine_stage import build_engine_stage, build_without_tensorrt
@@ -418,19 +555,32 @@ def _engine_step(r: BuildRequest, workdir: Path, options, legacy: bool, clock: S
     try:
         result = build_engine_stage(workdir, r.precision, options, legacy=legacy, force=r.force, log=log)
     except TensorRTUnavailable as exc:
-        result = build_without_tensorrt(workdir, r.precision, options, str(exc), legacy, log=log,
-                                        verdict_flags=verdict_flags(r), on_device=r.from_dir is not None)
+        result = build_without_tensorrt(
+            workdir,
+            r.precision,
+            options,
+            str(exc),
+            legacy,
+            log=log,
+            verdict_flags=verdict_flags(r),
+            on_device=r.from_dir is not None,
+        )
     if result.engine is not None:
         layers = result.layers
-        share = f", INT8 for {layers['int8_mac_share']:.1%} of the MACs as planned" if r.precision == "int8" and "int8_mac_share" in layers else ""
+        share = (
+            f", INT8 for {layers['int8_mac_share']:.1%} of the MACs as planned"
+            if r.precision == "int8" and "int8_mac_share" in layers
+            else ""
+        )
         log(f"wrote {result.engine}: {layers.get('layers', '?')} layers{share}")
         if layers.get("float_sk_units"):
             log(f"  SK attention kept in floating point in {len(layers['float_sk_units'])} SK units")
     return result
 
 
-def _verify_step(r: BuildRequest, workdir: Path, result: EngineResult, plan, clock: StageClock,
-                 log: Callable[[str], None], progress) -> tuple[str | None, dict | None]:
+def _verify_step(
+    r: BuildRequest, workdir: Path, result: EngineResult, plan, clock: StageClock, log: Callable[[str], None], progress
+) -> tuple[str | None, dict | None]:
     """The verdict on the engine where it can run here, else on the graph it was built from: (failure, report)."""
     from .verify import VerifyFailed, VerifyOptions, verify
 
@@ -445,14 +595,22 @@ def _verify_step(r: BuildRequest, workdir: Path, result: EngineResult, plan, clo
     judged = plan.images
     try:
         with _bar(progress, "  images") as bar:
-            return None, verify(workdir, VerifyOptions(
-                candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
-                min_agreement=r.min_agreement,
-                max_top1_drop=r.max_top1_drop, images=judged.root if judged else None,
-                labels=judged.labels_file if judged else None, holdout=judged.holdout if judged else None,
-                # The build's own judging images are the ones its device is to be judged on.
-                store_reference=r.from_dir is None, reuse=not r.force),
-                log=log, progress=bar)
+            return None, verify(
+                workdir,
+                VerifyOptions(
+                    candidate=("rtx-engine" if r.target == "rtx" else "engine") if judge_engine else r.precision,
+                    min_agreement=r.min_agreement,
+                    max_top1_drop=r.max_top1_drop,
+                    images=judged.root if judged else None,
+                    labels=judged.labels_file if judged else None,
+                    holdout=judged.holdout if judged else None,
+                    # The build's own judging images are the ones its device is to be judged on.
+                    store_reference=r.from_dir is None,
+                    reuse=not r.force,
+                ),
+                log=log,
+                progress=bar,
+            )
     except VerifyFailed as exc:
         return str(exc), exc.report
 
@@ -462,8 +620,10 @@ def _signature_from_request() -> None:
     ``help(sk_edge.build)``, IPython and inspect-based tools show them; the dataclass stays the one place
     that owns them."""
     own = inspect.signature(build)
-    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
-                                default=field_default(BuildRequest, f.name)) for f in dataclasses.fields(BuildRequest)]
+    fields = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type, default=field_default(BuildRequest, f.name))
+        for f in dataclasses.fields(BuildRequest)
+    ]
     params = [own.parameters["request"], *fields, own.parameters["log"], own.parameters["progress"]]
     build.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
 
@@ -502,8 +662,9 @@ def name_classes(built, class_names, judge, log: Callable[[str], None] = lambda 
             log(f"  class names: the {len(folders)} class folders of {judge.root}")
 
 
-def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_share: float,
-                        log: Callable[[str], None] = lambda msg: None, progress=None) -> list[str]:
+def fit_accuracy_budget(
+    workdir: Path, mixed: str, judge, budget, max_float_share: float, log: Callable[[str], None] = lambda msg: None, progress=None
+) -> list[str]:
     """Accuracy-aware INT8: keep the most sensitive layers in floating point until ``budget`` holds on ``judge``.
 
     Returns the layers kept in floating point (none when INT8 already meets the budget).
@@ -530,11 +691,23 @@ def fit_accuracy_budget(workdir: Path, mixed: str, judge, budget, max_float_shar
         return []
     log(f"  INT8 misses {budget} ({budget.measured(score)}): finding the layers to keep in floating point")
     with _bar(progress, "  sensitivity") as bar:
-        doc = analyze_sensitivity(workdir, judge, None, mixed=mixed, max_top1_drop=budget.max_top1_drop,
-                                  min_agreement=budget.min_agreement, log=log, progress=bar, max_float_share=max_float_share,
-                                  evalset=evalset, alone=False)
+        doc = analyze_sensitivity(
+            workdir,
+            judge,
+            None,
+            mixed=mixed,
+            max_top1_drop=budget.max_top1_drop,
+            min_agreement=budget.min_agreement,
+            log=log,
+            progress=bar,
+            max_float_share=max_float_share,
+            evalset=evalset,
+            alone=False,
+        )
     kept = doc["budget"]["kept_float"]
-    log(f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md")
+    log(
+        f"  keeping {len(kept)} layers in {mixed.upper()} ({doc['budget']['kept_mac_share']:.1%} of the MACs); see sensitivity.md"
+    )
     quantize_model(workdir, "int8", mixed, force=True, log=log, keep_float=kept)
     return kept
 
@@ -547,10 +720,17 @@ def budget_key(workdir: Path, judge, budget, mixed: str) -> str:
 
     paths = judge.paths()
     table, _ = judge.labels()
-    return artifacts.stage_key({
-        "int8": artifacts.sha256_file(workdir / GRAPH_NAMES["int8"]), "fp32": artifacts.sha256_file(workdir / FP32_ONNX),
-        "images": images_digest([judge.name_of(p) for p in paths], paths), "holdout": judge.holdout,
-        "labels": sorted(table.items()) if table else None, "budget": budget.to_dict(), "mixed": mixed})
+    return artifacts.stage_key(
+        {
+            "int8": artifacts.sha256_file(workdir / GRAPH_NAMES["int8"]),
+            "fp32": artifacts.sha256_file(workdir / FP32_ONNX),
+            "images": images_digest([judge.name_of(p) for p in paths], paths),
+            "holdout": judge.holdout,
+            "labels": sorted(table.items()) if table else None,
+            "budget": budget.to_dict(),
+            "mixed": mixed,
+        }
+    )
 
 
 DEFAULT_CALIBRATION_IMAGES = 512
@@ -618,10 +798,14 @@ class BuildReport:
 def precision_line(precision: str, mix: dict | None) -> str:
     if precision == "int8":
         if mix:
-            return (f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
-                    "Conv/Gemm layers), floating point for the rest")
-        return ("INT8 where calib.cache gives a range, TensorRT's choice of precision elsewhere (a weakly typed "
-                "engine: the graph's Q/DQ plan does not apply)")
+            return (
+                f"INT8 for {mix['int8_mac_share']:.1%} of the MACs ({mix['int8_layers']} of {mix['weighted_layers']} "
+                "Conv/Gemm layers), floating point for the rest"
+            )
+        return (
+            "INT8 where calib.cache gives a range, TensorRT's choice of precision elsewhere (a weakly typed "
+            "engine: the graph's Q/DQ plan does not apply)"
+        )
     return {"fp16": "FP16 throughout (FP32 inputs and outputs)", "fp32": "FP32 throughout"}[precision]
 
 
@@ -653,14 +837,31 @@ def engine_rows(workdir: Path, result: EngineResult) -> list[tuple[str, str]]:
     if plan.get("mapped_to_onnx") and "mac_share_by_precision" in plan:
         shares = sorted(plan["mac_share_by_precision"].items(), key=lambda kv: -kv[1])
         mix = ", ".join(f"{p.upper()} {share:.1%}" for p, share in shares if share >= 0.0005)
-        int8 = f"; {plan['int8_layers']} of {plan['weighted_layers']} with INT8 inputs and weights" if precision_is_int8(plan) else ""
-        checked = "each Conv/Gemm checked to run in the graph's precision" if plan.get("precision_checked") else \
-            "not held to the graph's precisions: a weakly typed build"
-        rows.append(("engine plan", f"{mix} of the MACs as the engine plans it ({checked}{int8}); "
-                                    f"{plan['convert_only_layers']} of {plan['layers']} layers only convert precision"))
+        int8 = (
+            f"; {plan['int8_layers']} of {plan['weighted_layers']} with INT8 inputs and weights"
+            if precision_is_int8(plan)
+            else ""
+        )
+        checked = (
+            "each Conv/Gemm checked to run in the graph's precision"
+            if plan.get("precision_checked")
+            else "not held to the graph's precisions: a weakly typed build"
+        )
+        rows.append(
+            (
+                "engine plan",
+                f"{mix} of the MACs as the engine plans it ({checked}{int8}); "
+                f"{plan['convert_only_layers']} of {plan['layers']} layers only convert precision",
+            )
+        )
     elif plan:
-        rows.append(("engine plan", f"{plan.get('layers', '?')} layers; not mapped to ONNX nodes (this TensorRT's "
-                                    "inspector gives no layer metadata), so the INT8 share above is the graph's alone"))
+        rows.append(
+            (
+                "engine plan",
+                f"{plan.get('layers', '?')} layers; not mapped to ONNX nodes (this TensorRT's "
+                "inspector gives no layer metadata), so the INT8 share above is the graph's alone",
+            )
+        )
     return rows
 
 
@@ -668,13 +869,17 @@ def precision_is_int8(plan: dict) -> bool:
     return plan.get("int8_layers", 0) > 0
 
 
-def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | None,
-                    log: Callable[[str], None] = lambda msg: None) -> tuple[str, str | None]:
+def latency_verdict(
+    workdir: Path, result: EngineResult, min_speedup: float | None, log: Callable[[str], None] = lambda msg: None
+) -> tuple[str, str | None]:
     """(line, failure) for the summary: the engine against PyTorch FP32 on this GPU, when there is an engine."""
     if result.engine is None or result.cannot_run:
         ask = f" --min-speedup {min_speedup:g}" if min_speedup else " --min-speedup 2"
-        reason = f"{result.engine.name} cannot run here: {result.cannot_run}" if result.engine is not None else \
-            "no engine here (" + (result.fallback_reason or "TensorRT is absent").split(" (")[0] + ")"
+        reason = (
+            f"{result.engine.name} cannot run here: {result.cannot_run}"
+            if result.engine is not None
+            else "no engine here (" + (result.fallback_reason or "TensorRT is absent").split(" (")[0] + ")"
+        )
         line = f"not measured: {reason}; on the device: sk-edge bench -w {workdir}{ask}"
         if min_speedup is None:
             return line, None
@@ -686,8 +891,15 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
 
     # Without PyTorch (a torch-free Jetson) an FP32 engine, where one was built, is the baseline.
     precisions = (result.precision,) if torch_installed() or result.precision == "fp32" else (result.precision, "fp32")
-    options = BenchOptions(backends=("torch", "tensorrt"), precisions=precisions, batches=(1,), warmup=10,
-                           iterations=50, min_speedup=min_speedup, skip_absent=True)
+    options = BenchOptions(
+        backends=("torch", "tensorrt"),
+        precisions=precisions,
+        batches=(1,),
+        warmup=10,
+        iterations=50,
+        min_speedup=min_speedup,
+        skip_absent=True,
+    )
     try:
         doc = bench(workdir, options, log=log)
     except BenchFailed as exc:
@@ -696,52 +908,45 @@ def latency_verdict(workdir: Path, result: EngineResult, min_speedup: float | No
     return speed.get("line", "engine timed; no PyTorch FP32 on this GPU to compare with"), None
 
 
-def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict | None, mix: dict | None,
-                  judged: bool, min_speedup: float | None = None, log: Callable[[str], None] = lambda msg: None,
-                  searched: str | None = None, max_float_share: float = 0.25, require_engine: bool = False,
-                  clock: StageClock | None = None) -> BuildReport:
+def build_summary(
+    workdir: Path,
+    precision: str,
+    result: EngineResult,
+    doc: dict | None,
+    mix: dict | None,
+    judged: bool,
+    latency: tuple[str, str | None],
+    searched: str | None = None,
+    max_float_share: float = 0.25,
+    require_engine: bool = False,
+    clock: StageClock | None = None,
+) -> BuildReport:
     """The summary block: what a user reads last, and what decides whether the build is safe to ship.
 
-    ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix of the graph judged.
-    The title says what the verdict is about (an engine, or a graph on ONNX Runtime); a gate that was
-    asked for and could not be applied (``min_speedup`` without a runnable engine), an INT8 graph
+    ``doc`` is verify.json (None when not judged), ``mix`` the INT8 precision mix of the graph judged,
+    ``latency`` the latency step's (line, failure). The title says what the verdict is about (an engine,
+    or a graph on ONNX Runtime); a gate that was asked for and could not be applied (``--min-speedup``
+    without a runnable engine, which the latency step reports as its failure), an INT8 graph
     that keeps more than ``max_float_share`` of its MACs in floating point, or no engine where one is
     the product (``require_engine``: ``build --from`` on the device), fails it.
     """
-    from .verify import images_line, summary_line
-
     workdir = Path(workdir)
-    rows, verdict = [], "NOT JUDGED"
-    if judged:
-        if doc:
-            verdict = "PASS" if doc["passed"] else "FAIL"
-            accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
-            if doc["broken"]:
-                accuracy += f" (broken: {'; '.join(doc['broken'])})"
-            rows += [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"]))]
-            rows += [("caution", c) for c in doc.get("cautions") or ()]
-            if searched:
-                # The layer search fitted the graph to these images: an independent set judges without that bias.
-                rows.append(("caution", f"{searched}, so the figures above are optimistic; --eval-images DIR (images "
-                                        "the search never saw) gives an independent verdict"))
-            rows += [("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
-    else:
-        rows.append(("accuracy", "not judged (--no-verify): this build has no verdict"))
+    rows, verdict = _verdict_rows(doc, judged, searched)
     rows.append(("precision", precision_line(precision, mix)))
     failed = None
     if mix is not None and mix["float_mac_share"] > max_float_share:
-        failed = (f"{result.graph.name} runs {mix['float_mac_share']:.1%} of its MACs in floating point, above "
-                  f"--max-float-share {max_float_share:.0%}: it is not an INT8 model")
+        failed = (
+            f"{result.graph.name} runs {mix['float_mac_share']:.1%} of its MACs in floating point, above "
+            f"--max-float-share {max_float_share:.0%}: it is not an INT8 model"
+        )
         rows.append(("precision gate", f"FAIL: {failed}"))
     elif require_engine and result.engine is None:
         # On the device the engine is the product: a graph judged instead is no build.
         failed = f"no engine was built on this device: {result.fallback_reason}"
     if result.engine is not None:
         rows += engine_rows(workdir, result)
-    if clock is not None:
-        clock.start("latency")
-    latency, slow = latency_verdict(workdir, result, min_speedup, log)
-    rows.append(("latency", latency))
+    latency_line, slow = latency
+    rows.append(("latency", latency_line))
     if clock is not None:
         rows.append(("time", clock.line()))
     failed = failed or slow
@@ -753,4 +958,31 @@ def build_summary(workdir: Path, precision: str, result: EngineResult, doc: dict
         title += f" ({what_was_judged(result)})"
     lines = ["", f"== {title} " + "=" * max(0, 72 - len(title))]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
-    return BuildReport("\n".join(lines), failed, latency)
+    return BuildReport("\n".join(lines), failed, latency_line)
+
+
+def _verdict_rows(doc: dict | None, judged: bool, searched: str | None) -> tuple[list[tuple[str, str]], str]:
+    """The summary's rows about the verdict (accuracy, images, cautions, what was compared), and the verdict."""
+    from .verify import images_line, summary_line
+
+    if not judged:
+        return [("accuracy", "not judged (--no-verify): this build has no verdict")], "NOT JUDGED"
+    if not doc:
+        return [], "NOT JUDGED"
+    verdict = "PASS" if doc["passed"] else "FAIL"
+    accuracy = f"{verdict}: {summary_line(doc['metrics'])}"
+    if doc["broken"]:
+        accuracy += f" (broken: {'; '.join(doc['broken'])})"
+    rows = [("accuracy", accuracy), ("judged on", images_line(doc["images"], doc["metrics"]["images"]))]
+    rows += [("caution", c) for c in doc.get("cautions") or ()]
+    if searched:
+        # The layer search fitted the graph to these images: an independent set judges without that bias.
+        rows.append(
+            (
+                "caution",
+                f"{searched}, so the figures above are optimistic; --eval-images DIR (images "
+                "the search never saw) gives an independent verdict",
+            )
+        )
+    rows += [("reference", doc["reference"]), ("candidate", doc["candidate"]["description"])]
+    return rows, verdict

@@ -36,8 +36,14 @@ def yuv_coefficients(matrix: str = "bt601", full_range: bool = False) -> tuple[i
     def fixed(x: float) -> int:
         return int(x * (1 << YUV_BITS) + (-0.5 if x < 0 else 0.5))
 
-    return (fixed(ys), 0 if full_range else 16, fixed(2 * (1 - kr) * cs), fixed(2 * kb * (1 - kb) / kg * cs),
-            fixed(2 * kr * (1 - kr) / kg * cs), fixed(2 * (1 - kb) * cs))
+    return (
+        fixed(ys),
+        0 if full_range else 16,
+        fixed(2 * (1 - kr) * cs),
+        fixed(2 * kb * (1 - kb) / kg * cs),
+        fixed(2 * kr * (1 - kr) / kg * cs),
+        fixed(2 * (1 - kb) * cs),
+    )
 
 
 def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
@@ -94,6 +100,6 @@ def to_rgb(frame: np.ndarray, fmt: str, matrix: str = "bt601", full_range: bool 
         u, v = uv[..., 0], uv[..., 1]
     else:
         flat = chroma.reshape(-1)
-        u, v = flat[: h * w // 4].reshape(h // 2, w // 2), flat[h * w // 4:].reshape(h // 2, w // 2)
+        u, v = flat[: h * w // 4].reshape(h // 2, w // 2), flat[h * w // 4 :].reshape(h // 2, w // 2)
     up = lambda p: np.repeat(np.repeat(p, 2, axis=0), 2, axis=1)  # noqa: E731 - nearest, as cvtColor
     return yuv_to_rgb(y, up(u), up(v), matrix, full_range)

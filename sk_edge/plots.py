@@ -65,13 +65,22 @@ def latency_plot(doc: dict, path: Path) -> bool:
     if not rows:
         return False
     plt = _pyplot()
-    labels = [f"{r['config']['backend']} {r['config']['precision']} {r['config']['device']} b{r['config']['batch']}"
-              for r in rows]
+    labels = [
+        f"{r['config']['backend']} {r['config']['precision']} {r['config']['device']} b{r['config']['batch']}" for r in rows
+    ]
     data = [np.asarray(r["latencies_ms"]) for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
-    ax.boxplot(data, **_horizontal(), whis=(0, 100), widths=0.6, showfliers=False,
-               medianprops={"color": "black", "linewidth": 2}, boxprops={"facecolor": "#78aadc"}, patch_artist=True,
-               tick_labels=labels)
+    ax.boxplot(
+        data,
+        **_horizontal(),
+        whis=(0, 100),
+        widths=0.6,
+        showfliers=False,
+        medianprops={"color": "black", "linewidth": 2},
+        boxprops={"facecolor": "#78aadc"},
+        patch_artist=True,
+        tick_labels=labels,
+    )
     medians = [float(np.median(d)) for d in data]
     if max(medians) / max(min(medians), 1e-9) > 10:
         ax.set_xscale("log")
@@ -97,8 +106,15 @@ def selection_plot(doc: dict, path: Path) -> bool:
     for k, scale in enumerate(scales):
         color = f"C{k}"
         ax.plot(x, [u["reference"][scale] for u in units], "-o", color=color, ms=3, label=f"object {scale}x, FP32")
-        ax.plot(x, [u["candidate"][scale] for u in units], "--o", color=color, ms=3, mfc="none",
-                label=f"object {scale}x, {doc['candidate']}")
+        ax.plot(
+            x,
+            [u["candidate"][scale] for u in units],
+            "--o",
+            color=color,
+            ms=3,
+            mfc="none",
+            label=f"object {scale}x, {doc['candidate']}",
+        )
     ax.axhline(0.0, color="0.8", lw=1)
     ax.set_xticks(x)
     ax.set_xlabel("SK unit (input side -> output side)")

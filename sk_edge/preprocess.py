@@ -54,7 +54,7 @@ def parse_size(value) -> int | tuple[int, int]:
     elif isinstance(value, int) and not isinstance(value, bool):
         numbers = [value]
     else:
-        raise UsageError(f"input size {value!r} is not N or HxW (for example 224, \"224x320\" or [224, 320])")
+        raise UsageError(f'input size {value!r} is not N or HxW (for example 224, "224x320" or [224, 320])')
     if len(numbers) not in (1, 2) or min(numbers) < 1:
         raise UsageError(f"input size {value!r} is not N or HxW with positive sides")
     if len(numbers) == 2 and numbers[0] != numbers[1]:
@@ -108,8 +108,10 @@ class Preprocess:
         if not isinstance(self.crop_pct, (int, float)) or not (MIN_CROP_PCT <= self.crop_pct <= 1):
             raise UsageError(f"crop_pct must be a number from {MIN_CROP_PCT} to 1 (timm's are 0.8 to 1), got {self.crop_pct!r}")
         if max(self.height, self.width) > MAX_SIDE:
-            raise UsageError(f"input size {self.height}x{self.width} is over {MAX_SIDE} pixels a side; a network input is "
-                             "a few hundred (224, 384): check the number")
+            raise UsageError(
+                f"input size {self.height}x{self.width} is over {MAX_SIDE} pixels a side; a network input is "
+                "a few hundred (224, 384): check the number"
+            )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != 3 or not all(math.isfinite(v) for v in values):
                 raise UsageError(f"{name} must be three finite numbers (R,G,B), got {values}")
@@ -119,13 +121,20 @@ class Preprocess:
     def describe(self) -> str:
         resize = {"resize": "stretch", "crop": f"crop {self.crop_pct:g}", "letterbox": "letterbox"}[self.resize]
         exif = ", EXIF orientation applied" if self.exif_orientation == "apply" else ""
-        return (f"{self.height}x{self.width}, {resize}, {self.interpolation}, mean ({', '.join(f'{v:g}' for v in self.mean)}), "
-                f"std ({', '.join(f'{v:g}' for v in self.std)}), {self.channel_order}{exif}")
+        return (
+            f"{self.height}x{self.width}, {resize}, {self.interpolation}, mean ({', '.join(f'{v:g}' for v in self.mean)}), "
+            f"std ({', '.join(f'{v:g}' for v in self.std)}), {self.channel_order}{exif}"
+        )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(input_size=self.input_size if isinstance(self.input_size, int) else [self.height, self.width],
-                 mean=list(self.mean), std=list(self.std), layout="NCHW", scale=1 / 255)
+        d.update(
+            input_size=self.input_size if isinstance(self.input_size, int) else [self.height, self.width],
+            mean=list(self.mean),
+            std=list(self.std),
+            layout="NCHW",
+            scale=1 / 255,
+        )
         return d
 
     @classmethod
@@ -282,9 +291,11 @@ def defaulted_caution(sources: dict | None, trained_checkpoint: bool, resize: st
     if not defaulted:
         return None
     where = sources[defaulted[0]]
-    return (f"preprocessing {', '.join(defaulted)} came from {where}, not from the checkpoint or you: if the model "
-            "was trained otherwise, every figure here is for the wrong inputs; pass them (--input-size, --mean, --std, "
-            "--resize, --crop-pct, --interpolation, or --preprocess FILE.json)")
+    return (
+        f"preprocessing {', '.join(defaulted)} came from {where}, not from the checkpoint or you: if the model "
+        "was trained otherwise, every figure here is for the wrong inputs; pass them (--input-size, --mean, --std, "
+        "--resize, --crop-pct, --interpolation, or --preprocess FILE.json)"
+    )
 
 
 def upsampling_caution(short_sides: list[int], pre: Preprocess, what: str) -> str | None:
@@ -296,5 +307,7 @@ def upsampling_caution(short_sides: list[int], pre: Preprocess, what: str) -> st
     side = min(pre.height, pre.width)
     if 2 * median >= side:
         return None
-    return (f"the {what} are upsampled: their median short side is {median} px for a {pre.height}x{pre.width} input; "
-            f"a model trained on {median} px images wants --input-size {median}")
+    return (
+        f"the {what} are upsampled: their median short side is {median} px for a {pre.height}x{pre.width} input; "
+        f"a model trained on {median} px images wants --input-size {median}"
+    )

@@ -29,11 +29,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.tensorrt import (TensorRTUnavailable, TrtFeatures, engine_mismatch, engine_sidecar_path, gpu_identity,
-                                import_tensorrt, rtx_header_version, same_tensorrt_version)
+from .backends.tensorrt import (
+    TensorRTUnavailable,
+    TrtFeatures,
+    engine_mismatch,
+    engine_sidecar_path,
+    gpu_identity,
+    import_tensorrt,
+    rtx_header_version,
+    same_tensorrt_version,
+)
 from .cuda_events import StreamOrder
-from .device_arrays import (DL_CPU, DL_CUDA, DL_CUDA_MANAGED, CudaArrayView, cuda_array_view, dlpack_device_type,
-                            dlpack_view, is_cuda_array, is_dlpack_array)
+from .device_arrays import (
+    DL_CPU,
+    DL_CUDA,
+    DL_CUDA_MANAGED,
+    CudaArrayView,
+    cuda_array_view,
+    dlpack_device_type,
+    dlpack_view,
+    is_cuda_array,
+    is_dlpack_array,
+)
 from .errors import SkEdgeError, UsageError
 from .sidecars import EngineInfo
 from .workdir import engine_target, runtime_cache_name
@@ -63,8 +80,16 @@ class Engine:
     that loads and unloads models keeps no memory of the ones it dropped.
     """
 
-    def __init__(self, path: str | Path, cuda_graph: bool = False, check_sidecar: bool = True, trt=None, cuda=None,
-                 gpu: dict | None = None, stage_times: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        cuda_graph: bool = False,
+        check_sidecar: bool = True,
+        trt=None,
+        cuda=None,
+        gpu: dict | None = None,
+        stage_times: bool = False,
+    ):
         """``trt``, ``cuda`` (``pycuda.driver``) and ``gpu`` default to what is installed here. ``stage_times``:
         time each call's copy in, execution and copy out with CUDA events (``last_stages_ms``; the plain enqueue
         only, so not with ``cuda_graph``)."""
@@ -74,7 +99,7 @@ class Engine:
         if not path.is_file():
             raise SkEdgeError(f"engine file '{path}' does not exist; build it with `sk-edge build`")
         self._closed = True  # until everything below exists
-        self._runtime_cache = None
+        self._runtime_cache: RuntimeCache | None = None
         sidecar: EngineInfo | None = read_sidecar(path) if check_sidecar else _sidecar_if_readable(path)
         # The sidecar says which TensorRT made the engine (TensorRT or TensorRT-RTX); without one, the file name.
         self.trt = trt or import_tensorrt(sidecar.target if sidecar is not None else engine_target(path.name))
@@ -93,22 +118,7 @@ class Engine:
         self._context = self.cuda.Device(0).retain_primary_context()
         self._context.push()
         try:
-            if sidecar is not None and sidecar.dla_core is not None:
-                # Must be set before deserializing: the engine runs on the core the runtime names,
-                # so an engine built for core 1 would otherwise run on core 0.
-                self.runtime.DLA_core = sidecar.dla_core
-            self.engine = self.runtime.deserialize_cuda_engine(plan)
-            if self.engine is None:
-                raise SkEdgeError(f"{features.name} could not load '{path}' (see its messages above); rebuild it")
-            if features.runtime_cache:
-                self._runtime_cache = RuntimeCache(self.engine, path.with_name(runtime_cache_name(path.name)))
-                self.context = self.engine.create_execution_context(self._runtime_cache.config)
-            else:
-                self.context = self.engine.create_execution_context()
-            self.stream = self.cuda.Stream()
-            # Four events: before the copy in, after it, after the execution, after the copy out.
-            self._marks = [self.cuda.Event() for _ in range(4)] if stage_times else None
-            self.inputs, self.outputs = self._io_tensors()
+            self._load(path, plan, sidecar, features, stage_times)
         finally:
             self._context.pop()
         self.cuda_graph = cuda_graph
@@ -121,6 +131,25 @@ class Engine:
         self.last_stages_ms: dict[str, float] | None = None
         self._pending: Pending | None = None  # the call in flight, if its wait() has not come yet
         self._closed = False
+
+    def _load(self, path: Path, plan: bytes, sidecar: EngineInfo | None, features: TrtFeatures, stage_times: bool) -> None:
+        """The engine deserialized, its execution context, stream, events and I/O tensors (in the pushed CUDA context)."""
+        if sidecar is not None and sidecar.dla_core is not None:
+            # Must be set before deserializing: the engine runs on the core the runtime names,
+            # so an engine built for core 1 would otherwise run on core 0.
+            self.runtime.DLA_core = sidecar.dla_core
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise SkEdgeError(f"{features.name} could not load '{path}' (see its messages above); rebuild it")
+        if features.runtime_cache:
+            cache = self._runtime_cache = RuntimeCache(self.engine, path.with_name(runtime_cache_name(path.name)))
+            self.context = self.engine.create_execution_context(cache.config)
+        else:
+            self.context = self.engine.create_execution_context()
+        self.stream = self.cuda.Stream()
+        # Four events: before the copy in, after it, after the execution, after the copy out.
+        self._marks = [self.cuda.Event() for _ in range(4)] if stage_times else None
+        self.inputs, self.outputs = self._io_tensors()
 
     def _io_tensors(self) -> tuple[list[tuple[str, np.dtype]], list[tuple[str, np.dtype]]]:
         """(name, dtype) of the engine's inputs and of its outputs, as the engine declares them."""
@@ -218,8 +247,11 @@ class Engine:
         """The stage times of the call just synchronised (pycuda's Event.time_since: milliseconds)."""
         if self._marks is not None:
             m = self._marks
-            self.last_stages_ms = {"host_to_device": m[1].time_since(m[0]), "inference": m[2].time_since(m[1]),
-                                   "device_to_host": m[3].time_since(m[2])}
+            self.last_stages_ms = {
+                "host_to_device": m[1].time_since(m[0]),
+                "inference": m[2].time_since(m[1]),
+                "device_to_host": m[3].time_since(m[2]),
+            }
 
     def __call__(self, x, out=None):
         """Logits for the NCHW batch ``x``: a numpy array, or a CUDA array already on the GPU (blocks; see enqueue)."""
@@ -314,8 +346,10 @@ class Engine:
         name, dtype = self.outputs[0]
         shape = self._host[name].shape
         if target.shape != shape or target.dtype != dtype or target.readonly:
-            raise UsageError(f"out must be a writable {dtype} CUDA array of shape {shape}, "
-                             f"got {target.dtype} {target.shape}{' (read-only)' if target.readonly else ''}")
+            raise UsageError(
+                f"out must be a writable {dtype} CUDA array of shape {shape}, "
+                f"got {target.dtype} {target.shape}{' (read-only)' if target.readonly else ''}"
+            )
 
     def infer_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
         """Camera frames (numpy, in pixel format ``fmt``: sk_edge.pixels) to logits, one row per frame.
@@ -390,13 +424,22 @@ class RuntimeCache:
             with atomic_output(self.path) as tmp:
                 tmp.write_bytes(bytes(self.cache.serialize()))
         except OSError as exc:
-            print(f"sk-edge: warning: the TensorRT-RTX runtime cache was not saved to '{self.path}': {exc.strerror}",
-                  file=sys.stderr)
+            print(
+                f"sk-edge: warning: the TensorRT-RTX runtime cache was not saved to '{self.path}': {exc.strerror}",
+                file=sys.stderr,
+            )
 
 
 # The bits of EngineInvalidityDiagnostics (TensorRT-RTX 1.1 on), in the C++ runtime's order and words.
-_INVALIDITY_DIAGNOSTICS = ("VERSION_MISMATCH", "UNSUPPORTED_CC", "OLD_CUDA_DRIVER", "OLD_CUDA_RUNTIME",
-                           "INSUFFICIENT_GPU_MEMORY", "MALFORMED_ENGINE", "CUDA_ERROR")
+_INVALIDITY_DIAGNOSTICS = (
+    "VERSION_MISMATCH",
+    "UNSUPPORTED_CC",
+    "OLD_CUDA_DRIVER",
+    "OLD_CUDA_RUNTIME",
+    "INSUFFICIENT_GPU_MEMORY",
+    "MALFORMED_ENGINE",
+    "CUDA_ERROR",
+)
 
 
 def frames_to_batch(frames, pre, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
@@ -424,20 +467,28 @@ def rtx_engine_invalid(trt, runtime, plan: bytes) -> str | None:
         return "it is not a TensorRT-RTX engine (its header is not one); rebuild it with `sk-edge build --target rtx`"
     if not same_tensorrt_version(made_by, trt.__version__):
         return f"it was built by TensorRT-RTX {made_by} and this is TensorRT-RTX {trt.__version__}; rebuild it with this release"
-    validity, diagnostics = runtime.get_engine_validity(plan[:runtime.engine_header_size])
+    validity, diagnostics = runtime.get_engine_validity(plan[: runtime.engine_header_size])
     if validity == trt.EngineValidity.INVALID:
-        reasons = [name.lower().replace("_", " ") for name in _INVALIDITY_DIAGNOSTICS
-                   if int(diagnostics) & int(getattr(trt.EngineInvalidityDiagnostics, name))]
-        return ("TensorRT-RTX says the engine is invalid on this machine ("
-                + (", ".join(reasons) if reasons else "no usable CUDA driver or GPU") + ")")
+        reasons = [
+            name.lower().replace("_", " ")
+            for name in _INVALIDITY_DIAGNOSTICS
+            if int(diagnostics) & int(getattr(trt.EngineInvalidityDiagnostics, name))
+        ]
+        return (
+            "TensorRT-RTX says the engine is invalid on this machine ("
+            + (", ".join(reasons) if reasons else "no usable CUDA driver or GPU")
+            + ")"
+        )
     return None
 
 
 def refusal_message(path: Path, sidecar: EngineInfo, why: str) -> str:
     """Why the engine at ``path`` is refused, and the command that rebuilds it (the C++ runtime words it the same)."""
     target = " --target rtx" if sidecar.target == "rtx" else ""
-    return (f"'{path}' cannot run here: {why}; rebuild it on this device with "
-            f"`sk-edge build --from {path.parent} --precision {sidecar.precision}{target}`")
+    return (
+        f"'{path}' cannot run here: {why}; rebuild it on this device with "
+        f"`sk-edge build --from {path.parent} --precision {sidecar.precision}{target}`"
+    )
 
 
 def read_sidecar(path: Path) -> EngineInfo:
@@ -447,7 +498,9 @@ def read_sidecar(path: Path) -> EngineInfo:
     source = engine_sidecar_path(path)
     doc = read_json(source)
     if doc is None:
-        raise SkEdgeError(f"'{source}' is missing or unreadable, so '{path.name}' cannot be checked; rebuild with `sk-edge build`")
+        raise SkEdgeError(
+            f"'{source}' is missing or unreadable, so '{path.name}' cannot be checked; rebuild with `sk-edge build`"
+        )
     return EngineInfo.from_doc(doc, source)
 
 
@@ -466,8 +519,9 @@ def _cuda_driver():
         try:
             from cuda import cuda as driver  # cuda-python < 12.6 spelling
         except ImportError:
-            raise SkEdgeError("cuda_graph=True needs NVIDIA's cuda-python (pip install cuda-python); "
-                              "or drop cuda_graph=True") from None
+            raise SkEdgeError(
+                "cuda_graph=True needs NVIDIA's cuda-python (pip install cuda-python); or drop cuda_graph=True"
+            ) from None
     return driver
 
 

@@ -66,8 +66,7 @@ class EvalSet:
 
     def score(self, logits: np.ndarray) -> dict:
         ref, out = self.reference, logits
-        d = {"kl_mean": float(np.mean(kl_divergence(ref, out))),
-             "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean())}
+        d = {"kl_mean": float(np.mean(kl_divergence(ref, out))), "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean())}
         if self.labels is not None:
             d["top1_drop_points"] = points(float((ref.argmax(1) == self.labels).mean() - (out.argmax(1) == self.labels).mean()))
         return d
@@ -107,8 +106,9 @@ class Budget:
 
     @property
     def flags(self) -> str:
-        return " or ".join(f for f, v in (("--max-top1-drop", self.max_top1_drop), ("--min-agreement", self.min_agreement))
-                           if v is not None)
+        return " or ".join(
+            f for f, v in (("--max-top1-drop", self.max_top1_drop), ("--min-agreement", self.min_agreement)) if v is not None
+        )
 
     def __str__(self) -> str:
         parts = []
@@ -177,8 +177,7 @@ class Evaluator:
         return self.evalset.score(judging_runner(model.SerializeToString())(self.evalset.x))
 
 
-def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None,
-                        alone: bool = True) -> dict:
+def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = lambda n: None, alone: bool = True) -> dict:
     """Keep-in-float gain of every INT8 layer, ranked by gain; with ``alone``, also each layer's drift alone.
 
     The ranking needs only the gain: a build's layer search passes ``alone=False`` and measures half
@@ -193,8 +192,12 @@ def measure_sensitivity(evaluator: Evaluator, progress: Callable[[int], None] = 
     rows = []
     for layer in layers:
         without = evaluator.score(plan.without({layer}))
-        row = {"layer": layer, "without": without, "gain_kl": full["kl_mean"] - without["kl_mean"],
-               "mac_share": macs.get(layer, 0.0) / total_macs}
+        row = {
+            "layer": layer,
+            "without": without,
+            "gain_kl": full["kl_mean"] - without["kl_mean"],
+            "mac_share": macs.get(layer, 0.0) / total_macs,
+        }
         if alone:
             row["alone"] = evaluator.score(plan.without(set(layers) - {layer}))
         progress(1)
@@ -230,8 +233,13 @@ def range_mismatch(evaluator: Evaluator, top: int = 3) -> list[dict]:
     return sorted(rows, key=lambda r: -abs(np.log(max(r["ratio"], 1e-12))))[:top]
 
 
-def fit_budget(evaluator: Evaluator, ranking: list[dict], budget: Budget | float,
-               log: Callable[[str], None] = lambda msg: None, max_float_share: float = DEFAULT_MAX_FLOAT_SHARE) -> dict:
+def fit_budget(
+    evaluator: Evaluator,
+    ranking: list[dict],
+    budget: Budget | float,
+    log: Callable[[str], None] = lambda msg: None,
+    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE,
+) -> dict:
     """Keep the highest-ranked layers in floating point until ``budget`` holds.
 
     ``budget`` is a labelled top-1 drop (a float is taken as one) or, without labels, a top-1
@@ -269,39 +277,54 @@ class BudgetNeedsFloat(SkEdgeError):
     """Meeting the accuracy budget would keep more of the model in floating point than allowed."""
 
 
-def _float_share_message(evaluator, layers: int, current: dict, mix: dict, budget: Budget,
-                         max_float_share: float) -> str:
+def _float_share_message(evaluator, layers: int, current: dict, mix: dict, budget: Budget, max_float_share: float) -> str:
     cause = ""
     worst = range_mismatch(evaluator)
     if worst:
-        cause = (" Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
-                 "differ most at " + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)"
-                                              for r in worst) + ".")
+        cause = (
+            " Likely cause: the calibration images are unlike the evaluation images; their activation ranges "
+            "differ most at "
+            + ", ".join(f"'{r['tensor']}' (evaluation max {r['ratio']:.2g}x the calibration's)" for r in worst)
+            + "."
+        )
     relax = budget.flags
-    return (f"INT8 misses {budget} ({budget.measured(current)} with {layers} layers "
-            f"kept in floating point), and keeping one more would put {mix['float_mac_share']:.1%} of the MACs in floating "
-            f"point, above --max-float-share {max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on "
-            f"images from the deployment domain (--images), or accept it with --max-float-share 100, a looser "
-            f"{relax}, or --precision fp16")
+    return (
+        f"INT8 misses {budget} ({budget.measured(current)} with {layers} layers "
+        f"kept in floating point), and keeping one more would put {mix['float_mac_share']:.1%} of the MACs in floating "
+        f"point, above --max-float-share {max_float_share:.0%}: that would not be an INT8 model.{cause} Calibrate on "
+        f"images from the deployment domain (--images), or accept it with --max-float-share 100, a looser "
+        f"{relax}, or --precision fp16"
+    )
 
 
 def markdown(doc: dict) -> str:
     full = doc["full_int8"]
-    lines = ["# sk-edge sensitivity", "",
-             f"{doc['images']} held-out images; full INT8: top-1 agreement {full['top1_agreement']:.2%}, mean KL {full['kl_mean']:.2e}"
-             + (f", top-1 drop {full['top1_drop_points']:.2f} points" if "top1_drop_points" in full else "") + ".", "",
-             "Ranked by the KL divergence removed when the layer alone stays in floating point (gain).", "",
-             "| rank | layer | gain (KL) | alone: KL | alone: agreement | share of MACs |",
-             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# sk-edge sensitivity",
+        "",
+        f"{doc['images']} held-out images; full INT8: top-1 agreement {full['top1_agreement']:.2%}, mean KL {full['kl_mean']:.2e}"
+        + (f", top-1 drop {full['top1_drop_points']:.2f} points" if "top1_drop_points" in full else "")
+        + ".",
+        "",
+        "Ranked by the KL divergence removed when the layer alone stays in floating point (gain).",
+        "",
+        "| rank | layer | gain (KL) | alone: KL | alone: agreement | share of MACs |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for i, r in enumerate(doc["layers"], 1):
-        alone = (f"{r['alone']['kl_mean']:.2e} | {r['alone']['top1_agreement']:.2%}" if "alone" in r
-                 else "not measured | not measured")  # a build's search ranks by gain only
+        alone = (
+            f"{r['alone']['kl_mean']:.2e} | {r['alone']['top1_agreement']:.2%}" if "alone" in r else "not measured | not measured"
+        )  # a build's search ranks by gain only
         lines.append(f"| {i} | `{r['layer']}` | {r['gain_kl']:.2e} | {alone} | {r['mac_share']:.1%} |")
     if doc.get("budget"):
         b = doc["budget"]
         budget = Budget(b.get("max_top1_drop"), b.get("min_agreement"))
-        lines += ["", f"Budget: {budget}. Kept in floating point: "
-                  + (", ".join(f"`{k}`" for k in b["kept_float"]) or "nothing") + f" ({budget.measured(b['result'])})."]
+        lines += [
+            "",
+            f"Budget: {budget}. Kept in floating point: "
+            + (", ".join(f"`{k}`" for k in b["kept_float"]) or "nothing")
+            + f" ({budget.measured(b['result'])}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -341,15 +364,26 @@ def analyze_sensitivity(
     judging = Evaluator(workdir, full, mixed)
     evaluator = judging.on(full.head(count))
     n_layers = len(evaluator.plan.layers())
-    log(f"measuring {n_layers} INT8 layers, {'alone and left out' if alone else 'left out one at a time'}, on {len(evaluator.evalset.x)} images ...")
+    log(
+        f"measuring {n_layers} INT8 layers, {'alone and left out' if alone else 'left out one at a time'}, on {len(evaluator.evalset.x)} images ..."
+    )
     tick = progress(n_layers + 1) if progress else (lambda n: None)
-    doc = {"kind": "sk-edge/sensitivity", "images": int(len(evaluator.evalset.x)), "images_dir": str(judge.root),
-           "judged_on": judge.to_dict(), "mixed": mixed,
-           "calibration_key": evaluator.calibration.key, **measure_sensitivity(evaluator, tick, alone)}
+    doc = {
+        "kind": "sk-edge/sensitivity",
+        "images": int(len(evaluator.evalset.x)),
+        "images_dir": str(judge.root),
+        "judged_on": judge.to_dict(),
+        "mixed": mixed,
+        "calibration_key": evaluator.calibration.key,
+        **measure_sensitivity(evaluator, tick, alone),
+    }
     if budget is not None:
         log(f"fitting {budget} on all {len(judging.evalset.x)} images ...")
-        doc["budget"] = {**budget.to_dict(), "images": int(len(judging.evalset.x)),
-                         **fit_budget(judging, doc["layers"], budget, log, max_float_share)}
+        doc["budget"] = {
+            **budget.to_dict(),
+            "images": int(len(judging.evalset.x)),
+            **fit_budget(judging, doc["layers"], budget, log, max_float_share),
+        }
         share = {r["layer"]: r["mac_share"] for r in doc["layers"]}
         doc["budget"]["kept_mac_share"] = sum(share[k] for k in doc["budget"]["kept_float"])
         doc["budget"]["precision_mix"] = precision_mix(judging.macs, judging.plan.without(set(doc["budget"]["kept_float"])))
@@ -357,8 +391,14 @@ def analyze_sensitivity(
     return doc
 
 
-def needs_budget(workdir: Path, images: Path | JudgeImages, labels: Path | None, budget: Budget | float,
-                 count: int | None = None, evalset: EvalSet | None = None) -> tuple[bool, dict]:
+def needs_budget(
+    workdir: Path,
+    images: Path | JudgeImages,
+    labels: Path | None,
+    budget: Budget | float,
+    count: int | None = None,
+    evalset: EvalSet | None = None,
+) -> tuple[bool, dict]:
     """Whether the current model.int8.onnx misses ``budget`` on these images (one quick run).
 
     ``evalset``: the images already run through the FP32 graph, when the caller has them."""

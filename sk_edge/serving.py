@@ -62,12 +62,25 @@ def triton_config(name: str, platform: str, export) -> str:
     dynamic = bool(max_batch)
     lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch if dynamic else 0}"]
     for kind, t in (("input", inp), ("output", out)):
-        lines += [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {_TRITON_TYPES[t.dtype]}",
-                  f"    dims: [ {', '.join(map(str, _dims(list(t.shape), dynamic)))} ]", "  }", "]"]
+        lines += [
+            f"{kind} [",
+            "  {",
+            f'    name: "{t.name}"',
+            f"    data_type: {_TRITON_TYPES[t.dtype]}",
+            f"    dims: [ {', '.join(map(str, _dims(list(t.shape), dynamic)))} ]",
+            "  }",
+            "]",
+        ]
     if dynamic:
         lines += ["dynamic_batching {", f"  preferred_batch_size: [ {max_batch} ]", "  max_queue_delay_microseconds: 100", "}"]
-    lines += ["instance_group [", "  {", "    count: 1", f"    kind: {'KIND_GPU' if platform == 'tensorrt_plan' else 'KIND_AUTO'}",
-              "  }", "]"]
+    lines += [
+        "instance_group [",
+        "  {",
+        "    count: 1",
+        f"    kind: {'KIND_GPU' if platform == 'tensorrt_plan' else 'KIND_AUTO'}",
+        "  }",
+        "]",
+    ]
     if export.class_names:
         # Triton's classification extension reads the names from this file, one per line (class order).
         output_end = next(i for i, line in enumerate(lines) if line.startswith("output [")) + 5
@@ -75,8 +88,14 @@ def triton_config(name: str, platform: str, export) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None, precision: str | None = None,
-                  log: Callable[[str], None] = lambda msg: None, unverified: bool = False) -> Path:
+def export_triton(
+    workdir: str | Path,
+    repo: str | Path,
+    name: str | None = None,
+    precision: str | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    unverified: bool = False,
+) -> Path:
     """Write ``repo/<name>/config.pbtxt`` and ``repo/<name>/<version>/model.plan`` (or ``model.onnx``).
 
     Only a file with a passing verdict of its own (or an engine built from a graph that passed) is
@@ -94,10 +113,14 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
     else:
         source, platform, target = workdir / GRAPH_NAMES[precision], "onnxruntime_onnx", "model.onnx"
         if not source.is_file():
-            raise SkEdgeError(f"no {engine.name} or {source.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}` first")
+            raise SkEdgeError(
+                f"no {engine.name} or {source.name} in '{workdir}'; run `sk-edge build -w {workdir} --precision {precision}` first"
+            )
         load_graph(workdir, precision)
-        log(f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
-            "rerun after building the engine on the device for the TensorRT backend")
+        log(
+            f"no {engine.name} in '{workdir}': the repository serves {source.name} with Triton's ONNX Runtime backend; "
+            "rerun after building the engine on the device for the TensorRT backend"
+        )
     verdict = shipped_verdict.check(workdir, source, built_from, unverified)
     model_dir = repo / _model_name(name)
     version = _next_version(model_dir)
@@ -108,12 +131,21 @@ def export_triton(workdir: str | Path, repo: str | Path, name: str | None = None
             tmp.write_text("\n".join(export.class_names) + "\n")
     with artifacts.atomic_output(model_dir / "config.pbtxt") as tmp:
         tmp.write_text(triton_config(name, platform, export))
-    artifacts.write_json(model_dir / TRITON_MARKER, {"written_by": "sk-edge", "workdir": str(workdir.resolve()),
-                                                     "latest_version": version, "source": source.name,
-                                                     "verdict": verdict.to_dict()})
-    log(f"wrote {model_dir} version {version}: {platform} from {source.name}; {verdict.line}"
+    artifacts.write_json(
+        model_dir / TRITON_MARKER,
+        {
+            "written_by": "sk-edge",
+            "workdir": str(workdir.resolve()),
+            "latest_version": version,
+            "source": source.name,
+            "verdict": verdict.to_dict(),
+        },
+    )
+    log(
+        f"wrote {model_dir} version {version}: {platform} from {source.name}; {verdict.line}"
         + (f", class names in {LABELS_FILE}" if export.class_names else "")
-        + ("" if version == 1 else f" (Triton's default version policy serves the newest: {version})"))
+        + ("" if version == 1 else f" (Triton's default version policy serves the newest: {version})")
+    )
     return model_dir
 
 
@@ -135,8 +167,10 @@ def _next_version(model_dir: Path) -> int:
     if not model_dir.exists():
         return 1
     if not (model_dir / TRITON_MARKER).is_file():
-        raise UsageError(f"'{model_dir}' exists and sk-edge did not write it (no {TRITON_MARKER}): it is left as it is; "
-                         "pass another --name or --repo")
+        raise UsageError(
+            f"'{model_dir}' exists and sk-edge did not write it (no {TRITON_MARKER}): it is left as it is; "
+            "pass another --name or --repo"
+        )
     versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
 
@@ -158,8 +192,7 @@ def nvinfer_scaling(preprocess: dict) -> tuple[float, list[float], float]:
     return scale, offsets, worst
 
 
-def deepstream_config(workdir: Path, export, precision: str, batch: int,
-                      engine=None) -> tuple[str, float]:
+def deepstream_config(workdir: Path, export, precision: str, batch: int, engine=None) -> tuple[str, float]:
     """nvinfer's config; ``engine`` is the engine's EngineInfo when built, a DLA engine taking nvinfer to its core."""
     pre = export.preprocess_record
     inp, out, _ = _io(export)
@@ -170,9 +203,12 @@ def deepstream_config(workdir: Path, export, precision: str, batch: int,
         "# nvinfer configuration written by sk-edge export-deepstream",
         f"# model {export.model}, {precision.upper()}, input {list(inp.shape)} ({pre['resize']}, {pre.get('channel_order', 'RGB')})",
         f"# nvinfer has one scale for all channels: per-channel std approximated by its mean, worst error {worst:.2%} of the input range",
-        *({"crop": ["# nvinfer scales the whole object keeping its aspect ratio; it does not take sk-edge's central crop"],
-           "letterbox": ["# nvinfer pads with black; sk-edge pads with the mean colour (zero after normalisation)"]}
-          .get(pre["resize"], [])),
+        *(
+            {
+                "crop": ["# nvinfer scales the whole object keeping its aspect ratio; it does not take sk-edge's central crop"],
+                "letterbox": ["# nvinfer pads with black; sk-edge pads with the mean colour (zero after normalisation)"],
+            }.get(pre["resize"], [])
+        ),
         "[property]",
         "gpu-id=0",
         f"net-scale-factor={scale:.10f}",
@@ -203,8 +239,13 @@ def deepstream_config(workdir: Path, export, precision: str, batch: int,
     return "\n".join(lines), worst
 
 
-def export_deepstream(workdir: str | Path, out: str | Path | None = None, precision: str | None = None,
-                      log: Callable[[str], None] = lambda msg: None, unverified: bool = False) -> Path:
+def export_deepstream(
+    workdir: str | Path,
+    out: str | Path | None = None,
+    precision: str | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    unverified: bool = False,
+) -> Path:
     """nvinfer's config for the engine (or the graph nvinfer builds one from); only for a file with a passing
     verdict, unless ``unverified`` (sk_edge.shipped_verdict)."""
     workdir = Path(workdir)
@@ -216,8 +257,7 @@ def export_deepstream(workdir: str | Path, out: str | Path | None = None, precis
         load_graph(workdir, precision)
         verdict = shipped_verdict.check(workdir, workdir / GRAPH_NAMES[precision], None, unverified)
     else:
-        verdict = shipped_verdict.check(workdir, workdir / engine.engine_name, (engine.onnx_name, engine.onnx_sha256),
-                                        unverified)
+        verdict = shipped_verdict.check(workdir, workdir / engine.engine_name, (engine.onnx_name, engine.onnx_sha256), unverified)
     text, worst = deepstream_config(workdir, export, precision, batch, engine)
     text = f"# {verdict.line}\n" + text
     path = Path(out) if out else workdir / "deepstream_nvinfer.txt"

@@ -59,19 +59,26 @@ def check(workdir: Path, shipped: Path, built_from: tuple[str, str] | None = Non
     judged = judged_artifact(doc) if doc else None
     sha = artifacts.sha256_file(shipped)
     if judged is None:
-        problem = f"{shipped.name} has no verdict ({VERIFY_JSON} is {'unreadable' if (workdir / VERIFY_JSON).exists() else 'absent'})"
+        problem = (
+            f"{shipped.name} has no verdict ({VERIFY_JSON} is {'unreadable' if (workdir / VERIFY_JSON).exists() else 'absent'})"
+        )
     elif judged == (shipped.name, sha) or (built_from is not None and judged == built_from):
         if doc.get("passed") is True:
             verify_sha = artifacts.sha256_file(workdir / VERIFY_JSON)
             if judged[0] == shipped.name:
                 return ShippedVerdict("pass", f"verdict PASS on {shipped.name} ({VERIFY_JSON})", verify_sha)
-            return ShippedVerdict("graph-pass", f"verdict PASS on {judged[0]}, the graph {shipped.name} was built from, on "
-                                  f"ONNX Runtime; the engine itself was not judged (sk-edge verify --candidate engine on "
-                                  "the device)", verify_sha)
+            return ShippedVerdict(
+                "graph-pass",
+                f"verdict PASS on {judged[0]}, the graph {shipped.name} was built from, on "
+                f"ONNX Runtime; the engine itself was not judged (sk-edge verify --candidate engine on "
+                "the device)",
+                verify_sha,
+            )
         problem = f"the verdict on {shipped.name} FAILED ({'; '.join(doc.get('broken') or ['see verify.md'])})"
     elif judged[0] == shipped.name or (built_from is not None and judged[0] == built_from[0]):
-        problem = (f"{VERIFY_JSON} judged an earlier {judged[0]} (sha256 {judged[1][:12]}...), not the one here: the "
-                   f"verdict is stale")
+        problem = (
+            f"{VERIFY_JSON} judged an earlier {judged[0]} (sha256 {judged[1][:12]}...), not the one here: the verdict is stale"
+        )
     else:
         problem = f"{VERIFY_JSON} judged {judged[0]}, not {shipped.name}"
     if unverified:

@@ -75,7 +75,7 @@ def _fields(source: str | Path, fix: str) -> Iterator[None]:
 
 def _only_output(doc: dict) -> tuple[str, str]:
     """(name, sha256) of the one artifact a sidecar describes."""
-    (name, meta), = doc["outputs"].items()
+    ((name, meta),) = doc["outputs"].items()
     return name, str(meta["sha256"])
 
 
@@ -141,13 +141,22 @@ class ExportInfo:
             inputs, settings, model = doc["inputs"], doc["settings"], doc["model"]
             weights = inputs.get("weights") or {}
             return cls(
-                model=inputs["model"], family=inputs.get("family", ""), model_args=inputs.get("model_args") or {},
-                weights_path=weights.get("path"), weights_sha256=weights.get("sha256"),
-                state_dict_sha256=inputs["state_dict_sha256"], fp32_sha256=doc["outputs"][FP32_ONNX]["sha256"],
-                input=TensorSpec.from_doc(model["input"]), output=TensorSpec.from_doc(model["output"]),
-                preprocess=Preprocess.from_dict(doc["preprocess"]), preprocess_record=doc["preprocess"],
-                input_shape=tuple(settings["input_shape"]), batch=settings.get("batch") or 1,
-                dynamic_batch=settings.get("dynamic_batch"), class_names=doc.get("class_names"), doc=doc,
+                model=inputs["model"],
+                family=inputs.get("family", ""),
+                model_args=inputs.get("model_args") or {},
+                weights_path=weights.get("path"),
+                weights_sha256=weights.get("sha256"),
+                state_dict_sha256=inputs["state_dict_sha256"],
+                fp32_sha256=doc["outputs"][FP32_ONNX]["sha256"],
+                input=TensorSpec.from_doc(model["input"]),
+                output=TensorSpec.from_doc(model["output"]),
+                preprocess=Preprocess.from_dict(doc["preprocess"]),
+                preprocess_record=doc["preprocess"],
+                input_shape=tuple(settings["input_shape"]),
+                batch=settings.get("batch") or 1,
+                dynamic_batch=settings.get("dynamic_batch"),
+                class_names=doc.get("class_names"),
+                doc=doc,
             )
 
 
@@ -179,14 +188,33 @@ class CalibrationInfo:
         return float(self.tensors[name]["amax_by_method"]["max"])
 
     @classmethod
-    def write(cls, path: Path, cache: Path, key: str, histogram_key: str, fp32_sha256: str, images: dict, settings: dict,
-              method: str, tensors: dict, legacy_ranges: dict | None, **report) -> "CalibrationInfo":
+    def write(
+        cls,
+        path: Path,
+        cache: Path,
+        key: str,
+        histogram_key: str,
+        fp32_sha256: str,
+        images: dict,
+        settings: dict,
+        method: str,
+        tensors: dict,
+        legacy_ranges: dict | None,
+        **report,
+    ) -> "CalibrationInfo":
         """Write ``path`` (calib.json) for ``cache`` (calib.cache), with ``report``'s sections (the plan, the spread)
         beside the fields."""
         doc = artifacts.sidecar(
-            "calibration", key, {cache.name: cache}, histogram_key=histogram_key,
+            "calibration",
+            key,
+            {cache.name: cache},
+            histogram_key=histogram_key,
             inputs={"model": {"path": FP32_ONNX, "sha256": fp32_sha256}, "images": images},
-            settings=settings, method=method, **report, tensors=tensors, legacy_ranges=legacy_ranges or None,
+            settings=settings,
+            method=method,
+            **report,
+            tensors=tensors,
+            legacy_ranges=legacy_ranges or None,
         )
         return _write(path, doc, cls.from_doc)
 
@@ -199,10 +227,16 @@ class CalibrationInfo:
             if not isinstance(tensors, dict) or not all("amax" in t for t in tensors.values()):
                 raise ValueError("tensors[*].amax")
             return cls(
-                key=doc["key"], histogram_key=doc.get("histogram_key"), method=doc["method"],
-                fp32_sha256=doc["inputs"]["model"]["sha256"], cache_sha256=doc["outputs"][CALIB_CACHE]["sha256"],
-                images=doc["inputs"]["images"], settings=doc["settings"], tensors=tensors,
-                legacy_ranges=doc.get("legacy_ranges") or None, doc=doc,
+                key=doc["key"],
+                histogram_key=doc.get("histogram_key"),
+                method=doc["method"],
+                fp32_sha256=doc["inputs"]["model"]["sha256"],
+                cache_sha256=doc["outputs"][CALIB_CACHE]["sha256"],
+                images=doc["inputs"]["images"],
+                settings=doc["settings"],
+                tensors=tensors,
+                legacy_ranges=doc.get("legacy_ranges") or None,
+                doc=doc,
             )
 
 
@@ -240,13 +274,18 @@ class GraphInfo:
             if precision == "int8" and not calibration:
                 raise KeyError("inputs.calibration")
             return cls(
-                precision=precision, key=doc["key"], graph_name=name, graph_sha256=sha,
+                precision=precision,
+                key=doc["key"],
+                graph_name=name,
+                graph_sha256=sha,
                 fp32_sha256=doc["inputs"]["model"]["sha256"],
                 calibration_key=calibration["key"] if calibration else None,
                 calibration_method=calibration.get("method") if calibration else None,
-                mixed=settings.get("mixed"), keep_float=tuple(settings.get("keep_float") or ()),
+                mixed=settings.get("mixed"),
+                keep_float=tuple(settings.get("keep_float") or ()),
                 float_nodes=(doc.get("plan") or {}).get("float_nodes") or {},
-                precision_mix=doc.get("precision_mix"), doc=doc,
+                precision_mix=doc.get("precision_mix"),
+                doc=doc,
             )
 
 
@@ -305,17 +344,27 @@ class EngineInfo:
             dla_core = settings.get("dla_core")
             rtx = doc.get("rtx")
             return cls(
-                precision=settings["precision"], key=doc["key"], engine_name=name, engine_sha256=sha,
-                onnx_name=inputs["onnx"]["name"], onnx_sha256=inputs["onnx"]["sha256"],
-                calib_cache_sha256=inputs.get("calib_cache_sha256"), tensorrt_version=str(doc["tensorrt"]["version"]),
-                gpu=doc.get("gpu"), platform=doc.get("platform") or None, jetson=doc.get("jetson"),
+                precision=settings["precision"],
+                key=doc["key"],
+                engine_name=name,
+                engine_sha256=sha,
+                onnx_name=inputs["onnx"]["name"],
+                onnx_sha256=inputs["onnx"]["sha256"],
+                calib_cache_sha256=inputs.get("calib_cache_sha256"),
+                tensorrt_version=str(doc["tensorrt"]["version"]),
+                gpu=doc.get("gpu"),
+                platform=doc.get("platform") or None,
+                jetson=doc.get("jetson"),
                 dla_core=None if dla_core is None else int(dla_core),
                 hardware_compatible=bool(settings.get("hardware_compatible")),
                 legacy=bool(settings.get("legacy_weakly_typed")),
                 input=TensorSpec.from_doc(model["input"]) if "input" in model else None,
                 output=TensorSpec.from_doc(model["output"]) if "output" in model else None,
-                preprocess_record=doc.get("preprocess"), class_names=doc.get("class_names"),
-                layers_summary=doc.get("layers_summary") or {}, dla=doc.get("dla"), doc=doc,
+                preprocess_record=doc.get("preprocess"),
+                class_names=doc.get("class_names"),
+                layers_summary=doc.get("layers_summary") or {},
+                dla=doc.get("dla"),
+                doc=doc,
                 flavour=str(doc["tensorrt"].get("flavour") or "tensorrt"),
                 compute_capabilities=tuple(str(c) for c in rtx["compute_capabilities"]) if rtx else None,
                 default_targets=bool(rtx and rtx.get("default_targets")),
@@ -338,13 +387,19 @@ class ReferenceInfo:
     doc: dict = field(repr=False, compare=False)
 
     @classmethod
-    def write(cls, path: Path, npz: Path, made_from: dict, images: dict, description: str, torch_version: str,
-              count: int, labelled: int) -> "ReferenceInfo":
+    def write(
+        cls, path: Path, npz: Path, made_from: dict, images: dict, description: str, torch_version: str, count: int, labelled: int
+    ) -> "ReferenceInfo":
         """Write ``path`` (reference.json) for the outputs in ``npz``."""
         key = artifacts.stage_key({"stage": "reference", **made_from, "images": images})
-        doc = artifacts.sidecar("reference", key, {npz.name: npz}, inputs=made_from, images=images,
-                                reference={"description": description, "torch": torch_version, "images": count,
-                                           "labelled": labelled})
+        doc = artifacts.sidecar(
+            "reference",
+            key,
+            {npz.name: npz},
+            inputs=made_from,
+            images=images,
+            reference={"description": description, "torch": torch_version, "images": count, "labelled": labelled},
+        )
         return _write(path, doc, cls.from_doc)
 
     @classmethod
@@ -356,7 +411,14 @@ class ReferenceInfo:
             if not isinstance(doc["inputs"], dict) or not isinstance(doc["images"], dict):
                 raise TypeError("inputs and images must be objects")
             return cls(
-                key=doc["key"], npz_sha256=doc["outputs"][REFERENCE_NPZ]["sha256"], made_from=doc["inputs"],
-                images=doc["images"], description=made["description"], torch_version=str(made["torch"]),
-                created=str(doc["created"]), count=int(made["images"]), labelled=int(made.get("labelled", 0)), doc=doc,
+                key=doc["key"],
+                npz_sha256=doc["outputs"][REFERENCE_NPZ]["sha256"],
+                made_from=doc["inputs"],
+                images=doc["images"],
+                description=made["description"],
+                torch_version=str(made["torch"]),
+                created=str(doc["created"]),
+                count=int(made["images"]),
+                labelled=int(made.get("labelled", 0)),
+                doc=doc,
             )

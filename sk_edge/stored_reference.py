@@ -32,8 +32,12 @@ MADE_BY = "sk-edge verify --images DIR"
 
 def _made_from(export) -> dict:
     """What the stored outputs depend on: the export (graph and weights) and the preprocessing."""
-    return {"model": export.model, FP32_ONNX: export.fp32_sha256, "state_dict_sha256": export.state_dict_sha256,
-            "preprocess": export.preprocess_record}
+    return {
+        "model": export.model,
+        FP32_ONNX: export.fp32_sha256,
+        "state_dict_sha256": export.state_dict_sha256,
+        "preprocess": export.preprocess_record,
+    }
 
 
 @dataclass
@@ -54,8 +58,16 @@ class StoredReference:
         return f"{self.info.description}, run on the host (torch {self.info.torch_version}, {self.info.created})"
 
 
-def store(workdir: Path, export, names: list[str], pixels: list[np.ndarray], logits: np.ndarray,
-          labels: dict[str, int] | None, images: dict, description: str) -> None:
+def store(
+    workdir: Path,
+    export,
+    names: list[str],
+    pixels: list[np.ndarray],
+    logits: np.ndarray,
+    labels: dict[str, int] | None,
+    images: dict,
+    description: str,
+) -> None:
     """Write reference.npz and reference.json (atomically, the sidecar last)."""
     import torch
 
@@ -63,10 +75,23 @@ def store(workdir: Path, export, names: list[str], pixels: list[np.ndarray], log
     label_array = np.array([labels.get(n, -1) if labels else -1 for n in names], dtype=np.int64)
     with artifacts.atomic_output(workdir / REFERENCE_NPZ) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, names=np.array(names, dtype=str), pixels=np.stack(pixels).astype(np.uint8),
-                                logits=np.asarray(logits, dtype=np.float32), labels=label_array)
-    ReferenceInfo.write(workdir / REFERENCE_JSON, workdir / REFERENCE_NPZ, _made_from(export), images, description,
-                        torch.__version__, count=len(names), labelled=int((label_array >= 0).sum()))
+            np.savez_compressed(
+                f,
+                names=np.array(names, dtype=str),
+                pixels=np.stack(pixels).astype(np.uint8),
+                logits=np.asarray(logits, dtype=np.float32),
+                labels=label_array,
+            )
+    ReferenceInfo.write(
+        workdir / REFERENCE_JSON,
+        workdir / REFERENCE_NPZ,
+        _made_from(export),
+        images,
+        description,
+        torch.__version__,
+        count=len(names),
+        labelled=int((label_array >= 0).sum()),
+    )
 
 
 def stored_for(workdir: Path, export) -> StoredReference | None:
@@ -101,8 +126,10 @@ def stored_for(workdir: Path, export) -> StoredReference | None:
         raise SkEdgeError(f"cannot read '{workdir / REFERENCE_NPZ}' ({exc}); re-run `{MADE_BY}` on the host") from None
     table = {n: int(y) for n, y in zip(names, labels) if y >= 0}
     if not (len(names) == len(pixels) == len(logits) == info.count):
-        raise SkEdgeError(f"'{workdir / REFERENCE_NPZ}' holds {len(names)} names, {len(pixels)} images and {len(logits)} "
-                          f"outputs where {REFERENCE_JSON} says {info.count}; re-run `{MADE_BY}` on the host")
+        raise SkEdgeError(
+            f"'{workdir / REFERENCE_NPZ}' holds {len(names)} names, {len(pixels)} images and {len(logits)} "
+            f"outputs where {REFERENCE_JSON} says {info.count}; re-run `{MADE_BY}` on the host"
+        )
     return StoredReference(names, pixels, logits, table or None, info)
 
 

@@ -58,34 +58,64 @@ class VerifyFailed(SkEdgeError):
 
 @dataclass
 class VerifyOptions:
-    candidate: str | None = field(default=None, metadata=option(  # None: the engine if there is one, else int8, fp16, fp32
-        "What to judge [default: the engine if built, else int8, fp16, fp32 graph].", choices=CANDIDATES))
-    images: Path | None = field(default=None, metadata=option(
-        "Folder of images (class sub-folders are labels) [default: the images stored with the PyTorch outputs in "
-        "WORKDIR/reference.npz, else for the reference model its 1000 held-out images].", kind="path"))
+    candidate: str | None = field(
+        default=None,
+        metadata=option(  # None: the engine if there is one, else int8, fp16, fp32
+            "What to judge [default: the engine if built, else int8, fp16, fp32 graph].", choices=CANDIDATES
+        ),
+    )
+    images: Path | None = field(
+        default=None,
+        metadata=option(
+            "Folder of images (class sub-folders are labels) [default: the images stored with the PyTorch outputs in "
+            "WORKDIR/reference.npz, else for the reference model its 1000 held-out images].",
+            kind="path",
+        ),
+    )
     labels: Path | None = field(default=None, metadata=option("CSV of file,label rows for accuracy.", kind="path"))
-    min_agreement: float = field(default=DEFAULT_MIN_AGREEMENT, metadata=option(  # percent
-        "Fail below this top-1 agreement with the FP32 reference (percent).", kind="float", metavar="PCT",
-        finite=True))
-    max_top1_drop: float = field(default=DEFAULT_MAX_TOP1_DROP, metadata=option(  # points
-        "Fail when labelled accuracy drops by more than this many points.", kind="float", low=0, metavar="PTS",
-        finite=True))
-    max_kl: float | None = field(default=None, metadata=option(  # mean KL(reference || candidate); off by default
-        "Also fail above this mean KL(reference || candidate).", kind="float", finite=True))
+    min_agreement: float = field(
+        default=DEFAULT_MIN_AGREEMENT,
+        metadata=option(  # percent
+            "Fail below this top-1 agreement with the FP32 reference (percent).", kind="float", metavar="PCT", finite=True
+        ),
+    )
+    max_top1_drop: float = field(
+        default=DEFAULT_MAX_TOP1_DROP,
+        metadata=option(  # points
+            "Fail when labelled accuracy drops by more than this many points.", kind="float", low=0, metavar="PTS", finite=True
+        ),
+    )
+    max_kl: float | None = field(
+        default=None,
+        metadata=option(  # mean KL(reference || candidate); off by default
+            "Also fail above this mean KL(reference || candidate).", kind="float", finite=True
+        ),
+    )
     batch: int = 32
     # The share of ``images`` held out from calibration, when the build judges itself on the
     # calibration folder's hold-out part (sk_edge.evaluation); None: every image judges.
     holdout: float | None = None
-    min_images: int = field(default=MIN_JUDGE_IMAGES, metadata=option(  # fewer judged images is an error, not a verdict
-        "Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).", kind="int",
-        low=1, metavar="N"))
+    min_images: int = field(
+        default=MIN_JUDGE_IMAGES,
+        metadata=option(  # fewer judged images is an error, not a verdict
+            "Refuse a verdict on fewer images (below 100, one image moves top-1 agreement by over a point).",
+            kind="int",
+            low=1,
+            metavar="N",
+        ),
+    )
     # The recorded verdict stands when nothing it judged changed (a no-op build); False judges again.
     reuse: bool = False
     # Replace reference.npz (what a device without PyTorch is judged against) with this run's PyTorch outputs.
     # Without it, outputs are stored only where none are, or the stored ones are for another export.
-    store_reference: bool = field(default=False, metadata=option(
-        "Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with this "
-        "run's [default: stored only where there are none for this export].", kind="flag"))
+    store_reference: bool = field(
+        default=False,
+        metadata=option(
+            "Replace WORKDIR/reference.npz (the PyTorch outputs a device without PyTorch is judged against) with this "
+            "run's [default: stored only where there are none for this export].",
+            kind="flag",
+        ),
+    )
 
     def validate(self) -> None:
         if self.candidate is not None and self.candidate not in CANDIDATES:
@@ -93,8 +123,11 @@ class VerifyOptions:
         if not 0 <= self.min_agreement <= 100:
             raise UsageError(f"--min-agreement is a percentage (0 to 100), got {self.min_agreement}")
         # A NaN threshold compares False with everything, which would turn its gate off.
-        for flag, value in (("--min-agreement", self.min_agreement), ("--max-top1-drop", self.max_top1_drop),
-                            ("--max-kl", self.max_kl)):
+        for flag, value in (
+            ("--min-agreement", self.min_agreement),
+            ("--max-top1-drop", self.max_top1_drop),
+            ("--max-kl", self.max_kl),
+        ):
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"{flag} must be a finite number, got {value}")
         if self.max_top1_drop < 0:
@@ -129,7 +162,9 @@ def reference_runner(workdir: Path, export) -> tuple[Runner, str]:
     if export.model == REFERENCE and weights and Path(weights).name == REFERENCE_WEIGHTS.name:
         weights = None  # the bundled weights, wherever this installation keeps them
     elif weights and not Path(weights).is_file():
-        raise SkEdgeError(f"the weights the model was exported from, '{weights}', are not here; pass the work directory with them or re-export")
+        raise SkEdgeError(
+            f"the weights the model was exported from, '{weights}', are not here; pass the work directory with them or re-export"
+        )
     try:
         built = build_model(
             export.model,
@@ -175,8 +210,10 @@ def choose_candidate(workdir: Path, candidate: str | None, log: Callable[[str], 
             return engine_candidate
     if present:
         name = engines_of(workdir, present[0])[0][1]
-        log(f"{name} cannot run here (no {'TensorRT-RTX and RTX GPU' if present[0] == 'rtx-engine' else 'TensorRT'}); "
-            f"judging {GRAPH_NAMES[graph]} on ONNX Runtime (pass --candidate {present[0]} on the device)")
+        log(
+            f"{name} cannot run here (no {'TensorRT-RTX and RTX GPU' if present[0] == 'rtx-engine' else 'TensorRT'}); "
+            f"judging {GRAPH_NAMES[graph]} on ONNX Runtime (pass --candidate {present[0]} on the device)"
+        )
     return graph
 
 
@@ -217,7 +254,9 @@ def default_eval_set(workdir: Path, export: ExportInfo, log: Callable[[str], Non
     from .reference import NAME as REFERENCE
 
     if export.model != REFERENCE:
-        raise UsageError(f"--images DIR is needed to verify '{export.model}' (only the reference model has a built-in evaluation set)")
+        raise UsageError(
+            f"--images DIR is needed to verify '{export.model}' (only the reference model has a built-in evaluation set)"
+        )
     from .reference.digits import write_split_once
 
     folder = write_split_once(workdir, EVAL_DIR, "eval", EVAL_COUNT, "held-out SK-Digits evaluation", log)
@@ -279,8 +318,14 @@ def compare(ref: np.ndarray, cand: np.ndarray, names: list[str], labels: dict[st
         if known:
             y = np.array([labels[names[i]] for i in known])
             acc_r, acc_c = float((r1[known] == y).mean()), float((c1[known] == y).mean())
-            metrics.update({"labelled_images": len(known), "accuracy_reference": acc_r, "accuracy_candidate": acc_c,
-                            "top1_drop_points": points(acc_r - acc_c)})
+            metrics.update(
+                {
+                    "labelled_images": len(known),
+                    "accuracy_reference": acc_r,
+                    "accuracy_candidate": acc_c,
+                    "top1_drop_points": points(acc_r - acc_c),
+                }
+            )
     return metrics
 
 
@@ -303,10 +348,12 @@ def runtime_cross_check(graph: Path, x: np.ndarray, faithful: np.ndarray) -> dic
 
 
 def cross_check_line(check: dict) -> str:
-    return (f"the runtime's optimizer changes this graph's results: with ONNX Runtime's default session options "
-            f"the top-1 class of {check['top1_changed']:.0%} of {check['images']} images differs (max |logit diff| "
-            f"{check['max_abs_logit_diff'] if check['max_abs_logit_diff'] is not None else 'non-finite'}); "
-            f"the verdict is for the graph as written, which is what TensorRT receives")
+    return (
+        f"the runtime's optimizer changes this graph's results: with ONNX Runtime's default session options "
+        f"the top-1 class of {check['top1_changed']:.0%} of {check['images']} images differs (max |logit diff| "
+        f"{check['max_abs_logit_diff'] if check['max_abs_logit_diff'] is not None else 'non-finite'}); "
+        f"the verdict is for the graph as written, which is what TensorRT receives"
+    )
 
 
 # A labelled reference under this many times chance accuracy is taken as broken (wrong preprocessing, wrong labels).
@@ -349,25 +396,37 @@ def verdict(metrics: dict, options: VerifyOptions) -> list[str]:
     classes = metrics.get("num_classes") or 0
     if "accuracy_reference" in metrics and classes >= 2 and metrics["accuracy_reference"] < CHANCE_FACTOR / classes:
         # Agreement with a reference that is itself wrong proves nothing: a PASS there is a false one.
-        broken.append(f"{AT_CHANCE} ({metrics['accuracy_reference']:.2%} on {classes} classes, "
-                      "chance {:.2%}): the preprocessing (input size, resize, mean/std) or the labels are likely not "
-                      "the model's".format(1 / classes))
+        broken.append(
+            f"{AT_CHANCE} ({metrics['accuracy_reference']:.2%} on {classes} classes, "
+            "chance {:.2%}): the preprocessing (input size, resize, mean/std) or the labels are likely not "
+            "the model's".format(1 / classes)
+        )
     recorded = metrics.get("checkpoint_accuracy")
-    if "accuracy_reference" in metrics and recorded and metrics["accuracy_reference"] < recorded["value"] - FAR_BELOW_POINTS / 100:
-        broken.append(f"{FAR_BELOW} ({metrics['accuracy_reference']:.2%} against the {recorded['value']:.2%} its "
-                      f"'{recorded['field']}' records): the preprocessing (input size, resize, mean/std) or the labels are "
-                      "likely not the model's")
+    if (
+        "accuracy_reference" in metrics
+        and recorded
+        and metrics["accuracy_reference"] < recorded["value"] - FAR_BELOW_POINTS / 100
+    ):
+        broken.append(
+            f"{FAR_BELOW} ({metrics['accuracy_reference']:.2%} against the {recorded['value']:.2%} its "
+            f"'{recorded['field']}' records): the preprocessing (input size, resize, mean/std) or the labels are "
+            "likely not the model's"
+        )
     return broken
 
 
 def summary_line(metrics: dict) -> str:
-    line = (f"top-1 agreement {metrics['top1_agreement']:.2%}, top-5 {metrics['top5_agreement']:.2%}, "
-            f"mean KL {metrics['kl_mean']:.2e}, worst cosine {metrics['cosine_worst']:.4f}")
+    line = (
+        f"top-1 agreement {metrics['top1_agreement']:.2%}, top-5 {metrics['top5_agreement']:.2%}, "
+        f"mean KL {metrics['kl_mean']:.2e}, worst cosine {metrics['cosine_worst']:.4f}"
+    )
     if "accuracy_reference" in metrics:
         labelled = metrics["labelled_images"]
         on = f" on {labelled} labelled" if labelled != metrics["images"] else ""
-        line += (f", accuracy {metrics['accuracy_reference']:.2%} -> {metrics['accuracy_candidate']:.2%}{on} "
-                 f"(drop {metrics['top1_drop_points']:.2f} points)")
+        line += (
+            f", accuracy {metrics['accuracy_reference']:.2%} -> {metrics['accuracy_candidate']:.2%}{on} "
+            f"(drop {metrics['top1_drop_points']:.2f} points)"
+        )
     return line + f" on {metrics['images']} images"
 
 
@@ -393,8 +452,11 @@ REFERENCE_KINDS = {
 def images_line(images: dict, count: int) -> str:
     """Which images judged the build, in words."""
     hold = images.get("holdout")
-    where = (f"the {hold['fraction']:.0%} of {images['dir']} held out from calibration (never calibrated on)" if hold
-             else str(images["dir"]))
+    where = (
+        f"the {hold['fraction']:.0%} of {images['dir']} held out from calibration (never calibrated on)"
+        if hold
+        else str(images["dir"])
+    )
     line = f"{count} from {where}"
     if images.get("reference"):
         line += f", as stored in {images['reference']}"
@@ -404,46 +466,29 @@ def images_line(images: dict, count: int) -> str:
 
 
 def markdown(doc: dict) -> str:
+    """verify.md: the summary table, the gates, cautions and warnings, then where the candidate disagrees."""
     m = doc["metrics"]
-    rows = [
-        ("reference", REFERENCE_KINDS.get(doc.get("reference_kind") or "", "?")), ("reference model", doc["reference"]),
-        ("preprocessing", Preprocess.from_dict(doc["preprocess"]).describe() if doc.get("preprocess") else "?"),
-        ("candidate", doc["candidate"]["description"]), ("images", images_line(doc["images"], m["images"])),
-        ("top-1 agreement", f"{m['top1_agreement']:.2%}"), ("top-5 agreement", f"{m['top5_agreement']:.2%}"),
-        ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
-        ("mean KL(reference ‖ candidate)", f"{m['kl_mean']:.3e}"), ("max abs logit diff", f"{m['max_abs_logit_diff']:.4f}"),
-    ]
-    if doc.get("precision_mix"):
-        mix = doc["precision_mix"]
-        rows.append(("precision mix", f"{mix['int8_mac_share']:.1%} of the MACs in INT8 ({mix['int8_layers']} of "
-                     f"{mix['weighted_layers']} Conv/Gemm layers), the rest in floating point"))
-    plan = doc.get("engine_plan") or {}
-    if plan.get("mac_share_by_precision"):
-        shares = ", ".join(f"{p.upper()} {v:.1%}" for p, v in sorted(plan["mac_share_by_precision"].items(), key=lambda kv: -kv[1]))
-        rows.append(("precision mix as the engine plans it", f"{shares} of the MACs ({plan.get('int8_layers', 0)} Conv/Gemm layers "
-                     f"with INT8 inputs and weights); {plan.get('convert_only_layers', 0)} of {plan.get('layers', 0)} layers only "
-                     "convert precision"))
-    if m.get("selection_drift") is not None:
-        rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
-    if "accuracy_reference" in m:
-        rows += [(f"accuracy, reference / candidate ({m['labelled_images']} labelled images)",
-                  f"{m['accuracy_reference']:.2%} / {m['accuracy_candidate']:.2%}"),
-                 ("top-1 drop", f"{m['top1_drop_points']:.2f} points")]
     lines = [f"# sk-edge verify: {'PASS' if doc['passed'] else 'FAIL'}", "", "| | |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += [f"| {k} | {v} |" for k, v in _summary_rows(doc)]
     lines += ["", f"Gates applied: {gates_applied(m, doc['thresholds'])}."]
     if doc["broken"]:
         lines += ["", "Broken: " + "; ".join(doc["broken"]) + "."]
     lines += [f"\n**Caution**: {c}." for c in doc.get("cautions") or ()]
     session = doc["candidate"].get("session")
     if session:
-        lines += ["", f"ONNX Runtime {session['onnxruntime']} judged the graph with its QDQ transformers off "
-                  f"({', '.join(f'{k}={v}' for k, v in session['config'].items())}): nothing moved or fused a Q/DQ "
-                  "node, so these numbers are the graph as written."]
+        lines += [
+            "",
+            f"ONNX Runtime {session['onnxruntime']} judged the graph with its QDQ transformers off "
+            f"({', '.join(f'{k}={v}' for k, v in session['config'].items())}): nothing moved or fused a Q/DQ "
+            "node, so these numbers are the graph as written.",
+        ]
     check = doc.get("runtime_cross_check")
     if check and check["optimizer_changes_results"]:
-        lines += ["", f"**Warning**: {cross_check_line(check)}. TensorRT moves Q/DQ too (its own propagation "
-                  "rules); only a run on the device shows what its engine does."]
+        lines += [
+            "",
+            f"**Warning**: {cross_check_line(check)}. TensorRT moves Q/DQ too (its own propagation "
+            "rules); only a run on the device shows what its engine does.",
+        ]
     names = doc.get("class_names") or []
     named = lambda c: f"{c} ({names[c]})" if c < len(names) else str(c)  # noqa: E731
     if m["worst_classes"]:
@@ -451,11 +496,63 @@ def markdown(doc: dict) -> str:
         lines += [f"| {named(c['class'])} | {c['images']} | {c['disagreements']} |" for c in m["worst_classes"]]
     if m["disagreements"]:
         lines += ["", f"Images where the top-1 class differs ({len(m['disagreements'])}):", ""]
-        lines += [f"- {d['image']}: reference {named(d['reference'])}, candidate {named(d['candidate'])}"
-                  for d in m["disagreements"][:50]]
+        lines += [
+            f"- {d['image']}: reference {named(d['reference'])}, candidate {named(d['candidate'])}"
+            for d in m["disagreements"][:50]
+        ]
         if len(m["disagreements"]) > 50:
             lines.append(f"- ... and {len(m['disagreements']) - 50} more in verify.json")
     return "\n".join(lines) + "\n"
+
+
+def _summary_rows(doc: dict) -> list[tuple[str, str]]:
+    """verify.md's table: what was judged against what, and every figure measured."""
+    m = doc["metrics"]
+    rows = [
+        ("reference", REFERENCE_KINDS.get(doc.get("reference_kind") or "", "?")),
+        ("reference model", doc["reference"]),
+        ("preprocessing", Preprocess.from_dict(doc["preprocess"]).describe() if doc.get("preprocess") else "?"),
+        ("candidate", doc["candidate"]["description"]),
+        ("images", images_line(doc["images"], m["images"])),
+        ("top-1 agreement", f"{m['top1_agreement']:.2%}"),
+        ("top-5 agreement", f"{m['top5_agreement']:.2%}"),
+        ("cosine similarity, mean / worst", f"{m['cosine_mean']:.5f} / {m['cosine_worst']:.5f}"),
+        ("mean KL(reference ‖ candidate)", f"{m['kl_mean']:.3e}"),
+        ("max abs logit diff", f"{m['max_abs_logit_diff']:.4f}"),
+    ]
+    if doc.get("precision_mix"):
+        mix = doc["precision_mix"]
+        rows.append(
+            (
+                "precision mix",
+                f"{mix['int8_mac_share']:.1%} of the MACs in INT8 ({mix['int8_layers']} of "
+                f"{mix['weighted_layers']} Conv/Gemm layers), the rest in floating point",
+            )
+        )
+    plan = doc.get("engine_plan") or {}
+    if plan.get("mac_share_by_precision"):
+        shares = ", ".join(
+            f"{p.upper()} {v:.1%}" for p, v in sorted(plan["mac_share_by_precision"].items(), key=lambda kv: -kv[1])
+        )
+        rows.append(
+            (
+                "precision mix as the engine plans it",
+                f"{shares} of the MACs ({plan.get('int8_layers', 0)} Conv/Gemm layers "
+                f"with INT8 inputs and weights); {plan.get('convert_only_layers', 0)} of {plan.get('layers', 0)} layers only "
+                "convert precision",
+            )
+        )
+    if m.get("selection_drift") is not None:
+        rows.append(("selection drift (mean abs SK gate difference)", f"{m['selection_drift']:.4f}"))
+    if "accuracy_reference" in m:
+        rows += [
+            (
+                f"accuracy, reference / candidate ({m['labelled_images']} labelled images)",
+                f"{m['accuracy_reference']:.2%} / {m['accuracy_candidate']:.2%}",
+            ),
+            ("top-1 drop", f"{m['top1_drop_points']:.2f} points"),
+        ]
+    return rows
 
 
 def _chain(workdir: Path, precision: str, engine: EngineInfo | None = None) -> dict:
@@ -505,20 +602,37 @@ def refuse_calibration_overlap(workdir: Path, judged: dict[str, str], where: str
         raise UsageError(
             f"{len(overlap)} of the {len(judged)} images in {where} are images the INT8 graph was calibrated on (same "
             f"content as in {calib.get('dir')}{'; e.g. ' + example if example != '?' else ''}): a verdict on them says "
-            "nothing about new images; judge on images calibration never saw (--eval-images DIR), or calibrate on others")
+            "nothing about new images; judge on images calibration never saw (--eval-images DIR), or calibrate on others"
+        )
 
 
-def verdict_key(options: VerifyOptions, candidate: str, precision: str, chain: dict, export: ExportInfo,
-                images_digest: str, labels: dict[str, int] | None, ref_kind: str) -> str:
+def verdict_key(
+    options: VerifyOptions,
+    candidate: str,
+    precision: str,
+    chain: dict,
+    export: ExportInfo,
+    images_digest: str,
+    labels: dict[str, int] | None,
+    ref_kind: str,
+) -> str:
     """What a verdict depends on: the candidate's sha256 ``chain``, the images (names and bytes) and labels, the
     reference, the thresholds, the preprocessing and this sk-edge (artifacts.stage_key adds its version). The
     same key is the same verdict."""
-    return artifacts.stage_key({"candidate": candidate, "precision": precision, "judged_by": judging_environment(),
-                                "chain": chain, "images": images_digest, "holdout": options.holdout,
-                                "labels": sorted(labels.items()) if labels else None, "reference": ref_kind,
-                                "preprocess": export.preprocess_record,
-                                "thresholds": [options.min_agreement, options.max_top1_drop, options.max_kl,
-                                               options.min_images]})
+    return artifacts.stage_key(
+        {
+            "candidate": candidate,
+            "precision": precision,
+            "judged_by": judging_environment(),
+            "chain": chain,
+            "images": images_digest,
+            "holdout": options.holdout,
+            "labels": sorted(labels.items()) if labels else None,
+            "reference": ref_kind,
+            "preprocess": export.preprocess_record,
+            "thresholds": [options.min_agreement, options.max_top1_drop, options.max_kl, options.min_images],
+        }
+    )
 
 
 def judging_environment() -> dict:
@@ -533,8 +647,13 @@ def judging_environment() -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    return {"host": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
-            "onnxruntime": version("onnxruntime"), "torch": version("torch") if torch_installed() else None}
+    return {
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "torch": version("torch") if torch_installed() else None,
+    }
 
 
 def reused_verdict(workdir: Path, key: str, log: Callable[[str], None]) -> dict | None:
@@ -542,8 +661,10 @@ def reused_verdict(workdir: Path, key: str, log: Callable[[str], None]) -> dict 
     previous = artifacts.read_json(workdir / VERIFY_JSON)
     if not previous or previous.get("key") != key or not (workdir / VERIFY_MD).is_file():
         return None
-    log(f"verdict reused: {VERIFY_JSON} judged this very candidate on the same images, labels, reference and "
-        "thresholds (--force judges again)")
+    log(
+        f"verdict reused: {VERIFY_JSON} judged this very candidate on the same images, labels, reference and "
+        "thresholds (--force judges again)"
+    )
     if previous.get("broken"):
         raise VerifyFailed(f"verify FAILED: {'; '.join(previous['broken'])} ({workdir / VERIFY_MD})", previous)
     log(f"verify PASSED ({gates_applied(previous['metrics'], previous['thresholds'])}); {workdir / VERIFY_JSON} as it was")
@@ -569,8 +690,11 @@ def _judged_images(workdir: Path, export: ExportInfo, options: VerifyOptions, lo
 
 def _too_few(count: int, judge: JudgeImages | None, options: VerifyOptions) -> UsageError:
     where = judge.describe() if judge else f"'{REFERENCE_NPZ}'"
-    fix = ("add images to the folder, pass --eval-images DIR with held-out images" if judge and judge.holdout is not None
-           else "add images, or pass --min-images N to accept a coarser verdict")
+    fix = (
+        "add images to the folder, pass --eval-images DIR with held-out images"
+        if judge and judge.holdout is not None
+        else "add images, or pass --min-images N to accept a coarser verdict"
+    )
     return too_few_images(count, where, options.min_images, fix)
 
 
@@ -610,8 +734,10 @@ def _stored_or_none(workdir: Path, export: ExportInfo, options: VerifyOptions, l
             from .reference import NAME as REFERENCE
 
             if not torch_installed():
-                raise SkEdgeError(f"{exc}: run `sk-edge verify -w DIR --images DIR` on the host (with PyTorch) to store "
-                                  "new ones, or pass --images DIR here to judge against the FP32 graph") from None
+                raise SkEdgeError(
+                    f"{exc}: run `sk-edge verify -w DIR --images DIR` on the host (with PyTorch) to store "
+                    "new ones, or pass --images DIR here to judge against the FP32 graph"
+                ) from None
             if export.model != REFERENCE:
                 raise SkEdgeError(f"{exc}: pass --images DIR (PyTorch runs on them, and stores its new outputs)") from None
             log(f"not using {REFERENCE_NPZ}: {exc}; running PyTorch again")
@@ -636,18 +762,26 @@ def _stored_judging(workdir: Path, options: VerifyOptions, export: ExportInfo, s
     if len(stored.names) < options.min_images:
         raise _too_few(len(stored.names), None, options)
     if precision == "int8":  # stored outputs made since sk-edge records each image's content
-        refuse_calibration_overlap(workdir, dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
-                                   f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})")
+        refuse_calibration_overlap(
+            workdir,
+            dict.fromkeys(stored.info.images.get("content_ids") or (), "?"),
+            f"'{REFERENCE_NPZ}' ({stored.info.images.get('dir', 'its images')})",
+        )
     # The stored outputs are PyTorch's, for this export and preprocessing (stored_for checked), on images
     # named by the same digest a live run computes: the same verdict key as the run that stored them.
     digest = stored.info.images.get("sha256") or artifacts.sha256_file(workdir / REFERENCE_NPZ)
-    return _Judging(key=verdict_key(options, candidate, precision, chain, export, digest, stored.labels, "pytorch"),
-                    labels=stored.labels, labels_source="stored with the reference" if stored.labels else None,
-                    ref_kind="pytorch-stored", judge=None)
+    return _Judging(
+        key=verdict_key(options, candidate, precision, chain, export, digest, stored.labels, "pytorch"),
+        labels=stored.labels,
+        labels_source="stored with the reference" if stored.labels else None,
+        ref_kind="pytorch-stored",
+        judge=None,
+    )
 
 
-def _live_judging(workdir: Path, options: VerifyOptions, export: ExportInfo, chosen: tuple, chain: dict,
-                  log: Callable[[str], None]) -> _Judging:
+def _live_judging(
+    workdir: Path, options: VerifyOptions, export: ExportInfo, chosen: tuple, chain: dict, log: Callable[[str], None]
+) -> _Judging:
     """Judging on image files, against PyTorch (or the FP32 graph where PyTorch is absent)."""
     candidate, _, _, precision, _ = chosen
     judge = _judged_images(workdir, export, options, log)
@@ -663,8 +797,14 @@ def _live_judging(workdir: Path, options: VerifyOptions, export: ExportInfo, cho
         log(f"no labels ({judge.unlabelled_reason()}): judged by agreement with the reference, no accuracy gate")
     ref_kind = "pytorch" if torch_installed() else "fp32-graph"
     digest = images_digest([judge.name_of(p) for p in paths], paths)
-    return _Judging(key=verdict_key(options, candidate, precision, chain, export, digest, labels, ref_kind),
-                    labels=labels, labels_source=labels_source, ref_kind=ref_kind, judge=judge, paths=tuple(paths))
+    return _Judging(
+        key=verdict_key(options, candidate, precision, chain, export, digest, labels, ref_kind),
+        labels=labels,
+        labels_source=labels_source,
+        ref_kind=ref_kind,
+        judge=judge,
+        paths=tuple(paths),
+    )
 
 
 @dataclass
@@ -679,8 +819,16 @@ class _Compared:
     reference_description: str
 
 
-def _compare(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, judging: _Judging, cand_run,
-             log: Callable[[str], None], progress) -> _Compared:
+def _compare(
+    workdir: Path,
+    options: VerifyOptions,
+    export: ExportInfo,
+    stored,
+    judging: _Judging,
+    cand_run,
+    log: Callable[[str], None],
+    progress,
+) -> _Compared:
     """Run the reference (or read its stored outputs) and the candidate over the judged images."""
     stream, ref_run = None, None
     if judging.judge is None:
@@ -689,8 +837,14 @@ def _compare(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, 
         where = REFERENCE_NPZ
     else:
         ref_run, ref_desc = reference_runner(workdir, export)
-        stream = ImageStream(list(judging.paths), export.preprocess, options.batch, None, root=judging.judge.root,
-                             keep_pixels=judging.ref_kind == "pytorch")
+        stream = ImageStream(
+            list(judging.paths),
+            export.preprocess,
+            options.batch,
+            None,
+            root=judging.judge.root,
+            keep_pixels=judging.ref_kind == "pytorch",
+        )
         total, where = len(judging.paths), judging.judge.describe()
         batches = ((x, n, ref_run(x)) for x, n in stream)
     log(f"judging on {total} images from {where}; reference: {ref_desc}")
@@ -713,8 +867,7 @@ def _compare(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, 
     return _Compared(np.concatenate(ref_out), np.concatenate(cand_out), names, np.concatenate(kept), stream, ref_desc)
 
 
-def _images_record(stored, judging: _Judging, compared: _Compared, options: VerifyOptions,
-                   log: Callable[[str], None]) -> dict:
+def _images_record(stored, judging: _Judging, compared: _Compared, options: VerifyOptions, log: Callable[[str], None]) -> dict:
     """verify.json's record of the judged images (and the unreadable ones skipped)."""
     stream, judge = compared.stream, judging.judge
     if stream is None or judge is None:
@@ -724,33 +877,35 @@ def _images_record(stored, judging: _Judging, compared: _Compared, options: Veri
             log(f"  skipped unreadable image {name}: {why}")
         if len(compared.names) < options.min_images:
             raise _too_few(len(compared.names), judge, options)
-        images_doc = {**judge.to_dict(), "used": len(compared.names), "skipped": [n for n, _ in stream.skipped],
-                      "sha256": stream.digest, "content_ids": sorted(stream.content_ids)}
+        images_doc = {
+            **judge.to_dict(),
+            "used": len(compared.names),
+            "skipped": [n for n, _ in stream.skipped],
+            "sha256": stream.digest,
+            "content_ids": sorted(stream.content_ids),
+        }
     images_doc["labels_source"] = judging.labels_source
     return images_doc
 
 
-def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, chosen: tuple, log: Callable[[str], None],
-           progress) -> dict:
+def _judge(
+    workdir: Path, options: VerifyOptions, export: ExportInfo, stored, chosen: tuple, log: Callable[[str], None], progress
+) -> dict:
     """The comparison itself, for the candidate ``chosen`` (kind, runner, description, precision, engine sidecar)."""
-    from . import stored_reference
-
     candidate, cand_run, cand_desc, precision, engine = chosen
     chain = _chain(workdir, precision, engine)  # read once: the verdict's key and its record
-    judging = (_stored_judging(workdir, options, export, stored, chosen, chain) if stored is not None
-               else _live_judging(workdir, options, export, chosen, chain, log))
+    judging = (
+        _stored_judging(workdir, options, export, stored, chosen, chain)
+        if stored is not None
+        else _live_judging(workdir, options, export, chosen, chain, log)
+    )
     previous = reused_verdict(workdir, judging.key, log) if options.reuse else None
     if previous is not None:
         return previous
     compared = _compare(workdir, options, export, stored, judging, cand_run, log, progress)
     images_doc = _images_record(stored, judging, compared, options, log)
     if judging.ref_kind == "pytorch" and compared.stream is not None:
-        if options.store_reference or not _stored_reference_valid(workdir, export):
-            stored_reference.store(workdir, export, compared.names, compared.stream.pixels, compared.reference,
-                                   judging.labels, images_doc, compared.reference_description)
-        else:
-            log(f"kept {REFERENCE_NPZ} (the outputs the device is judged against); --store-reference replaces it with "
-                "these images' outputs")
+        _store_reference(workdir, export, options, judging, compared, images_doc, log)
     metrics = compare(compared.reference, compared.candidate, compared.names, judging.labels)
     cross_check = None
     if candidate != "engine":  # an engine hides its gates; a graph shows them
@@ -762,15 +917,20 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
     metrics["num_classes"] = export.num_classes
     metrics["checkpoint_accuracy"] = export.doc.get("checkpoint_accuracy")
     cautions = judging_cautions(export, compared.stream)
-    broken = [f"{b}; {cautions[0]}" if b.startswith((AT_CHANCE, FAR_BELOW)) and cautions else b
-              for b in verdict(metrics, options)]
+    broken = [
+        f"{b}; {cautions[0]}" if b.startswith((AT_CHANCE, FAR_BELOW)) and cautions else b for b in verdict(metrics, options)
+    ]
     doc = {
         "kind": "sk-edge/verify",
         "tool": {"name": "sk-edge", "version": __version__},
         "reference": compared.reference_description,
         "reference_kind": judging.ref_kind,
-        "candidate": {"kind": candidate, "precision": precision, "description": cand_desc,
-                      "session": cand_run.settings() if hasattr(cand_run, "settings") else None},
+        "candidate": {
+            "kind": candidate,
+            "precision": precision,
+            "description": cand_desc,
+            "session": cand_run.settings() if hasattr(cand_run, "settings") else None,
+        },
         "runtime_cross_check": cross_check,
         "images": images_doc,
         "model": {"name": export.model, "export_sha256": export.fp32_sha256},
@@ -780,8 +940,12 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
         "precision_mix": candidate_precision_mix(workdir, precision, engine.onnx_name if engine else GRAPH_NAMES[precision]),
         # An engine's own layer plan, as its build checked it against the graph (layer_plan.summarize).
         "engine_plan": engine.layers_summary if engine else None,
-        "thresholds": {"min_agreement": options.min_agreement, "max_top1_drop": options.max_top1_drop, "max_kl": options.max_kl,
-                       "min_images": options.min_images},
+        "thresholds": {
+            "min_agreement": options.min_agreement,
+            "max_top1_drop": options.max_top1_drop,
+            "max_kl": options.max_kl,
+            "min_images": options.min_images,
+        },
         "metrics": metrics,
         "passed": not broken,
         "broken": broken,
@@ -791,6 +955,27 @@ def _judge(workdir: Path, options: VerifyOptions, export: ExportInfo, stored, ch
     _write_report(workdir, doc)
     _log_outcome(workdir, doc, cand_desc, cross_check, log)
     return doc
+
+
+def _store_reference(workdir: Path, export: ExportInfo, options: VerifyOptions, judging, compared, images_doc: dict, log) -> None:
+    """Store the live PyTorch outputs for the device (reference.npz), unless a valid store is kept."""
+    from . import stored_reference
+
+    if not options.store_reference and _stored_reference_valid(workdir, export):
+        log(
+            f"kept {REFERENCE_NPZ} (the outputs the device is judged against); --store-reference replaces it with these images' outputs"
+        )
+        return
+    stored_reference.store(
+        workdir,
+        export,
+        compared.names,
+        compared.stream.pixels,
+        compared.reference,
+        judging.labels,
+        images_doc,
+        compared.reference_description,
+    )
 
 
 def _write_report(workdir: Path, doc: dict) -> None:

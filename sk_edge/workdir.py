@@ -8,7 +8,23 @@ from . import artifacts
 from .errors import SkEdgeError, UsageError
 
 from .names import (  # noqa: F401 - the name table, re-exported for every caller of sk_edge.workdir
-    EXPORT_JSON, FP32_ONNX, CALIB_JSON, CALIB_CACHE, GRAPH_NAMES, GRAPH_SIDECARS, REFERENCE_NPZ, REFERENCE_JSON, BUDGET_JSON, EVAL_DIR, CALIB_DIR, render_temporary, engine_name, engine_names, engine_target, layers_name, runtime_cache_name,
+    EXPORT_JSON,
+    FP32_ONNX,
+    CALIB_JSON,
+    CALIB_CACHE,
+    GRAPH_NAMES,
+    GRAPH_SIDECARS,
+    REFERENCE_NPZ,
+    REFERENCE_JSON,
+    BUDGET_JSON,
+    EVAL_DIR,
+    CALIB_DIR,
+    render_temporary,
+    engine_name,
+    engine_names,
+    engine_target,
+    layers_name,
+    runtime_cache_name,
 )
 
 
@@ -43,8 +59,7 @@ def require_artifact(workdir: Path, sidecar_name: str, artifact_name: str, made_
     meta = sidecar.get("outputs", {}).get(artifact_name)
     if meta is None or artifacts.sha256_file(path) != meta.get("sha256"):
         raise SkEdgeError(
-            f"'{path}' does not match its {sidecar_name} (changed after it was written?); "
-            f"re-run `{made_by} -w {workdir} --force`"
+            f"'{path}' does not match its {sidecar_name} (changed after it was written?); re-run `{made_by} -w {workdir} --force`"
         )
     return sidecar
 
@@ -66,11 +81,11 @@ def load_calibration(workdir: Path, export=None):
     workdir = Path(workdir)
     export = export or load_export(workdir)
     calib = CalibrationInfo.from_doc(
-        require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR"), workdir / CALIB_JSON)
+        require_artifact(workdir, CALIB_JSON, CALIB_CACHE, "sk-edge calibrate --images DIR"), workdir / CALIB_JSON
+    )
     if calib.fp32_sha256 != export.fp32_sha256:
         raise SkEdgeError(
-            f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; "
-            f"re-run `sk-edge calibrate -w {workdir} --images DIR`"
+            f"'{workdir / CALIB_JSON}' was made for another model.fp32.onnx; re-run `sk-edge calibrate -w {workdir} --images DIR`"
         )
     return calib
 
@@ -93,8 +108,11 @@ def load_graph(workdir: Path, precision: str):
     if precision == "fp32":
         return export
     made_by = f"sk-edge quantize --precision {precision}"
-    graph = GraphInfo.from_doc(require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by),
-                               workdir / GRAPH_SIDECARS[precision], precision)
+    graph = GraphInfo.from_doc(
+        require_artifact(workdir, GRAPH_SIDECARS[precision], GRAPH_NAMES[precision], made_by),
+        workdir / GRAPH_SIDECARS[precision],
+        precision,
+    )
     if graph.fp32_sha256 != export.fp32_sha256:
         raise SkEdgeError(
             f"'{workdir / GRAPH_NAMES[precision]}' was made from another model.fp32.onnx than the one here; "

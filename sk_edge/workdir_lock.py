@@ -79,8 +79,7 @@ def locked(workdir: str | os.PathLike, log=lambda msg: None) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SkEdgeError(
-                f"work directory '{workdir}' is in use by another sk-edge command; "
-                "wait for it to finish or pass another -w"
+                f"work directory '{workdir}' is in use by another sk-edge command; wait for it to finish or pass another -w"
             ) from None
         removed = remove_stale_temporaries(workdir)
         if removed:

@@ -21,7 +21,7 @@ def run_worker(module: str, spec: dict) -> dict:
     if proc.returncode != 0 or line is None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": tail[:300]}
-    return json.loads(line[len(_MARK):])
+    return json.loads(line[len(_MARK) :])
 
 
 def report(result: dict) -> None:

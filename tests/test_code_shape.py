@@ -12,7 +12,6 @@ MAX_LINES = 80
 
 # module:function -> why it is over SOFT_LINES today.
 LONG_FUNCTIONS = {
-    "cli:model_options": "a stack of click option decorators, one per model option",
     "verify:_judge": "the verify.json document is one literal of its 19 fields",
     "bench:bench": "plans, runs and writes bench's three reports; next to split into plan and report",
     "engine_stage:build_engine_stage": "the engine's key, reuse, build and sidecar; next to split like export_model",

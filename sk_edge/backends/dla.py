@@ -66,8 +66,13 @@ def chain_global_pools(model: onnx.ModelProto) -> tuple[onnx.ModelProto, DlaPool
             last = i == steps - 1
             nxt = out if last else gs.Variable(f"{node.name}_dla_pool{i}", dtype=current.dtype)
             graph.nodes.append(
-                gs.Node("AveragePool", f"{node.name}_dla_pool{i}",
-                        attrs={"kernel_shape": [kh, kw], "strides": [kh, kw]}, inputs=[current], outputs=[nxt])
+                gs.Node(
+                    "AveragePool",
+                    f"{node.name}_dla_pool{i}",
+                    attrs={"kernel_shape": [kh, kw], "strides": [kh, kw]},
+                    inputs=[current],
+                    outputs=[nxt],
+                )
             )
             current = nxt
         report.rewritten[node.name] = [[kh, kw] for kh, kw in zip(fh, fw)]

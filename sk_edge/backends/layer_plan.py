@@ -31,8 +31,18 @@ CONVERT_OPS = frozenset({"Cast", "QuantizeLinear", "DequantizeLinear", "Identity
 WEIGHTED_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvTranspose"})
 
 # Datatype spellings in the two reports -> sk-edge's names.
-_DTYPE_WORDS = (("int8", "int8"), ("half", "fp16"), ("fp16", "fp16"), ("bf16", "bf16"), ("float", "fp32"),
-                ("fp32", "fp32"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool"), ("fp8", "fp8"))
+_DTYPE_WORDS = (
+    ("int8", "int8"),
+    ("half", "fp16"),
+    ("fp16", "fp16"),
+    ("bf16", "bf16"),
+    ("float", "fp32"),
+    ("fp32", "fp32"),
+    ("int32", "int32"),
+    ("int64", "int64"),
+    ("bool", "bool"),
+    ("fp8", "fp8"),
+)
 
 
 def dtype_name(text: str) -> str:
@@ -82,8 +92,14 @@ class PlanLayer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PlanLayer":
-        return cls(str(d["name"]), str(d["layer_type"]), tuple(d["inputs"]), d.get("weights"), tuple(d["outputs"]),
-                   tuple(d["onnx_nodes"]))
+        return cls(
+            str(d["name"]),
+            str(d["layer_type"]),
+            tuple(d["inputs"]),
+            d.get("weights"),
+            tuple(d["outputs"]),
+            tuple(d["onnx_nodes"]),
+        )
 
 
 # --- TensorRT-RTX: the builder's "Layers:" message -----------------------------------------------
@@ -107,8 +123,8 @@ def _section(line: str, key: str) -> str:
     for j in range(i, len(line)):
         depth += {"[": 1, "]": -1}.get(line[j], 0)
         if depth == 0:
-            return line[i + 1:j]
-    return line[i + 1:]
+            return line[i + 1 : j]
+    return line[i + 1 :]
 
 
 def _tensors(section: str) -> list[tuple[str, int]]:
@@ -130,12 +146,16 @@ def parse_builder_layers(message: str) -> list[PlanLayer]:
             continue
         fields = dict(_FIELD.findall(line.split(", Inputs: [")[0]))
         constants = [dtype for dtype, rank in _tensors(_section(line, "Constants")) if rank >= 2]
-        layers.append(PlanLayer(
-            name=fields.get("Name", "").strip(), layer_type=fields.get("LayerType", "").strip(),
-            inputs=tuple(d for d, _ in _tensors(_section(line, "Inputs"))), weights=constants[0] if constants else None,
-            outputs=tuple(d for d, _ in _tensors(_section(line, "Outputs"))),
-            onnx_nodes=tuple(n.strip() for n in _ONNX_LAYER.findall(line)),
-        ))
+        layers.append(
+            PlanLayer(
+                name=fields.get("Name", "").strip(),
+                layer_type=fields.get("LayerType", "").strip(),
+                inputs=tuple(d for d, _ in _tensors(_section(line, "Inputs"))),
+                weights=constants[0] if constants else None,
+                outputs=tuple(d for d, _ in _tensors(_section(line, "Outputs"))),
+                onnx_nodes=tuple(n.strip() for n in _ONNX_LAYER.findall(line)),
+            )
+        )
     return layers
 
 
@@ -150,13 +170,16 @@ def parse_inspector_layers(report: dict) -> list[PlanLayer]:
             layers.append(PlanLayer(str(entry), "", (), None, (), ()))
             continue
         weights = entry.get("Weights")
-        layers.append(PlanLayer(
-            name=str(entry.get("Name", "")), layer_type=str(entry.get("LayerType", "")),
-            inputs=tuple(dtype_name(t.get("Format/Datatype", "")) for t in entry.get("Inputs", []) if isinstance(t, dict)),
-            weights=dtype_name(weights.get("Type", "")) if isinstance(weights, dict) and weights.get("Count", 1) else None,
-            outputs=tuple(dtype_name(t.get("Format/Datatype", "")) for t in entry.get("Outputs", []) if isinstance(t, dict)),
-            onnx_nodes=tuple(n.strip() for n in _ONNX_LAYER.findall(str(entry.get("Metadata", "")))),
-        ))
+        layers.append(
+            PlanLayer(
+                name=str(entry.get("Name", "")),
+                layer_type=str(entry.get("LayerType", "")),
+                inputs=tuple(dtype_name(t.get("Format/Datatype", "")) for t in entry.get("Inputs", []) if isinstance(t, dict)),
+                weights=dtype_name(weights.get("Type", "")) if isinstance(weights, dict) and weights.get("Count", 1) else None,
+                outputs=tuple(dtype_name(t.get("Format/Datatype", "")) for t in entry.get("Outputs", []) if isinstance(t, dict)),
+                onnx_nodes=tuple(n.strip() for n in _ONNX_LAYER.findall(str(entry.get("Metadata", "")))),
+            )
+        )
     return layers
 
 
@@ -230,7 +253,9 @@ def precision_violations(layers: list[PlanLayer], facts: GraphFacts) -> list[str
             wrong.append(f"{node} (no engine layer computes it)")
         elif layer.compute_precision != wanted:
             ins = layer.inputs[0] if layer.inputs else "?"
-            wrong.append(f"{node} ({wanted} in the graph; engine layer '{layer.name}': {ins} input, {layer.weights or '?'} weights)")
+            wrong.append(
+                f"{node} ({wanted} in the graph; engine layer '{layer.name}': {ins} input, {layer.weights or '?'} weights)"
+            )
     return wrong
 
 
@@ -253,7 +278,8 @@ def summarize(layers: list[PlanLayer], facts: GraphFacts | None, float_nodes: It
     for layer in layers:
         counts[layer.precision] = counts.get(layer.precision, 0) + 1
     summary: dict = {
-        "layers": len(layers), "by_precision": counts,
+        "layers": len(layers),
+        "by_precision": counts,
         "dla_layers": sum(1 for layer in layers if "dla" in layer.layer_type.lower() or "dla" in layer.name.lower()),
         "float_sk_units": sorted({sk_unit(n) for n in float_nodes}),
         "mapped_to_onnx": mapped(layers),
@@ -266,10 +292,14 @@ def summarize(layers: list[PlanLayer], facts: GraphFacts | None, float_nodes: It
     for node, macs in facts.macs.items():
         where = computed[node].compute_precision if node in computed else "not found"
         shares[where] = shares.get(where, 0.0) + macs / total
-    summary.update({
-        "weighted_layers": len(facts.macs), "weighted_layers_found": len(computed),
-        "int8_layers": sum(1 for node in facts.macs if node in computed and computed[node].int8),
-        "mac_share_by_precision": shares, "int8_mac_share": shares.get("int8", 0.0),
-        "convert_only_layers": sum(1 for layer in layers if converts_only(layer, facts)),
-    })
+    summary.update(
+        {
+            "weighted_layers": len(facts.macs),
+            "weighted_layers_found": len(computed),
+            "int8_layers": sum(1 for node in facts.macs if node in computed and computed[node].int8),
+            "mac_share_by_precision": shares,
+            "int8_mac_share": shares.get("int8", 0.0),
+            "convert_only_layers": sum(1 for layer in layers if converts_only(layer, facts)),
+        }
+    )
     return summary

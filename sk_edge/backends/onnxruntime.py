@@ -124,8 +124,9 @@ class OnnxRuntimeRunner(Lifecycle):
             opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise
             for key, value in self.config.items():
                 opts.add_session_config_entry(key, value)
-            self._session = ort.InferenceSession(self._source(), sess_options=opts, providers=self.providers,
-                                                 disabled_optimizers=list(self.disabled_optimizers))
+            self._session = ort.InferenceSession(
+                self._source(), sess_options=opts, providers=self.providers, disabled_optimizers=list(self.disabled_optimizers)
+            )
         return self._session
 
     @property

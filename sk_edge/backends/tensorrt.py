@@ -126,7 +126,7 @@ class TrtFeatures:
 
     @property
     def label(self) -> str:
-        """"TensorRT 10.3.0" or "TensorRT-RTX 1.7.1.116", for messages."""
+        """ "TensorRT 10.3.0" or "TensorRT-RTX 1.7.1.116", for messages."""
         return f"{self.name} {self.text}"
 
     @property
@@ -259,14 +259,19 @@ class BuildOptions:
             raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got '{self.target}'")
         if self.target == "rtx":
             if self.dla_core is not None:
-                raise UsageError("--target rtx has no DLA (TensorRT-RTX is for desktop RTX GPUs); use --target tensorrt on a Jetson")
+                raise UsageError(
+                    "--target rtx has no DLA (TensorRT-RTX is for desktop RTX GPUs); use --target tensorrt on a Jetson"
+                )
             if self.hardware_compatible:
-                raise UsageError("--hardware-compatible is for --target tensorrt; a TensorRT-RTX engine covers the GPUs "
-                                 "--rtx-sm names")
+                raise UsageError(
+                    "--hardware-compatible is for --target tensorrt; a TensorRT-RTX engine covers the GPUs --rtx-sm names"
+                )
             unknown = [sm for sm in self.rtx_sms or () if sm not in RTX_SMS]
             if unknown or self.rtx_sms == ():
-                raise UsageError(f"--rtx-sm takes compute capabilities among {', '.join(RTX_SMS)} (e.g. 86,89,120), "
-                                 f"got '{','.join(self.rtx_sms or ())}'")
+                raise UsageError(
+                    f"--rtx-sm takes compute capabilities among {', '.join(RTX_SMS)} (e.g. 86,89,120), "
+                    f"got '{','.join(self.rtx_sms or ())}'"
+                )
         elif self.rtx_sms is not None:
             raise UsageError("--rtx-sm is for --target rtx")
         if self.workspace_mib < 16:
@@ -386,8 +391,10 @@ def retarget_calib_cache(cache: bytes, features: TrtFeatures) -> bytes:
 def _check_build_request(features: TrtFeatures, options: BuildOptions, legacy: bool, precision: str) -> None:
     """Refuse what the running TensorRT cannot build, in one line naming the fix."""
     if precision == "int8" and not legacy and not features.int8_qdq_convolutions:
-        raise SkEdgeError(f"{features.label} cannot build INT8 Q/DQ convolutions (its builder stops on them); "
-                          "pip install 'sk-edge[rtx]' for TensorRT-RTX 1.7.1, or build --precision fp16")
+        raise SkEdgeError(
+            f"{features.label} cannot build INT8 Q/DQ convolutions (its builder stops on them); "
+            "pip install 'sk-edge[rtx]' for TensorRT-RTX 1.7.1, or build --precision fp16"
+        )
     if (options.target == "rtx") != features.rtx:
         wanted = "TensorRT-RTX" if options.target == "rtx" else "TensorRT"
         raise SkEdgeError(f"--target {options.target} needs {wanted}, and the module given is {features.label}")
@@ -404,8 +411,16 @@ def _check_build_request(features: TrtFeatures, options: BuildOptions, legacy: b
         raise SkEdgeError(f"{features.label} has no hardware-compatible engines (8.6 or later); drop --hardware-compatible")
 
 
-def _configure(trt, builder, network, features: TrtFeatures, options: BuildOptions, input_name: str,
-               input_shape: tuple[int, ...], log: Callable[[str], None]):
+def _configure(
+    trt,
+    builder,
+    network,
+    features: TrtFeatures,
+    options: BuildOptions,
+    input_name: str,
+    input_shape: tuple[int, ...],
+    log: Callable[[str], None],
+):
     """The builder config of everything but precision: memory, optimisation level, profile, targets."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
@@ -451,8 +466,10 @@ def _dla_layers(trt, network, config, options: BuildOptions) -> list[dict]:
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = options.dla_core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    return [{"layer": layer.name, "type": str(layer.type), "dla": bool(config.can_run_on_DLA(layer))}
-            for layer in (network.get_layer(i) for i in range(network.num_layers))]
+    return [
+        {"layer": layer.name, "type": str(layer.type), "dla": bool(config.can_run_on_DLA(layer))}
+        for layer in (network.get_layer(i) for i in range(network.num_layers))
+    ]
 
 
 def _attach_timing_cache(config, options: BuildOptions, log: Callable[[str], None]) -> bytes:
@@ -506,23 +523,30 @@ def build_engine(
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         errors = getattr(logger, "errors", [])
-        raise SkEdgeError(f"{features.label} failed to build an engine from '{onnx_path.name}'"
-                          + (f": {errors[-1]}" if errors else " (see its messages above)"))
+        raise SkEdgeError(
+            f"{features.label} failed to build an engine from '{onnx_path.name}'"
+            + (f": {errors[-1]}" if errors else " (see its messages above)")
+        )
     plan_bytes = bytes(plan)
     timing = None
     if features.timing_cache:
         new_cache = config.get_timing_cache()
         if new_cache is not None:
-            timing = save_timing_cache(config, new_cache, options.timing_cache, cache_bytes) if options.timing_cache \
+            timing = (
+                save_timing_cache(config, new_cache, options.timing_cache, cache_bytes)
+                if options.timing_cache
                 else bytes(new_cache.serialize())
+            )
     if features.engine_inspector:
         opt_shape = (options.opt_batch or options.dynamic_batch, *input_shape[1:]) if options.dynamic_batch else None
         report = inspect_engine(plan_bytes, input_name, opt_shape, trt=trt)
         layers, warnings = parse_inspector_layers(report), []
     else:
         if not logger.layers_message:
-            raise SkEdgeError(f"{features.label} built '{onnx_path.name}' but reported no layer plan, so what the engine "
-                              "runs in which precision cannot be checked; report this as a bug")
+            raise SkEdgeError(
+                f"{features.label} built '{onnx_path.name}' but reported no layer plan, so what the engine "
+                "runs in which precision cannot be checked; report this as a bug"
+            )
         report = {"builder_message": logger.layers_message}
         layers = parse_builder_layers(logger.layers_message)
         warnings = [f"{msg} (x{n})" if n > 1 else msg for msg, n in logger.warnings.items()]
@@ -625,18 +649,21 @@ def rtx_header_version(plan: bytes) -> str | None:
     """The TensorRT-RTX release an engine file's header names, or None when it is not such a header."""
     if len(plan) < _RTX_VERSION_AT + 4 or not plan.startswith(_RTX_MAGIC):
         return None
-    return ".".join(str(b) for b in plan[_RTX_VERSION_AT:_RTX_VERSION_AT + 4])
+    return ".".join(str(b) for b in plan[_RTX_VERSION_AT : _RTX_VERSION_AT + 4])
 
 
 def rtx_engine_header(plan: bytes, built_by: str) -> dict:
     """What the sidecar records of a TensorRT-RTX engine's header."""
     version = rtx_header_version(plan)
-    return {"first_bytes": plan[:64].hex(), "version": version,
-            "version_matches_builder": version is not None and same_tensorrt_version(version, built_by)}
+    return {
+        "first_bytes": plan[:64].hex(),
+        "version": version,
+        "version_matches_builder": version is not None and same_tensorrt_version(version, built_by),
+    }
 
 
 def _sm(compute_capability: str) -> str:
-    """"8.6" -> "86"."""
+    """ "8.6" -> "86"."""
     return str(compute_capability).replace(".", "")
 
 
@@ -650,10 +677,14 @@ def rtx_mismatch(engine, gpu: dict | None) -> str | None:
     if sm in targets or later:
         return None
     if sm not in RTX_SMS:
-        return (f"TensorRT-RTX has no kernels for this {gpu.get('name')} (compute capability {gpu.get('compute_capability')}); "
-                f"it targets RTX GPUs ({', '.join(RTX_SMS)}): use --target tensorrt here")
-    return (f"it is built for compute capabilities {', '.join(targets)} and this {gpu.get('name')} is "
-            f"{gpu.get('compute_capability')}; rebuild with --rtx-sm {sm}")
+        return (
+            f"TensorRT-RTX has no kernels for this {gpu.get('name')} (compute capability {gpu.get('compute_capability')}); "
+            f"it targets RTX GPUs ({', '.join(RTX_SMS)}): use --target tensorrt here"
+        )
+    return (
+        f"it is built for compute capabilities {', '.join(targets)} and this {gpu.get('name')} is "
+        f"{gpu.get('compute_capability')}; rebuild with --rtx-sm {sm}"
+    )
 
 
 def engine_mismatch(engine, trt_version: str, gpu: dict | None, here: dict | None = None) -> str | None:
@@ -715,9 +746,16 @@ DEVICE_TARGETS = (
 )
 
 
-def trtexec_command(onnx_name: str, engine_name: str, input_name: str, input_shape: tuple[int, ...],
-                    options: BuildOptions, legacy: bool = False, features: TrtFeatures | None = None,
-                    precision: str = "int8") -> str:
+def trtexec_command(
+    onnx_name: str,
+    engine_name: str,
+    input_name: str,
+    input_shape: tuple[int, ...],
+    options: BuildOptions,
+    legacy: bool = False,
+    features: TrtFeatures | None = None,
+    precision: str = "int8",
+) -> str:
     """The trtexec line that builds the same engine as sk-edge with the TensorRT ``features`` describes.
 
     Only flags that release's trtexec has: no --builderOptimizationLevel before 8.6, no
@@ -737,11 +775,13 @@ def trtexec_command(onnx_name: str, engine_name: str, input_name: str, input_sha
     if options.dynamic_batch:
         dims = "x".join(map(str, input_shape[1:]))
         opt = options.opt_batch or options.dynamic_batch
-        parts += [f"--minShapes={input_name}:1x{dims}", f"--optShapes={input_name}:{opt}x{dims}",
-                  f"--maxShapes={input_name}:{options.dynamic_batch}x{dims}"]
+        parts += [
+            f"--minShapes={input_name}:1x{dims}",
+            f"--optShapes={input_name}:{opt}x{dims}",
+            f"--maxShapes={input_name}:{options.dynamic_batch}x{dims}",
+        ]
     if options.hardware_compatible:
         parts.append("--hardwareCompatibilityLevel=ampere+")
     if options.dla_core is not None:
         parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
     return " ".join(parts)
-

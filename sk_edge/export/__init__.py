@@ -10,8 +10,17 @@ from __future__ import annotations
 from importlib import import_module
 
 _STAGE_NAMES = (
-    "ONNX_NAME", "SIDECAR_NAME", "INPUT_NAME", "OUTPUT_NAME", "MIN_OPSET", "MAX_OPSET",
-    "ExportOptions", "ExportResult", "export_model", "state_dict_digest", "to_onnx",
+    "ONNX_NAME",
+    "SIDECAR_NAME",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "ExportOptions",
+    "ExportResult",
+    "export_model",
+    "state_dict_digest",
+    "to_onnx",
 )
 
 __all__ = list(_STAGE_NAMES)

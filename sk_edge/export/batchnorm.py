@@ -56,9 +56,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
-    scale, shift = bn_scale_shift(
-        _np_or_none(bn.weight), _np_or_none(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps
-    )
+    scale, shift = bn_scale_shift(_np_or_none(bn.weight), _np_or_none(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps)
     weight, bias = fold_into_weights(_np(conv.weight), _np_or_none(conv.bias), scale, shift)
     folded = copy.deepcopy(conv)
     folded.weight = nn.Parameter(torch.from_numpy(weight), requires_grad=False)

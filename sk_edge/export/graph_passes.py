@@ -158,8 +158,18 @@ def fold_batchnorm(graph: gs.Graph, report: PassReport) -> None:
         bshape = (-1,) + (1,) * max(rank - 2, 0)
         dtype = bn.inputs[1].values.dtype
         scaled = gs.Variable(f"{y.name}_scaled", dtype=x.dtype, shape=x.shape)
-        mul = gs.Node("Mul", f"{bn.name}_scale", inputs=[x, gs.Constant(f"{bn.name}_s", scale.reshape(bshape).astype(dtype))], outputs=[scaled])
-        add = gs.Node("Add", f"{bn.name}_shift", inputs=[scaled, gs.Constant(f"{bn.name}_t", shift.reshape(bshape).astype(dtype))], outputs=[y])
+        mul = gs.Node(
+            "Mul",
+            f"{bn.name}_scale",
+            inputs=[x, gs.Constant(f"{bn.name}_s", scale.reshape(bshape).astype(dtype))],
+            outputs=[scaled],
+        )
+        add = gs.Node(
+            "Add",
+            f"{bn.name}_shift",
+            inputs=[scaled, gs.Constant(f"{bn.name}_t", shift.reshape(bshape).astype(dtype))],
+            outputs=[y],
+        )
         bn.outputs.clear()
         graph.nodes.extend([mul, add])
         report.batchnorm_to_scale += 1

@@ -46,14 +46,21 @@ class ExportOptions:
     """
 
     batch: int = field(default=1, metadata=option("Static batch size.", kind="int"))
-    dynamic_batch: int | None = field(default=None, metadata=option(
-        "Dynamic batch dimension, 1..MAX.", kind="int", metavar="MAX"))
+    dynamic_batch: int | None = field(
+        default=None, metadata=option("Dynamic batch dimension, 1..MAX.", kind="int", metavar="MAX")
+    )
     opset: int = field(default=17, metadata=option(f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}).", kind="int"))
-    select_form: str = field(default="auto", metadata=option(
-        "SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.", choices=SELECT_FORMS))
-    exporter: str = field(default="torchscript", metadata=option(
-        f"torch's ONNX exporter: torchscript, or torch-export (torch.export-based; opset {TORCH_EXPORT_MIN_OPSET}+, "
-        "needs onnxscript).", choices=EXPORTERS))
+    select_form: str = field(
+        default="auto", metadata=option("SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.", choices=SELECT_FORMS)
+    )
+    exporter: str = field(
+        default="torchscript",
+        metadata=option(
+            f"torch's ONNX exporter: torchscript, or torch-export (torch.export-based; opset {TORCH_EXPORT_MIN_OPSET}+, "
+            "needs onnxscript).",
+            choices=EXPORTERS,
+        ),
+    )
 
     @classmethod
     def recorded(cls, settings: dict) -> "ExportOptions":
@@ -85,8 +92,10 @@ class ExportOptions:
         if self.exporter not in EXPORTERS:
             raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}")
         if self.exporter == "torch-export" and self.opset < TORCH_EXPORT_MIN_OPSET:
-            raise UsageError(f"--exporter torch-export writes opset {TORCH_EXPORT_MIN_OPSET} or newer; "
-                             f"add --opset {TORCH_EXPORT_MIN_OPSET} (or use --exporter torchscript for opset {self.opset})")
+            raise UsageError(
+                f"--exporter torch-export writes opset {TORCH_EXPORT_MIN_OPSET} or newer; "
+                f"add --opset {TORCH_EXPORT_MIN_OPSET} (or use --exporter torchscript for opset {self.opset})"
+            )
         if self.exporter == "torch-export" and not _importable("onnxscript"):
             raise UsageError("--exporter torch-export needs onnxscript: pip install 'sk-edge[torch-export]'")
 
@@ -94,5 +103,3 @@ class ExportOptions:
     def trace_batch(self) -> int:
         # A dynamic graph is traced at batch 2 so that nothing gets specialised to 1.
         return min(2, self.dynamic_batch) if self.dynamic_batch else self.batch
-
-

@@ -45,6 +45,7 @@ from ..models.sknet import SelectiveKernelConv
 from .batchnorm import fold_conv_bn
 
 from .options import SELECT_FORMS  # noqa: E402,F401 - the forms are named beside the export options
+
 # The general-M form used by "auto"; see benchmarks/export_speed.py and the README.
 GENERAL_FORM = "exp"
 
@@ -173,9 +174,7 @@ def _parts_from_sknet(unit: Any, where: str) -> SKUnitParts:
         paths.append(nn.Sequential(fold_conv_bn(conv, bn), copy.deepcopy(act)))
     fuse_conv, fuse_bn, fuse_act = unit.fuse
     weight = torch.stack([fc.weight[:, :, 0, 0] for fc in unit.select])
-    bias = torch.stack(
-        [fc.bias if fc.bias is not None else torch.zeros(fc.out_channels) for fc in unit.select]
-    )
+    bias = torch.stack([fc.bias if fc.bias is not None else torch.zeros(fc.out_channels) for fc in unit.select])
     return SKUnitParts(
         paths=paths,
         split_input=False,
@@ -211,9 +210,7 @@ def _timm_path(path: Any, where: str, timm_cls: dict[str, Any]) -> nn.Module:
     elif type(bn) is timm_cls["BatchNormAct2d"]:
         tail = [copy.deepcopy(bn.drop), copy.deepcopy(bn.act)]
     else:
-        raise UnsupportedModelError(
-            f"SK unit '{where}': branch norm layer is {type(bn).__name__}, only BatchNorm can be folded"
-        )
+        raise UnsupportedModelError(f"SK unit '{where}': branch norm layer is {type(bn).__name__}, only BatchNorm can be folded")
     aa = getattr(path, "aa", None)
     if aa is not None:
         tail.append(copy.deepcopy(aa))

@@ -89,17 +89,13 @@ def to_onnx(
             exported = _torchscript_onnx(rewritten, input_shape, options)
     exporter_warnings = list(
         dict.fromkeys(
-            str(w.message).splitlines()[0]
-            for w in caught
-            if not any(noise in str(w.message) for noise in _KNOWN_NOISE)
+            str(w.message).splitlines()[0] for w in caught if not any(noise in str(w.message) for noise in _KNOWN_NOISE)
         )
     )
     model, passes = clean_exported_graph(onnx.load_from_string(exported))
     problems = graph_problems(model, allow_last_axis_softmax=options.select_form == "softmax4d")
     if problems:
-        raise UnsupportedModelError(
-            f"the exported graph breaks {len(problems)} sk-edge invariants, first: {problems[0]}"
-        )
+        raise UnsupportedModelError(f"the exported graph breaks {len(problems)} sk-edge invariants, first: {problems[0]}")
     return model, rewrite, passes, exporter_warnings
 
 
@@ -132,9 +128,15 @@ def _torch_export_onnx(module: torch.nn.Module, input_shape: tuple[int, int, int
         dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},)
     try:
         program = torch.onnx.export(
-            module, (torch.zeros(batch, *input_shape),), dynamo=True, opset_version=options.opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
-            optimize=True, verbose=False,
+            module,
+            (torch.zeros(batch, *input_shape),),
+            dynamo=True,
+            opset_version=options.opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False,
         )
     except Exception as exc:  # torch.export raises many types; the first line says what failed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -223,7 +225,12 @@ def export_model(
         rewrite=rewrite.summary(),
         batchnorm=_batchnorm_accounting(module, model, rewrite, passes),
         graph_passes=passes.as_dict(),
-        graph={"opset": _graph_opset(model), "exporter": options.exporter, "nodes": len(model.graph.node), "op_counts": _op_counts(model)},
+        graph={
+            "opset": _graph_opset(model),
+            "exporter": options.exporter,
+            "nodes": len(model.graph.node),
+            "op_counts": _op_counts(model),
+        },
         parity=parity,
         exporter_warnings=exporter_warnings,
     )
@@ -231,8 +238,9 @@ def export_model(
     return ExportResult(onnx_path, sidecar_path, written.doc, skipped=False)
 
 
-def _export_key(built: BuiltModel, module: torch.nn.Module, options: ExportOptions, input_shape: tuple[int, int, int],
-                versions: dict) -> tuple[dict, dict, str]:
+def _export_key(
+    built: BuiltModel, module: torch.nn.Module, options: ExportOptions, input_shape: tuple[int, int, int], versions: dict
+) -> tuple[dict, dict, str]:
     """(the export's inputs, its settings, its stage key): the model, its weights, the options and the tools."""
     weights = None
     if built.weights is not None:
@@ -263,22 +271,31 @@ def _log_preprocessing(built: BuiltModel, log: Callable[[str], None]) -> None:
     """The preprocessing the export records, where each part came from, and a caution where it was guessed."""
     from ..preprocess import defaulted_caution, sources_line
 
-    log(f"preprocessing: {built.preprocess.describe()}"
-        + (f" (from {sources_line(built.preprocess_sources)})" if getattr(built, "preprocess_sources", None) else ""))
-    caution = defaulted_caution(getattr(built, "preprocess_sources", None), _trained_checkpoint(built),
-                                built.preprocess.resize)
+    log(
+        f"preprocessing: {built.preprocess.describe()}"
+        + (f" (from {sources_line(built.preprocess_sources)})" if getattr(built, "preprocess_sources", None) else "")
+    )
+    caution = defaulted_caution(getattr(built, "preprocess_sources", None), _trained_checkpoint(built), built.preprocess.resize)
     if caution:
         log(f"caution: {caution}")
 
 
-def _checked_parity(built: BuiltModel, module: torch.nn.Module, serialized: bytes, input_shape: tuple[int, int, int],
-                    options: ExportOptions, log: Callable[[str], None]) -> dict:
+def _checked_parity(
+    built: BuiltModel,
+    module: torch.nn.Module,
+    serialized: bytes,
+    input_shape: tuple[int, int, int],
+    options: ExportOptions,
+    log: Callable[[str], None],
+) -> dict:
     """The graph against the PyTorch module on ONNX Runtime (CPU); ParityError, before anything is written, if they differ."""
     log("checking parity with PyTorch on ONNX Runtime (CPU) ...")
     batch = min(options.dynamic_batch, 4) if options.dynamic_batch else options.batch
     with TorchRunner(module) as reference, OnnxRuntimeRunner(serialized) as candidate:
         parity = compare(reference, candidate, parity_inputs(input_shape), batch)
-    log(f"  max |logit diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.1e}), top-1 agreement {parity['top1_agreement']:.0%}")
+    log(
+        f"  max |logit diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.1e}), top-1 agreement {parity['top1_agreement']:.0%}"
+    )
     if not parity["passed"]:
         raise ParityError(
             f"the exported graph differs from {built.name} in PyTorch: max |logit diff| "
@@ -288,8 +305,9 @@ def _checked_parity(built: BuiltModel, module: torch.nn.Module, serialized: byte
     return parity
 
 
-def _model_record(built: BuiltModel, module: torch.nn.Module, model: onnx.ModelProto, input_shape: tuple[int, int, int],
-                  options: ExportOptions) -> dict:
+def _model_record(
+    built: BuiltModel, module: torch.nn.Module, model: onnx.ModelProto, input_shape: tuple[int, int, int], options: ExportOptions
+) -> dict:
     """export.json's model section: its size, its input and output tensors, its largest batch."""
     out_batch: int | str = "batch" if options.dynamic_batch else options.batch
     in_chans = input_shape[0]
@@ -303,9 +321,7 @@ def _model_record(built: BuiltModel, module: torch.nn.Module, model: onnx.ModelP
     }
 
 
-def _batchnorm_accounting(
-    module: torch.nn.Module, model: onnx.ModelProto, rewrite: RewriteReport, passes: PassReport
-) -> dict:
+def _batchnorm_accounting(module: torch.nn.Module, model: onnx.ModelProto, rewrite: RewriteReport, passes: PassReport) -> dict:
     """Where each BatchNorm of the model went. Those neither the SK rewrite nor the graph
     pass folded, and that are not left in the graph, were fused by torch's exporter (the
     TorchScript exporter fuses Conv+BatchNorm in eval mode)."""

@@ -18,8 +18,14 @@ from __future__ import annotations
 from importlib import import_module
 
 _REGISTRY_NAMES = (
-    "BuiltModel", "build_model", "model_names", "default_input_size", "check_input_size",
-    "OWN_MODELS", "DEFAULT_INPUT_SIZE", "TIMM_PREFIX",
+    "BuiltModel",
+    "build_model",
+    "model_names",
+    "default_input_size",
+    "check_input_size",
+    "OWN_MODELS",
+    "DEFAULT_INPUT_SIZE",
+    "TIMM_PREFIX",
 )
 
 __all__ = list(_REGISTRY_NAMES)

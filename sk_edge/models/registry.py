@@ -107,9 +107,7 @@ def build_model(
         allowed = _own_model_args()
         unknown = sorted(set(args) - allowed)
         if unknown:
-            raise UsageError(
-                f"{name} has no model argument '{unknown[0]}'; its arguments are: {', '.join(sorted(allowed))}"
-            )
+            raise UsageError(f"{name} has no model argument '{unknown[0]}'; its arguments are: {', '.join(sorted(allowed))}")
         classes = {} if num_classes is None else {"num_classes": num_classes}
         try:
             module = OWN_MODELS[name](**args, **classes)
@@ -130,10 +128,7 @@ def build_model(
         )
         defaults = "the model's defaults"
     else:
-        raise UsageError(
-            f"unknown model '{name}'; choose one of: {', '.join(model_names())} "
-            f"(or timm:NAME for any timm model)"
-        )
+        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(model_names())} (or timm:NAME for any timm model)")
     requests: list[PreprocessRequest | None] = []
     if input_size is not None:
         requests.append(PreprocessRequest(source="--input-size", input_size=parse_size(input_size)))

@@ -54,9 +54,7 @@ class SelectiveKernelConv(nn.Module):
         if branches < 2:
             raise ValueError(f"an SK convolution needs at least 2 branches, got {branches}")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide both channel counts ({in_channels}, {out_channels})"
-            )
+            raise ValueError(f"groups={groups} must divide both channel counts ({in_channels}, {out_channels})")
         self.branches = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(
@@ -80,9 +78,7 @@ class SelectiveKernelConv(nn.Module):
             nn.BatchNorm2d(d),
             nn.ReLU(inplace=True),
         )
-        self.select = nn.ModuleList(
-            nn.Conv2d(d, out_channels, kernel_size=1, bias=False) for _ in range(branches)
-        )
+        self.select = nn.ModuleList(nn.Conv2d(d, out_channels, kernel_size=1, bias=False) for _ in range(branches))
 
     @property
     def num_branches(self) -> int:
@@ -174,8 +170,15 @@ class SKNet(nn.Module):
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must be four positive block counts, got {tuple(layers)}")
-        sizes = dict(num_classes=num_classes, groups=groups, reduction=reduction, min_dim=min_dim,
-                     base_width=base_width, stem_width=stem_width, in_chans=in_chans)
+        sizes = dict(
+            num_classes=num_classes,
+            groups=groups,
+            reduction=reduction,
+            min_dim=min_dim,
+            base_width=base_width,
+            stem_width=stem_width,
+            in_chans=in_chans,
+        )
         for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of 1 or more, got {value!r}")

@@ -38,8 +38,7 @@ def _read_file(path: Path) -> object:
             from safetensors.torch import load_file
         except ImportError:
             raise WeightsError(
-                f"'{path}' is a safetensors file but safetensors is not installed: "
-                "pip install safetensors"
+                f"'{path}' is a safetensors file but safetensors is not installed: pip install safetensors"
             ) from None
         try:
             return load_file(str(path), device="cpu")
@@ -70,9 +69,7 @@ def _read_file(path: Path) -> object:
         raise WeightsError(f"cannot read weights file '{path}': permission denied") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"'{path}' is not a readable PyTorch checkpoint ({first}); {RESAVE_HINT}"
-        ) from None
+        raise WeightsError(f"'{path}' is not a readable PyTorch checkpoint ({first}); {RESAVE_HINT}") from None
 
 
 def checkpoint_preprocess(path: str | Path):
@@ -111,15 +108,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     obj = _read_file(path)
     if not isinstance(obj, Mapping):
-        raise WeightsError(
-            f"'{path}' holds a {type(obj).__name__}, not a state dict; {RESAVE_HINT}"
-        )
+        raise WeightsError(f"'{path}' holds a {type(obj).__name__}, not a state dict; {RESAVE_HINT}")
     if not any(isinstance(v, torch.Tensor) for v in obj.values()):
         nested = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), Mapping)), None)
         if nested is None:
             raise WeightsError(
-                f"'{path}' is a dict without tensors and without any of the keys "
-                f"{', '.join(CHECKPOINT_KEYS)}; {RESAVE_HINT}"
+                f"'{path}' is a dict without tensors and without any of the keys {', '.join(CHECKPOINT_KEYS)}; {RESAVE_HINT}"
             )
         obj = obj[nested]
     state = {}
@@ -144,8 +138,26 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 # Modules whose functions run commands, open files or import code: a pickle that names one of
 # them is an attack, not a checkpoint with an extra object in it.
-_CODE_MODULES = {"os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "io", "runpy", "importlib", "pty",
-                 "code", "webbrowser", "ctypes", "multiprocessing", "pickle", "marshal", "types"}
+_CODE_MODULES = {
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "sys",
+    "shutil",
+    "socket",
+    "io",
+    "runpy",
+    "importlib",
+    "pty",
+    "code",
+    "webbrowser",
+    "ctypes",
+    "multiprocessing",
+    "pickle",
+    "marshal",
+    "types",
+}
 _CODE_BUILTINS = {"eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "globals", "breakpoint"}
 
 
@@ -173,7 +185,7 @@ def _code_in_pickle(path: Path) -> str | None:
             if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                 strings.append(str(arg))
             elif opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST"):
-                module, name = (str(arg).split(" ", 1) if opcode.name != "STACK_GLOBAL" else (strings[-2:] + ["", ""])[:2])
+                module, name = str(arg).split(" ", 1) if opcode.name != "STACK_GLOBAL" else (strings[-2:] + ["", ""])[:2]
                 root = module.split(".")[0]
                 if root in _CODE_MODULES or (root in ("builtins", "__builtin__") and name in _CODE_BUILTINS):
                     return f"{module}.{name}"
@@ -199,7 +211,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
             raise WeightsError(
                 f"weights '{source}' hold '{key}' as {str(state[key].dtype).removeprefix('torch.')}, and {model_name} "
                 f"needs floating-point weights ({str(tensor.dtype).removeprefix('torch.')}): save the trained float "
-                "weights, not a quantized or integer copy")
+                "weights, not a quantized or integer copy"
+            )
         if key in state and state[key].shape != tensor.shape:
             hint = ""
             if key.endswith(("fc.weight", "fc.bias", "classifier.weight", "head.weight")):

@@ -10,10 +10,14 @@ from __future__ import annotations
 from importlib import import_module
 
 # Loaded on first use, so that the command line can read the options and their defaults without onnx.
-_MODULE_OF = {"calibrate": ".calibration",
-              **{name: ".options" for name in ("CalibrationOptions", "DEFAULT_MIXED", "MIXED", "PRECISIONS")},
-              **{name: ".stage" for name in ("FP32_OPS", "OUTPUT_NAMES", "SIDECAR_NAMES",
-                                             "build_fp16_graph", "build_int8_graph", "quantize_model")}}
+_MODULE_OF = {
+    "calibrate": ".calibration",
+    **{name: ".options" for name in ("CalibrationOptions", "DEFAULT_MIXED", "MIXED", "PRECISIONS")},
+    **{
+        name: ".stage"
+        for name in ("FP32_OPS", "OUTPUT_NAMES", "SIDECAR_NAMES", "build_fp16_graph", "build_int8_graph", "quantize_model")
+    },
+}
 
 
 def __getattr__(name: str):

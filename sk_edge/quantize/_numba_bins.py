@@ -32,4 +32,3 @@ def _count_within(flat, range_, scale, bins, chunks):  # pragma: no cover - comp
                 outside[c] += 1
         tops[c] = top
     return local.sum(axis=0), float(tops.max()), int(outside.sum())
-

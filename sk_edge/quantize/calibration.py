@@ -38,7 +38,6 @@ from .options import DEFAULT_METHOD, CalibrationOptions  # noqa: F401 - re-expor
 from .plan import QuantPlan, plan_quantization
 
 
-
 def _providers() -> list[str]:
     # Calibration statistics do not need bit-exactness: use a GPU when ONNX Runtime has one.
     avail = available_providers()
@@ -62,8 +61,11 @@ def tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
 def legacy_tensor_names(model: onnx.ModelProto, planned: list[str]) -> list[str]:
     """Every float activation of ``model`` (node outputs and the input) not in ``planned``."""
     inferred = shape_inference.infer_shapes(model)
-    floats = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
-              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    floats = {
+        v.name
+        for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+        if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    }
     inits = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     names += [o for n in model.graph.node for o in n.output if o]
@@ -87,14 +89,20 @@ def collect_histograms(
     extra = list(maxima)
     # No spinning: ONNX Runtime's idle threads would otherwise busy-wait on the cores the histograms count on
     # between two runs (measured: 24-34 -> 21-23 ms of counting per SKNet-50 image on two cores).
-    runner = OnnxRuntimeRunner(tapped_model(model, names + extra), providers=_providers(), dynamic_batch=True,
-                               memory_arena=False, config={"session.intra_op.allow_spinning": "0"})
+    runner = OnnxRuntimeRunner(
+        tapped_model(model, names + extra),
+        providers=_providers(),
+        dynamic_batch=True,
+        memory_arena=False,
+        config={"session.intra_op.allow_spinning": "0"},
+    )
     with runner:
         return _count_batches(runner.session, names, maxima, stream, bins, progress)
 
 
-def _count_batches(session, names: list[str], maxima: dict[str, float], stream: ImageStream, bins: int,
-                   progress: Callable[[int], None]) -> tuple[dict[str, StreamingHistogram], str]:
+def _count_batches(
+    session, names: list[str], maxima: dict[str, float], stream: ImageStream, bins: int, progress: Callable[[int], None]
+) -> tuple[dict[str, StreamingHistogram], str]:
     """The histograms of ``names`` (and the running max of ``maxima``'s tensors) over every batch of ``stream``."""
     extra = list(maxima)
     input_name = session.get_inputs()[0].name
@@ -134,9 +142,7 @@ def spread_summary(tensors: dict[str, dict], method: str) -> dict:
         for m in METHODS
     }
     summary: dict[str, Any] = {
-        m: {"median_of_max": round(statistics.median(r), 4), "min_of_max": round(min(r), 4)}
-        for m, r in ratios.items()
-        if r
+        m: {"median_of_max": round(statistics.median(r), 4), "min_of_max": round(min(r), 4)} for m, r in ratios.items() if r
     }
     worst = sorted(tensors.items(), key=lambda kv: -kv[1]["clipped_fraction"])[:5]
     summary["most_clipped"] = [
@@ -150,9 +156,7 @@ def spread_summary(tensors: dict[str, dict], method: str) -> dict:
 def _images_fingerprint(paths: list[Path], root: Path) -> str:
     # Names, sizes and modification times: cheap to take for thousands of images, and
     # any edit changes it. The content hash of the images actually used is recorded too.
-    return artifacts.stage_key(
-        {"images": [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]}
-    )
+    return artifacts.stage_key({"images": [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]})
 
 
 def calibrate(
@@ -184,34 +188,53 @@ def calibrate(
         log(f"{calib_path} is up to date (same model, images and settings); --force recalibrates")
         return current
 
-    try:
-        previous = read_view(workdir, CALIB_JSON)
-    except SkEdgeError:
-        previous = None  # none, or one this sk-edge cannot read: the histograms are measured again
+    previous = None if force else _same_histograms(workdir, hist_key)
     t0 = time.perf_counter()
-    if not force and previous and previous.histogram_key == hist_key:
+    if previous is not None:
         log(f"reusing the histograms in {calib_path} (same model and images); choosing amax with '{options.method}'")
         histograms = {n: StreamingHistogram.from_dict(t["histogram"]) for n, t in previous.tensors.items()}
-        maxima = dict(previous.legacy_ranges or {})
-        images_doc, provider = previous.images, previous.provider
+        maxima, images_doc, provider = dict(previous.legacy_ranges or {}), previous.images, previous.provider
         counting = str(previous.settings.get("bin_counting", "?"))
     else:
-        histograms, maxima, images_doc, provider = _measure(model, names, legacy, paths, held_out, images_dir, export,
-                                                            options, log, progress)
+        histograms, maxima, images_doc, provider = _measure(
+            model, names, legacy, paths, held_out, images_dir, export, options, log, progress
+        )
         counting = counted_with(histograms.values())
         log(f"  bins counted with {counting}")
     tensors = _tensor_records(names, histograms, options, plan)
-    # The cache: the planned tensors at the chosen method's range, then (for weakly typed builds)
-    # every other activation at its max; a tensor whose max is 0 (all zeros) gets no line.
-    ranges = {**{n: v for n, v in maxima.items() if v > 0}, **{n: t["amax"] for n, t in tensors.items()}}
-    write_cache(workdir / CALIB_CACHE, ranges, options.trt_version)
+    _write_calib_cache(workdir / CALIB_CACHE, tensors, maxima, options.trt_version)
     written = CalibrationInfo.write(
-        calib_path, workdir / CALIB_CACHE, key, hist_key, export.fp32_sha256, images_doc,
-        {**asdict(options), "provider": provider, "bin_counting": counting}, options.method, tensors, maxima,
-        plan=plan.summary(), summary=spread_summary(tensors, options.method),
+        calib_path,
+        workdir / CALIB_CACHE,
+        key,
+        hist_key,
+        export.fp32_sha256,
+        images_doc,
+        {**asdict(options), "provider": provider, "bin_counting": counting},
+        options.method,
+        tensors,
+        maxima,
+        plan=plan.summary(),
+        summary=spread_summary(tensors, options.method),
     )
     log(f"wrote {calib_path} and {workdir / CALIB_CACHE} in {time.perf_counter() - t0:.1f}s")
     return written.doc
+
+
+def _write_calib_cache(path: Path, tensors: dict[str, dict], maxima: dict[str, float], trt_version: str) -> None:
+    """The cache: the planned tensors at the chosen method's range, then (for weakly typed builds) every other
+    activation at its max; a tensor whose max is 0 (all zeros) gets no line."""
+    ranges = {**{n: v for n, v in maxima.items() if v > 0}, **{n: t["amax"] for n, t in tensors.items()}}
+    write_cache(path, ranges, trt_version)
+
+
+def _same_histograms(workdir: Path, hist_key: str) -> CalibrationInfo | None:
+    """The calib.json whose histograms were measured on this model and these images: another method reuses them."""
+    try:
+        previous = read_view(workdir, CALIB_JSON)
+    except SkEdgeError:
+        return None  # none, or one this sk-edge cannot read: the histograms are measured again
+    return previous if previous.histogram_key == hist_key else None
 
 
 def _calibration_paths(images_dir: Path, options: CalibrationOptions) -> tuple[list[Path], list[Path]]:
@@ -221,13 +244,16 @@ def _calibration_paths(images_dir: Path, options: CalibrationOptions) -> tuple[l
     if options.holdout is not None:
         found, held_out = split_paths(found, images_dir, options.holdout)
         if not found:
-            raise UsageError(f"every image in '{images_dir}' falls in the part held out to judge the build; add images, "
-                             "or pass --eval-images DIR with held-out images")
+            raise UsageError(
+                f"every image in '{images_dir}' falls in the part held out to judge the build; add images, "
+                "or pass --eval-images DIR with held-out images"
+            )
     return sample_paths(found), held_out
 
 
-def _histogram_key(export, paths: list[Path], images_dir: Path, options: CalibrationOptions, names: list[str],
-                   legacy: list[str]) -> str:
+def _histogram_key(
+    export, paths: list[Path], images_dir: Path, options: CalibrationOptions, names: list[str], legacy: list[str]
+) -> str:
     """What the histograms depend on: while it is unchanged, another method reuses them."""
     return artifacts.stage_key(
         {
@@ -245,10 +271,18 @@ def _histogram_key(export, paths: list[Path], images_dir: Path, options: Calibra
     )
 
 
-def _measure(model: onnx.ModelProto, names: list[str], legacy: list[str], paths: list[Path], held_out: list[Path],
-             images_dir: Path, export, options: CalibrationOptions, log: Callable[[str], None],
-             progress: Callable[[int], Callable[[int], None]] | None) -> tuple[dict[str, StreamingHistogram],
-                                                                               dict[str, float], dict, str]:
+def _measure(
+    model: onnx.ModelProto,
+    names: list[str],
+    legacy: list[str],
+    paths: list[Path],
+    held_out: list[Path],
+    images_dir: Path,
+    export,
+    options: CalibrationOptions,
+    log: Callable[[str], None],
+    progress: Callable[[int], Callable[[int], None]] | None,
+) -> tuple[dict[str, StreamingHistogram], dict[str, float], dict, str]:
     """One pass over the images: (histograms, the legacy tensors' max, the images' record, the ORT provider)."""
     from ..preprocess import upsampling_caution
 
@@ -257,7 +291,8 @@ def _measure(model: onnx.ModelProto, names: list[str], legacy: list[str], paths:
     log(
         f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
         f"({len(paths)} found), batch {options.batch}"
-        + (f", and the max of {len(legacy)} more for weakly typed TensorRT builds" if legacy else "") + " ..."
+        + (f", and the max of {len(legacy)} more for weakly typed TensorRT builds" if legacy else "")
+        + " ..."
     )
     tick = progress(min(options.num_images, len(paths))) if progress else (lambda n: None)
     maxima = dict.fromkeys(legacy, 0.0)
@@ -277,14 +312,19 @@ def _measure(model: onnx.ModelProto, names: list[str], legacy: list[str], paths:
         "skipped": [{"file": n, "reason": why} for n, why in stream.skipped],
     }
     if options.holdout is not None:
-        images_doc["holdout"] = {"fraction": options.holdout, "rule": HOLDOUT_RULE, "held_out": len(held_out),
-                                 "not_calibrated_on": "the held-out files judge the build"}
+        images_doc["holdout"] = {
+            "fraction": options.holdout,
+            "rule": HOLDOUT_RULE,
+            "held_out": len(held_out),
+            "not_calibrated_on": "the held-out files judge the build",
+        }
     log(f"  {len(stream.used)} images in {time.perf_counter() - t0:.1f}s on {provider}")
     return histograms, maxima, images_doc, provider
 
 
-def _tensor_records(names: list[str], histograms: dict[str, StreamingHistogram], options: CalibrationOptions,
-                    plan: QuantPlan) -> dict[str, dict]:
+def _tensor_records(
+    names: list[str], histograms: dict[str, StreamingHistogram], options: CalibrationOptions, plan: QuantPlan
+) -> dict[str, dict]:
     """calib.json's record of each planned tensor: its amax by the chosen method and by every other, its histogram."""
     tensors = {}
     for name in names:

@@ -110,7 +110,7 @@ class StreamingHistogram:
         # `bins` (a value equal to the range) is counted there and folded into the last bin: what clamping
         # every index gives, without a pass over all of them.
         counts = np.bincount(a.astype(np.intp), minlength=self.bins + 1)
-        counts[self.bins - 1] += counts[self.bins:].sum()
+        counts[self.bins - 1] += counts[self.bins :].sum()
         self.counts += counts[: self.bins]
         self.total += a.size
 

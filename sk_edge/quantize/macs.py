@@ -18,7 +18,6 @@ from .options import DEFAULT_MAX_FLOAT_SHARE  # noqa: F401 - re-exported
 from .plan import WEIGHTED_OPS, QuantPlan
 
 
-
 # Nodes a constant weight passes through on its way to a Conv/Gemm in sk-edge's graphs:
 # DequantizeLinear (INT8 weights), Cast (FP16 weights with FP32 compute kept).
 _WEIGHT_PATH_OPS = ("DequantizeLinear", "Cast")
@@ -40,8 +39,10 @@ def macs_by_node(model: onnx.ModelProto) -> dict[str, float]:
     Works on the FP32 graph and on the precision graphs (weights behind DequantizeLinear or Cast).
     """
     inferred = shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+    }
     inits = {i.name: list(i.dims) for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     macs = {}
@@ -70,9 +71,14 @@ def graph_int8_nodes(model: onnx.ModelProto) -> set[str]:
         q = producers.get(source)  # activations: QuantizeLinear to INT8 (its zero point's type)
         return q is not None and q.op_type == "QuantizeLinear" and (len(q.input) < 3 or q.input[2] in int8_inits)
 
-    return {n.name for n in model.graph.node
-            if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and dequantized_int8(n.input[0], False)
-            and dequantized_int8(n.input[1], True)}
+    return {
+        n.name
+        for n in model.graph.node
+        if n.op_type in WEIGHTED_OPS
+        and len(n.input) > 1
+        and dequantized_int8(n.input[0], False)
+        and dequantized_int8(n.input[1], True)
+    }
 
 
 _FLOAT_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
@@ -111,8 +117,9 @@ def graph_facts(model: onnx.ModelProto):
     from ..backends.layer_plan import GraphFacts
 
     macs = macs_by_node(model)
-    return GraphFacts(op_types={n.name: n.op_type for n in model.graph.node}, macs=macs,
-                      precisions=weighted_node_precisions(model, macs))
+    return GraphFacts(
+        op_types={n.name: n.op_type for n in model.graph.node}, macs=macs, precisions=weighted_node_precisions(model, macs)
+    )
 
 
 def int8_nodes(plan: QuantPlan) -> set[str]:
@@ -126,8 +133,13 @@ def precision_mix(macs: dict[str, float], plan: QuantPlan) -> dict:
     total = sum(macs.values())
     int8 = sum(m for name, m in macs.items() if name in int8_nodes(plan))
     share = int8 / total if total else 0.0
-    return {"macs": total, "int8_mac_share": share, "float_mac_share": 1.0 - share,
-            "int8_layers": len(int8_nodes(plan)), "weighted_layers": len(macs)}
+    return {
+        "macs": total,
+        "int8_mac_share": share,
+        "float_mac_share": 1.0 - share,
+        "int8_layers": len(int8_nodes(plan)),
+        "weighted_layers": len(macs),
+    }
 
 
 def graph_precision_mix(model: onnx.ModelProto) -> dict:
@@ -137,5 +149,10 @@ def graph_precision_mix(model: onnx.ModelProto) -> dict:
     int8 = graph_int8_nodes(model) & set(macs)
     total = sum(macs.values())
     share = sum(macs[n] for n in int8) / total if total else 0.0
-    return {"macs": total, "int8_mac_share": share, "float_mac_share": 1.0 - share, "int8_layers": len(int8),
-            "weighted_layers": len(macs)}
+    return {
+        "macs": total,
+        "int8_mac_share": share,
+        "float_mac_share": 1.0 - share,
+        "int8_layers": len(int8),
+        "weighted_layers": len(macs),
+    }

@@ -29,21 +29,29 @@ DEFAULT_MIXED = "fp16"  # TensorRT's fast path for what INT8 leaves out; fp32 fo
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    method: str = field(default=DEFAULT_METHOD, metadata=option(
-        "How each tensor's INT8 range is chosen.", choices=METHODS))
+    method: str = field(default=DEFAULT_METHOD, metadata=option("How each tensor's INT8 range is chosen.", choices=METHODS))
     percentile: float = field(default=99.99, metadata=option("For --method percentile.", kind="float"))
     num_images: int = field(default=512, metadata=option("Images to calibrate on.", kind="int"))
-    batch: int = field(default=4, metadata=option(  # peak memory grows with it; 4 runs as fast as 8 on 2 cores
-        "Images per ONNX Runtime run (memory grows with it).", kind="int"))
+    batch: int = field(
+        default=4,
+        metadata=option(  # peak memory grows with it; 4 runs as fast as 8 on 2 cores
+            "Images per ONNX Runtime run (memory grows with it).", kind="int"
+        ),
+    )
     bins: int = DEFAULT_BINS
     trt_version: str = DEFAULT_TRT_VERSION
     # Also the max |x| of every other activation, for TensorRT's weakly typed (implicit INT8)
     # builds: the legacy DLA path and GPU builds on JetPack 5.1/6.0. Implicit INT8 falls back to
     # floating point for every layer that produces or consumes a tensor without a range, and the
     # Q/DQ plan quantizes only the tensors the strongly typed path needs (30 of 163 in SKNet-26).
-    legacy_ranges: bool = field(default=False, metadata=option(
-        "Also record every other activation's range in calib.cache, for weakly typed TensorRT builds (the DLA on "
-        "JetPack 5.1-6.2, the GPU on 5.1/6.0); `build --dla-core` sets it.", kind="flag"))
+    legacy_ranges: bool = field(
+        default=False,
+        metadata=option(
+            "Also record every other activation's range in calib.cache, for weakly typed TensorRT builds (the DLA on "
+            "JetPack 5.1-6.2, the GPU on 5.1/6.0); `build --dla-core` sets it.",
+            kind="flag",
+        ),
+    )
     # The share of the folder held out to judge the build (sk_edge.evaluation): calibration
     # takes only the other files. None: every file may be calibrated on.
     holdout: float | None = None

@@ -77,9 +77,7 @@ class PrecisionReport:
         return dict(self.__dict__)
 
 
-def insert_qdq(
-    graph: gs.Graph, plan: QuantPlan, amax: dict[str, float], scale_dtype, report: PrecisionReport
-) -> None:
+def insert_qdq(graph: gs.Graph, plan: QuantPlan, amax: dict[str, float], scale_dtype, report: PrecisionReport) -> None:
     nodes = {n.name: n for n in graph.nodes}
     tensors = graph.tensors()
     fp16_normal_min = float(np.finfo(np.float16).tiny)
@@ -121,9 +119,7 @@ def insert_qdq(
         report.quantized_activations += 1
 
 
-def convert_float_precision(
-    graph: gs.Graph, keep_fp32: Callable[[gs.Node], str | None], report: PrecisionReport
-) -> None:
+def convert_float_precision(graph: gs.Graph, keep_fp32: Callable[[gs.Node], str | None], report: PrecisionReport) -> None:
     """Run every node in FP16 except those ``keep_fp32`` names a reason for.
 
     Graph inputs and outputs stay FP32 (a Cast after each input, one before each output).
@@ -142,7 +138,13 @@ def convert_float_precision(
         if key not in casts:
             out = gs.Variable(f"{tensor.name}_as_{np.dtype(to).name}", dtype=to, shape=tensor.shape)
             graph.nodes.append(
-                gs.Node("Cast", f"{tensor.name}_cast_{np.dtype(to).name}", attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(to))}, inputs=[tensor], outputs=[out])
+                gs.Node(
+                    "Cast",
+                    f"{tensor.name}_cast_{np.dtype(to).name}",
+                    attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(to))},
+                    inputs=[tensor],
+                    outputs=[out],
+                )
             )
             casts[key] = out
             report.casts += 1

@@ -51,6 +51,7 @@ FP32_OPS = {
     "GlobalAveragePool": "long reduction: an FP16 sum of H*W terms loses precision and can overflow",
 }
 
+
 def fp32_rule(node: gs.Node) -> str | None:
     return FP32_OPS.get(node.op)
 
@@ -120,8 +121,12 @@ def quantize_model(
     calib = load_calibration(workdir, export) if precision == "int8" else None
     out_name, sidecar_name = OUTPUT_NAMES[precision], SIDECAR_NAMES[precision]
     keep_float = sorted(set(keep_float)) if precision == "int8" else []
-    settings = {"precision": precision, "mixed": mixed if precision == "int8" else None, "fp32_ops": FP32_OPS,
-                "keep_float": keep_float}
+    settings = {
+        "precision": precision,
+        "mixed": mixed if precision == "int8" else None,
+        "fp32_ops": FP32_OPS,
+        "keep_float": keep_float,
+    }
     key = artifacts.stage_key(
         {"stage": "quantize", "model_sha256": fp32_sha, "calibration": calib.key if calib else None, **settings}
     )
@@ -141,8 +146,10 @@ def quantize_model(
     opset = _opset(out)
     serialized = _checked(out, precision, plan, export)
     for name in report.small_scales:
-        log(f"  warning: weight '{name}' has channels with max |w| below 7.8e-3, whose FP16 scale is clamped to "
-            "FP16's smallest normal number (they use fewer than 127 INT8 levels)")
+        log(
+            f"  warning: weight '{name}' has channels with max |w| below 7.8e-3, whose FP16 scale is clamped to "
+            "FP16's smallest normal number (they use fewer than 127 INT8 levels)"
+        )
 
     with artifacts.atomic_output(workdir / out_name) as tmp:
         tmp.write_bytes(serialized)
@@ -159,18 +166,27 @@ def quantize_model(
         preprocess=export.preprocess_record,
         model=export.model_record,  # copied whole into the graph's sidecar
         graph={"opset": opset, "nodes": len(out.graph.node)},
-        plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes} if precision == "int8" else None,
+        plan={**plan.summary(), "activations": plan.activations, "float_nodes": plan.float_nodes}
+        if precision == "int8"
+        else None,
         precision_report=report.as_dict(),
         precision_mix=mix,
     )
-    log(
-        f"wrote {workdir / out_name}: "
-        + (f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
-           f"{mix['int8_mac_share']:.1%} of the MACs in INT8, " if mix is not None else "")
-        + f"{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} "
-        f"({time.perf_counter() - t0:.1f}s)"
-    )
+    log(_wrote_line(workdir / out_name, report, mix, opset, time.perf_counter() - t0))
     return written.doc
+
+
+def _wrote_line(path: Path, report, mix: dict | None, opset: int, seconds: float) -> str:
+    """What quantize says of the graph it wrote."""
+    int8 = ""
+    if mix is not None:
+        int8 = (
+            f"{report.quantized_weights} INT8 weights, {report.quantized_activations} quantized tensors, "
+            f"{mix['int8_mac_share']:.1%} of the MACs in INT8, "
+        )
+    return (
+        f"wrote {path}: {int8}{len(report.fp32_nodes)} nodes kept in FP32, {report.casts} casts, opset {opset} ({seconds:.1f}s)"
+    )
 
 
 def _precision_graph(model: onnx.ModelProto, plan, calib, mixed: str, workdir: Path) -> tuple[onnx.ModelProto, Any, dict | None]:

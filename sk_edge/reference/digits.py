@@ -147,9 +147,11 @@ def write_split_once(workdir: Path, name: str, split: str, count: int, what: str
     if folder.exists() or folder.is_symlink():
         if folder.is_dir() and (folder / "labels.csv").is_file() and len(find_images(folder)) == count:
             return folder
-        raise SkEdgeError(f"'{folder}' is not the {count} {what} images sk-edge renders there (labels.csv and {count} "
-                          "images), and sk-edge never overwrites it: move it away, or pass your own images "
-                          "(--eval-images DIR / --images DIR)")
+        raise SkEdgeError(
+            f"'{folder}' is not the {count} {what} images sk-edge renders there (labels.csv and {count} "
+            "images), and sk-edge never overwrites it: move it away, or pass your own images "
+            "(--eval-images DIR / --images DIR)"
+        )
     log(f"rendering the {count} {what} images into {folder} ...")
     tmp = Path(workdir) / render_temporary(name)
     if tmp.is_dir() and not tmp.is_symlink():  # an interrupted render of ours (this exact name)
