@@ -446,6 +446,7 @@ def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
     )
     if model.name is None:  # resolve_model names the user's, the work directory's or the default model
         raise SkEdgeError(f"no model to build in '{workdir}'")
+    _check_model(model)
     plan = plan_judging(model.name, r.precision, images=images, **_judging_options(r))  # before any heavy work
     if images is None and r.precision == "int8" and model.name != DEFAULT_MODEL:
         raise UsageError(
@@ -458,6 +459,16 @@ def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
             "the build against; pass --weights FILE (your trained model), or --no-verify for a latency-only build"
         )
     return model, plan, export_options
+
+
+def _check_model(model) -> None:
+    """The cheap checks of the model asked for, before any other: its name, and classes its checkpoint contradicts."""
+    from .models.registry import check_model_name
+    from .models.weights import check_num_classes
+
+    check_model_name(model.name)
+    if model.weights is not None and model.num_classes is not None:
+        check_num_classes(model.weights, model.num_classes)
 
 
 def _export_step(

@@ -130,3 +130,46 @@ def test_unreadable_files_give_one_line_errors(tmp_path, make, message):
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _tiny_state(num_classes: int) -> dict:
+    return build_model("sknet26", num_classes=num_classes, args=TINY_SKNET_ARGS).module.state_dict()
+
+
+@pytest.mark.parametrize("save", ["safetensors", "checkpoint dict", "legacy pickle"])
+def test_the_classifier_shape_is_read_without_loading_the_weights(tmp_path, save):
+    from safetensors.torch import save_file
+
+    from sk_edge.models.weights import classifier_shape
+
+    state = _tiny_state(7)
+    path = tmp_path / ("w.safetensors" if save == "safetensors" else "w.pth")
+    if save == "safetensors":
+        save_file(state, path)
+    elif save == "checkpoint dict":  # nested, with DataParallel's prefix: what load_state_dict accepts
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    else:  # the pre-1.6 format cannot be memory-mapped: no early answer, the export's strict load decides
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    expected = None if save == "legacy pickle" else ("fc.weight", (7, state["fc.weight"].shape[1]))
+    assert classifier_shape(path) == expected
+
+
+def test_a_num_classes_the_checkpoint_contradicts_is_a_usage_error_before_any_work(tmp_path):
+    import sk_edge
+    from sk_edge.errors import UsageError
+
+    torch.save(_tiny_state(7), tmp_path / "seven.pth")
+    with pytest.raises(UsageError, match=r"--num-classes 5 does not match .*'fc.weight' is \(7, \d+\): pass --num-classes 7"):
+        sk_edge.build(model="sknet26", weights=tmp_path / "seven.pth", num_classes=5, model_args=TINY_SKNET_ARGS,
+                      verify=False, workdir=tmp_path / "work")
+    assert not (tmp_path / "work" / "export.json").exists()
+
+
+def test_an_unknown_model_name_is_said_before_anything_else(tmp_path):
+    import sk_edge
+    from sk_edge.errors import UsageError
+
+    # No images and no --no-verify either: the name is what is wrong first, and what the error says.
+    with pytest.raises(UsageError, match="unknown model 'sknet77'; choose one of: sknet26-digits"):
+        sk_edge.build(model="sknet77", workdir=tmp_path / "work")
+    assert not (tmp_path / "work" / "export.json").exists()

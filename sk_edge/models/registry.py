@@ -72,6 +72,12 @@ def check_input_size(input_size: int | tuple[int, int], total_stride: int, model
         )
 
 
+def check_model_name(name: str) -> None:
+    """A usage error for a name that is neither one of our models nor timm:NAME (a timm name is checked by timm)."""
+    if name not in OWN_MODELS and not name.startswith(TIMM_PREFIX):
+        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(model_names())} (or timm:NAME for any timm model)")
+
+
 def build_model(
     name: str,
     num_classes: int | None = None,
@@ -128,7 +134,7 @@ def build_model(
         )
         defaults = "the model's defaults"
     else:
-        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(model_names())} (or timm:NAME for any timm model)")
+        check_model_name(name)
     requests: list[PreprocessRequest | None] = []
     if input_size is not None:
         requests.append(PreprocessRequest(source="--input-size", input_size=parse_size(input_size)))

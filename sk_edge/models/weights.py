@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import UsageError, WeightsError
 
 # Keys under which training scripts commonly nest the model's state dict, in the order
 # we look for them. EMA weights are taken only when nothing else is there: a user who
@@ -103,27 +103,67 @@ def checkpoint_accuracy(path: str | Path) -> dict | None:
     return None
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict, or the state dict inside a checkpoint dict, from ``path``."""
-    path = Path(path)
-    obj = _read_file(path)
+def _tensors_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict, or of the state dict inside a checkpoint dict, under their module names."""
     if not isinstance(obj, Mapping):
         raise WeightsError(f"'{path}' holds a {type(obj).__name__}, not a state dict; {RESAVE_HINT}")
+    tensors: Mapping = obj
     if not any(isinstance(v, torch.Tensor) for v in obj.values()):
         nested = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), Mapping)), None)
         if nested is None:
             raise WeightsError(
                 f"'{path}' is a dict without tensors and without any of the keys {', '.join(CHECKPOINT_KEYS)}; {RESAVE_HINT}"
             )
-        obj = obj[nested]
+        tensors = obj[nested]
     state = {}
-    for key, value in obj.items():
+    for key, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             continue  # e.g. a stray step counter stored beside the tensors
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
         state[key] = value
+    return state
+
+
+# The classifier of every model family sk-edge builds (ours and timm's SK ResNets: fc) and of common heads.
+CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "head.fc.weight", "head.weight")
+
+
+def classifier_shape(path: str | Path) -> tuple[str, tuple[int, ...]] | None:
+    """(key, shape) of the checkpoint's classifier weight, read without loading the tensors' data where the format
+    allows it: safetensors' header, or a zip checkpoint memory-mapped. None when it has none of CLASSIFIER_KEYS
+    or cannot be read so; the export's strict load compares every tensor in any case."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        else:
+            shapes = {k: tuple(v.shape) for k, v in _tensors_of(torch.load(path, weights_only=True, mmap=True), path).items()}
+    except Exception:  # a legacy or damaged file: the export's load says what is wrong with it
+        return None
+    key = next((k for k in CLASSIFIER_KEYS if k in shapes and len(shapes[k]) == 2), None)
+    return (key, shapes[key]) if key else None
+
+
+def check_num_classes(path: str | Path, num_classes: int) -> None:
+    """A usage error, before any work, when ``num_classes`` contradicts the classifier the checkpoint holds."""
+    found = classifier_shape(path)
+    if found is not None and found[1][0] != num_classes:
+        key, shape = found
+        raise UsageError(
+            f"--num-classes {num_classes} does not match '{path}', whose classifier '{key}' is {tuple(shape)}: "
+            f"pass --num-classes {shape[0]} (or the weights of a {num_classes}-class model)"
+        )
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict, or the state dict inside a checkpoint dict, from ``path``."""
+    path = Path(path)
+    state = _tensors_of(_read_file(path), path)
     if not state:
         raise WeightsError(f"'{path}' contains no tensors; {RESAVE_HINT}")
     for key, value in state.items():
