@@ -132,6 +132,20 @@ def test_the_torch_export_path_is_refused_below_its_opset_and_an_exporter_change
         "--exporter torch-export (it has torchscript)"]
 
 
+def test_auto_exports_with_torch_export_where_it_writes_the_opset_and_torchscript_at_17(tmp_path, monkeypatch):
+    assert ExportOptions().exporter == "auto"
+    assert ExportOptions().resolved().exporter == "torchscript"  # opset 17, the default: torch.export cannot write it
+    assert ExportOptions(opset=18).resolved().exporter == "torch-export"
+    assert ExportOptions().differences(ExportOptions(exporter="torchscript")) == []  # the same export, up to date
+    # export.json records the exporter that made the graph, never "auto".
+    doc = export_model(build_model("sknet26-digits"), tmp_path, ExportOptions(opset=18)).sidecar
+    assert doc["graph"]["exporter"] == doc["settings"]["exporter"] == "torch-export" and doc["parity"]["passed"]
+    assert doc["graph"]["opset"] == 18
+    _assert_clean_graph(tmp_path / ONNX_NAME)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # where sk-edge[torch-export] was not installed
+    assert ExportOptions(opset=18).resolved().exporter == "torchscript"
+
+
 def test_unchanged_export_is_skipped_and_changes_are_not(tmp_path):
     def build(seed=0, **kw):
         torch.manual_seed(seed)  # the key covers the weights themselves, so fix the init

@@ -15,12 +15,14 @@ from ..fields import option
 MIN_OPSET, MAX_OPSET = 13, 20
 # The SK select forms of sk_rewrite (kept here, beside the option that names them).
 SELECT_FORMS = ("auto", "sigmoid", "softmax4d", "exp")
-# torch's two ONNX exporters. "torchscript" (torch.onnx.export(dynamo=False)) is the default: it writes
-# exactly the opset asked for (17 by default) in about 1 s; torch deprecates it. "torch-export" (the
-# torch.export-based exporter, dynamo=True, needs onnxscript) writes opset 18 or newer only (onnx's
-# version converter fails on its ReduceMean going down to 17) and takes 5-15 s per model on 2 cores;
-# after graph_passes its graphs equal the other's op for op (benchmarks/exporters.py, every family).
-EXPORTERS = ("torchscript", "torch-export")
+# torch's two ONNX exporters. "torch-export" (the torch.export-based exporter, dynamo=True, needs onnxscript)
+# is torch's path forward: after graph_passes its graphs equal the other's op for op, with identical logits,
+# on every family (benchmarks/exporters.py), but it writes opset 18 or newer only (onnx's version converter
+# fails on its ReduceMean going down to 17) and takes 5-15 s per model on 2 cores. "torchscript"
+# (torch.onnx.export(dynamo=False), which torch deprecates) writes exactly the opset asked for in about 1 s.
+# "auto", the default, is torch.export wherever it can write the opset asked for, TorchScript for opset 17
+# (the default: JetPack 5.1/6.0's TensorRT 8.5/8.6 read the FP32 graph of their weakly typed INT8 path).
+EXPORTERS = ("auto", "torchscript", "torch-export")
 TORCH_EXPORT_MIN_OPSET = 18
 
 
@@ -42,7 +44,7 @@ class ExportOptions:
             optimisation profile's max).
         opset: ONNX opset.
         select_form: SK select form, see :mod:`sk_edge.export.sk_rewrite`.
-        exporter: torch's exporter, one of :data:`EXPORTERS`.
+        exporter: torch's exporter, one of :data:`EXPORTERS` (``auto``: :meth:`resolved`).
     """
 
     batch: int = field(default=1, metadata=option("Static batch size.", kind="int"))
@@ -54,26 +56,35 @@ class ExportOptions:
         default="auto", metadata=option("SK select rewrite: auto = sigmoid for 2 branches, exp otherwise.", choices=SELECT_FORMS)
     )
     exporter: str = field(
-        default="torchscript",
+        default="auto",
         metadata=option(
-            f"torch's ONNX exporter: torchscript, or torch-export (torch.export-based; opset {TORCH_EXPORT_MIN_OPSET}+, "
-            "needs onnxscript).",
+            f"torch's ONNX exporter: torch-export (torch.export-based; opset {TORCH_EXPORT_MIN_OPSET}+, needs onnxscript), "
+            "torchscript, or auto: torch-export where it can write the opset, torchscript otherwise (opset 17).",
             choices=EXPORTERS,
         ),
     )
 
     @classmethod
     def recorded(cls, settings: dict) -> "ExportOptions":
-        """The options an export.json's ``settings`` were made with."""
+        """The options an export.json's ``settings`` were made with (one written before ``exporter`` was recorded was
+        made by TorchScript, the only exporter then)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in settings.items() if k in names})
+        return cls(**{"exporter": "torchscript", **{k: v for k, v in settings.items() if k in names}})
+
+    def resolved(self) -> "ExportOptions":
+        """These options with ``exporter="auto"`` made concrete: torch.export where it writes the opset asked for
+        (18 and newer, with onnxscript installed), TorchScript otherwise. What export.json records and keys on."""
+        if self.exporter != "auto":
+            return self
+        writes_opset = self.opset >= TORCH_EXPORT_MIN_OPSET and _importable("onnxscript")
+        return dataclasses.replace(self, exporter="torch-export" if writes_opset else "torchscript")
 
     def differences(self, recorded: "ExportOptions") -> list[str]:
         """The options that differ from an earlier export's, as ``--opset 18 (it has 17)`` (empty: up to date).
 
         One rule for ``export`` and ``build``: the same model with other options is exported again,
-        never "up to date"."""
-        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(recorded)
+        never "up to date". ``auto`` is compared as the exporter it stands for."""
+        mine, theirs = dataclasses.asdict(self.resolved()), dataclasses.asdict(recorded.resolved())
         if self.dynamic_batch is not None or recorded.dynamic_batch is not None:
             mine.pop("batch"), theirs.pop("batch")  # a dynamic export has no static batch
         return [f"--{k.replace('_', '-')} {mine[k]} (it has {theirs[k]})" for k in mine if mine[k] != theirs[k]]

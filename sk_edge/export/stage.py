@@ -4,8 +4,8 @@
 
 1. rewrite every SK unit into its deployment form (:mod:`.sk_rewrite`): BatchNorm folded,
    select step without Softmax or 5-D tensors;
-2. ``torch.onnx.export`` with the exporter the options name (TorchScript by default, see
-   :data:`.options.EXPORTERS` for why);
+2. ``torch.onnx.export`` with the exporter the options name (``auto`` by default: torch.export where it
+   writes the opset, TorchScript at opset 17; see :data:`.options.EXPORTERS` for why);
 3. graph clean-up with onnx-graphsurgeon (:mod:`.graph_passes`): Identity and Constant
    nodes out, any BatchNorm left folded, a global pool spelled one way whichever exporter wrote it;
 4. the graph invariants (:mod:`.hygiene`), which also catch SK units the rewrite did not
@@ -75,11 +75,12 @@ def to_onnx(
 ) -> tuple[onnx.ModelProto, RewriteReport, PassReport, list[str]]:
     """Rewrite, export and clean ``module``; raise if the graph breaks an invariant.
 
-    ``options.exporter`` picks torch's exporter (see :data:`~sk_edge.export.options.EXPORTERS` for
-    why TorchScript is the default); every pass after it works on plain ONNX, and
+    ``options.exporter`` picks torch's exporter (see :data:`~sk_edge.export.options.EXPORTERS`; ``auto`` is
+    :meth:`~sk_edge.export.options.ExportOptions.resolved`); every pass after it works on plain ONNX, and
     :func:`~sk_edge.export.graph_passes.canonical_pooling` makes both exporters' graphs alike.
     """
     options.validate()
+    options = options.resolved()
     rewritten, rewrite = rewrite_sk_units(module, options.select_form)
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
@@ -177,6 +178,7 @@ def export_model(
     around any module (e.g. a custom timm configuration).
     """
     options.validate()
+    options = options.resolved()  # what export.json keys on and records: the exporter used, never "auto"
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"work directory '{workdir}' exists and is not a directory; pass another -w")
