@@ -137,9 +137,22 @@ def test_every_block_is_run_or_says_why_not():
     assert not stale, f"no such block any more (its page changed; update this file): {sorted(stale)}"
 
 
+SCRIPT = re.compile(r"\b((?:benchmarks|examples)/[\w/]+\.py)\b")
+
+
 @pytest.mark.parametrize("key", sorted(NOT_RUN), ids=[f"{p}:{f[:30]}" for p, f in sorted(NOT_RUN)])
-def test_a_block_not_run_here_says_why(key):
-    pytest.skip(f"{key[0]}: not run here: {NOT_RUN[key]}")
+def test_a_block_not_run_here_names_scripts_that_exist_and_says_why(key):
+    # What can be checked without running it: a renamed or removed script would leave the block pointing nowhere.
+    named = SCRIPT.findall(block(*key).text)
+    missing = [script for script in named if not (ROOT / script).is_file()]
+    assert not missing, f"{key[0]}: the block runs {missing}, which do not exist"
+    pytest.skip(f"{key[0]}: not run here: {NOT_RUN[key]}" + (f" (its scripts exist: {', '.join(named)})" if named else ""))
+
+
+def test_the_script_check_can_fail():
+    assert SCRIPT.findall(".venv/bin/python benchmarks/calibration.py --tools x; python examples/nope.py") == [
+        "benchmarks/calibration.py", "examples/nope.py"]
+    assert not (ROOT / "examples/nope.py").exists()
 
 
 # --- the README's quickstart: a fine-tuned timm skresnet18, class folders, its preprocessing, INT8
