@@ -462,12 +462,16 @@ def _plan_model(r: BuildRequest, workdir: Path, images: Path | None):
 
 
 def _check_model(model) -> None:
-    """The cheap checks of the model asked for, before any other: its name, and classes its checkpoint contradicts."""
-    from .models.registry import check_model_name
-    from .models.weights import check_num_classes
+    """The cheap checks of the model asked for, before any other: its name, and classes its checkpoint contradicts.
+    None for the work directory's own export (checked when it was made): a no-op build imports no torch."""
+    from .models.names import check_model_name
 
+    if model.reuse_export:
+        return
     check_model_name(model.name)
     if model.weights is not None and model.num_classes is not None:
+        from .models.weights import check_num_classes  # imports torch: only for a checkpoint the user names
+
         check_num_classes(model.weights, model.num_classes)
 
 

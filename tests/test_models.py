@@ -79,3 +79,18 @@ def test_bad_model_requests_are_usage_errors(kwargs, message):
         build_model(**kwargs)
     assert message in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_the_torch_free_model_names_are_the_registry_s_and_the_name_check_imports_no_torch():
+    import subprocess
+    import sys
+
+    from sk_edge.models.names import OWN_MODEL_NAMES
+    from sk_edge.models.registry import OWN_MODELS
+
+    assert tuple(OWN_MODELS) == OWN_MODEL_NAMES
+    # The build's plan checks the name before any work; a no-op build must not pay torch's import for it.
+    probe = ("import sys; from sk_edge.models.names import check_model_name; check_model_name('sknet26'); "
+             "check_model_name('timm:skresnet18'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

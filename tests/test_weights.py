@@ -170,6 +170,6 @@ def test_an_unknown_model_name_is_said_before_anything_else(tmp_path):
     from sk_edge.errors import UsageError
 
     # No images and no --no-verify either: the name is what is wrong first, and what the error says.
-    with pytest.raises(UsageError, match="unknown model 'sknet77'; choose one of: sknet26-digits"):
+    with pytest.raises(UsageError, match="unknown model 'sknet77'; choose one of: sknet26-digits, sknet26, sknet50, sknet101, or timm:NAME"):
         sk_edge.build(model="sknet77", workdir=tmp_path / "work")
     assert not (tmp_path / "work" / "export.json").exists()

@@ -16,6 +16,7 @@ from .. import reference
 from ..errors import UsageError
 from ..preprocess import Preprocess, PreprocessRequest, parse_size, resolve
 from . import sknet
+from .names import TIMM_PREFIX, check_model_name
 from .weights import apply_state_dict, checkpoint_preprocess, load_state_dict
 
 OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
@@ -25,7 +26,6 @@ OWN_MODELS: dict[str, Callable[..., sknet.SKNet]] = {
     "sknet101": sknet.sknet101,
 }
 DEFAULT_INPUT_SIZE = 224
-TIMM_PREFIX = "timm:"
 
 
 @dataclass
@@ -70,12 +70,6 @@ def check_input_size(input_size: int | tuple[int, int], total_stride: int, model
             f"--input-size {input_size} does not suit {model_name}, which downsamples by "
             f"{total_stride}: use a multiple of {total_stride} (e.g. {lower} or {lower + total_stride})"
         )
-
-
-def check_model_name(name: str) -> None:
-    """A usage error for a name that is neither one of our models nor timm:NAME (a timm name is checked by timm)."""
-    if name not in OWN_MODELS and not name.startswith(TIMM_PREFIX):
-        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(model_names())} (or timm:NAME for any timm model)")
 
 
 def build_model(
