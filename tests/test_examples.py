@@ -75,15 +75,19 @@ def documented_blocks() -> tuple[Block, ...]:
     return tuple(Block(page, text) for page, _, text in blocks(KINDS))
 
 
-def documents(page: str, first_line: str) -> Callable:
-    """Registers the decorated test as the one that runs the block of ``page`` that begins with ``first_line``."""
+Key = tuple[str, str]  # (page, the block's first line): how a block is named here
+
+
+def documents(key: Key) -> Callable:
+    """Registers the decorated test as the one that runs the block ``key`` names."""
     def register(test: Callable) -> Callable:
-        RUN[(page, first_line)] = test.__name__
+        RUN[key] = test.__name__
         return test
     return register
 
 
-def block(page: str, first_line: str) -> Block:
+def block(key: Key) -> Block:
+    page, first_line = key
     found = [b for b in documented_blocks() if b.page == page and b.first_line == first_line]
     assert len(found) == 1, f"{page}: {len(found)} blocks begin with {first_line!r}"
     return found[0]
@@ -100,25 +104,25 @@ def shell_lines(text: str) -> list[str]:
     return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def run_shell(page: str, first_line: str, cwd: Path, skip: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
+def run_shell(key: Key, cwd: Path, skip: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
     """Run the block line by line in ``cwd`` (each line through bash, as pasted); a line that starts with a key of
     ``skip`` is not run (the value says why), and every key must skip at least one line."""
     skip = skip or {}
     ran, skipped = [], set()
-    for line in shell_lines(block(page, first_line).text):
+    for line in shell_lines(block(key).text):
         reason = next((k for k in skip if line.lstrip().startswith(k)), None)
         if reason is not None:
             skipped.add(reason)
             continue
         ran.append(subprocess.run(["bash", "-c", line], cwd=cwd, env=environment(), capture_output=True, text=True,
                                   timeout=600))
-    assert skipped == set(skip), f"{page}: no line starts with {set(skip) - skipped}"
+    assert skipped == set(skip), f"{key[0]}: no line starts with {set(skip) - skipped}"
     return ran
 
 
-def run_python(page: str, first_line: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_python(key: Key, cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / "documented_block.py"
-    script.write_text(block(page, first_line).text)
+    script.write_text(block(key).text)
     return subprocess.run([sys.executable, script.name], cwd=cwd, env=environment(), capture_output=True, text=True,
                           timeout=600)
 
@@ -143,7 +147,7 @@ SCRIPT = re.compile(r"\b((?:benchmarks|examples)/[\w/]+\.py)\b")
 @pytest.mark.parametrize("key", sorted(NOT_RUN), ids=[f"{p}:{f[:30]}" for p, f in sorted(NOT_RUN)])
 def test_a_block_not_run_here_names_scripts_that_exist_and_says_why(key):
     # What can be checked without running it: a renamed or removed script would leave the block pointing nowhere.
-    named = SCRIPT.findall(block(*key).text)
+    named = SCRIPT.findall(block(key).text)
     missing = [script for script in named if not (ROOT / script).is_file()]
     assert not missing, f"{key[0]}: the block runs {missing}, which do not exist"
     pytest.skip(f"{key[0]}: not run here: {NOT_RUN[key]}" + (f" (its scripts exist: {', '.join(named)})" if named else ""))
@@ -175,16 +179,27 @@ def quickstart(tmp_path) -> Path:
 AT_CHANCE = "the FP32 reference itself is at chance"
 
 
-QUICKSTART = "sk-edge build --model timm:skresnet18 --weights ft.safetensors --num-classes 10 \\"
+
+
+# The blocks run here, each named once: its test registers and runs it by this key.
+README_COMMAND: Key = ('README.md', 'sk-edge build --model timm:skresnet18 --weights ft.safetensors --num-classes 10 \\')
+README_PYTHON: Key = ('README.md', 'import sk_edge')
+EXPORTS: Key = ('docs/guides/your-model.md', 'sk-edge export --model sknet50 --weights finetuned.pth --num-classes 10 -w work50')
+CUSTOM_TIMM: Key = ('docs/guides/your-model.md', 'from timm.models.resnet import ResNet')
+PYTHON_API: Key = ('docs/guides/your-model.md', 'import torch')
+POOR_CALIBRATION: Key = ('docs/accuracy.md', 'sk-edge export -w poor')
+REFERENCE_IMAGES: Key = ('docs/accuracy.md', '.venv/bin/python benchmarks/train_reference.py     # retrains it (deterministic); writes results/train_reference.json')
+DESKTOP_RTX: Key = ('docs/guides/desktop-rtx.md', "pip install 'sk-edge[rtx]'        # NVIDIA's tensorrt-rtx-cu13-bindings + -libs 1.7.1.116 (CUDA 12 drivers: the -cu12 twins)")
+CAMERA_BENCH: Key = ('docs/results.md', 'sk-edge bench -w workdir --backends onnxruntime --precisions fp32 --iterations 10 --repeats 1 --camera nv12:1920x1080')
 
 
 class TestReadmeAndYourModel:
     """The README's quickstart and docs/guides/your-model.md (one class: pytest-xdist's loadscope gives it a worker)."""
 
-    @documents("README.md", QUICKSTART)
-    @documents("README.md", "import sk_edge")
+    @documents(README_COMMAND)
+    @documents(README_PYTHON)
     def test_the_readme_quickstart_runs_to_its_verdict_from_the_cli_and_from_python(self, quickstart):
-        ran = run_shell("README.md", QUICKSTART, quickstart, skip={"scp ": ON_A_JETSON, "ssh jetson": ON_A_JETSON})
+        ran = run_shell(README_COMMAND, quickstart, skip={"scp ": ON_A_JETSON, "ssh jetson": ON_A_JETSON})
         assert len(ran) == 1
         # An untrained checkpoint: every stage runs, and the verdict refuses it rather than passing agreement with noise.
         assert ran[0].returncode == 1, output(ran[0])
@@ -192,11 +207,11 @@ class TestReadmeAndYourModel:
         assert "caution" not in output(ran[0])  # the preprocessing is the command's, none of it defaulted
         assert (quickstart / "work" / "model.int8.onnx").is_file() and (quickstart / "work" / "on_device.sh").is_file()
         # The same build from Python, as the page puts it beside the command: same work directory, same verdict.
-        proc = run_python("README.md", "import sk_edge", quickstart)
+        proc = run_python(README_PYTHON, quickstart)
         assert proc.returncode == 1 and "not safe to ship: " in proc.stderr and AT_CHANCE in proc.stderr, output(proc)
         assert "== sk-edge build INT8: FAIL" in proc.stdout
 
-    @documents("docs/guides/your-model.md", "sk-edge export --model sknet50 --weights finetuned.pth --num-classes 10 -w work50")
+    @documents(EXPORTS)
     def test_your_model_exports(self, tmp_path):
         import timm
         import torch
@@ -206,23 +221,22 @@ class TestReadmeAndYourModel:
 
         torch.save({"state_dict": build_model("sknet50", num_classes=10).module.state_dict()}, tmp_path / "finetuned.pth")
         save_file(timm.create_model("skresnet18", num_classes=37).state_dict(), tmp_path / "skresnet18_ft.safetensors")
-        ran = run_shell("docs/guides/your-model.md", "sk-edge export --model sknet50 --weights finetuned.pth --num-classes 10 -w work50",
-                        tmp_path)
+        ran = run_shell(EXPORTS, tmp_path)
         assert [p.returncode for p in ran] == [0, 0, 0], [output(p)[-2000:] for p in ran]
         for workdir in ("work50", "work18", "work26"):
             assert (tmp_path / workdir / "model.fp32.onnx").is_file()
 
 
-    @documents("docs/guides/your-model.md", "from timm.models.resnet import ResNet")
+    @documents(CUSTOM_TIMM)
     def test_your_model_custom_timm_configuration_exports(self, tmp_path):
-        proc = run_python("docs/guides/your-model.md", "from timm.models.resnet import ResNet", tmp_path)
+        proc = run_python(CUSTOM_TIMM, tmp_path)
         assert proc.returncode == 0, output(proc)
         assert (tmp_path / "work" / "model.fp32.onnx").is_file() and (tmp_path / "work" / "export.json").is_file()
 
 
-    @documents("docs/guides/your-model.md", "import torch")
+    @documents(PYTHON_API)
     def test_your_model_python_api_builds_and_passes(self, tmp_path):
-        proc = run_python("docs/guides/your-model.md", "import torch", tmp_path)
+        proc = run_python(PYTHON_API, tmp_path)
         assert proc.returncode == 0, output(proc)
         assert "== sk-edge build INT8: PASS" in proc.stdout
 
@@ -240,20 +254,20 @@ def checkout_root(tmp_path) -> Path:
 class TestAccuracyRtxAndBench:
     """docs/accuracy.md, docs/guides/desktop-rtx.md and docs/results.md (the other worker)."""
 
-    @documents("docs/accuracy.md", "sk-edge export -w poor")
+    @documents(POOR_CALIBRATION)
     def test_a_poor_calibration_fits_the_budget_and_still_fails_verify(self, checkout_root):
-        ran = run_shell("docs/accuracy.md", "sk-edge export -w poor", checkout_root)
+        ran = run_shell(POOR_CALIBRATION, checkout_root)
         assert [p.returncode for p in ran] == [0, 0, 0, 1], [output(p)[-2000:] for p in ran]
         # As the page says: six layers bring the drop to the budget, and verify still refuses the agreement.
         assert "kept /stages/stages.0/stages.0.0/Add in floating point: top-1 drop 0.50 points" in output(ran[3])
         assert "verify FAILED: top-1 agreement" in output(ran[3])
 
 
-    @documents("docs/accuracy.md", ".venv/bin/python benchmarks/train_reference.py     # retrains it (deterministic); writes results/train_reference.json")
+    @documents(REFERENCE_IMAGES)
     def test_the_evaluation_images_render(self, checkout_root):
-        ran = run_shell("docs/accuracy.md",
-                        ".venv/bin/python benchmarks/train_reference.py     # retrains it (deterministic); writes results/train_reference.json",
-                        checkout_root, skip={".venv/bin/python benchmarks/train_reference.py": BENCHMARK})
+        ran = run_shell(
+            REFERENCE_IMAGES,
+            checkout_root, skip={".venv/bin/python benchmarks/train_reference.py": BENCHMARK})
         assert [p.returncode for p in ran] == [0], output(ran[0])
         assert len(list((checkout_root / "some" / "dir").glob("*.png"))) == 1000
         assert (checkout_root / "some" / "dir" / "labels.csv").is_file()
@@ -261,12 +275,12 @@ class TestAccuracyRtxAndBench:
 
     # docs/guides/desktop-rtx.md: NVIDIA's real TensorRT-RTX builder, on this CPU
 
-    @documents("docs/guides/desktop-rtx.md", "pip install 'sk-edge[rtx]'        # NVIDIA's tensorrt-rtx-cu13-bindings + -libs 1.7.1.116 (CUDA 12 drivers: the -cu12 twins)")
+    @documents(DESKTOP_RTX)
     def test_the_desktop_rtx_builds(self, tmp_path):
         # No skip: the dev set-up installs the rtx extra (NVIDIA's wheels), as for tests/test_tensorrt_rtx.py.
-        ran = run_shell("docs/guides/desktop-rtx.md",
-                        "pip install 'sk-edge[rtx]'        # NVIDIA's tensorrt-rtx-cu13-bindings + -libs 1.7.1.116 (CUDA 12 drivers: the -cu12 twins)",
-                        tmp_path, skip={"pip install": "the test environment has the rtx extra (make test's dev set-up)"})
+        ran = run_shell(
+            DESKTOP_RTX,
+            tmp_path, skip={"pip install": "the test environment has the rtx extra (make test's dev set-up)"})
         assert [p.returncode for p in ran] == [0, 0], [output(p)[-2000:] for p in ran]
         assert "model.int8.rtx.engine built, not run here" in output(ran[0])
         assert "for compute capabilities 86, 89, 120" in output(ran[1])
@@ -274,12 +288,10 @@ class TestAccuracyRtxAndBench:
 
     # docs/results.md: the camera path of bench
 
-    @documents("docs/results.md", "sk-edge bench -w workdir --backends onnxruntime --precisions fp32 --iterations 10 --repeats 1 --camera nv12:1920x1080")
+    @documents(CAMERA_BENCH)
     def test_the_camera_path_bench(self, tmp_path):
         subprocess.run(["sk-edge", "export", "-w", "workdir"], cwd=tmp_path, env=environment(), check=True,
                        capture_output=True)
-        ran = run_shell("docs/results.md",
-                        "sk-edge bench -w workdir --backends onnxruntime --precisions fp32 --iterations 10 --repeats 1 --camera nv12:1920x1080",
-                        tmp_path)
+        ran = run_shell(CAMERA_BENCH, tmp_path)
         assert [p.returncode for p in ran] == [0], output(ran[0])
         assert "nv12" in (tmp_path / "workdir" / "bench.md").read_text()
