@@ -57,13 +57,16 @@ AxisCoefficients axis_coefficients(int in_size, int out_size, const std::string&
     c.first.resize(out_size);
     c.count.resize(out_size);
     if (filter_name == "nearest") {
-        // Pillow resizes with NEAREST through an affine transform: the input pixel under each
-        // output pixel's centre.
+        // Pillow resizes with NEAREST through its scaling affine transform: the input pixel under
+        // each output pixel's centre, the centre advanced by repeated addition of the scale in double
+        // (ImagingScaleAffine). (x + 0.5) * scale, computed directly, lands on the other side of an
+        // integer where the sum rounds below it (256 -> 224: 25 of 224 columns move by a pixel).
         c.taps = 1;
         c.weights.assign(out_size, 1 << kPrecisionBits);
         const double scale = static_cast<double>(in_size) / out_size;
-        for (int x = 0; x < out_size; ++x) {
-            c.first[x] = std::min(in_size - 1, static_cast<int>((x + 0.5) * scale));
+        double centre = scale * 0.5;
+        for (int x = 0; x < out_size; ++x, centre += scale) {
+            c.first[x] = std::min(in_size - 1, static_cast<int>(centre));
             c.count[x] = 1;
         }
         return c;

@@ -31,6 +31,10 @@ SETTINGS = {
     "stretch64-bilinear": Preprocess(input_size=64, resize="resize", crop_pct=1.0, interpolation="bilinear",
                                      mean=(0.322, 0.307, 0.276), std=(0.189, 0.179, 0.191)),
     "stretch64-nearest": Preprocess(input_size=64, resize="resize", crop_pct=1.0, interpolation="nearest"),
+    # 256 -> 224 columns: where Pillow's NEAREST (the centre advanced by repeated addition) and (x + 0.5) * scale
+    # differ (25 of 224 columns), which the 4:1 case above never shows.
+    "stretch224-nearest": Preprocess(input_size=224, resize="resize", crop_pct=1.0, interpolation="nearest"),
+    "crop224-nearest": Preprocess(input_size=224, resize="crop", crop_pct=0.875, interpolation="nearest"),
     "letterbox96-bilinear": Preprocess(input_size=96, resize="letterbox", interpolation="bilinear"),
     "letterbox64x96-bicubic-bgr": Preprocess(input_size=(64, 96), resize="letterbox", interpolation="bicubic",
                                              channel_order="BGR"),
