@@ -41,18 +41,27 @@ class CudaArrayView:
     dtype: np.dtype
     stream: int | None
     readonly: bool
+    row_pitch: int | None = None  # bytes from one row (first index) to the next, where rows are padded
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes from one row to the next: the pitch of a padded array, else a row's size."""
+        return self.row_pitch or int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
 
 def is_cuda_array(obj) -> bool:
     return hasattr(obj, "__cuda_array_interface__")
 
 
-def cuda_array_view(obj, what: str = "input") -> CudaArrayView:
-    """The device memory ``obj`` exposes; a one-line :class:`UsageError` for what the runtime cannot bind."""
+def cuda_array_view(obj, what: str = "input", padded_rows: bool = False) -> CudaArrayView:
+    """The device memory ``obj`` exposes; a one-line :class:`UsageError` for what the runtime cannot bind.
+
+    ``padded_rows``: rows may lie further apart than their size (a pitched camera frame: cudaMallocPitch,
+    an NvBufSurface plane), as long as each row is contiguous."""
     try:
         interface = obj.__cuda_array_interface__
     except AttributeError:
@@ -62,7 +71,8 @@ def cuda_array_view(obj, what: str = "input") -> CudaArrayView:
     if interface.get("mask") is not None:
         raise UsageError(f"the {what} is a masked CUDA array; pass its data without the mask")
     strides = interface.get("strides")
-    if strides is not None and not _c_contiguous(shape, tuple(strides), dtype.itemsize):
+    pitch = _row_pitch(shape, tuple(strides), dtype.itemsize) if strides is not None and padded_rows else None
+    if strides is not None and pitch is None and not _c_contiguous(shape, tuple(strides), dtype.itemsize):
         raise UsageError(
             f"the {what} is not C-contiguous (strides {tuple(strides)}); pass a contiguous copy, "
             "e.g. tensor.contiguous() or cupy.ascontiguousarray(a)"
@@ -73,7 +83,15 @@ def cuda_array_view(obj, what: str = "input") -> CudaArrayView:
     stream = interface.get("stream") if int(interface.get("version", 2)) >= 3 else None
     if stream == 0:
         raise UsageError(f"the {what}'s __cuda_array_interface__ names stream 0, which the protocol disallows")
-    return CudaArrayView(int(pointer), shape, dtype, None if stream is None else int(stream), bool(readonly))
+    return CudaArrayView(int(pointer), shape, dtype, None if stream is None else int(stream), bool(readonly), pitch)
+
+
+def _row_pitch(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> int | None:
+    """The first dimension's stride in bytes where each row is contiguous and rows do not overlap, else None."""
+    if len(shape) < 2 or not _c_contiguous(shape[1:], strides[1:], itemsize):
+        return None
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    return int(strides[0]) if strides[0] >= row else None
 
 
 def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
@@ -131,7 +149,7 @@ def dlpack_device_type(obj) -> int:
     return int(obj.__dlpack_device__()[0])
 
 
-def dlpack_view(capsule, what: str = "input") -> tuple[int, CudaArrayView]:
+def dlpack_view(capsule, what: str = "input", padded_rows: bool = False) -> tuple[int, CudaArrayView]:
     """(DLPack device type, the memory) of a ``dltensor`` capsule, which stays the caller's: hold it while the
     memory is in use (its destructor gives the producer its tensor back)."""
     try:
@@ -144,9 +162,11 @@ def dlpack_view(capsule, what: str = "input") -> tuple[int, CudaArrayView]:
         raise UsageError(f"the {what} has DLPack type code {dtype.code}, {dtype.bits} bits, {dtype.lanes} lanes; pass float32")
     np_dtype = np.dtype(f"{_DL_KINDS[dtype.code]}{dtype.bits // 8}")
     shape = tuple(int(tensor.shape[i]) for i in range(tensor.ndim))
+    pitch = None
     if tensor.strides:  # in elements; NULL means compact row-major
         strides = tuple(int(tensor.strides[i]) * np_dtype.itemsize for i in range(tensor.ndim))
-        if not _c_contiguous(shape, strides, np_dtype.itemsize):
+        pitch = _row_pitch(shape, strides, np_dtype.itemsize) if padded_rows else None
+        if pitch is None and not _c_contiguous(shape, strides, np_dtype.itemsize):
             raise UsageError(f"the {what} is not C-contiguous (DLPack strides {strides} bytes); pass a contiguous copy")
     pointer = (tensor.data or 0) + int(tensor.byte_offset)
-    return int(tensor.device.device_type), CudaArrayView(pointer, shape, np_dtype, None, False)
+    return int(tensor.device.device_type), CudaArrayView(pointer, shape, np_dtype, None, False, pitch)

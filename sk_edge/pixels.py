@@ -56,23 +56,27 @@ def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601
     return np.stack([np.clip((c + half) >> YUV_BITS, 0, 255) for c in channels], axis=-1).astype(np.uint8)
 
 
-def _expect(frame: np.ndarray, shape: tuple, fmt: str) -> None:
-    if frame.dtype != np.uint8 or frame.shape != shape:
-        raise UsageError(f"a {fmt} frame is a uint8 array of shape {shape}, got {frame.dtype} {frame.shape}")
+CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "bgrx": 4, "gray8": 1}  # bytes per pixel, packed formats
 
 
-def _height_width(frame: np.ndarray, fmt: str) -> tuple[int, int]:
+def frame_size(shape: tuple[int, ...], fmt: str) -> tuple[int, int]:
+    """(height, width) of a frame of array shape ``shape`` in pixel format ``fmt``; a UsageError for a shape
+    that is not such a frame (the layouts in this module's docstring)."""
     if fmt in ("nv12", "i420"):
-        if frame.ndim != 2 or frame.shape[0] % 3 or frame.shape[0] // 3 % 2 or frame.shape[1] % 2:
-            raise UsageError(f"a {fmt} frame is one (H * 3 / 2, W) uint8 buffer with even H and W, got {frame.shape}")
-        return frame.shape[0] * 2 // 3, frame.shape[1]
+        if len(shape) != 2 or shape[0] % 3 or shape[0] // 3 % 2 or shape[1] % 2:
+            raise UsageError(f"a {fmt} frame is one (H * 3 / 2, W) uint8 buffer with even H and W, got {shape}")
+        return shape[0] * 2 // 3, shape[1]
     if fmt in ("yuyv", "uyvy"):
-        if frame.ndim == 3 and frame.shape[2] == 2:
-            return frame.shape[0], frame.shape[1]
-        if frame.ndim == 2 and frame.shape[1] % 4 == 0:
-            return frame.shape[0], frame.shape[1] // 2
-        raise UsageError(f"a {fmt} frame is (H, W, 2) or (H, 2 W) uint8 with an even W, got {frame.shape}")
-    return frame.shape[0], frame.shape[1]
+        if len(shape) == 3 and shape[2] == 2 and shape[1] % 2 == 0:
+            return shape[0], shape[1]
+        if len(shape) == 2 and shape[1] % 4 == 0:
+            return shape[0], shape[1] // 2
+        raise UsageError(f"a {fmt} frame is (H, W, 2) or (H, 2 W) uint8 with an even W, got {shape}")
+    channels = CHANNELS[fmt]
+    if shape[2:] != ((channels,) if channels > 1 else ()) or len(shape) < 2:
+        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
+        raise UsageError(f"a {fmt} frame is a uint8 array of shape {want}, got {shape}")
+    return shape[0], shape[1]
 
 
 def to_rgb(frame: np.ndarray, fmt: str, matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
@@ -81,13 +85,13 @@ def to_rgb(frame: np.ndarray, fmt: str, matrix: str = "bt601", full_range: bool 
     if fmt not in FORMATS:
         raise UsageError(f"pixel format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     frame = np.asarray(frame)
-    h, w = _height_width(frame, fmt)
+    h, w = frame_size(frame.shape, fmt)
+    if frame.dtype != np.uint8:
+        raise UsageError(f"a {fmt} frame is a uint8 array, got {frame.dtype}")
     if fmt in ("rgb", "bgr", "rgba", "bgra", "bgrx"):
-        _expect(frame, (h, w, 3 if fmt in ("rgb", "bgr") else 4), fmt)
         order = [0, 1, 2] if fmt in ("rgb", "rgba") else [2, 1, 0]
         return np.ascontiguousarray(frame[..., order])
     if fmt == "gray8":
-        _expect(frame, (h, w), fmt)
         return np.repeat(frame[..., None], 3, axis=-1)
     if fmt in ("yuyv", "uyvy"):
         packed = frame.reshape(h, w // 2, 4)

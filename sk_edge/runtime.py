@@ -52,6 +52,7 @@ from .device_arrays import (
     is_dlpack_array,
 )
 from .errors import SkEdgeError, UsageError
+from .frame_kernels import FramePreprocessor, device_frame_view, frame_planes
 from .sidecars import EngineInfo
 from .workdir import engine_target, runtime_cache_name
 
@@ -130,6 +131,7 @@ class Engine:
         self._stream_order = StreamOrder()  # a CUDA array's producer stream before the engine's
         self.last_stages_ms: dict[str, float] | None = None
         self._pending: Pending | None = None  # the call in flight, if its wait() has not come yet
+        self._frames: FramePreprocessor | None = None  # enqueue_frames' GPU preprocessing, made at first use
         self._closed = False
 
     def _load(self, path: Path, plan: bytes, sidecar: EngineInfo | None, features: TrtFeatures, stage_times: bool) -> None:
@@ -180,6 +182,9 @@ class Engine:
                 _cuda_driver().cuGraphExecDestroy(self._graph)
                 self._graph = None
             self._stream_order.close()
+            if self._frames is not None:
+                self._frames.close()
+                self._frames = None
             self._marks = None
             for buffer in self._device.values():
                 free = getattr(buffer, "free", None)  # pycuda's DeviceAllocation
@@ -271,26 +276,38 @@ class Engine:
         ``wait()``), because both use the engine's buffers. Device arrays run the plain enqueue; a CUDA
         graph (``cuda_graph=True``) is for numpy inputs, whose buffers stay where it captured them.
         """
-        if self._closed:
-            raise UsageError("this Engine was closed; create a new one")
+        self._check_open()
         source, held, x = self._device_input(x)
-        target = cuda_array_view(out, "output") if out is not None else None
         shape, dtype = (source.shape, source.dtype) if source is not None else self._host_input(x)
         self._check_input(shape, dtype, "a CUDA array" if source is not None else "a numpy array")
-        if self._pending is not None:
-            self._pending.wait()  # its buffers are about to be reused: its result is kept first
-        self._context.push()
-        try:
-            if shape != self._shape:
-                self._allocate(tuple(shape))
-            if target is not None:
-                self._check_output(target)
+
+        def queue(target: CudaArrayView | None) -> None:
             if source is None:
                 np.copyto(self._host[self.input_name], x)
             if source is None and target is None and self.cuda_graph:
                 self._replay_graph()
             else:
                 self._enqueue(source, target)
+
+        return self._queue(tuple(shape), out, queue, held)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this Engine was closed; create a new one")
+
+    def _queue(self, shape: tuple[int, ...], out, queue, held) -> "Pending":
+        """The call's frame: the previous call completed, buffers for ``shape``, ``queue(target)`` run in the
+        engine's CUDA context, a completion event recorded; ``held`` kept alive until the call is waited for."""
+        target = cuda_array_view(out, "output") if out is not None else None
+        if self._pending is not None:
+            self._pending.wait()  # its buffers are about to be reused: its result is kept first
+        self._context.push()
+        try:
+            if shape != self._shape:
+                self._allocate(shape)
+            if target is not None:
+                self._check_output(target)
+            queue(target)
             finished = self.cuda.Event()
             finished.record(self.stream)
         finally:
@@ -351,16 +368,55 @@ class Engine:
                 f"got {target.dtype} {target.shape}{' (read-only)' if target.readonly else ''}"
             )
 
-    def infer_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
-        """Camera frames (numpy, in pixel format ``fmt``: sk_edge.pixels) to logits, one row per frame.
+    def infer_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False, out=None):
+        """Camera frames in pixel format ``fmt`` (sk_edge.pixels) to logits, one row per frame (blocks; see
+        enqueue_frames)."""
+        return self.enqueue_frames(frames, fmt, matrix, full_range, out).wait()
 
-        Converted and preprocessed on the CPU exactly as the host judged the model (the sidecar's
-        preprocessing), then run as one batch (an engine with a dynamic batch takes up to its
-        maximum). For frames already in GPU memory, the C++ runtime converts on the GPU.
+    def enqueue_frames(self, frames, fmt: str = "rgb", matrix: str = "bt601", full_range: bool = False, out=None):
+        """Queue camera frames (one, or a list run as one batch) in pixel format ``fmt`` and return a :class:`Pending`.
+
+        Preprocessed as the host judged the model (the sidecar's preprocessing; YUV decoded with ``matrix``,
+        ``"bt601"`` or ``"bt709"``, and ``full_range`` as the camera says). numpy frames are preprocessed on the
+        CPU. Frames already in GPU memory (CUDA arrays, CUDA DLPack tensors; rows may be padded) are
+        preprocessed on the GPU, on the engine's stream, by the C++ runtime's kernels (compiled with NVRTC at the
+        first such call; needs cuda-python): no copy through the host, the same bytes as the CPU path. They must
+        stay unchanged until the call is waited for. ``out`` as in :meth:`enqueue`.
         """
+        self._check_open()
         if self.preprocess is None:
             raise UsageError("this engine has no sidecar, so its preprocessing is unknown: pass NCHW tensors to engine(x)")
-        return self(frames_to_batch(frames, self.preprocess, fmt, matrix, full_range))
+        frames = [frames] if isinstance(frames, np.ndarray) or not isinstance(frames, (list, tuple)) else list(frames)
+        if not frames:
+            raise UsageError("no frames given")
+        if all(isinstance(f, np.ndarray) for f in frames):
+            return self.enqueue(frames_to_batch(frames, self.preprocess, fmt, matrix, full_range), out)
+        found = [device_frame_view(f, self.stream.handle) for f in frames]
+        views = [v for v in found if v is not None]
+        if len(views) != len(frames):
+            raise UsageError("frames are all numpy arrays or all in GPU memory (CUDA arrays, CUDA DLPack tensors), not a mix")
+        located = [frame_planes(view, fmt.lower(), matrix, full_range) for view, _ in views]
+        pre = self.preprocess
+        shape = (len(frames), 3, pre.height, pre.width)
+        self._check_input(shape, np.dtype(np.float32), "camera frames preprocessed to float32")
+
+        def queue(target: CudaArrayView | None) -> None:
+            kernels = self._frame_kernels()
+            base, step = int(self._device[self.input_name]), 3 * pre.height * pre.width * 4
+            for index, ((view, _), frame) in enumerate(zip(views, located)):
+                if view.stream is not None:  # the producer's pending writes come first
+                    self._stream_order.wait(self.stream.handle, view.stream)
+                kernels.enqueue(frame, pre, base + index * step, self.stream.handle)
+            self._enqueue(CudaArrayView(base, shape, np.dtype(np.float32), None, False), target)
+
+        return self._queue(shape, out, queue, [keep for _, keep in views])
+
+    def _frame_kernels(self) -> FramePreprocessor:
+        """The GPU preprocessing, made at the first call with frames in GPU memory (in the engine's context)."""
+        if self._frames is None:
+            major, minor = self.cuda.Device(0).compute_capability()
+            self._frames = FramePreprocessor(_cuda_driver("frames in GPU memory"), (major, minor))
+        return self._frames
 
     def _replay_graph(self) -> None:
         # pycuda (2026.1 checked) has no stream capture, so the graph goes through NVIDIA's
@@ -512,16 +568,15 @@ def _sidecar_if_readable(path: Path) -> EngineInfo | None:
         return None
 
 
-def _cuda_driver():
+def _cuda_driver(need: str = "cuda_graph=True"):
+    """cuda-python's driver bindings; ``need`` names what asked for them in the error where they are missing."""
     try:
         from cuda.bindings import driver
     except ImportError:
         try:
             from cuda import cuda as driver  # cuda-python < 12.6 spelling
         except ImportError:
-            raise SkEdgeError(
-                "cuda_graph=True needs NVIDIA's cuda-python (pip install cuda-python); or drop cuda_graph=True"
-            ) from None
+            raise SkEdgeError(f"{need} needs NVIDIA's cuda-python (pip install cuda-python, matching the CUDA release)") from None
     return driver
 
 

@@ -11,13 +11,24 @@
 // (BT.601 limited) on real photographs and against the standards' formulas in double precision.
 #pragma once
 
+#if defined(__CUDACC_RTC__)
+// NVRTC (the Python runtime's compile of preprocess_kernels.cuh) has no standard headers.
+using uint8_t = unsigned char;
+using int32_t = int;
+using size_t = decltype(sizeof(0));
+#else
 #include <cstddef>
 #include <cstdint>
+#endif
 
+// Everything here compiles for the host and the GPU; NVRTC, which compiles no host code, needs the
+// constexpr helpers marked too.
 #if defined(__CUDACC__)
 #define SK_EDGE_HD __host__ __device__ __forceinline__
+#define SK_EDGE_HD_CONSTEXPR __host__ __device__ constexpr
 #else
 #define SK_EDGE_HD inline
+#define SK_EDGE_HD_CONSTEXPR constexpr
 #endif
 
 namespace sk_edge {
@@ -50,11 +61,11 @@ struct YuvCoefficients {
     int32_t r_v, g_u, g_v, b_u;  // g_u and g_v are subtracted
 };
 
-constexpr int32_t fixed_point(double x) { return static_cast<int32_t>(x * (1 << kYuvBits) + (x < 0 ? -0.5 : 0.5)); }
+SK_EDGE_HD_CONSTEXPR int32_t fixed_point(double x) { return static_cast<int32_t>(x * (1 << kYuvBits) + (x < 0 ? -0.5 : 0.5)); }
 
 // R = Y + 2(1 - Kr) V, B = Y + 2(1 - Kb) U, G = Y - (2 Kb (1 - Kb) U + 2 Kr (1 - Kr) V) / Kg, with Y scaled
 // by 255/219 and U, V by 255/224 in limited range (BT.601 Kr 0.299, Kb 0.114; BT.709 Kr 0.2126, Kb 0.0722).
-constexpr YuvCoefficients yuv_coefficients(YuvSpec spec) {
+SK_EDGE_HD_CONSTEXPR YuvCoefficients yuv_coefficients(YuvSpec spec) {
     const double kr = spec.matrix == YuvMatrix::BT709 ? 0.2126 : 0.299;
     const double kb = spec.matrix == YuvMatrix::BT709 ? 0.0722 : 0.114;
     const double kg = 1.0 - kr - kb;
@@ -124,8 +135,12 @@ SK_EDGE_HD void load_rgb(const PixelSource& s, int x, int y, uint8_t rgb[3]) {
     rgb[0] = rgb[1] = rgb[2] = 0;
 }
 
+// Pillow's 8-bit resampling precision: the fractional bits of the resize weights
+// (sk_edge/preprocess.hpp's AxisCoefficients), here because the kernels use it too.
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
 // Bytes per pixel of plane 0 (YUV formats: of the luma plane; packed 4:2:2: 2).
-constexpr int bytes_per_pixel(PixelFormat f) {
+SK_EDGE_HD_CONSTEXPR int bytes_per_pixel(PixelFormat f) {
     switch (f) {
         case PixelFormat::RGB: case PixelFormat::BGR: return 3;
         case PixelFormat::RGBA: case PixelFormat::BGRA: case PixelFormat::BGRX: return 4;
@@ -134,6 +149,8 @@ constexpr int bytes_per_pixel(PixelFormat f) {
     }
 }
 
+#if !defined(__CUDACC_RTC__)
 const char* format_name(PixelFormat f);
+#endif
 
 }  // namespace sk_edge

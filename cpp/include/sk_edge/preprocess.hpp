@@ -96,7 +96,6 @@ struct AxisCoefficients {
     std::vector<int> count;     // out_size
     std::vector<int32_t> weights;  // out_size * taps, fixed point (kPrecisionBits)
 };
-constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's 8-bit resampling precision
 
 // Pillow's coefficients for resizing `in_size` pixels to `out_size` with `filter`.
 AxisCoefficients axis_coefficients(int in_size, int out_size, const std::string& filter);

@@ -1,0 +1,1 @@
+../../cpp/include/sk_edge/pixels.hpp
