@@ -60,6 +60,18 @@ def test_nothing_on_the_device_path_imports_torch():
     assert Path(sk_edge.verify.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
 
 
+def test_the_installed_package_carries_the_gpu_kernels_source_as_files():
+    """sk_edge/kernels/ are links into cpp/include/ in the checkout; a wheel must hold the files themselves."""
+    from sk_edge.frame_kernels import kernel_sources
+
+    source, headers = kernel_sources()
+    assert b"sk_edge_horizontal_pass" in source and b"load_rgb" in headers["sk_edge/pixels.hpp"]
+    import sk_edge.frame_kernels
+
+    kernels = Path(sk_edge.frame_kernels.__file__).parent / "kernels"
+    assert not any(p.is_symlink() for p in kernels.iterdir())
+
+
 def test_build_from_verify_bench_and_the_serving_exports(workdir, tmp_path):
     built = sk_edge("build", "--from", str(workdir), "--precision", "int8")
     # On the device the engine is the product: without TensorRT the build fails, in one line with the install

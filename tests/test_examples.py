@@ -44,6 +44,9 @@ NOT_RUN = {
         "installs NVIDIA ModelOpt in a second venv, for a benchmark",
     ("docs/guides/runtime.md", "from sk_edge.runtime import Engine"): NEEDS_GPU,
     ("docs/guides/runtime.md", "import torch"): NEEDS_GPU,
+    ("docs/guides/runtime.md", "# frames: uint8 CUDA tensors of shape (1080 * 3 // 2, 1920), NV12 from a decoder, on cuda:0"):
+        "needs TensorRT, an NVIDIA GPU and cuda-python; the same calls run on the TensorRT 10.13 stand-in in "
+        "test_frame_kernels.py, with the kernels' work done by the numpy reference",
     ("docs/guides/runtime.md", "pending = engine.enqueue(batch)       # numpy: staged into pinned memory before this returns"):
         NEEDS_GPU,
     ("docs/guides/runtime.md", "sudo apt install cmake nlohmann-json3-dev libgtest-dev        # libopencv-dev for the example, if absent"):
