@@ -128,10 +128,22 @@ struct Engine::Impl {
     size_t image_capacity = 0, staged_bytes = 0;
     Owned<CUevent_st, EventDestroy> staging_free;  // recorded after each upload of the staging buffer
     int batch = 1;  // the input shape's batch the context is set to
+    size_t slots = 1;  // frames per input buffer: EngineOptions::max_batch
+    // Overlap (EngineOptions::overlap_preprocessing): a call's upload and preprocessing run on their own
+    // stream into one of two input buffers, so they proceed while the previous call's inference runs on
+    // `stream`. input_ready[b]: buffer b is preprocessed; input_free[b]: the inference reading it is done;
+    // call_start: recorded on the caller's stream at entry, for device frames its earlier work produced.
+    Owned<CUstream_st, StreamDestroy> prep_stream;
+    Owned<CUevent_st, EventDestroy> input_ready[2], input_free[2], call_start;
+    int next_buffer = 0;
 
     std::vector<ImageView> stage(const ImageView* images, int count);
     void run_frames(const ImageView* images, const std::vector<ImageView>& device_images);
+    void run_overlapped(const ImageView* images, const std::vector<ImageView>& device_images);
     void set_batch(int count);
+    void make_overlap_streams();
+    float* input_buffer(int b) { return static_cast<float*>(d_input.get()) + static_cast<size_t>(b) * slots * input_count; }
+    bool overlapped() const { return options.overlap_preprocessing && !options.cuda_graph; }
 #if defined(TRT_MAJOR_RTX)
     std::unique_ptr<nvinfer1::IRuntimeConfig> runtime_config;
     std::unique_ptr<nvinfer1::IRuntimeCache> runtime_cache;
@@ -156,16 +168,27 @@ struct Engine::Impl {
     }
 #endif
 
-    // Each frame preprocessed into its slot of the input (stream order keeps the shared scratch safe),
-    // one execution, the logits of all of them copied back.
-    void enqueue_frames(const ImageView* device_images, int count) {
+    // Each frame preprocessed into its slot of input buffer `b` on `prep` (stream order keeps the shared
+    // scratch safe).
+    void preprocess_frames(const ImageView* device_images, int count, int b, cudaStream_t prep) {
         for (int i = 0; i < count; ++i)
-            preprocess_cuda(device_images[i], sidecar.preprocess, static_cast<float*>(d_input.get()) + i * input_count,
-                            *scratch, stream);
+            preprocess_cuda(device_images[i], sidecar.preprocess, input_buffer(b) + i * input_count, *scratch, prep);
+    }
+
+    // One execution on input buffer `b`, the logits of all `count` frames copied back.
+    void infer_buffer(int b, int count) {
+        if (!context->setTensorAddress(input_name.c_str(), input_buffer(b)))
+            throw Error("TensorRT refused the input buffer's address");
         if (!context->enqueueV3(stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
         check(cudaMemcpyAsync(h_output.get(), d_output.get(), count * output_count * sizeof(float), cudaMemcpyDeviceToHost,
                               stream),
               "cudaMemcpyAsync (logits)");
+    }
+
+    // The single-stream path (and what a CUDA graph captures): buffer 0, preprocessing then inference.
+    void enqueue_frames(const ImageView* device_images, int count) {
+        preprocess_frames(device_images, count, 0, stream);
+        infer_buffer(0, count);
     }
 };
 
@@ -236,7 +259,8 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
         throw Error("EngineOptions::max_batch " + std::to_string(options.max_batch) + " is more than '" + engine_path +
                     "' takes (its profile's batch goes up to " + std::to_string(std::max(profile_max, 1)) +
                     "); build it with `sk-edge build --dynamic-batch " + std::to_string(options.max_batch) + "`");
-    const size_t slots = static_cast<size_t>(options.max_batch);
+    m.slots = static_cast<size_t>(options.max_batch);
+    const size_t buffers = m.overlapped() ? 2 : 1;
 
     if (options.stream) {
         m.stream = static_cast<cudaStream_t>(options.stream);
@@ -247,11 +271,11 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
         m.stream = s;
     }
     void* p = nullptr;
-    check(cudaMalloc(&p, slots * m.input_count * sizeof(float)), "cudaMalloc (input)");
+    check(cudaMalloc(&p, buffers * m.slots * m.input_count * sizeof(float)), "cudaMalloc (input)");
     m.d_input.reset(p);
-    check(cudaMalloc(&p, slots * m.output_count * sizeof(float)), "cudaMalloc (output)");
+    check(cudaMalloc(&p, m.slots * m.output_count * sizeof(float)), "cudaMalloc (output)");
     m.d_output.reset(p);
-    check(cudaMallocHost(&p, slots * m.output_count * sizeof(float)), "cudaMallocHost (output)");
+    check(cudaMallocHost(&p, m.slots * m.output_count * sizeof(float)), "cudaMallocHost (output)");
     m.h_output.reset(p);
     // 4 bytes a pixel: the largest format (RGBA, BGRx); NV12 and I420 take 1.5, YUYV 2.
     m.image_capacity = static_cast<size_t>(options.max_image_width) * options.max_image_height * 4;
@@ -259,6 +283,7 @@ Engine::Engine(const std::string& engine_path, EngineOptions options) : impl_(st
     check(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming), "cudaEventCreate");
     m.staging_free.reset(staged);
     check(cudaEventRecord(staged, m.stream), "cudaEventRecord (staging)");
+    if (m.overlapped()) m.make_overlap_streams();
     if (options.zero_copy) {
         // Integrated GPUs (Jetson) share DRAM with the CPU: the kernels read the pinned page directly.
         check(cudaHostAlloc(&p, m.image_capacity, cudaHostAllocMapped), "cudaHostAlloc (mapped image)");
@@ -353,7 +378,59 @@ void Engine::Impl::set_batch(int count) {
     graph.reset();  // captured for the other shape
 }
 
+void Engine::Impl::make_overlap_streams() {
+    cudaStream_t s = nullptr;
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (preprocessing)");
+    prep_stream.reset(s);
+    auto make_event = [](Owned<CUevent_st, EventDestroy>& owned) {
+        cudaEvent_t e = nullptr;
+        check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+        owned.reset(e);
+    };
+    for (int b = 0; b < 2; ++b) {
+        make_event(input_ready[b]);
+        make_event(input_free[b]);
+        check(cudaEventRecord(input_free[b].get(), stream), "cudaEventRecord (input buffer)");  // free at the start
+    }
+    make_event(call_start);
+}
+
+// Frame N+1's upload and preprocessing, on prep_stream into the buffer frame N does not use, run while
+// frame N's inference runs on `stream`; the inference of N+1 waits for its buffer to be ready, and the
+// preprocessing of N+2 for the inference of N to have read that buffer.
+void Engine::Impl::run_overlapped(const ImageView* images, const std::vector<ImageView>& device_images) {
+    const int count = static_cast<int>(device_images.size());
+    bool any_host = false, any_device = false;
+    for (int i = 0; i < count; ++i) (images[i].on_device ? any_device : any_host) = true;
+    const int b = next_buffer;
+    next_buffer ^= 1;
+    cudaStream_t prep = prep_stream.get();
+    // Device frames on a caller's stream (EngineOptions::stream): what that stream queued before this call,
+    // their producer among it, comes first. (On the engine's own stream a device frame is ready when handed
+    // over, as before; waiting there would only queue the preprocessing behind the previous inference.)
+    if (any_device && options.stream) {
+        check(cudaEventRecord(call_start.get(), stream), "cudaEventRecord (call start)");
+        check(cudaStreamWaitEvent(prep, call_start.get(), 0), "cudaStreamWaitEvent (call start)");
+    }
+    check(cudaStreamWaitEvent(prep, input_free[b].get(), 0), "cudaStreamWaitEvent (input buffer)");
+    if (any_host && d_image) {
+        check(cudaMemcpyAsync(d_image.get(), h_image.get(), staged_bytes, cudaMemcpyHostToDevice, prep),
+              "cudaMemcpyAsync (image)");
+        check(cudaEventRecord(staging_free.get(), prep), "cudaEventRecord (staging)");  // uploaded: free again
+    }
+    preprocess_frames(device_images.data(), count, b, prep);
+    if (any_host && !d_image) check(cudaEventRecord(staging_free.get(), prep), "cudaEventRecord (staging)");
+    check(cudaEventRecord(input_ready[b].get(), prep), "cudaEventRecord (input ready)");
+    check(cudaStreamWaitEvent(stream, input_ready[b].get(), 0), "cudaStreamWaitEvent (input ready)");
+    infer_buffer(b, count);
+    check(cudaEventRecord(input_free[b].get(), stream), "cudaEventRecord (input buffer)");
+}
+
 void Engine::Impl::run_frames(const ImageView* images, const std::vector<ImageView>& device_images) {
+    if (overlapped()) {
+        run_overlapped(images, device_images);
+        return;
+    }
     const int count = static_cast<int>(device_images.size());
     bool any_host = false;
     for (int i = 0; i < count; ++i) any_host = any_host || !images[i].on_device;
@@ -429,10 +506,10 @@ std::vector<float> Engine::infer_tensor(const float* nchw, size_t count) {
     if (count != m.input_count)
         throw Error("the tensor has " + std::to_string(count) + " values, the engine's input " + std::to_string(m.input_count));
     m.set_batch(1);
+    if (m.overlapped())  // buffer 0 may still be being preprocessed for a call in flight
+        check(cudaStreamSynchronize(m.prep_stream.get()), "cudaStreamSynchronize (preprocessing)");
     check(cudaMemcpyAsync(m.d_input.get(), nchw, count * sizeof(float), cudaMemcpyHostToDevice, m.stream), "cudaMemcpyAsync");
-    if (!m.context->enqueueV3(m.stream)) throw Error("TensorRT failed to enqueue the engine (see its messages above)");
-    check(cudaMemcpyAsync(m.h_output.get(), m.d_output.get(), m.output_count * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
-          "cudaMemcpyAsync (logits)");
+    m.infer_buffer(0, 1);
     check(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize");
     const float* out = static_cast<const float*>(m.h_output.get());
     return std::vector<float>(out, out + m.output_count);

@@ -122,6 +122,9 @@ struct EngineOptions {
     int max_image_width = 4096, max_image_height = 4096;  // the staging buffer, allocated once: every frame of a
                                                           // batch is packed into it
     int max_batch = 1;  // frames per enqueue_batch; an engine with a dynamic batch whose profile allows it
+    // A call's upload and GPU preprocessing run on a second stream into the other of two input buffers,
+    // so they overlap the previous call's inference (not with cuda_graph, which captures one stream).
+    bool overlap_preprocessing = true;
 };
 
 class Engine {
@@ -145,7 +148,10 @@ public:
     // keeps the copy asynchronous), then `done` (a cudaEvent_t the caller owns) is recorded: wait on
     // it, or make another stream wait. A host frame is copied into the engine's staging buffer before
     // the call returns (waiting only for the previous frame's upload), so the caller may reuse it; a
-    // device frame (ImageView::device()) must stay valid until `done`.
+    // device frame (ImageView::device()) must be written when handed over (or by work queued earlier on
+    // EngineOptions::stream) and stay valid until `done`. With overlap_preprocessing (the default), the
+    // upload and preprocessing run on the engine's second stream, so the next call's overlap this call's
+    // inference; the inference and the copies stay on the engine's stream, where `done` is recorded.
     void enqueue(const ImageView& image, float* logits, void* done);
     // `count` frames (1 to EngineOptions::max_batch, any mix of sizes, formats, host and device) in one
     // call, as one batch through the engine: each preprocessed into its slot of the input, one
