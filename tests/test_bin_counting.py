@@ -127,3 +127,31 @@ def test_random_tensors_agree_with_numpy_in_every_shape_and_layout(monkeypatch, 
         slow.update(b.copy())
     assert (fast.range, fast.amax, fast.total) == (slow.range, slow.amax, slow.total)
     assert np.array_equal(fast.counts, slow.counts)
+
+
+def test_the_arena_is_decided_from_the_tapped_tensors_as_onnx_runtime_makes_them(tmp_path):
+    """tapped_bytes_per_image (shape inference) against the bytes a real session hands back for a batch of 3."""
+    from sk_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from sk_edge.quantize.calibration import ARENA_MAX_TAPPED_BYTES, arena_fits, tapped_bytes_per_image, tapped_model
+
+    export_model(build_model("sknet26-digits"), tmp_path)
+    model = onnx.load(str(tmp_path / FP32_ONNX))
+    names = list(plan_quantization(model).activations)
+    per_image = tapped_bytes_per_image(model, names)
+    with OnnxRuntimeRunner(tapped_model(model, names), dynamic_batch=True) as runner:
+        input_name = runner.session.get_inputs()[0].name
+        batch = np.zeros((3, *load_export(tmp_path).input_shape), np.float32)
+        fetched = [n for n in names if n != input_name]
+        outputs = runner.session.run(fetched, {input_name: batch})
+    held = sum(o.nbytes for o in outputs) + (batch.nbytes if input_name in names else 0)
+    assert per_image is not None and 3 * per_image == held
+    # SKNet-50 at 224 (53 MB of planned tensors an image, 179 MB with --legacy-ranges): the arena where it costs
+    # about 120 MB, not where it cost a gigabyte.
+    assert arena_fits(53 << 20, 4) and arena_fits(179 << 20, 4) and not arena_fits(179 << 20, 8)
+    assert arena_fits(ARENA_MAX_TAPPED_BYTES, 1) and not arena_fits(ARENA_MAX_TAPPED_BYTES + 1, 1)
+    assert not arena_fits(None, 1)  # a shape shape inference could not give: no arena
+    unknown = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", "c"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", "c"])]))
+    assert tapped_bytes_per_image(unknown, ["y"]) is None

@@ -12,6 +12,7 @@ again only when the model, the image set or the histogram settings change.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict
@@ -58,6 +59,35 @@ def tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
     return gs.export_onnx(graph).SerializeToString()
 
 
+# ONNX Runtime's memory arena keeps its allocations for the next run, so the tapped tensors (graph outputs, held at
+# once) are not allocated afresh every batch, which cost a fifth of calibration's time (SKNet-50 at 224, batch 4,
+# 512 images: 100 -> 79 ms per image, interleaved runs of benchmarks/calibration.py's worker). Its chunks grow by
+# doubling, so what it holds beyond the live tensors grows with them: +120 MB of peak RSS with 212 MB of tapped
+# tensors per batch, +1.0 GB with 1.4 GB (every activation: --legacy-ranges at batch 8). Up to this many bytes of
+# tapped tensors per batch the arena is on; above, each batch's memory goes back when it is counted.
+ARENA_MAX_TAPPED_BYTES = 1 << 30
+
+
+def tapped_bytes_per_image(model: onnx.ModelProto, names: list[str]) -> int | None:
+    """The bytes of the tensors ``names`` for one image (a batch dimension counts as 1), from shape inference;
+    None where one of them has no static shape or type."""
+    inferred = shape_inference.infer_shapes(model)
+    infos = {v.name: v.type.tensor_type for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    total = 0
+    for name in names:
+        info = infos.get(name)
+        if info is None or info.elem_type == 0 or not all(d.HasField("dim_value") for d in info.shape.dim[1:]):
+            return None
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.elem_type)).itemsize
+        total += math.prod(d.dim_value for d in info.shape.dim[1:]) * itemsize
+    return total
+
+
+def arena_fits(per_image: int | None, batch: int) -> bool:
+    """Whether calibration's session keeps ONNX Runtime's memory arena (ARENA_MAX_TAPPED_BYTES says why)."""
+    return per_image is not None and per_image * batch <= ARENA_MAX_TAPPED_BYTES
+
+
 def legacy_tensor_names(model: onnx.ModelProto, planned: list[str]) -> list[str]:
     """Every float activation of ``model`` (node outputs and the input) not in ``planned``."""
     inferred = shape_inference.infer_shapes(model)
@@ -83,17 +113,16 @@ def collect_histograms(
 ) -> tuple[dict[str, StreamingHistogram], str]:
     """Histograms of the tensors ``names`` over every batch of ``stream``; with ``maxima`` (a
     dict of tensor name -> 0.0), also the running max |x| of those tensors, in place."""
-    # Every tapped tensor is a graph output held at once; without the arena their memory
-    # goes back after each batch (SKNet-50 at 224, batch 8: peak RSS 2.7 -> 2.0 GB).
     maxima = {} if maxima is None else maxima
     extra = list(maxima)
+    per_image = tapped_bytes_per_image(model, names + extra)
     # No spinning: ONNX Runtime's idle threads would otherwise busy-wait on the cores the histograms count on
     # between two runs (measured: 24-34 -> 21-23 ms of counting per SKNet-50 image on two cores).
     runner = OnnxRuntimeRunner(
         tapped_model(model, names + extra),
         providers=_providers(),
         dynamic_batch=True,
-        memory_arena=False,
+        memory_arena=arena_fits(per_image, stream.batch),
         config={"session.intra_op.allow_spinning": "0"},
     )
     with runner:
