@@ -389,6 +389,8 @@ class Engine:
         frames = [frames] if isinstance(frames, np.ndarray) or not isinstance(frames, (list, tuple)) else list(frames)
         if not frames:
             raise UsageError("no frames given")
+        # A DLPack tensor in host memory (a PyTorch CPU tensor) is a numpy frame.
+        frames = [np.from_dlpack(f) if is_dlpack_array(f) and dlpack_device_type(f) == DL_CPU else f for f in frames]
         if all(isinstance(f, np.ndarray) for f in frames):
             return self.enqueue(frames_to_batch(frames, self.preprocess, fmt, matrix, full_range), out)
         found = [device_frame_view(f, self.stream.handle) for f in frames]

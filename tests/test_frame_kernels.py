@@ -317,6 +317,10 @@ def test_frames_in_gpu_memory_reach_the_kernels_each_into_its_own_slot(frame_eng
     assert holder["bound"]["input"] == int(engine._device["input"])
     single = engine.infer_frames(Frame(*padded(frames["yuyv"], "yuyv", 32)), fmt="yuyv")
     assert np.array_equal(single, engine.infer_frames(frames["yuyv"], fmt="yuyv"))
+    import torch  # a DLPack tensor in host memory takes the numpy frames' path
+
+    assert np.array_equal(engine.infer_frames([torch.from_numpy(frames["yuyv"])], fmt="yuyv"), single)
+    assert len(kernels.calls) == 3
     engine.close()
     assert kernels.closed and engine._frames is None
 
