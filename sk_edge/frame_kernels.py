@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from . import cuda_python
 from .device_arrays import DL_CUDA, DL_CUDA_MANAGED, CudaArrayView, cuda_array_view, dlpack_device_type, dlpack_view
 from .device_arrays import is_cuda_array, is_dlpack_array
 from .errors import SkEdgeError, UsageError
-from .pixels import FORMATS, frame_size, yuv_coefficients
+from .pixels import FORMATS, frame_size, pixel_format, yuv_coefficients
 from .preprocess import Preprocess
-from .resampling import axis_coefficients, letterbox_fill, plan_resize
+from .resampling import ResizePlan, axis_coefficients, letterbox_fill, plan_resize
 
 KERNEL_SOURCE = "preprocess_kernels.cuh"
 KERNEL_HEADERS = ("pixels.hpp",)  # what the source includes, as "sk_edge/<name>"
@@ -85,8 +86,7 @@ def frame_planes(view: CudaArrayView, fmt: str, matrix: str = "bt601", full_rang
     Layouts as sk_edge.pixels describes them for numpy frames, with rows possibly padded (``view.row_pitch``):
     NV12's interleaved chroma rows and I420's U and V rows follow the luma with the same padding (NV12) or half
     of it (I420), as GStreamer and OpenCV lay them out."""
-    if fmt not in FORMAT_CODES:
-        raise UsageError(f"pixel format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = pixel_format(fmt)
     if view.dtype != np.uint8:
         raise UsageError(f"a {fmt} frame is a uint8 array, got {view.dtype}")
     height, width = frame_size(view.shape, fmt)
@@ -100,8 +100,7 @@ def frame_planes(view: CudaArrayView, fmt: str, matrix: str = "bt601", full_rang
         planes[1] = view.pointer + height * pitch
         planes[2] = planes[1] + chroma_rows * chroma_pitch
         pitches[1] = pitches[2] = chroma_pitch
-    y_scale, y_offset, r_v, g_u, g_v, b_u = yuv_coefficients(matrix, full_range)
-    source = PixelSource(*planes, *pitches, FORMAT_CODES[fmt], YuvCoefficients(y_scale, y_offset, r_v, g_u, g_v, b_u))
+    source = PixelSource(*planes, *pitches, FORMAT_CODES[fmt], YuvCoefficients(*yuv_coefficients(matrix, full_range)))
     return DeviceFrame(width, height, source)
 
 
@@ -128,23 +127,9 @@ def normalisation(pre: Preprocess) -> Normalisation:
     )
 
 
-def _nvrtc():
-    try:
-        from cuda.bindings import nvrtc
-    except ImportError:
-        try:
-            from cuda import nvrtc  # cuda-python < 12.6 spelling
-        except ImportError:
-            raise SkEdgeError(
-                "frames in GPU memory are preprocessed by kernels compiled with NVRTC: pip install cuda-python "
-                "(matching the CUDA release), or pass numpy frames"
-            ) from None
-    return nvrtc
-
-
 def compile_kernels(compute_capability: tuple[int, int]) -> bytes:
     """The kernels as a cubin for ``compute_capability`` (NVRTC; no GPU needed). A SkEdgeError with NVRTC's log."""
-    nvrtc = _nvrtc()
+    nvrtc = cuda_python.bindings("nvrtc", "frames in GPU memory (their kernels are compiled with NVRTC)")
     source, headers = kernel_sources()
     err, program = nvrtc.nvrtcCreateProgram(
         source, KERNEL_SOURCE.encode(), len(headers), list(headers.values()), [name.encode() for name in headers]
@@ -180,19 +165,16 @@ def _nvrtc_check(nvrtc, err, call: str) -> None:
         raise SkEdgeError(f"NVRTC failed in {call}: {nvrtc.nvrtcGetErrorString(err)[1].decode()}")
 
 
-def _driver_check(result):
-    """cuda-python returns (error, *values): a SkEdgeError on an error, else the value(s)."""
-    err, *values = result
-    if int(err) != 0:
-        raise SkEdgeError(f"CUDA failed while preprocessing frames on the GPU: {err}")
-    return values[0] if len(values) == 1 else (values or None)
+def _driver_check(returned):
+    """A cuda-python driver call of the frames' preprocessing: its value(s), or a SkEdgeError."""
+    return cuda_python.result(returned, "CUDA preprocessing of frames on the GPU")
 
 
 @dataclass(frozen=True)
 class _Resize:
     """One frame size's plan and its coefficients in device memory (first, count, weights per axis)."""
 
-    plan: Any
+    plan: ResizePlan
     horizontal: tuple[int, int, int, int]  # first, count, weights (device addresses), taps
     vertical: tuple[int, int, int, int]
 

@@ -59,6 +59,13 @@ def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601
 CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "bgrx": 4, "gray8": 1}  # bytes per pixel, packed formats
 
 
+def pixel_format(fmt: str) -> str:
+    """``fmt`` as this module names formats (lower case), or a UsageError listing them."""
+    if fmt.lower() not in FORMATS:
+        raise UsageError(f"pixel format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt.lower()
+
+
 def frame_size(shape: tuple[int, ...], fmt: str) -> tuple[int, int]:
     """(height, width) of a frame of array shape ``shape`` in pixel format ``fmt``; a UsageError for a shape
     that is not such a frame (the layouts in this module's docstring)."""
@@ -81,9 +88,7 @@ def frame_size(shape: tuple[int, ...], fmt: str) -> tuple[int, int]:
 
 def to_rgb(frame: np.ndarray, fmt: str, matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
     """``frame`` in pixel format ``fmt`` as (H, W, 3) uint8 RGB."""
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise UsageError(f"pixel format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = pixel_format(fmt)
     frame = np.asarray(frame)
     h, w = frame_size(frame.shape, fmt)
     if frame.dtype != np.uint8:

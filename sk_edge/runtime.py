@@ -39,6 +39,7 @@ from .backends.tensorrt import (
     rtx_header_version,
     same_tensorrt_version,
 )
+from . import cuda_python
 from .cuda_events import StreamOrder
 from .device_arrays import (
     DL_CPU,
@@ -397,7 +398,7 @@ class Engine:
         views = [v for v in found if v is not None]
         if len(views) != len(frames):
             raise UsageError("frames are all numpy arrays or all in GPU memory (CUDA arrays, CUDA DLPack tensors), not a mix")
-        located = [frame_planes(view, fmt.lower(), matrix, full_range) for view, _ in views]
+        located = [frame_planes(view, fmt, matrix, full_range) for view, _ in views]
         pre = self.preprocess
         shape = (len(frames), 3, pre.height, pre.width)
         self._check_input(shape, np.dtype(np.float32), "camera frames preprocessed to float32")
@@ -572,19 +573,9 @@ def _sidecar_if_readable(path: Path) -> EngineInfo | None:
 
 def _cuda_driver(need: str = "cuda_graph=True"):
     """cuda-python's driver bindings; ``need`` names what asked for them in the error where they are missing."""
-    try:
-        from cuda.bindings import driver
-    except ImportError:
-        try:
-            from cuda import cuda as driver  # cuda-python < 12.6 spelling
-        except ImportError:
-            raise SkEdgeError(f"{need} needs NVIDIA's cuda-python (pip install cuda-python, matching the CUDA release)") from None
-    return driver
+    return cuda_python.bindings("driver", need)
 
 
-def _check(result):
-    """cuda-python returns (error, *values): raise on an error, return the value(s)."""
-    err, *values = result
-    if int(err) != 0:
-        raise SkEdgeError(f"CUDA graph call failed: {err}")
-    return values[0] if len(values) == 1 else (values or None)
+def _check(returned):
+    """A cuda-python driver call of the CUDA graph: its value(s), or a SkEdgeError."""
+    return cuda_python.result(returned, "CUDA graph call")

@@ -37,6 +37,8 @@ from sk_edge.preprocess import Preprocess
 from sk_edge.reference.digits import ASSETS
 from sk_edge.resampling import resize_reference
 
+from test_pixels import camera_frames
+
 ROOT = Path(__file__).resolve().parents[1]
 CPP_INCLUDE = ROOT / "cpp" / "include" / "sk_edge"
 PHOTO = sorted((ASSETS / "backgrounds").glob("*.jpg"))[0]
@@ -96,25 +98,13 @@ def test_the_kernel_parameters_have_the_c_layout(tmp_path):
 
 
 def camera_frame(rgb: np.ndarray, fmt: str) -> np.ndarray:
-    """The photo as a ``fmt`` frame (sk_edge.pixels' numpy layouts): YUV planes from OpenCV's BT.601 encoder."""
+    """The photo as a ``fmt`` frame (sk_edge.pixels' numpy layouts): YUV as test_pixels makes it from OpenCV's encoder."""
     import cv2
 
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     packed = {"rgb": rgb, "bgr": bgr, "rgba": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA), "bgra": cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA),
               "bgrx": cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "gray8": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)}
-    if fmt in packed:
-        return np.ascontiguousarray(packed[fmt])
-    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
-    h, w = rgb.shape[:2]
-    y, chroma = i420[:h], i420[h:].reshape(-1)
-    u, v = chroma[: h * w // 4].reshape(h // 2, w // 2), chroma[h * w // 4 :].reshape(h // 2, w // 2)
-    if fmt == "i420":
-        return i420
-    if fmt == "nv12":
-        return np.concatenate([y, np.stack([u, v], axis=-1).reshape(h // 2, w)])
-    u2, v2 = np.repeat(u, 2, axis=0), np.repeat(v, 2, axis=0)
-    order = [y[:, 0::2], u2, y[:, 1::2], v2] if fmt == "yuyv" else [u2, y[:, 0::2], v2, y[:, 1::2]]
-    return np.stack(order, axis=-1).reshape(h, w * 2)
+    return np.ascontiguousarray(packed[fmt]) if fmt in packed else camera_frames(bgr)[fmt]
 
 
 def padded(frame: np.ndarray, fmt: str, pad: int) -> tuple[np.ndarray, CudaArrayView]:
