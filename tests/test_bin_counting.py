@@ -137,7 +137,7 @@ def test_the_arena_is_decided_from_the_tapped_tensors_as_onnx_runtime_makes_them
     export_model(build_model("sknet26-digits"), tmp_path)
     model = onnx.load(str(tmp_path / FP32_ONNX))
     names = list(plan_quantization(model).activations)
-    per_image = tapped_bytes_per_image(model, names)
+    per_image = tapped_bytes_per_image(onnx.shape_inference.infer_shapes(model), names)
     with OnnxRuntimeRunner(tapped_model(model, names), dynamic_batch=True) as runner:
         input_name = runner.session.get_inputs()[0].name
         batch = np.zeros((3, *load_export(tmp_path).input_shape), np.float32)
@@ -154,4 +154,4 @@ def test_the_arena_is_decided_from_the_tapped_tensors_as_onnx_runtime_makes_them
         [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", "c"])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", "c"])]))
-    assert tapped_bytes_per_image(unknown, ["y"]) is None
+    assert tapped_bytes_per_image(onnx.shape_inference.infer_shapes(unknown), ["y"]) is None
