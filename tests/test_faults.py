@@ -346,6 +346,21 @@ def test_nan_weights_are_named(tmp_path):
     assert "report" not in out.stderr.lower()
 
 
+def test_weights_that_overflow_are_refused_as_the_models_not_as_an_exporter_bug(tmp_path):
+    """Finite weights so large that PyTorch's own logits are inf: once reported as the graph differing from PyTorch,
+    'please report this model to sk-edge'; the fault is the checkpoint's."""
+    from sk_edge.models.sknet import sknet26
+
+    state = sknet26(num_classes=10, **TINY_SKNET_ARGS).state_dict()
+    stem = next(k for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
+    state[stem] = state[stem].sign() * 1e36
+    torch.save(state, tmp_path / "huge.pth")
+    out = run_cli("export", "--model", "sknet26", *TINY, "--num-classes", "10", "--input-size", "64",
+                  "--weights", str(tmp_path / "huge.pth"), "-w", str(tmp_path / "wd"))
+    line = one_line_error(out, 1, "in PyTorch gives inf or NaN logits", "Check the checkpoint")
+    assert "report" not in line and not (tmp_path / "wd" / "model.fp32.onnx").exists()
+
+
 def test_a_pickle_holding_code_is_refused_as_such(tmp_path):
     class Payload:
         def __reduce__(self):

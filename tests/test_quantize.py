@@ -16,10 +16,12 @@ from sk_edge.models import build_model
 from sk_edge.preprocess import Preprocess
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 from sk_edge.quantize.cache import read_cache
-from sk_edge.quantize.methods import METHODS
+from sk_edge.quantize.histogram import StreamingHistogram
+from sk_edge.quantize.methods import METHODS, QUANT_LEVELS, _kl_divergences, amax_mse
 from sk_edge.quantize.plan import plan_quantization
 from sk_edge.reference import digits
 
+from amax_reference import best_threshold, kl_by_bins, mse_by_bins
 from conftest import calibration_subset
 
 
@@ -63,6 +65,29 @@ def test_calibration_covers_exactly_the_planned_tensors(workdir):
     assert scales.keys() == calib["tensors"].keys()
     for name, scale in scales.items():
         assert scale == pytest.approx(calib["tensors"][name]["amax"] / 127, rel=1e-6)
+
+
+def test_fast_searches_choose_what_the_threshold_by_threshold_definition_chooses(workdir):
+    """The entropy and MSE searches sum by INT8 group and by prefix sums; on this real model's histograms they pick
+    the very thresholds the one-threshold-at-a-time definition picks, and their divergences agree."""
+    doc = json.loads((workdir / "calib.json").read_text())
+    searched = 0
+    for name, record in doc["tensors"].items():
+        hist = StreamingHistogram.from_dict(record["histogram"])
+        assert amax_mse(hist) == mse_by_bins(hist.counts, hist.range, hist.amax), name
+        for ignore_zero_bin in (True, False):
+            counts = hist.counts.copy()
+            counts[0] = 0 if ignore_zero_bin else counts[0]
+            used = int(np.flatnonzero(counts)[-1]) + 1
+            if used <= QUANT_LEVELS:
+                continue
+            fast, reference = _kl_divergences(counts[:used], QUANT_LEVELS), kl_by_bins(counts[:used], QUANT_LEVELS)
+            finite = np.isfinite(reference[1])
+            assert np.array_equal(np.isfinite(fast[1]), finite), name
+            np.testing.assert_allclose(fast[1][finite], reference[1][finite], rtol=1e-9, err_msg=name)
+            assert best_threshold(*fast) == best_threshold(*reference), name
+            searched += 1
+    assert searched >= len(doc["tensors"])  # the searches ran, with and without the zero bin
 
 
 def test_another_method_reuses_the_histograms(workdir):

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from .runner import Lifecycle
+
+if TYPE_CHECKING:  # onnx is imported where a model must be edited, not by every runner
+    import onnx
 
 
 OPTIMIZATION_LEVELS = {
@@ -53,7 +57,8 @@ class OnnxRuntimeRunner(Lifecycle):
     """Runs an ONNX model with ONNX Runtime; numpy in, numpy out.
 
     Args:
-        model: path to an .onnx file, or the serialized model bytes.
+        model: path to an .onnx file, the serialized model bytes, or an ``onnx.ModelProto`` (copied where it
+            is edited, never changed).
         providers: execution providers in order of preference; CPU when omitted, which is
             what sk-edge uses to measure numerical parity and INT8 drift.
         threads: intra-op threads; ONNX Runtime's default (all cores) when omitted.
@@ -67,7 +72,7 @@ class OnnxRuntimeRunner(Lifecycle):
 
     def __init__(
         self,
-        model: str | os.PathLike | bytes,
+        model: Union[str, os.PathLike, bytes, "onnx.ModelProto"],
         providers: list[str] | None = None,
         threads: int | None = None,
         optimization: str = "all",
@@ -76,7 +81,9 @@ class OnnxRuntimeRunner(Lifecycle):
         disabled_optimizers: tuple[str, ...] = (),
         config: dict[str, str] | None = None,
     ):
-        self.model = model if isinstance(model, bytes) else Path(model)
+        self.model: Union[Path, bytes, "onnx.ModelProto"] = (
+            Path(model) if isinstance(model, (str, os.PathLike)) else model  # bytes or a ModelProto as given
+        )
         self.providers = providers or ["CPUExecutionProvider"]
         self.threads = threads
         self.optimization = optimization
@@ -99,11 +106,19 @@ class OnnxRuntimeRunner(Lifecycle):
         }
 
     def _source(self) -> str | bytes:
-        if not self.dynamic_batch:
+        if isinstance(self.model, (bytes, Path)) and not self.dynamic_batch:
             return self.model if isinstance(self.model, bytes) else str(self.model)
         import onnx
 
-        proto = onnx.load_from_string(self.model) if isinstance(self.model, bytes) else onnx.load(str(self.model))
+        if isinstance(self.model, onnx.ModelProto):
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.model)  # edited below: the caller's model stays as it was
+        elif isinstance(self.model, bytes):
+            proto = onnx.load_from_string(self.model)
+        else:
+            proto = onnx.load(str(self.model))
+        if not self.dynamic_batch:
+            return proto.SerializeToString()
         for value in list(proto.graph.input) + list(proto.graph.output):
             dims = value.type.tensor_type.shape.dim
             if dims:

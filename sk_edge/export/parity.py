@@ -45,5 +45,6 @@ def compare(
         "max_abs_logit": max_abs_logit,
         "tolerance": tolerance,
         "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
+        "reference_finite": bool(np.isfinite(ref).all()),
         "passed": bool(diff <= tolerance),
     }

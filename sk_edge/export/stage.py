@@ -32,7 +32,7 @@ import torch
 from .. import artifacts
 from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..backends.torch import TorchRunner
-from ..errors import ParityError, UnsupportedModelError, UsageError
+from ..errors import ParityError, SkEdgeError, UnsupportedModelError, UsageError
 from ..models import BuiltModel
 from ..models.complexity import count_macs, count_params
 from ..names import EXPORT_JSON, FP32_ONNX
@@ -298,6 +298,12 @@ def _checked_parity(
     log(
         f"  max |logit diff| {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.1e}), top-1 agreement {parity['top1_agreement']:.0%}"
     )
+    if not parity["reference_finite"]:
+        # Not the exporter's fault: the module itself overflows (finite weights far too large, or a broken checkpoint).
+        raise SkEdgeError(
+            f"{built.name} in PyTorch gives inf or NaN logits on N(0, 1) inputs: its weights overflow float32; "
+            "nothing was written. Check the checkpoint (--weights) it was built from"
+        )
     if not parity["passed"]:
         raise ParityError(
             f"the exported graph differs from {built.name} in PyTorch: max |logit diff| "

@@ -155,14 +155,15 @@ def _weight_axis(node: gs.Node) -> int:
     return 0
 
 
-def plan_quantization(model: onnx.ModelProto, quantize_attention: bool = False) -> QuantPlan:
+def plan_quantization(model: onnx.ModelProto, quantize_attention: bool = False, shapes_inferred: bool = False) -> QuantPlan:
     """Decide which tensors and weights of ``model`` (an sk-edge FP32 graph) get Q/DQ.
 
     ``quantize_attention=True`` drops sk-edge's own rule and quantizes the attention path
     like the rest (its FCs, and both inputs of the gate); it exists to measure what that
-    rule protects (``benchmarks/precision_study.py``).
+    rule protects (``benchmarks/precision_study.py``). ``shapes_inferred``: ONNX shape inference
+    has already run on ``model`` (it costs 0.4 s on SKNet-50; calibration runs it once for all).
     """
-    graph = gs.import_onnx(shape_inference.infer_shapes(model))
+    graph = gs.import_onnx(model if shapes_inferred else shape_inference.infer_shapes(model))
     graph.toposort()
     plan = QuantPlan()
     pooled = _pooled_tensors(graph)
