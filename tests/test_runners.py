@@ -29,6 +29,19 @@ def test_an_onnx_runtime_runner_gives_its_session_back_at_the_end_of_a_with_bloc
     np.testing.assert_array_equal(runner(x), 2 * x)  # a later call opens a new session
 
 
+def test_a_model_proto_runs_with_any_batch_and_is_left_as_it_was():
+    import onnx
+
+    model = onnx.load_from_string(_double_graph())
+    before = model.SerializeToString()
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with OnnxRuntimeRunner(model, dynamic_batch=True) as runner:  # the graph's batch is 1: made symbolic on a copy
+        np.testing.assert_array_equal(runner(x), 2 * x)
+    assert model.SerializeToString() == before
+    with OnnxRuntimeRunner(model) as runner:
+        np.testing.assert_array_equal(runner(x[:1]), 2 * x[:1])
+
+
 def test_torch_and_onnx_runtime_runners_are_runners():
     x = np.ones((1, 3), dtype=np.float32)
     runners: list[Runner] = [OnnxRuntimeRunner(_double_graph()), TorchRunner(torch.nn.Identity())]

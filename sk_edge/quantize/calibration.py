@@ -33,7 +33,7 @@ from ..sidecars import CalibrationInfo
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export, read_view
 from .bin_counting import counted_with, counting_pool
 from .cache import write_cache
-from .histogram import StreamingHistogram
+from .histogram import NonFiniteValues, StreamingHistogram
 from .methods import METHODS, compute_amax
 from .options import DEFAULT_METHOD, CalibrationOptions  # noqa: F401 - re-exported
 from .plan import QuantPlan, plan_quantization
@@ -186,7 +186,7 @@ def _count_in_parallel(
     for name, done in zip(order, counting):
         try:
             done.result()
-        except ValueError as exc:  # the histogram's refusal of inf or NaN
+        except NonFiniteValues as exc:
             shown = ", ".join(images[:3]) + (f" and {len(images) - 3} more" if len(images) > 3 else "")
             raise SkEdgeError(
                 f"tensor '{name}' of the FP32 graph {exc} on the calibration images {shown}: the model overflows on "
@@ -200,7 +200,7 @@ def _count_tensor(name: str, values: np.ndarray, histograms: dict[str, Streaming
     else:
         top = float(np.abs(values).max(initial=0.0))
         if not math.isfinite(top):
-            raise ValueError("holds inf or NaN")
+            raise NonFiniteValues("holds inf or NaN")
         maxima[name] = max(maxima[name], top)
 
 

@@ -22,6 +22,10 @@ DEFAULT_BINS = 2048
 KERNEL_MIN_VALUES = 4096
 
 
+class NonFiniteValues(ValueError):
+    """A tensor to count holds inf or NaN: no range can be taken from it."""
+
+
 class StreamingHistogram:
     """Histogram of absolute values with exact power-of-two range growth."""
 
@@ -81,7 +85,7 @@ class StreamingHistogram:
         counts, top, outside = count(flat, self.range, self._scale(), self.bins)
         if outside:
             if not math.isfinite(top):
-                raise ValueError("holds inf or NaN")
+                raise NonFiniteValues("holds inf or NaN")
             self._take_range(top)
             counts, top, outside = count(flat, self.range, self._scale(), self.bins)
             if outside:  # cannot happen (the range now holds the largest value): counted by NumPy rather than lost
@@ -110,7 +114,7 @@ class StreamingHistogram:
             return
         top = float(a.max())
         if not math.isfinite(top):
-            raise ValueError("holds inf or NaN")
+            raise NonFiniteValues("holds inf or NaN")
         self.amax = max(self.amax, top)
         if top == 0.0 and self.range == 0.0:
             self.counts[0] += a.size
