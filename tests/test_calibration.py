@@ -130,3 +130,23 @@ def test_calib_json_is_written_through_its_view_and_reads_back_the_same(tmp_path
     assert again == info and info.amax(["input"]) == {"input": 2.5} and info.calibration_max("input") == 3.0
     assert info.cache_sha256 == artifacts.sha256_file(cache) and info.doc["plan"] == {"tensors": 1}
     assert info.legacy_ranges is None and artifacts.up_to_date(tmp_path / "calib.json", info.key) is not None
+
+
+def test_shapes_inferred_without_the_weights_are_those_inferred_with_them(tmp_path):
+    """Calibration infers shapes on a copy of the graph without its weights (0.06 s against 0.4 s for SKNet-50); the
+    value_info must be what inference on the whole graph gives, and the weights must stay."""
+    import onnx
+    from onnx import shape_inference
+
+    from sk_edge.export import export_model
+    from sk_edge.models import build_model
+    from sk_edge.quantize.calibration import with_inferred_shapes
+
+    export_model(build_model("sknet26-digits"), tmp_path)
+    model = onnx.load(str(tmp_path / "model.fp32.onnx"))
+    whole = shape_inference.infer_shapes(model)
+    weights = {i.name: i.SerializeToString() for i in model.graph.initializer}
+    light = with_inferred_shapes(model)
+    assert light is model and {i.name: i.SerializeToString() for i in model.graph.initializer} == weights
+    assert [v.SerializeToString() for v in light.graph.value_info] == [v.SerializeToString() for v in whole.graph.value_info]
+    assert len(light.graph.value_info) > 100

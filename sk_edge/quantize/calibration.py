@@ -45,6 +45,26 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
 
 
+# Float initializers above this many values are weights, not shapes or scales shape inference could read.
+_WEIGHT_VALUES = 1024
+
+
+def with_inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, changed in place, with the value_info ONNX shape inference gives it. Inferred on a copy without
+    its weights (dims and types kept): shape inference serialises the whole model twice, 0.4 s for SKNet-50's
+    100 MB against 0.06 s for the copy (tests/test_calibration.py checks the value_info is the same)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for weight in light.graph.initializer:
+        if weight.data_type == onnx.TensorProto.FLOAT and math.prod(weight.dims) > _WEIGHT_VALUES:
+            weight.ClearField("raw_data")
+            weight.ClearField("float_data")
+    inferred = shape_inference.infer_shapes(light)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
+
+
 def tapped_model(model: onnx.ModelProto, names: list[str]) -> bytes:
     """``model`` with the tensors ``names`` added as graph outputs."""
     return _with_outputs(shape_inference.infer_shapes(model), names).SerializeToString()
@@ -255,7 +275,7 @@ def calibrate(
     options.validate()
     workdir, images_dir = Path(workdir), Path(images_dir)
     export = load_export(workdir)
-    model = shape_inference.infer_shapes(onnx.load(str(workdir / FP32_ONNX)))  # once: plan, legacy names, taps
+    model = with_inferred_shapes(onnx.load(str(workdir / FP32_ONNX)))  # once: plan, legacy names, taps
     plan = plan_quantization(model, shapes_inferred=True)
     names = list(plan.activations)
     legacy = legacy_tensor_names(model, names, shapes_inferred=True) if options.legacy_ranges else []
