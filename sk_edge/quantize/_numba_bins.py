@@ -1,6 +1,6 @@
 """The numba kernel behind sk_edge.quantize.bin_counting (imported only when numba is installed).
 
-One thread's kernel: calibration counts several tensors at once on threads of its own (bin_counting.BinCounter).
+One thread's kernel: calibration counts several tensors at once on threads of its own (bin_counting.counting_pool).
 numba's own parallel loops cost about 0.2 ms to start on this project's two-core machine and scaled poorly, so a
 tensor is counted by one thread, in two passes per block of values: the bin of each value (a loop LLVM vectorises:
 the comparisons are on the float's bits, the truncation is one instruction for 16 values), then the increments, into
