@@ -33,7 +33,7 @@ from ..sidecars import CalibrationInfo
 from ..workdir import CALIB_CACHE, CALIB_JSON, FP32_ONNX, load_export, read_view
 from .bin_counting import counted_with, counting_pool
 from .cache import write_cache
-from .histogram import NonFiniteValues, StreamingHistogram
+from .histogram import NonFiniteValues, StreamingHistogram, finite_top
 from .methods import METHODS, compute_amax
 from .options import DEFAULT_METHOD, CalibrationOptions  # noqa: F401 - re-exported
 from .plan import QuantPlan, plan_quantization
@@ -218,10 +218,7 @@ def _count_tensor(name: str, values: np.ndarray, histograms: dict[str, Streaming
     if name in histograms:
         histograms[name].update(values, consume=True)  # nothing else reads it: its memory is the NumPy path's scratch
     else:
-        top = float(np.abs(values).max(initial=0.0))
-        if not math.isfinite(top):
-            raise NonFiniteValues("holds inf or NaN")
-        maxima[name] = max(maxima[name], top)
+        maxima[name] = max(maxima[name], finite_top(float(np.abs(values).max(initial=0.0))))
 
 
 def amax_by_method(hist: StreamingHistogram, percentile: float) -> dict[str, float]:

@@ -26,6 +26,14 @@ class NonFiniteValues(ValueError):
     """A tensor to count holds inf or NaN: no range can be taken from it."""
 
 
+def finite_top(top: float) -> float:
+    """``top``, a tensor's largest |x|, or NonFiniteValues where it is inf or NaN: the one check every range and
+    running max of calibration goes through (the histogram's two paths, the legacy maxima)."""
+    if not math.isfinite(top):
+        raise NonFiniteValues("holds inf or NaN")
+    return top
+
+
 class StreamingHistogram:
     """Histogram of absolute values with exact power-of-two range growth."""
 
@@ -84,9 +92,7 @@ class StreamingHistogram:
         flat = np.ascontiguousarray(x).ravel()
         counts, top, outside = count(flat, self.range, self._scale(), self.bins)
         if outside:
-            if not math.isfinite(top):
-                raise NonFiniteValues("holds inf or NaN")
-            self._take_range(top)
+            self._take_range(finite_top(top))
             counts, top, outside = count(flat, self.range, self._scale(), self.bins)
             if outside:  # cannot happen (the range now holds the largest value): counted by NumPy rather than lost
                 return False
@@ -112,9 +118,7 @@ class StreamingHistogram:
         a = np.abs(x, out=x if in_place else None).ravel()
         if a.size == 0:
             return
-        top = float(a.max())
-        if not math.isfinite(top):
-            raise NonFiniteValues("holds inf or NaN")
+        top = finite_top(float(a.max()))
         self.amax = max(self.amax, top)
         if top == 0.0 and self.range == 0.0:
             self.counts[0] += a.size
