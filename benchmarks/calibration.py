@@ -164,21 +164,26 @@ def worker(args) -> int:
     return 0
 
 
-def worker_env(numpy_bins: bool = False) -> dict[str, str]:
+# The A/B passes: calibration as a machine without numba counts (sk_edge/quantize/bin_counting.py), and with every
+# tapped tensor reordered to NCHW, as before sk_edge/quantize/tapping.py read them in ONNX Runtime's blocked layout.
+VARIANTS = {"numpy": {"SK_EDGE_BIN_COUNTING": "numpy"}, "nchw taps": {"SK_EDGE_TAPPED_LAYOUT": "nchw"}}
+
+
+def worker_env(variant: str | None = None) -> dict[str, str]:
     """The workers' environment. Python caches bytecode in them, as in any pip install: with PYTHONDONTWRITEBYTECODE
     (set on this project's development machine) every worker compiled its imports from source, a second or more per
     process that no user pays, and more for calibration (numba) than for the floor."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {**env, "SK_EDGE_BIN_COUNTING": "numpy"} if numpy_bins else env
+    return {**env, **VARIANTS.get(variant or "", {})}
 
 
 def measure(tool: str, method: str, workdir: Path, count: int, batch: int, python: str = sys.executable,
-            reuse: bool = False, numpy_bins: bool = False) -> dict:
+            reuse: bool = False, variant: str | None = None) -> dict:
     cmd = [python, __file__, "--worker", tool, "--method", method, "--workdir", str(workdir),
            "--count", str(count), "--batch", str(batch), *(["--reuse"] if reuse else [])]
-    print(f"{tool} {method}: {count} images ...", file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(numpy_bins))
-    row = {"tool": tool, "method": method, "images": count, "batch": batch}
+    print(f"{tool} {method}{f' ({variant})' if variant else ''}: {count} images ...", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(variant))
+    row = {"tool": tool, "method": method, "images": count, "batch": batch, **({"variant": variant} if variant else {})}
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {**row, "error": tail[:300], "returncode": proc.returncode}
@@ -186,6 +191,13 @@ def measure(tool: str, method: str, workdir: Path, count: int, batch: int, pytho
     # Re-deriving ranges from stored histograms runs no image: no per-image time.
     result["seconds_per_image"] = None if result.get("histograms_reused") else result["seconds"] / count
     return {**row, **result}
+
+
+def _median_over_floor(rows: list[dict], floor: list[float], variant: str, images: int) -> float | None:
+    """The median over the rounds of an A/B pass's time over its round's floor."""
+    times = [r["seconds_per_image"] for r in rows if r.get("variant") == variant and r.get("images") == images
+             and r.get("seconds_per_image")]
+    return statistics.median(t / f for f, t in zip(floor, times)) if times and floor else None
 
 
 def main() -> int:
@@ -230,9 +242,9 @@ def main() -> int:
             # The floor and the calibration pass interleaved, so that a load change hits both.
             for _ in range(args.rounds):
                 rows.append(measure("floor", "fp32-pass", workdir, args.images, args.batch))
-                # The same pass with NumPy counting the bins (what a machine without numba gets): the A/B of
-                # sk_edge/quantize/bin_counting.py; numba's pass last, whose histograms the methods below reuse.
-                rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch, numpy_bins=True))
+                # The A/B passes (VARIANTS); sk-edge's own pass last, whose histograms the methods below reuse.
+                for variant in VARIANTS:
+                    rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch, variant=variant))
                 rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch))
             for method in ("max", "percentile", "mse"):
                 rows.append(measure("sk-edge", method, workdir, args.images, args.batch, reuse=True))
@@ -255,24 +267,26 @@ def main() -> int:
     rows += kept
     floor = [r["seconds_per_image"] for r in rows if r.get("tool") == "floor" and r.get("seconds_per_image")]
     calib = [r["seconds_per_image"] for r in rows if r.get("tool") == "sk-edge" and r.get("method") == "entropy"
-             and r.get("images") == args.images and r.get("seconds_per_image") and r.get("bin_counting") != "numpy"]
+             and r.get("images") == args.images and r.get("seconds_per_image") and not r.get("variant")]
     # Each round ran the floor and the calibration back to back: their ratio is what a load change cannot skew, and
     # the median of the rounds' ratios is the figure (a best-of pairs one round's lucky floor with another's pass).
     ratios = [c / f for f, c in zip(floor, calib)]
     ratio = statistics.median(ratios) if ratios else None
+    by_variant = {variant: _median_over_floor(rows, floor, variant, args.images) for variant in VARIANTS}
     if ratio is not None:
         print(f"calibration / inference floor: {ratio:.2f}x, the median of {len(ratios)} interleaved rounds "
               f"({', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.2x); best of each: "
               f"{min(calib):.3f} / {min(floor):.3f} s per image = {min(calib) / min(floor):.2f}x")
-    print(f"\n{'tool':<14} {'method':<11} {'images':>6} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12}")
+        print("  the A/B passes, likewise: " + ", ".join(f"{v} {r:.2f}x" for v, r in by_variant.items() if r))
+    print(f"\n{'tool':<24} {'method':<11} {'images':>6} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12}")
     for r in rows:
         if "seconds" in r:
             per_image = "reused" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
-            tool = r["tool"] + (" (numpy)" if r.get("bin_counting") == "numpy" else "")
-            print(f"{tool:<14} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
+            tool = r["tool"] + (f" ({r['variant']})" if r.get("variant") else "")
+            print(f"{tool:<24} {r['method']:<11} {r['images']:>6} {r['seconds']:>8.1f} "
                   f"{per_image:>8} {r['peak_rss_mb']:>12.0f}")
         else:
-            print(f"{r['tool']:<14} {r.get('method', ''):<11} {r.get('error') or r.get('skipped')}")
+            print(f"{r['tool']:<24} {r.get('method', ''):<11} {r.get('error') or r.get('skipped')}")
     from sk_edge.artifacts import write_json
     from sk_edge.versions import library_versions
 
@@ -285,6 +299,7 @@ def main() -> int:
         "results": rows,
         "calibration_over_floor": ratio,
         "calibration_over_floor_by_round": ratios,
+        "variants_over_floor": by_variant,
         "calibration_over_floor_best_of_each": min(calib) / min(floor) if floor and calib else None,
         "python_bytecode": "cached, as a pip install has it (PYTHONDONTWRITEBYTECODE unset for the workers)",
     })

@@ -68,6 +68,9 @@ class OnnxRuntimeRunner(Lifecycle):
             whose every reshape keeps the batch as -1.
         memory_arena: keep ONNX Runtime's CPU memory arena (faster repeated runs). Off for
             runs that fetch many large tensors, where the arena holds on to their peak.
+        save_optimized_to: where to write the graph as ONNX Runtime optimized it when the session is built (its
+            weights go to a file beside it, the path's name plus ``.weights``). Such a graph may hold this machine's
+            layout and fusions: it is for this machine and this session's providers only.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class OnnxRuntimeRunner(Lifecycle):
         memory_arena: bool = True,
         disabled_optimizers: tuple[str, ...] = (),
         config: dict[str, str] | None = None,
+        save_optimized_to: Path | None = None,
     ):
         self.model: Union[Path, bytes, "onnx.ModelProto"] = (
             Path(model) if isinstance(model, (str, os.PathLike)) else model  # bytes or a ModelProto as given
@@ -91,6 +95,7 @@ class OnnxRuntimeRunner(Lifecycle):
         self.memory_arena = memory_arena
         self.disabled_optimizers = tuple(disabled_optimizers)
         self.config = dict(config or {})
+        self.save_optimized_to = save_optimized_to
         self._session = None
 
     def settings(self) -> dict:
@@ -137,12 +142,22 @@ class OnnxRuntimeRunner(Lifecycle):
                 opts.intra_op_num_threads = self.threads
             opts.enable_cpu_mem_arena = self.memory_arena
             opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise
-            for key, value in self.config.items():
+            for key, value in {**self.config, **self._saving_config()}.items():
                 opts.add_session_config_entry(key, value)
+            if self.save_optimized_to is not None:
+                opts.optimized_model_filepath = str(self.save_optimized_to)
             self._session = ort.InferenceSession(
                 self._source(), sess_options=opts, providers=self.providers, disabled_optimizers=list(self.disabled_optimizers)
             )
         return self._session
+
+    def _saving_config(self) -> dict[str, str]:
+        if self.save_optimized_to is None:
+            return {}
+        return {  # weights in one file beside the graph, so the graph itself can be read and edited cheaply
+            "session.optimized_model_external_initializers_file_name": self.save_optimized_to.name + ".weights",
+            "session.optimized_model_external_initializers_min_size_in_bytes": "1024",
+        }
 
     @property
     def input_name(self) -> str:

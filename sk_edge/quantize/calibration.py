@@ -25,7 +25,7 @@ import onnx
 from onnx import shape_inference
 
 from .. import artifacts
-from ..backends.onnxruntime import OnnxRuntimeRunner, available_providers
+from ..backends.onnxruntime import available_providers
 from ..errors import SkEdgeError, UsageError
 from ..evaluation import HOLDOUT_RULE, split_paths
 from ..images import ImageStream, find_images, sample_paths
@@ -37,6 +37,7 @@ from .histogram import NonFiniteValues, StreamingHistogram, finite_top
 from .methods import METHODS, compute_amax
 from .options import DEFAULT_METHOD, CalibrationOptions  # noqa: F401 - re-exported
 from .plan import QuantPlan, plan_quantization
+from .tapping import TappedRun, tapped_session
 
 
 def _providers() -> list[str]:
@@ -150,6 +151,7 @@ def collect_histograms(
     progress: Callable[[int], None] = lambda n: None,
     maxima: dict[str, float] | None = None,
     shapes_inferred: bool = False,
+    log: Callable[[str], None] = lambda message: None,
 ) -> tuple[dict[str, StreamingHistogram], str]:
     """Histograms of the tensors ``names`` over every batch of ``stream``; with ``maxima`` (a
     dict of tensor name -> 0.0), also the running max |x| of those tensors, in place.
@@ -158,19 +160,17 @@ def collect_histograms(
     extra = list(maxima)
     inferred = model if shapes_inferred else shape_inference.infer_shapes(model)  # for the arena and the tapped graph
     per_image = tapped_bytes_per_image(inferred, names + extra)
-    runner = OnnxRuntimeRunner(
-        _with_outputs(inferred, names + extra),
-        providers=_providers(),
-        dynamic_batch=True,
-        memory_arena=arena_fits(per_image, stream.batch),
-        config=COUNTING_BESIDE_RUNS,
-    )
-    with counting_pool() as pool, runner:  # the pool loads numba while the session is built
-        return _count_batches(runner.session, pool, names, maxima, stream, bins, progress)
+    options = {"providers": _providers(), "memory_arena": arena_fits(per_image, stream.batch), "config": COUNTING_BESIDE_RUNS}
+    tapped = _with_outputs(inferred, names + extra)
+    fetch = [n for n in dict.fromkeys(names + extra) if n not in {i.name for i in model.graph.input}]
+    with counting_pool() as pool, tapped_session(tapped, fetch, options, log) as run:  # the pool loads numba meanwhile
+        if run.blocked:
+            log(f"  {run.blocked} of {len(fetch)} tapped tensors read in ONNX Runtime's blocked layout, without a reorder")
+        return _count_batches(run, pool, names, maxima, stream, bins, progress)
 
 
 def _count_batches(
-    session,
+    run: TappedRun,
     pool: ThreadPoolExecutor,
     names: list[str],
     maxima: dict[str, float],
@@ -179,17 +179,15 @@ def _count_batches(
     progress: Callable[[int], None],
 ) -> tuple[dict[str, StreamingHistogram], str]:
     """The histograms of ``names`` (and the running max of ``maxima``'s tensors) over every batch of ``stream``."""
-    extra = list(maxima)
-    input_name = session.get_inputs()[0].name
-    fetch = [n for n in names + extra if n != input_name]
+    input_name = run.session.get_inputs()[0].name
     histograms = {name: StreamingHistogram(bins) for name in names}
     for batch, batch_names in stream:
-        tapped = dict(zip(fetch, session.run(fetch, {input_name: batch})))
+        tapped = run.run(batch)
         if input_name in names or input_name in maxima:
             tapped[input_name] = batch.copy()  # counting uses every tensor of `tapped` as scratch
         _count_in_parallel(pool, tapped, histograms, maxima, batch_names)
         progress(len(batch_names))
-    return histograms, session.get_providers()[0]
+    return histograms, run.session.get_providers()[0]
 
 
 def _count_in_parallel(
@@ -393,7 +391,7 @@ def _measure(
     )
     tick = progress(min(options.num_images, len(paths))) if progress else (lambda n: None)
     maxima = dict.fromkeys(legacy, 0.0)
-    histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima, shapes_inferred=True)
+    histograms, provider = collect_histograms(model, names, stream, options.bins, tick, maxima, shapes_inferred=True, log=log)
     caution = upsampling_caution(stream.short_sides, export.preprocess, "calibration images")
     if caution:
         log(f"  caution: {caution}")
