@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def write_class_folders(folder: Path, count: int, split: str = "eval", seed: int
 def class_folders(tmp_path_factory):
     """600 labelled SK-Digits images in class sub-folders: a user's own `--images DIR`."""
     return write_class_folders(tmp_path_factory.mktemp("mine"), 600)
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str, readonly: bool = False):
+    """A real tmpfs of ``size`` mounted at ``path`` (CI runs as root); the test is skipped where none can be."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if readonly else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the disk-full and read-only "
+                    "cases need one")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from sk_edge.export import export_model
 from sk_edge.models import build_model
 from sk_edge.quantize import CalibrationOptions, calibrate, quantize_model
 
-from conftest import CALIB, TINY_SKNET_ARGS, calibration_subset, run_cli
+from conftest import CALIB, TINY_SKNET_ARGS, calibration_subset, run_cli, small_tmpfs
 
 TINY = [a for k, v in TINY_SKNET_ARGS.items() for a in ("--model-arg", f"{k}={v}")]
 
@@ -208,20 +207,6 @@ def test_a_workdir_under_a_regular_file_fails_before_any_work(tmp_path):
     out = run_cli("export", "--model", "sknet50", "-w", str(tmp_path / "file" / "wd"))
     one_line_error(out, 2, "which is a file")
     assert time.perf_counter() - t0 < 60  # not after a whole SKNet-50 export
-
-
-@contextmanager
-def small_tmpfs(path: Path, size: str, readonly: bool = False):
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if readonly else "")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the disk-full and read-only "
-                    "cases need one")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def test_a_full_disk_damages_nothing(built, tmp_path):

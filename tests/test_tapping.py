@@ -16,7 +16,7 @@ from sk_edge.quantize.calibration import _with_outputs, collect_histograms, with
 from sk_edge.quantize.plan import plan_quantization
 from sk_edge.workdir import FP32_ONNX, load_export
 
-from conftest import CALIB
+from conftest import CALIB, small_tmpfs
 
 # ONNX Runtime's blocked layout (MLAS NCHWc) is made on x86-64 only: elsewhere every tensor is read as NCHW.
 blocked_here = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="NCHWc is x86-64's")
@@ -44,7 +44,7 @@ def test_blocked_tensors_hold_exactly_the_values_of_the_tensors_they_stand_for(t
     before = tapped.SerializeToString()
     logs = []
     with tapping.tapped_session(tapped, names, CPU, logs.append) as run:
-        assert 0 < run.blocked < len(names) and not logs  # some taps only had a reorder; others are read by nodes
+        assert 0 < len(run.blocked) < len(names) and not logs  # some taps only had a reorder; others are read by nodes
         blocked = run.run(batch)
     expected = _nchw(tapped, names, batch)
     assert tapped.SerializeToString() == before  # the caller's graph is left as it was
@@ -52,7 +52,7 @@ def test_blocked_tensors_hold_exactly_the_values_of_the_tensors_they_stand_for(t
         assert blocked[name].size == expected[name].size, name
         assert np.array_equal(np.sort(blocked[name], axis=None), np.sort(expected[name], axis=None)), name
     moved = [n for n in names if run.fetched[n] != n]
-    assert len(moved) == run.blocked
+    assert len(moved) == len(run.blocked)
     assert any(not np.array_equal(blocked[n].ravel(), expected[n].ravel()) for n in moved)  # really another layout
 
 
@@ -108,7 +108,7 @@ def test_a_scratch_folder_that_cannot_be_made_leaves_every_tensor_nchw_and_says_
     not_a_folder.write_text("")
     logs = []
     with tapping.tapped_session(model, ["r", "s"], CPU, logs.append, scratch=not_a_folder) as run:
-        assert run.blocked == 0 and run.fetched == {"r": "r", "s": "s"}
+        assert not run.blocked and run.fetched == {"r": "r", "s": "s"}
         got = run.run(np.ones((1, 3, 16, 16), np.float32))
     assert got["s"].shape == (1, 32, 16, 16)
     assert len(logs) == 1 and logs[0].startswith("  reading every tapped tensor as NCHW: its blocked layout was not")
@@ -125,5 +125,36 @@ def test_the_scratch_folder_is_removed_with_the_session(tmp_path):
 def test_the_nchw_switch_reads_every_tensor_as_nchw(monkeypatch):
     monkeypatch.setenv("SK_EDGE_TAPPED_LAYOUT", "nchw")
     with tapping.tapped_session(_padded_model(), ["r", "s"], CPU) as run:
-        assert run.blocked == 0 and run.fetched == {"r": "r", "s": "s"}
+        assert not run.blocked and run.fetched == {"r": "r", "s": "s"}
         assert run.run(np.ones((1, 3, 16, 16), np.float32))["s"].shape == (1, 32, 16, 16)
+
+
+def test_a_full_temporary_folder_leaves_every_tensor_nchw_and_says_so(tmp_path):
+    """ONNX Runtime cannot save the optimized graph on a full disk (a real 256 KB tmpfs): the NCHW path, one line."""
+    model, names, batch = _reference(tmp_path / "wd")
+    tapped = _with_outputs(model, names)
+    logs = []
+    with small_tmpfs(tmp_path / "small", "256k") as disk:
+        with tapping.tapped_session(tapped, names, CPU, logs.append, scratch=disk) as run:
+            assert not run.blocked
+            got = run.run(batch)
+        assert list(disk.iterdir()) == []
+    assert len(logs) == 1 and "reading every tapped tensor as NCHW" in logs[0] and len(logs[0]) < 300, logs
+    expected = _nchw(tapped, names, batch)
+    assert all(np.array_equal(got[name], expected[name]) for name in names)
+
+
+@blocked_here
+def test_a_padded_twin_is_refused_at_every_run_not_only_when_the_session_is_built(tmp_path):
+    from sk_edge.errors import SkEdgeError
+
+    model = _padded_model()
+    optimized = tapping._optimized_graph(model, tmp_path, CPU)
+    twins = tapping.blocked_tensors(optimized, ["r", "s"])
+    assert (twins["r"].channels, twins["s"].channels) == (20, 32)
+    onnx.save(tapping.without_reorders(optimized, twins), str(tmp_path / "every_twin.onnx"))
+    with OnnxRuntimeRunner(tmp_path / "every_twin.onnx", optimization="disabled") as runner:
+        assert tapping.unpadded(runner.session, twins) == {"s": twins["s"]}  # r's twin holds 32 channels
+        run = tapping.TappedRun(runner.session, {n: t.source for n, t in twins.items()}, twins)  # as if unchecked
+        with pytest.raises(SkEdgeError, match=r"tensor 'r' in its blocked layout with shape \(1, 32, 16, 16\), not 20 "):
+            run.run(np.ones((1, 3, 16, 16), np.float32))

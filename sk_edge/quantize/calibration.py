@@ -165,7 +165,7 @@ def collect_histograms(
     fetch = [n for n in dict.fromkeys(names + extra) if n not in {i.name for i in model.graph.input}]
     with counting_pool() as pool, tapped_session(tapped, fetch, options, log) as run:  # the pool loads numba meanwhile
         if run.blocked:
-            log(f"  {run.blocked} of {len(fetch)} tapped tensors read in ONNX Runtime's blocked layout, without a reorder")
+            log(f"  {len(run.blocked)} of {len(fetch)} tapped tensors read in ONNX Runtime's blocked layout, without a reorder")
         return _count_batches(run, pool, names, maxima, stream, bins, progress)
 
 

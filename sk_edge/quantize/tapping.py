@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections import Counter
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from ..backends.onnxruntime import OnnxRuntimeRunner
+from ..errors import SkEdgeError
 
 BLOCKED_DOMAIN = "com.microsoft.nchwc"
 _OPTIMIZED = "optimized.onnx"
@@ -49,15 +50,20 @@ class TappedRun:
 
     session: Any  # onnxruntime.InferenceSession
     fetched: dict[str, str]  # tapped tensor -> the graph output that holds its values
-
-    @property
-    def blocked(self) -> int:
-        return sum(name != output for name, output in self.fetched.items())
+    blocked: dict[str, BlockedTensor] = field(default_factory=dict)  # the tensors read in the blocked layout
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         names = list(self.fetched)
         outputs = self.session.run([self.fetched[n] for n in names], {self.session.get_inputs()[0].name: batch})
-        return dict(zip(names, outputs))
+        tapped = dict(zip(names, outputs))
+        for name, twin in self.blocked.items():  # what unpadded() decided from the session's shapes, kept at every run
+            if tapped[name].ndim < 2 or tapped[name].shape[1] != twin.channels:
+                raise SkEdgeError(
+                    f"ONNX Runtime handed back tensor '{name}' in its blocked layout with shape {tapped[name].shape}, "
+                    f"not {twin.channels} channels: calibration stopped rather than count other values. Run it with "
+                    "SK_EDGE_TAPPED_LAYOUT=nchw, and please report this to sk-edge with your ONNX Runtime version"
+                )
+        return tapped
 
 
 def blocked_tensors(optimized: onnx.ModelProto, names: list[str]) -> dict[str, BlockedTensor]:
@@ -138,7 +144,7 @@ def _blocked_run(
         log(f"  reading every tapped tensor as NCHW: its blocked layout was not available ({_first_line(exc)})")
         return None
     fetched = {name: kept[name].source if name in kept else name for name in names}
-    return TappedRun(session, fetched)
+    return TappedRun(session, fetched, kept)
 
 
 def _optimized_graph(tapped: onnx.ModelProto, folder: Path, options: dict) -> onnx.ModelProto:
@@ -166,6 +172,8 @@ def _runner_reading_blocked(
     return None
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _first_line(exc: Exception, most: int = 160) -> str:
+    """The end of ``exc``'s first line: ONNX Runtime's messages start with source locations and end with the cause."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= most else "..." + line[-most:]
