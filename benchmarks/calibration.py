@@ -241,10 +241,11 @@ def main() -> int:
             # from the histograms that calib.json keeps, as `sk-edge calibrate --method M` does.
             # The floor and the calibration pass interleaved, so that a load change hits both.
             for _ in range(args.rounds):
-                rows.append(measure("floor", "fp32-pass", workdir, args.images, args.batch))
-                # The A/B passes (VARIANTS); sk-edge's own pass last, whose histograms the methods below reuse.
+                # The A/B passes (VARIANTS) first; then the floor and sk-edge's own pass, back to back (the pair the
+                # figure is made of), the last one's histograms what the methods below reuse.
                 for variant in VARIANTS:
                     rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch, variant=variant))
+                rows.append(measure("floor", "fp32-pass", workdir, args.images, args.batch))
                 rows.append(measure("sk-edge", "entropy", workdir, args.images, args.batch))
             for method in ("max", "percentile", "mse"):
                 rows.append(measure("sk-edge", method, workdir, args.images, args.batch, reuse=True))
