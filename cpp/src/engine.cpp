@@ -144,6 +144,17 @@ struct Engine::Impl {
     void make_overlap_streams();
     float* input_buffer(int b) { return static_cast<float*>(d_input.get()) + static_cast<size_t>(b) * slots * input_count; }
     bool overlapped() const { return options.overlap_preprocessing && !options.cuda_graph; }
+    // enqueue returns before its work runs: that work (on `stream`, and on prep_stream when overlapped) must end
+    // before the buffers it reads and writes, the context and the streams go, or the GPU would touch freed memory
+    // (an Engine destroyed, or assigned over, right after an enqueue). Errors are not reported: a destructor
+    // cannot throw, and the caller's next CUDA call sees a sticky one.
+    ~Impl() {
+        if (stream) cudaStreamSynchronize(stream);
+        if (prep_stream) cudaStreamSynchronize(prep_stream.get());
+#if defined(TRT_MAJOR_RTX)
+        save_runtime_cache();
+#endif
+    }
 #if defined(TRT_MAJOR_RTX)
     std::unique_ptr<nvinfer1::IRuntimeConfig> runtime_config;
     std::unique_ptr<nvinfer1::IRuntimeCache> runtime_cache;
@@ -151,7 +162,7 @@ struct Engine::Impl {
 
     // The kernels compiled for this GPU, kept for the next start; a folder that cannot be written
     // costs only that start's compile time.
-    ~Impl() {
+    void save_runtime_cache() {
         if (!runtime_cache) return;
         std::unique_ptr<nvinfer1::IHostMemory> data(runtime_cache->serialize());
         if (!data) return;

@@ -115,7 +115,8 @@ std::vector<Prediction> top_k(const float* logits, int num_classes, int k, const
 
 struct EngineOptions {
     std::optional<int> dla_core;      // default: the sidecar's; set on the runtime before deserializing
-    void* stream = nullptr;           // a cudaStream_t to run on; nullptr: the engine's own stream
+    void* stream = nullptr;           // a cudaStream_t to run on; nullptr: the engine's own stream. It must
+                                      // outlive the Engine, whose destructor waits for the work queued on it
     bool cuda_graph = false;          // capture the enqueue once, then replay it
     bool check_sidecar = true;        // refuse an engine built for another TensorRT, GPU or platform
     bool zero_copy = false;           // mapped pinned memory for the image on integrated GPUs (Jetson)
