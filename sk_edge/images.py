@@ -259,6 +259,12 @@ class ImageStream:
     def digest(self) -> str:
         return self._hash.hexdigest()
 
+    def refuse_if_too_few(self) -> None:
+        """Raise now, before any work, when fewer files than ``count`` were given (saying how many are readable):
+        iteration would raise the same, but only after the caller's set-up."""
+        if self.count is not None and len(self.paths) < self.count:
+            raise self._not_enough(self.paths)
+
     def _not_enough(self, rest: list[Path]) -> SkEdgeError:
         where = f"'{self.root}'" if self.root else "the given files"
         found = len(self.used)

@@ -370,6 +370,11 @@ def test_smaller_mistakes_get_the_right_message(wd, tmp_path):
     cal = run_cli("calibrate", "-w", str(wd), "--images", str(empty), "--num-images", "4")
     line = one_line_error(cal, 1, "no readable image")
     assert "--num-images 0" not in line
+    few = calibration_subset(tmp_path / "few", 6)  # 512 asked for by default: refused before any session is built
+    (few / "broken.png").write_bytes(b"not a png")
+    short = run_cli("calibrate", "-w", str(wd), "--images", str(few))
+    one_line_error(short, 1, "only 6 readable images", "512 asked for", "broken.png", "pass --num-images 6")
+    assert "calibrating" not in short.stdout + short.stderr
 
     size = run_cli("export", "--model", "sknet26", "--input-size", "0", "-w", str(tmp_path / "x"))
     one_line_error(size, 2, "--input-size")

@@ -383,6 +383,7 @@ def _measure(
 
     t0 = time.perf_counter()
     stream = ImageStream(paths, export.preprocess, options.batch, options.num_images, root=images_dir)
+    stream.refuse_if_too_few()  # before the sessions are built
     log(
         f"calibrating {len(names)} tensors on {options.num_images} images from '{images_dir}' "
         f"({len(paths)} found), batch {options.batch}"
