@@ -129,7 +129,12 @@ def tapped_session(
 
 
 def _blocked_run(
-    held: ExitStack, tapped: onnx.ModelProto, names: list[str], options: dict, log: Callable[[str], None], scratch
+    held: ExitStack,
+    tapped: onnx.ModelProto,
+    names: list[str],
+    options: dict,
+    log: Callable[[str], None],
+    scratch: Path | None,
 ) -> TappedRun | None:
     """A TappedRun reading what it can in the blocked layout; None where nothing can be (said in ``log`` if failed)."""
     try:
