@@ -1,6 +1,11 @@
 """Calibration reads tapped tensors in ONNX Runtime's blocked layout only where that layout holds exactly their values."""
 
+import os
 import platform
+import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -160,3 +165,43 @@ def test_a_padded_twin_is_refused_at_every_run_not_only_when_the_session_is_buil
         run = tapping.TappedRun(runner.session, {n: t.source for n, t in twins.items()}, twins)  # as if unchecked
         with pytest.raises(SkEdgeError, match=r"tensor 'r' in its blocked layout with shape \(1, 32, 16, 16\), not 20 "):
             run.run(np.ones((1, 3, 16, 16), np.float32))
+
+
+def test_a_scratch_folder_that_cannot_be_removed_is_left_not_an_error(tmp_path):
+    """Calibration's histograms are done when the folder goes: a file no one may remove (immutable, as root cannot
+    either) leaves the folder behind instead of failing the calibration; the session is dropped first."""
+    with tapping.tapped_session(_padded_model(), ["s"], CPU, scratch=tmp_path) as run:
+        if not run.blocked:
+            pytest.skip("no blocked layout here: no scratch folder")
+        (folder,) = tmp_path.iterdir()
+        pinned = folder / "pinned"
+        pinned.write_text("")
+        if subprocess.run(["chattr", "+i", str(pinned)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available on this file system")
+        run.run(np.ones((1, 3, 16, 16), np.float32))
+    try:
+        assert run.session is None and pinned.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(pinned)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_scratch_folders_of_killed_runs_are_removed_and_nothing_else(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has exited (the same number reused by a live one would be kept)
+    killed = tmp_path / f"sk-edge-taps-{dead}-abc123"  # as a run killed with SIGKILL leaves it
+    killed.mkdir()
+    (killed / "optimized.onnx.weights").write_bytes(b"0" * 1000)
+    recent = tmp_path / f"sk-edge-taps-{dead}-new"  # as fresh as a run in another PID namespace writing it: kept
+    recent.mkdir()
+    hour_ago = time.time() - 3600
+    os.utime(killed, (hour_ago, hour_ago))
+    kept = [tmp_path / f"sk-edge-taps-{os.getpid()}-live", tmp_path / "sk-edge-taps-notes",
+            tmp_path / "sk-edge-taps-12x-mine", tmp_path / "my-folder", recent]
+    for folder in kept[:-1]:
+        folder.mkdir()
+        os.utime(folder, (hour_ago, hour_ago))
+    with tapping.tapped_session(_padded_model(), ["s"], CPU, scratch=tmp_path) as run:
+        run.run(np.ones((1, 3, 16, 16), np.float32))
+    assert not killed.exists() and all(folder.is_dir() for folder in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(folder.name for folder in kept)

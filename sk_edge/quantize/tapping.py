@@ -7,7 +7,7 @@ at 224 the 53 tapped tensors added 29 reorders to the 42 of the plain graph (num
 
 A histogram counts values, not where they sit, and a blocked tensor whose channels fill whole blocks holds exactly
 the values of its NCHW twin. So the tapped graph is optimized once by ONNX Runtime and saved (to a scratch folder,
-deleted with the session), the reorders that only served a tap are removed, and the blocked tensors themselves become
+deleted with the session; one a killed run left is deleted by the next), the reorders that only served a tap are removed, and the blocked tensors themselves become
 the graph's outputs. A tensor whose channel count ONNX Runtime pads to a whole block keeps its reorder (the padding is
 not the tensor's), as does every tensor where no blocked layout was made (ARM, GPU providers): those are read as NCHW.
 If the scratch folder cannot be written or ONNX Runtime cannot save or reload the graph, every tensor is read as NCHW:
@@ -18,7 +18,9 @@ benchmarks/calibration.py, and a way round an ONNX Runtime whose saved graphs mi
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from ..errors import SkEdgeError
 BLOCKED_DOMAIN = "com.microsoft.nchwc"
 _OPTIMIZED = "optimized.onnx"
 _WITHOUT_REORDERS = "blocked.onnx"
+_SCRATCH_PREFIX = "sk-edge-taps-"
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,10 @@ def tapped_session(
         if run is None:
             runner = held.enter_context(OnnxRuntimeRunner(tapped, dynamic_batch=True, **options))
             run = TappedRun(runner.session, {name: name for name in names})
-        yield run
+        try:
+            yield run
+        finally:
+            run.session = None  # the session goes before its scratch folder (a mapped file cannot be removed everywhere)
 
 
 def _blocked_run(
@@ -138,7 +144,10 @@ def _blocked_run(
 ) -> TappedRun | None:
     """A TappedRun reading what it can in the blocked layout; None where nothing can be (said in ``log`` if failed)."""
     try:
-        folder = Path(held.enter_context(tempfile.TemporaryDirectory(prefix="sk-edge-taps-", dir=scratch)))
+        folder = _scratch_folder(scratch)
+        # Removed at the end, or left where it cannot be (not an error: the histograms are done by then).
+        # TemporaryDirectory's ignore_cleanup_errors still raised on a file that could not be removed (Python 3.11).
+        held.callback(shutil.rmtree, folder, ignore_errors=True)
         optimized = _optimized_graph(tapped, folder, options)
         reading = _runner_reading_blocked(optimized, blocked_tensors(optimized, names), folder, options)
         if reading is None:
@@ -150,6 +159,36 @@ def _blocked_run(
         return None
     fetched = {name: kept[name].source if name in kept else name for name in names}
     return TappedRun(session, fetched, kept)
+
+
+def _scratch_folder(parent: Path | None) -> Path:
+    """A new folder for the optimized graph, named after this process; those of processes that are gone (killed
+    before they could remove theirs: about the model's size each) are removed first."""
+    parent = Path(parent or tempfile.gettempdir())
+    for left in parent.glob(f"{_SCRATCH_PREFIX}*-*"):
+        pid = left.name[len(_SCRATCH_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)) and _untouched_for_a_minute(left):
+            shutil.rmtree(left, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _untouched_for_a_minute(folder: Path) -> bool:
+    """A real folder (not a link) unchanged for a minute: a run whose process this one cannot see (another PID
+    namespace sharing the folder) reads its files only in the seconds after writing them."""
+    try:
+        return folder.is_dir() and not folder.is_symlink() and time.time() - folder.stat().st_mtime > 60
+    except OSError:
+        return False
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's, or not ours to ask about: left alone
+    return True
 
 
 def _optimized_graph(tapped: onnx.ModelProto, folder: Path, options: dict) -> onnx.ModelProto:
