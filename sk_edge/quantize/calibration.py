@@ -162,7 +162,8 @@ def collect_histograms(
     per_image = tapped_bytes_per_image(inferred, names + extra)
     options = {"providers": _providers(), "memory_arena": arena_fits(per_image, stream.batch), "config": COUNTING_BESIDE_RUNS}
     tapped = _with_outputs(inferred, names + extra)
-    fetch = [n for n in dict.fromkeys(names + extra) if n not in {i.name for i in model.graph.input}]
+    graph_inputs = {i.name for i in model.graph.input}  # fed, not fetched
+    fetch = [n for n in dict.fromkeys(names + extra) if n not in graph_inputs]
     with counting_pool() as pool, tapped_session(tapped, fetch, options, log) as run:  # the pool loads numba meanwhile
         if run.blocked:
             log(f"  {len(run.blocked)} of {len(fetch)} tapped tensors read in ONNX Runtime's blocked layout, without a reorder")
@@ -179,12 +180,11 @@ def _count_batches(
     progress: Callable[[int], None],
 ) -> tuple[dict[str, StreamingHistogram], str]:
     """The histograms of ``names`` (and the running max of ``maxima``'s tensors) over every batch of ``stream``."""
-    input_name = run.session.get_inputs()[0].name
     histograms = {name: StreamingHistogram(bins) for name in names}
     for batch, batch_names in stream:
         tapped = run.run(batch)
-        if input_name in names or input_name in maxima:
-            tapped[input_name] = batch.copy()  # counting uses every tensor of `tapped` as scratch
+        if run.input_name in names or run.input_name in maxima:
+            tapped[run.input_name] = batch.copy()  # counting uses every tensor of `tapped` as scratch
         _count_in_parallel(pool, tapped, histograms, maxima, batch_names)
         progress(len(batch_names))
     return histograms, run.session.get_providers()[0]

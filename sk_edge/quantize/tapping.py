@@ -55,9 +55,13 @@ class TappedRun:
     fetched: dict[str, str]  # tapped tensor -> the graph output that holds its values
     blocked: dict[str, BlockedTensor] = field(default_factory=dict)  # the tensors read in the blocked layout
 
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         names = list(self.fetched)
-        outputs = self.session.run([self.fetched[n] for n in names], {self.session.get_inputs()[0].name: batch})
+        outputs = self.session.run([self.fetched[n] for n in names], {self.input_name: batch})
         tapped = dict(zip(names, outputs))
         for name, twin in self.blocked.items():  # what unpadded() decided from the session's shapes, kept at every run
             if tapped[name].ndim < 2 or tapped[name].shape[1] != twin.channels:
